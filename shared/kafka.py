@@ -10,6 +10,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from pydantic import BaseModel, SecretStr
 
+from shared.errors import ConfigError
+
 
 class KafkaConnection(BaseModel):
     """How to reach one Kafka cluster. SASL PLAIN/SCRAM and TLS are all configurable."""
@@ -25,6 +27,8 @@ class KafkaConnection(BaseModel):
     def from_env(cls, env: Mapping[str, str], prefix: str) -> KafkaConnection:
         """Reads ``{prefix}BOOTSTRAP_SERVERS``, ``{prefix}SASL_USERNAME`` … from a mapping."""
         fields = {name: env[prefix + name.upper()] for name in cls.model_fields if prefix + name.upper() in env}
+        if "bootstrap_servers" not in fields:
+            raise ConfigError(f"{prefix}BOOTSTRAP_SERVERS is not set")
         return cls.model_validate(fields)
 
     def client_kwargs(self) -> dict[str, Any]:

@@ -1,0 +1,120 @@
+"""What every long-running service shares: the HTTP surface and the run loop.
+
+HTTP (FastAPI on uvicorn, the one framework of every service):
+``GET /health`` live; ``GET /ready`` 200 only when connected and not in backoff, 503 otherwise
+(body says why); ``GET /metrics`` Prometheus text; ``GET /lag`` JSON from the service.
+
+:func:`run_service` runs the worker and the HTTP server in one event loop. SIGTERM/SIGINT only
+set the ``stop`` event; the worker drains, commits what is durable and returns; the process then
+exits 0. A worker that does not return within ``shutdown_timeout`` is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceState:
+    """Liveness and readiness as the worker reports them, and how to compute ``/lag``."""
+
+    name: str
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    ready: bool = False
+    not_ready_reason: str = "starting"
+    lag: Callable[[], Awaitable[dict[str, Any]]] | None = None
+
+    def set_ready(self) -> None:
+        if not self.ready:
+            log.info("ready")
+        self.ready, self.not_ready_reason = True, ""
+
+    def set_not_ready(self, reason: str) -> None:
+        if self.ready or reason != self.not_ready_reason:
+            log.warning("not ready: %s", reason)
+        self.ready, self.not_ready_reason = False, reason
+
+
+def create_http_app(state: ServiceState) -> FastAPI:
+    app = FastAPI(title=state.name, docs_url="/docs")
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "service": state.name}
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        if state.ready:
+            return JSONResponse({"ready": True})
+        return JSONResponse({"ready": False, "reason": state.not_ready_reason}, status_code=503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return PlainTextResponse(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/lag")
+    async def lag() -> Response:
+        if state.lag is None:
+            return JSONResponse({"error": "no lag source"}, status_code=404)
+        try:
+            return JSONResponse(await state.lag())
+        except Exception as exc:  # the broker may be down: say so, do not 500 with a trace
+            return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=503)
+
+    return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the service owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def run_service(
+    state: ServiceState,
+    worker: Callable[[asyncio.Event], Awaitable[None]],
+    *,
+    host: str,
+    port: int,
+    shutdown_timeout: float = 10.0,
+    app: FastAPI | None = None,
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = _Server(uvicorn.Config(app or create_http_app(state), host=host, port=port, log_level="warning", lifespan="off"))
+    http = asyncio.create_task(server.serve(), name="http")
+    work: asyncio.Task[None] = asyncio.ensure_future(worker(stop))
+    try:
+        await asyncio.wait({work, http}, return_when=asyncio.FIRST_COMPLETED)
+        if http.done() and not work.done():
+            log.error("HTTP server on %s:%s stopped unexpectedly; stopping worker", host, port)
+            stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(work), timeout=shutdown_timeout)
+        except TimeoutError:
+            log.error("worker did not stop within %.0fs; cancelling", shutdown_timeout)
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+        work.result() if not work.cancelled() else None
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(http, timeout=3)
