@@ -1,0 +1,66 @@
+"""The bridge's one settings class: its own knobs under ``BRIDGE_``, connections shared."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.kafka import KafkaConnection
+from shared.settings import local_kafka_from_env, remote_kafka_from_env
+
+
+class BridgeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BRIDGE_", extra="ignore")
+
+    remote_kafka: KafkaConnection = Field(default_factory=remote_kafka_from_env, exclude=True)
+    local_kafka: KafkaConnection = Field(default_factory=local_kafka_from_env, exclude=True)
+
+    # Topics and names (the seed's names as defaults).
+    remote_topic: str = "product_views"
+    local_topic: str = "processed_product_view_test"
+    dlq_topic: str = "processed_product_view_test.dlq"
+    # Compacted: key = remote "topic/partition", value = the next remote offset to copy.
+    offsets_topic: str = "processed_product_view_test.bridge-offsets"
+    group_id: str = "bridge"
+    # transactional.id = "{prefix}.{remote topic}.{partition}"; defaults to the group id.
+    transactional_id_prefix: str = ""
+    # Where to start a remote partition that has no stored offset yet.
+    start_from: Literal["earliest", "latest"] = "earliest"
+
+    # Topics the bridge creates when missing.
+    local_partitions: int = 6
+    dlq_partitions: int = 3
+    offsets_partitions: int = 1
+    replication_factor: int = 3
+
+    # Batching and clients.
+    max_batch_records: int = 2000
+    poll_timeout_ms: int = 200
+    linger_ms: int = 5
+    max_batch_bytes: int = 262_144
+    max_request_bytes: int = 2_000_000  # the local brokers take up to 2 MiB per record batch
+    fetch_max_bytes: int = 52_428_800
+    max_partition_fetch_bytes: int = 4_194_304
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    transaction_timeout_ms: int = 60_000
+    # Seconds to wait for a producer's init_transactions (fencing the previous owner).
+    init_timeout_s: float = 30.0
+    # How often remote end offsets are read for the lag gauges (and the remote group committed).
+    lag_interval_s: float = 2.0
+
+    # Outages.
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 15.0
+
+    # Service.
+    http_host: str = "0.0.0.0"
+    http_port: int = 8101
+    shutdown_timeout_s: float = 8.0
+    log_level: str = "INFO"
+
+    def transactional_id(self, partition: int) -> str:
+        """The id that fences the previous owner of one remote partition (pre-KIP-447 pattern)."""
+        return f"{self.transactional_id_prefix or self.group_id}.{self.remote_topic}.{partition}"

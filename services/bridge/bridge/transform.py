@@ -1,0 +1,193 @@
+"""The pure core of the bridge: one remote record in, one normalized event (or a reason) out.
+
+No clients, no environment, no clock: the caller passes the record's coordinates and the
+``bridged_at`` time, so the same input always gives the same output (the rules are in
+:mod:`shared.event`). Bad input raises :class:`InvalidEventError` whose ``stage`` is
+``"decode"`` (bytes that are not one JSON document) or ``"validate"`` (JSON that is not a valid
+event) and whose ``error_class`` names the rule that failed; both go into the DLQ headers.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from shared.errors import InvalidEventError
+from shared.event import MAX_EVENT_BYTES, PRODUCT_EVENT_TYPES, SEED_COLLECTION, STRING_ID_FIELDS, event_id_from_coordinates
+
+STAGE_DECODE = "decode"
+STAGE_VALIDATE = "validate"
+
+SHAPE_GLAMIRA = "glamira"
+SHAPE_SEED = "seed"
+
+_LOCAL_TIME = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})[ T](\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,6}))?")
+_NUMERIC = re.compile(r"[+-]?\d+(?:\.\d*)?")
+
+
+def _invalid(reason: str, error_class: str, stage: str = STAGE_VALIDATE) -> InvalidEventError:
+    return InvalidEventError(reason, stage=stage, error_class=error_class)
+
+
+def format_utc(moment: datetime) -> str:
+    """UTC ISO-8601 with milliseconds and ``Z``: ``2020-05-17T16:34:33.000Z``."""
+    moment = moment.astimezone(UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+
+
+def decode(value: bytes | None) -> dict[str, Any]:
+    """The record's JSON object, or :class:`InvalidEventError` saying why there is none."""
+    if not value:
+        raise _invalid("empty record", "EmptyRecord", STAGE_DECODE)
+    if len(value) > MAX_EVENT_BYTES:
+        raise _invalid(f"record is {len(value)} bytes, more than {MAX_EVENT_BYTES}", "OversizedRecord", STAGE_DECODE)
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            raise _invalid(f"not UTF-8: {uexc}", "NotUTF8", STAGE_DECODE) from None
+        raise _invalid(f"not JSON: {exc}", "NotJSON", STAGE_DECODE) from None
+    if not isinstance(doc, dict):
+        raise _invalid(f"JSON {type(doc).__name__} is not an object", "NotAnObject")
+    return doc
+
+
+def normalize_id(field: str, raw: Any) -> Any:
+    """An id as a string: str stripped, int and integral float → ``str(int)``; None stays None."""
+    if raw is None or isinstance(raw, str):
+        return raw.strip() if raw is not None else None
+    if isinstance(raw, bool):
+        raise _invalid(f"{field} is a bool, not an id", "WrongType")
+    if isinstance(raw, int):
+        return str(raw)
+    if isinstance(raw, float) and raw.is_integer():
+        return str(int(raw))
+    raise _invalid(f"{field} is {type(raw).__name__} {_short(raw)}, not an id", "WrongType")
+
+
+def event_time_from_unix(raw: Any) -> str:
+    """``time_stamp`` (unix seconds: int, float or numeric string) → UTC ISO-8601 with ms."""
+    if isinstance(raw, str) and _NUMERIC.fullmatch(raw.strip()):
+        text = raw.strip()
+        raw = float(text) if "." in text else int(text)
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise _invalid(f"time_stamp is {type(raw).__name__} {_short(raw)}, not unix seconds", "WrongType")
+    try:
+        # A float is rounded to the microsecond (half-even) first, then cut to the millisecond.
+        moment = datetime.fromtimestamp(raw, UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise _invalid(f"time_stamp {raw} is out of range: {exc}", "WrongType") from None
+    return format_utc(moment)
+
+
+def event_time_from_iso(raw: Any) -> str:
+    """The seed's ``timestamp`` (ISO-8601; naive means UTC) → UTC ISO-8601 with ms."""
+    if not isinstance(raw, str):
+        raise _invalid(f"timestamp is {type(raw).__name__} {_short(raw)}, not ISO-8601", "WrongType")
+    try:
+        moment = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise _invalid(f"timestamp {_short(raw)} is not ISO-8601", "WrongType") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return format_utc(moment)
+
+
+def normalize_local_time(raw: Any) -> str:
+    """``2020-06-04 9:05:11`` or ``2020-06-04T09:05:11.5`` → ``YYYY-MM-DD HH:MM:SS[.ffffff]``."""
+    match = _LOCAL_TIME.fullmatch(raw.strip()) if isinstance(raw, str) else None
+    if match is None:
+        raise _invalid(f"local_time {_short(raw)} is not YYYY-MM-DD HH:MM:SS", "WrongType")
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction = match.group(7)
+    try:
+        datetime(year, month, day, hour, minute, second)
+    except ValueError as exc:
+        raise _invalid(f"local_time {raw!r} is not a valid time: {exc}", "WrongType") from None
+    text = f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{second:02d}"
+    return f"{text}.{fraction.ljust(6, '0')}" if fraction else text
+
+
+def event_id_of(doc: dict[str, Any], topic: str, partition: int, offset: int) -> str:
+    """The source ``_id`` (also as ``{"$oid": …}``) or the coordinates' hash when it has none."""
+    raw = doc.pop("_id", None)
+    if isinstance(raw, dict) and set(raw) == {"$oid"}:
+        raw = raw["$oid"]
+    if raw is None:
+        return event_id_from_coordinates(topic, partition, offset)
+    if isinstance(raw, str) and raw.strip():
+        return raw.strip()
+    raise _invalid(f"_id is {type(raw).__name__} {_short(raw)}, not an id string", "WrongType")
+
+
+def normalize(
+    value: bytes | None,
+    key: bytes | None,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    bridged_at: datetime,
+) -> dict[str, Any]:
+    """The normalized event of one remote record (contract: :mod:`shared.event`).
+
+    Every source field is kept (ids as strings, ``local_time`` zero-padded) except ``_id``,
+    which becomes ``event_id``. ``key`` is not part of the event: the output is re-keyed.
+    """
+    del key  # the output is re-keyed by visitor; the source key only travels on the DLQ path
+    doc = decode(value)
+    event_id = event_id_of(doc, topic, partition, offset)
+
+    if "collection" in doc or "time_stamp" in doc:
+        shape = SHAPE_GLAMIRA
+        collection = doc.get("collection")
+        if collection is not None and not isinstance(collection, str):
+            raise _invalid(f"collection is {type(collection).__name__} {_short(collection)}, not an event type", "WrongType")
+        collection = (collection or "").strip()
+        if not collection:
+            raise _invalid("collection is missing", "MissingField")
+        if "time_stamp" not in doc or doc["time_stamp"] is None:
+            raise _invalid("time_stamp is missing", "MissingField")
+        event_time = event_time_from_unix(doc["time_stamp"])
+        needs_product = collection in PRODUCT_EVENT_TYPES
+    else:
+        shape = SHAPE_SEED
+        collection = SEED_COLLECTION
+        if doc.get("timestamp") is None:
+            raise _invalid("neither time_stamp nor timestamp is present", "MissingField")
+        event_time = event_time_from_iso(doc["timestamp"])
+        needs_product = True
+
+    for field in STRING_ID_FIELDS:
+        if field in doc:
+            doc[field] = normalize_id(field, doc[field])
+    if needs_product and not doc.get("product_id"):
+        raise _invalid(f"{collection} event has no product_id", "MissingField")
+    if doc.get("local_time") is not None:
+        doc["local_time"] = normalize_local_time(doc["local_time"])
+
+    doc["event_id"] = event_id
+    doc["collection"] = collection
+    doc["source_shape"] = shape
+    doc["event_time"] = event_time
+    doc["source_topic"] = topic
+    doc["source_partition"] = partition
+    doc["source_offset"] = offset
+    doc["bridged_at"] = format_utc(bridged_at)
+    return doc
+
+
+def output_key(event: dict[str, Any]) -> bytes:
+    """The local record key: the visitor (``device_id``) so one visitor's events keep order."""
+    device_id = event.get("device_id")
+    return (device_id if isinstance(device_id, str) and device_id else event["event_id"]).encode()
+
+
+def _short(raw: Any, limit: int = 60) -> str:
+    text = repr(raw)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
