@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import contextlib
 import json
 import os
@@ -570,7 +571,8 @@ def ferretdb_argv() -> list[str]:
 def mongo_ping(env: dict[str, str]) -> bool:
     from pymongo import MongoClient
 
-    with MongoClient(env["MONGODB_URI"], serverSelectionTimeoutMS=2000) as client:
+    client: MongoClient = MongoClient(env["MONGODB_URI"], serverSelectionTimeoutMS=2000)
+    with client:
         return client.admin.command("ping").get("ok") == 1.0
 
 
@@ -608,11 +610,8 @@ def up() -> None:
         wait_for(name, p.ready, log_file=p.log_file)
     wait_for("ferretdb ping", lambda: mongo_ping(env), log_file=all_procs["ferretdb"].log_file)
     for cluster in ("local", "remote"):
-        wait_for(
-            f"kafka {cluster} round trip",
-            lambda c=cluster: kafka_round_trip(c, env),
-            log_file=all_procs[f"kafka-{cluster}-1"].log_file,
-        )
+        probe = functools.partial(kafka_round_trip, cluster, env)
+        wait_for(f"kafka {cluster} round trip", probe, log_file=all_procs[f"kafka-{cluster}-1"].log_file)
     log(f"stack ready in {time.monotonic() - t0:.1f}s")
     status()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -63,10 +64,8 @@ async def create_topics(
         if not wanted:
             return []
         new = [NewTopic(t, partitions, replication_factor, topic_configs=dict(configs or {})) for t in wanted]
-        try:
+        with contextlib.suppress(TopicAlreadyExistsError):  # raced with another creator: it exists
             await admin.create_topics(new, validate_only=False)
-        except TopicAlreadyExistsError:
-            pass  # raced with another process creating it: fine, it exists
         return wanted
     finally:
         await admin.close()

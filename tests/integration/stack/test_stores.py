@@ -48,7 +48,8 @@ from pyspark.sql import SparkSession
 from urllib.parse import urlparse
 jar, table = sys.argv[1], sys.argv[2]
 dsn = urlparse(os.environ["POSTGRES_DSN"])
-spark = SparkSession.builder.master("local[2]").appName("stack-test").config("spark.jars", jar).config("spark.ui.enabled", "false").getOrCreate()
+builder = SparkSession.builder.master("local[2]").appName("stack-test").config("spark.jars", jar)
+spark = builder.config("spark.ui.enabled", "false").getOrCreate()
 df = spark.range(0, 1000).selectExpr("id", "id % 7 AS bucket").groupBy("bucket").count()
 url = f"jdbc:postgresql://{dsn.hostname}:{dsn.port}{dsn.path}"
 df.write.jdbc(url, table, mode="overwrite", properties={"user": dsn.username, "password": dsn.password, "driver": "org.postgresql.Driver"})
