@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import contextlib
+import functools
 import json
 import os
 import secrets
