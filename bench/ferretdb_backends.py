@@ -44,7 +44,7 @@ def make_docs(n: int, seed: int = 7) -> list[dict]:
                 "product_id": str(rng.randint(1000, 120000)),
                 "store_id": str(rng.randint(1, 85)),
                 "device_id": str(uuid.UUID(int=rng.getrandbits(128))),
-                "ip": f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+                "ip": ".".join(str(rng.randint(1, 223)) for _ in range(4)),
                 "user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 13_3 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
                 "current_url": f"https://www.glamira.de/glamira-ring-{rng.randint(1, 5000)}.html?alloy=white-585",
                 "referrer_url": rng.choice(["https://www.google.com/", "", "https://www.facebook.com/"]),
