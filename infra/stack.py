@@ -143,6 +143,7 @@ class Proc:
     prepare: Callable[[], None] = lambda: None
     env: dict[str, str] = field(default_factory=dict)
     user: str | None = None
+    marker: str = ""  # text the process's command line must contain; default: the stack home
 
     @property
     def pid_file(self) -> Path:
@@ -161,8 +162,8 @@ class Proc:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except FileNotFoundError:
             return None
-        # A recycled PID belongs to someone else: ours always mention the stack home.
-        return pid if str(HOME) in cmdline else None
+        # A recycled PID belongs to someone else: ours always mention the stack home (or marker).
+        return pid if (self.marker or str(HOME)) in cmdline.replace("\0", " ") else None
 
     def running(self) -> bool:
         return self.pid() is not None

@@ -1,0 +1,1 @@
+"""Local stack, service supervision and the end-to-end demo (no Docker needed)."""
