@@ -20,10 +20,11 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow import DAG
 from airflow.exceptions import AirflowFailException
 from airflow.providers.http.operators.http import HttpOperator
 from airflow.providers.http.sensors.http import HttpSensor
+
+from airflow import DAG
 
 ETL_TERMINAL_FAILURES = {"failed"}
 
