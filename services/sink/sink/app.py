@@ -1,0 +1,524 @@
+"""The sink worker: consume → build documents → write to MongoDB → commit offsets.
+
+Guarantees (see ../README.md):
+
+- Offsets of a batch are committed only after MongoDB acknowledged every document of it (with the
+  configured write concern) and every dead-lettered record of it was acknowledged by the brokers
+  (``acks=all``). A crash anywhere before that redelivers the batch; because ``_id = event_id``
+  and a duplicate key counts as "already written", redelivery never stores an event twice.
+- Reads are ``read_committed``: records of aborted bridge transactions are never seen.
+- At most one batch is being written while the next one is being collected (a two-stage
+  pipeline); batches are committed in order, so a committed offset never skips unwritten data.
+- MongoDB down: the batch is retried with bounded backoff, the service is not ready, nothing is
+  committed, the consumer stops fetching (back-pressure) and the sink resumes by itself.
+- Rebalance (several sinks in one group): on revocation the batch being written gets
+  ``revoke_flush_timeout_s`` to finish and commit; records not yet written are dropped
+  uncommitted and the partition's next owner reads them again.
+- SIGTERM: the open batch is flushed if MongoDB answers within ``shutdown_flush_s``, offsets are
+  committed, clients closed, and the worker returns (the process exits 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pymongo
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    MessageSizeTooLargeError,
+)
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+
+from shared.backoff import Backoff
+from shared.dlq import dead_letter_headers
+from shared.errors import InvalidEventError
+from shared.kafka import create_topics
+from shared.service import ServiceState
+from sink.documents import IngestStamp, document_of
+from sink.metrics import SinkMetrics
+from sink.mongo import MongoUnavailableError, MongoWriter
+from sink.settings import SinkSettings
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_MS = 250  # how long one poll waits when nothing is buffered (bounds the reaction to SIGTERM)
+DLQ_MAX_VALUE_BYTES = 1_000_000  # a dead letter the brokers refuse as too large is resent truncated to this
+COMMIT_TIMEOUT_S = 30.0  # aiokafka retries a commit while the coordinator is away; we move on after this
+
+
+class BatchAbandonedError(Exception):
+    """A batch given up uncommitted (shutdown while MongoDB is down); it will be redelivered."""
+
+
+@dataclass
+class DeadLetter:
+    record: ConsumerRecord[bytes | None, bytes | None]
+    stage: str
+    error_class: str
+    message: str
+
+
+@dataclass
+class Batch:
+    """Records cut from the stream, turned into documents and dead letters; ``offsets`` to commit."""
+
+    epoch: int
+    records: int = 0
+    docs: list[dict[str, Any]] = field(default_factory=list)
+    doc_records: list[ConsumerRecord[bytes | None, bytes | None]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+def build_batch(
+    records: Iterable[ConsumerRecord[bytes | None, bytes | None]], stamp: IngestStamp, max_document_bytes: int, epoch: int
+) -> Batch:
+    """Documents and dead letters of ``records``; ``offsets`` = next offset per partition."""
+    batch = Batch(epoch=epoch)
+    for record in records:
+        batch.records += 1
+        try:
+            doc = document_of(record.value, stamp, max_document_bytes)
+        except InvalidEventError as exc:
+            batch.dead_letters.append(DeadLetter(record, exc.stage, exc.error_class, exc.reason))
+        else:
+            batch.docs.append(doc)
+            batch.doc_records.append(record)
+        tp = TopicPartition(record.topic, record.partition)
+        batch.offsets[tp] = max(batch.offsets.get(tp, 0), record.offset + 1)
+    return batch
+
+
+class Sink(ConsumerRebalanceListener):
+    """One sink process. ``run(stop)`` is the worker :func:`shared.service.run_service` drives."""
+
+    def __init__(self, settings: SinkSettings, state: ServiceState) -> None:
+        self.settings = settings
+        self.state = state
+        self.metrics = SinkMetrics(state.registry)
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.writer: MongoWriter | None = None
+        self._lag_consumer: AIOKafkaConsumer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._pending: list[ConsumerRecord[bytes | None, bytes | None]] = []
+        self._pending_bytes = 0
+        self._epoch = 0  # bumped on every revocation: batches of an older epoch are not written
+        self._inflight: asyncio.Task[None] | None = None
+        self._committed: dict[TopicPartition, int] = {}
+        self._give_up_at: float | None = None  # monotonic deadline once SIGTERM arrived
+        self._backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
+        state.lag = self.lag
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("starting: %s", self.settings.masked())
+        watcher = asyncio.create_task(self._watch_stop(stop), name="sink-stop-watch")
+        try:
+            if not await self._start(stop):
+                return
+            await self._loop(stop)
+            await self._drain()
+        finally:
+            watcher.cancel()
+            await self._close()
+        log.info("stopped")
+
+    async def _watch_stop(self, stop: asyncio.Event) -> None:
+        """From SIGTERM on, every retry loop has until ``_give_up_at`` to succeed."""
+        await stop.wait()
+        self._give_up_at = time.monotonic() + self.settings.shutdown_flush_s
+        log.info("stop requested: flushing for at most %.1fs", self.settings.shutdown_flush_s)
+
+    async def _start(self, stop: asyncio.Event) -> bool:
+        """Connects everything, retrying with backoff until it works or ``stop`` is set."""
+        s = self.settings
+        kafka = s.local_kafka.client_kwargs()
+        self.writer = MongoWriter(s)
+        backoff = Backoff(s.backoff_initial_s, s.backoff_max_s)
+        while not stop.is_set():
+            try:
+                how = await self.writer.prepare()
+                log.info("mongodb ready, indexes in place, write concern %s", how)
+                break
+            except MongoUnavailableError as exc:
+                self.state.set_not_ready(f"mongodb: {exc}")
+                await _sleep_or_stop(stop, backoff.next_delay())
+        while not stop.is_set():
+            try:
+                await create_topics(s.local_kafka, [s.dlq_topic], partitions=s.dlq_partitions, replication_factor=s.replication_factor)
+                self.producer = AIOKafkaProducer(**kafka, acks="all", enable_idempotence=True, max_request_size=4 << 20, linger_ms=5)
+                await self.producer.start()
+                self.consumer = AIOKafkaConsumer(
+                    **kafka,
+                    group_id=s.group_id,
+                    client_id=f"sink-{s.group_id}",
+                    isolation_level="read_committed",
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                    fetch_max_bytes=s.fetch_max_bytes,
+                    max_partition_fetch_bytes=s.max_partition_fetch_bytes,
+                    session_timeout_ms=s.session_timeout_ms,
+                    heartbeat_interval_ms=s.heartbeat_interval_ms,
+                    max_poll_interval_ms=s.max_poll_interval_ms,
+                )
+                await self.consumer.start()
+                self.consumer.subscribe([s.topic], listener=self)
+                self._lag_consumer = AIOKafkaConsumer(**kafka, isolation_level="read_committed", enable_auto_commit=False)
+                await self._lag_consumer.start()
+                self._admin = AIOKafkaAdminClient(**kafka)
+                await self._admin.start()
+                break
+            except KafkaError as exc:
+                self.state.set_not_ready(f"kafka: {type(exc).__name__}: {exc}")
+                await self._close_kafka()
+                await _sleep_or_stop(stop, backoff.next_delay())
+        if stop.is_set():
+            return False
+        self.state.set_ready()
+        return True
+
+    async def _close_kafka(self) -> None:
+        for client in (self.consumer, self.producer, self._lag_consumer, self._admin):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.close() if isinstance(client, AIOKafkaAdminClient) else await client.stop()
+        self.consumer = self.producer = self._lag_consumer = None
+        self._admin = None
+
+    async def _close(self) -> None:
+        if self._inflight is not None and not self._inflight.done():
+            self._inflight.cancel()
+            with contextlib.suppress(BaseException):
+                await self._inflight
+        await self._close_kafka()
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                await self.writer.close()
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        assert self.consumer is not None
+        while not stop.is_set():
+            await self._collect(stop)
+            if self._inflight is not None:
+                await self._await_inflight()
+            if stop.is_set():
+                break
+            if self._pending:
+                self._start_write(self._cut_batch())
+            else:
+                await self._commit_positions()
+
+    async def _drain(self) -> None:
+        """After SIGTERM: finish the batch in flight, flush what is buffered, commit; bounded in time."""
+        if self._inflight is not None:
+            await self._await_inflight()
+        while self._pending and self._give_up_at is not None and time.monotonic() < self._give_up_at:
+            self._start_write(self._cut_batch())
+            await self._await_inflight()
+        if self._pending:
+            log.warning("stopping with %d records unwritten and uncommitted; they will be read again", len(self._pending))
+
+    async def _collect(self, stop: asyncio.Event) -> None:
+        """Fills ``_pending`` until a batch is full, or its wait expired and no write is in flight."""
+        assert self.consumer is not None
+        s = self.settings
+        first_at: float | None = time.monotonic() if self._pending else None
+        while not stop.is_set():
+            if len(self._pending) >= s.max_batch_events or self._pending_bytes >= s.max_batch_bytes:
+                return
+            writing = self._inflight is not None and not self._inflight.done()
+            now = time.monotonic()
+            if first_at is not None and not writing and now - first_at >= s.max_batch_wait_ms / 1000:
+                return
+            if first_at is None:
+                if not writing and self._inflight is not None:
+                    return  # a write just finished: let the loop collect its result
+                timeout_ms = IDLE_POLL_MS
+            else:
+                timeout_ms = max(1, int(s.max_batch_wait_ms - (now - first_at) * 1000)) if not writing else 20
+            epoch = self._epoch
+            data = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max(1, s.max_batch_events - len(self._pending)))
+            if epoch != self._epoch:
+                continue  # revoked meanwhile: what came back belongs to the new assignment's replay
+            for records in data.values():
+                self._pending.extend(records)
+                self._pending_bytes += sum(len(r.value) if r.value is not None else 0 for r in records)
+            if data and first_at is None:
+                first_at = time.monotonic()
+            if not data and first_at is None and not writing:
+                return  # idle: let the loop advance committed offsets past transaction markers
+
+    def _cut_batch(self) -> Batch:
+        """Takes at most one batch (count and bytes bounds) from ``_pending`` and builds it."""
+        s = self.settings
+        count, size = 0, 0
+        for record in self._pending:
+            value_size = len(record.value) if record.value is not None else 0
+            if count and (count >= s.max_batch_events or size + value_size > s.max_batch_bytes):
+                break
+            count += 1
+            size += value_size
+        records, self._pending = self._pending[:count], self._pending[count:]
+        self._pending_bytes -= size
+        batch = build_batch(records, IngestStamp.at(datetime.now(UTC)), s.max_document_bytes, self._epoch)
+        self.metrics.consumed.inc(batch.records)
+        return batch
+
+    def _start_write(self, batch: Batch) -> None:
+        if batch.epoch != self._epoch:
+            self.metrics.abandoned.inc()
+            return
+        self._inflight = asyncio.create_task(self._write_and_commit(batch), name="sink-write")
+
+    async def _await_inflight(self) -> None:
+        task = self._inflight
+        if task is None:
+            return
+        await asyncio.wait({task})
+        self._inflight = None
+        if task.cancelled():
+            return  # revoked while MongoDB was slow: redelivered to the next owner
+        exc = task.exception()
+        if isinstance(exc, BatchAbandonedError):
+            log.warning("%s", exc)
+        elif exc is not None:
+            raise exc
+
+    # ------------------------------------------------------------------ one batch
+
+    async def _write_and_commit(self, batch: Batch) -> None:
+        """Dead letters and documents acknowledged, then the batch's offsets committed."""
+        started = time.monotonic()
+        await asyncio.gather(self._send_dead_letters(batch.dead_letters), self._write_documents(batch))
+        await self._commit(batch.offsets)
+        self.metrics.batch_size.observe(batch.records)
+        self.metrics.batch_latency.observe(time.monotonic() - started)
+
+    async def _write_documents(self, batch: Batch) -> None:
+        """Inserts every document of the batch; returns only once each is inserted, a duplicate or
+        dead-lettered. Whole-batch failures are retried with bounded backoff for as long as they last."""
+        assert self.writer is not None
+        docs, records = batch.docs, batch.doc_records
+        attempts = [0] * len(docs)
+        todo = list(range(len(docs)))
+        while todo:
+            self._check_give_up(batch)
+            try:
+                with pymongo.timeout(self._remaining()):
+                    outcome = await self.writer.insert([docs[i] for i in todo])
+            except MongoUnavailableError as exc:
+                self.metrics.write_retries.labels("unavailable").inc()
+                self.state.set_not_ready(f"mongodb: {exc}"[:300])
+                await self._sleep_backoff()
+                continue
+            self.metrics.written.inc(outcome.inserted)
+            self.metrics.duplicates.inc(outcome.duplicates)
+            refused: list[DeadLetter] = []
+            retry: list[int] = []
+            for j, (stage, error_class, message) in outcome.refused.items():
+                i = todo[j]
+                attempts[i] += 1
+                if stage != "sink.write" or attempts[i] >= self.settings.document_write_attempts:
+                    refused.append(DeadLetter(records[i], stage, error_class, message))
+                else:
+                    retry.append(i)
+            retry.extend(todo[j] for j in outcome.retry)
+            if refused:
+                log.warning("mongodb refused %d document(s), dead-lettering: %s", len(refused), refused[0].message[:200])
+                await self._send_dead_letters(refused)
+            todo = sorted(retry)
+            if todo:
+                self.metrics.write_retries.labels("document").inc()
+                await self._sleep_backoff()
+            else:
+                self._backoff.reset()
+                self.state.set_ready()
+
+    async def _send_dead_letters(self, dead: list[DeadLetter]) -> None:
+        """Produces each dead letter (``acks=all``) and waits for every acknowledgement."""
+        if not dead:
+            return
+        assert self.producer is not None
+        todo = dead
+        while todo:
+            self._check_give_up(None)
+            futures = []
+            for d in todo:
+                futures.append(await self.producer.send(self.settings.dlq_topic, **self._dead_letter_record(d)))
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            failed = []
+            for d, sent in zip(todo, results, strict=True):
+                res = sent
+                if isinstance(res, MessageSizeTooLargeError) and d.record.value and len(d.record.value) > DLQ_MAX_VALUE_BYTES:
+                    res = await self._send_truncated(d)
+                if isinstance(res, BaseException):
+                    failed.append(d)
+                else:
+                    self.metrics.dead_lettered.labels(d.stage).inc()
+            if failed:
+                self.state.set_not_ready(f"dead-letter topic: {results[0]!r}"[:300])
+                self.metrics.write_retries.labels("dead_letter").inc()
+                await self._sleep_backoff()
+            todo = failed
+
+    def _dead_letter_record(self, d: DeadLetter, value: bytes | None = None, extra: tuple[tuple[str, bytes], ...] = ()) -> dict[str, Any]:
+        r = d.record
+        headers = dead_letter_headers(
+            source_topic=r.topic,
+            source_partition=r.partition,
+            source_offset=r.offset,
+            stage=d.stage,
+            error_class=d.error_class,
+            error_message=d.message,
+            original_headers=[(k, bytes(v)) for k, v in r.headers],
+        )
+        return {"key": r.key, "value": r.value if value is None else value, "headers": [*headers, *extra]}
+
+    async def _send_truncated(self, d: DeadLetter) -> Any:
+        """The brokers refused the original bytes as too large: keep the head, say so in a header."""
+        assert self.producer is not None and d.record.value is not None
+        extra = (("dlq.value.truncated.from", str(len(d.record.value)).encode()),)
+        try:
+            return await self.producer.send_and_wait(
+                self.settings.dlq_topic, **self._dead_letter_record(d, d.record.value[:DLQ_MAX_VALUE_BYTES], extra)
+            )
+        except KafkaError as exc:
+            return exc
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commits ``offsets`` for the partitions still assigned; a lost partition is skipped (its
+        next owner rewrites from the last commit, idempotently). Retried while the broker is away."""
+        assert self.consumer is not None
+        backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s)
+        while True:
+            assigned = self.consumer.assignment()
+            todo = {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items() if tp in assigned and self._committed.get(tp, -1) < o}
+            if not todo:
+                return
+            try:
+                await asyncio.wait_for(self.consumer.commit(todo), self._remaining() or COMMIT_TIMEOUT_S)
+            except TimeoutError:
+                self.metrics.commit_failures.labels("timeout").inc()
+                log.warning("commit timed out: the batch will be redelivered and deduplicated unless a later commit covers it")
+                return
+            except (CommitFailedError, IllegalStateError) as exc:
+                self.metrics.commit_failures.labels("rebalanced").inc()
+                log.warning("commit skipped, group rebalanced: %s", exc)
+                return
+            except KafkaError as exc:
+                self.metrics.commit_failures.labels("kafka").inc()
+                if not getattr(exc, "retriable", False) or (self._give_up_at is not None and time.monotonic() > self._give_up_at):
+                    log.warning("commit failed (%s): the batch will be redelivered and deduplicated", exc)
+                    return
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            for tp, o in todo.items():
+                self._committed[tp] = o.offset
+            self.metrics.commits.inc()
+            return
+
+    async def _commit_positions(self) -> None:
+        """When idle (nothing buffered, nothing in flight) commits each partition's position.
+
+        The position can be past the last record's offset + 1: the bridge writes in transactions
+        and each ends with a commit marker, which occupies an offset but is never returned. Without
+        this, ``/lag`` would never reach 0. Safe because every record below the position was
+        returned to us and, nothing being buffered or in flight, is written.
+        """
+        assert self.consumer is not None
+        positions = {}
+        for tp in self.consumer.assignment():
+            with contextlib.suppress(IllegalStateError):
+                pos = await self.consumer.position(tp)
+                if self._committed.get(tp, -1) < pos:
+                    positions[tp] = pos
+        if positions and not self._pending and self._inflight is None:
+            await self._commit(positions)
+
+    # ------------------------------------------------------------------ retries and deadlines
+
+    def _remaining(self) -> float | None:
+        return None if self._give_up_at is None else max(0.05, self._give_up_at - time.monotonic())
+
+    def _check_give_up(self, batch: Batch | None) -> None:
+        if self._give_up_at is not None and time.monotonic() >= self._give_up_at:
+            self.metrics.abandoned.inc()
+            size = f"{batch.records} records" if batch else "dead letters"
+            raise BatchAbandonedError(f"stopping: batch of {size} abandoned uncommitted (MongoDB or Kafka did not answer in time)")
+
+    async def _sleep_backoff(self) -> None:
+        delay = self._backoff.next_delay()
+        remaining = self._remaining()
+        await asyncio.sleep(delay if remaining is None else min(delay, remaining))
+
+    # ------------------------------------------------------------------ rebalance
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Gives the batch in flight a bounded time to commit, then drops what is not written."""
+        self._epoch += 1
+        dropped = len(self._pending)
+        self._pending, self._pending_bytes = [], 0
+        task = self._inflight
+        if task is not None and not task.done():
+            done, _ = await asyncio.wait({task}, timeout=self.settings.revoke_flush_timeout_s)
+            if not done:
+                log.warning("revoked; batch still being written after %.1fs: abandoned uncommitted", self.settings.revoke_flush_timeout_s)
+                task.cancel()
+                self.metrics.abandoned.inc()
+        self._committed.clear()
+        self.metrics.assigned.set(0)
+        log.info("partitions revoked: %s (dropped %d buffered records, they will be read again)", _names(revoked), dropped)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.metrics.assigned.set(len(assigned))
+        log.info("partitions assigned: %s", _names(assigned))
+
+    # ------------------------------------------------------------------ lag
+
+    async def lag(self) -> dict[str, Any]:
+        """Per partition of the topic: the group's committed offset vs the end (last stable) offset."""
+        if self._lag_consumer is None or self._admin is None:
+            raise RuntimeError("not connected to Kafka yet")
+        topic = self.settings.topic
+        partitions = self._lag_consumer.partitions_for_topic(topic)
+        if not partitions:
+            await self._lag_consumer.topics()
+            partitions = self._lag_consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        end = await self._lag_consumer.end_offsets(tps)
+        begin = await self._lag_consumer.beginning_offsets(tps)
+        committed = await self._admin.list_consumer_group_offsets(self.settings.group_id, partitions=tps)
+        rows, total = [], 0
+        for tp in tps:
+            meta = committed.get(tp)
+            c = meta.offset if meta is not None and meta.offset >= 0 else None
+            lag = max(0, end[tp] - (c if c is not None else begin[tp]))
+            total += lag
+            rows.append({"partition": tp.partition, "committed": c, "end": end[tp], "lag": lag})
+            self.metrics.lag.labels(str(tp.partition)).set(lag)
+        self.metrics.lag_total.set(total)
+        return {"topic": topic, "group": self.settings.group_id, "partitions": rows, "total_lag": total, "caught_up": total == 0}
+
+
+async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), delay)
+
+
+def _names(tps: Iterable[TopicPartition]) -> str:
+    return ",".join(f"{tp.topic}:{tp.partition}" for tp in sorted(tps)) or "-"

@@ -1,0 +1,211 @@
+"""From a record value to the MongoDB document: pure, no clients, no clock, no env.
+
+The document is the bridge's event (every field kept, in order) with:
+
+- ``_id`` = ``event_id`` first, so a redelivered event hits the unique ``_id`` index and is
+  counted as already written instead of being stored twice;
+- ``ingested_at`` (UTC ISO-8601 with milliseconds and ``Z``) and ``ingest_hour``
+  (``YYYY-MM-DDTHH`` of ``ingested_at``): the ETL reads new events hour by hour with equality
+  filters, the only filters FerretDB pushes down;
+- ``event_date`` (``YYYY-MM-DD`` of ``event_time`` in UTC): a date's events, for recomputing it;
+- ``part`` (:func:`shared.event.part_of` of ``event_id``, 0..15): the ETL reads one hour or date
+  in parallel slices, ``{ingest_hour, part}`` and ``{event_date, part}``, both indexed.
+
+Field names MongoDB refuses are escaped, reversibly, at any depth (objects inside arrays too).
+The escape character is ``%`` followed by two hex digits, as in URLs:
+
+====================  =========  ===============================================
+in a field name       becomes    why
+====================  =========  ===============================================
+``%`` (anywhere)      ``%25``    the escape character itself, so escaping is reversible
+``.`` (anywhere)      ``%2E``    MongoDB reads a dot as a path separator
+``$`` (first char)    ``%24``    a leading ``$`` marks an operator; ``$`` elsewhere is kept
+NUL (anywhere)        ``%00``    BSON field names are C strings
+====================  =========  ===============================================
+
+:func:`unescape_key` / :func:`unescape_fields` undo it exactly. Values are never changed. A key
+without any of these characters is stored as is (the common case).
+
+Records that cannot become a document raise :class:`InvalidEventError` whose ``stage`` goes into
+the dead-letter headers: ``sink.decode`` (not JSON), ``sink.validate`` (not an object, no usable
+``event_id`` or ``event_time``, an own ``_id`` or a sink-owned field name), ``sink.size`` (the
+BSON document is larger than the limit).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import bson
+import orjson
+from bson.errors import InvalidDocument
+
+from shared.errors import InvalidEventError
+from shared.event import part_of
+
+STAGE_DECODE = "sink.decode"
+STAGE_VALIDATE = "sink.validate"
+STAGE_SIZE = "sink.size"
+STAGE_ENCODE = "sink.encode"  # the driver could not encode the document (e.g. an int beyond 64 bits)
+STAGE_WRITE = "sink.write"  # MongoDB refused the document itself, repeatedly
+
+SINK_FIELDS = ("ingested_at", "ingest_hour", "event_date", "part")
+
+# A JSON text expands at most ~6.5× into BSON (a 1-digit number in a long array costs 2 bytes in
+# JSON and up to 13 in BSON). Values below limit / 8 cannot exceed the limit, so the exact (and
+# costly: a second encoding) BSON size is computed only for larger ones.
+_JSON_TO_BSON_BOUND = 8
+_SINK_FIELDS_ALLOWANCE = 1024
+
+_UNESCAPES = {"%25": "%", "%2E": ".", "%24": "$", "%00": "\x00"}
+_UNESCAPE_RE = re.compile("%25|%2E|%24|%00")
+
+
+@dataclass(frozen=True)
+class IngestStamp:
+    """When a batch was ingested; one stamp for every document of a batch."""
+
+    ingested_at: str
+    ingest_hour: str
+
+    @classmethod
+    def at(cls, now: datetime) -> IngestStamp:
+        utc = now.astimezone(UTC)
+        return cls(f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z", f"{utc:%Y-%m-%dT%H}")
+
+
+def key_needs_escape(key: str) -> bool:
+    return key[:1] == "$" or "." in key or "%" in key or "\x00" in key
+
+
+def escape_key(key: str) -> str:
+    """One field name made acceptable to MongoDB (see the module docstring); reversible."""
+    out = key.replace("%", "%25").replace(".", "%2E").replace("\x00", "%00")
+    return "%24" + out[1:] if out[:1] == "$" else out
+
+
+def unescape_key(key: str) -> str:
+    """The original field name of an escaped one: ``unescape_key(escape_key(k)) == k``."""
+    return _UNESCAPE_RE.sub(lambda m: _UNESCAPES[m.group(0)], key) if "%" in key else key
+
+
+def escape_fields(value: Any) -> Any:
+    """``value`` with every field name escaped at any depth; the same object when none needed it."""
+    if type(value) is dict:
+        changed = False
+        items = []
+        for k, v in value.items():
+            ek = escape_key(k) if key_needs_escape(k) else k
+            ev = escape_fields(v) if type(v) is dict or type(v) is list else v
+            if ek is not k or ev is not v:
+                changed = True
+            items.append((ek, ev))
+        return dict(items) if changed else value
+    if type(value) is list:
+        out = [escape_fields(v) if type(v) is dict or type(v) is list else v for v in value]
+        return out if any(a is not b for a, b in zip(out, value, strict=True)) else value
+    return value
+
+
+def unescape_fields(value: Any) -> Any:
+    """The inverse of :func:`escape_fields`: a stored document's fields as the event had them."""
+    if isinstance(value, dict):
+        return {unescape_key(k): unescape_fields(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unescape_fields(v) for v in value]
+    return value
+
+
+def decode_event(value: bytes | None) -> dict[str, Any]:
+    """The JSON object of a record value; raises ``InvalidEventError`` (decode/validate)."""
+    if value is None:
+        raise InvalidEventError("record has no value (tombstone)", stage=STAGE_VALIDATE, error_class="EmptyRecord")
+    try:
+        event = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        # orjson is strict where the bridge's parser may not be (lone surrogates, NaN): ask the
+        # standard library before calling the record undecodable. Numbers beyond the unsigned
+        # 64-bit range come back as doubles (as from MongoDB's own JSON tools); an integer between
+        # 2**63 and 2**64 fits no BSON type and is refused when encoded (stage sink.encode).
+        try:
+            event = json.loads(value)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidEventError(f"value is not JSON: {exc}", stage=STAGE_DECODE, error_class=type(exc).__name__) from exc
+    if type(event) is not dict:
+        raise InvalidEventError(f"value is a JSON {type(event).__name__}, not an object", stage=STAGE_VALIDATE, error_class="NotAnObject")
+    return event
+
+
+def event_date_of(event_time: Any) -> str:
+    """``YYYY-MM-DD`` (UTC) of an ISO-8601 ``event_time``; raises ``InvalidEventError``."""
+    if type(event_time) is not str:
+        raise InvalidEventError(f"event_time is {type(event_time).__name__}, not an ISO-8601 string", stage=STAGE_VALIDATE)
+    # The contract's form, "2020-06-04T10:21:27.000Z", is by far the most common: no parsing.
+    if len(event_time) == 24 and event_time[-1] == "Z" and event_time[10] == "T":
+        date = event_time[:10]
+        try:
+            datetime.strptime(date, "%Y-%m-%d")
+        except ValueError:
+            pass
+        else:
+            return date
+    try:
+        parsed = datetime.fromisoformat(event_time)
+    except ValueError as exc:
+        raise InvalidEventError(f"event_time {event_time[:64]!r} is not ISO-8601", stage=STAGE_VALIDATE) from exc
+    if parsed.tzinfo is None:
+        raise InvalidEventError(f"event_time {event_time[:64]!r} has no time zone", stage=STAGE_VALIDATE)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def build_document(event: dict[str, Any], stamp: IngestStamp) -> dict[str, Any]:
+    """The MongoDB document of a decoded event (see the module docstring). Does not check size."""
+    event_id = event.get("event_id")
+    if type(event_id) is not str or not event_id:
+        raise InvalidEventError(f"event_id is {event_id!r:.64}, not a non-empty string", stage=STAGE_VALIDATE, error_class="MissingEventId")
+    if "_id" in event and event["_id"] != event_id:
+        raise InvalidEventError("event carries its own _id, different from event_id", stage=STAGE_VALIDATE, error_class="ConflictingId")
+    clash = [f for f in SINK_FIELDS if f in event]
+    if clash:
+        raise InvalidEventError(f"event carries sink-owned field(s) {clash}", stage=STAGE_VALIDATE, error_class="ReservedField")
+    event_date = event_date_of(event.get("event_time"))
+    doc: dict[str, Any] = {"_id": event_id}
+    doc.update(escape_fields(event))
+    doc["ingested_at"] = stamp.ingested_at
+    doc["ingest_hour"] = stamp.ingest_hour
+    doc["event_date"] = event_date
+    doc["part"] = part_of(event_id)
+    return doc
+
+
+def check_size(doc: dict[str, Any], value_bytes: int, max_document_bytes: int) -> None:
+    """Raises ``InvalidEventError`` (stage ``sink.size``) when the BSON document exceeds the limit."""
+    if value_bytes * _JSON_TO_BSON_BOUND + _SINK_FIELDS_ALLOWANCE <= max_document_bytes:
+        return
+    size = len(bson.encode(doc))
+    if size > max_document_bytes:
+        raise InvalidEventError(
+            f"BSON document is {size} bytes, more than the limit of {max_document_bytes}", stage=STAGE_SIZE, error_class="DocumentTooLarge"
+        )
+
+
+def document_of(value: bytes | None, stamp: IngestStamp, max_document_bytes: int) -> dict[str, Any]:
+    """Record value → MongoDB document, or ``InvalidEventError`` saying which stage refused it."""
+    doc = build_document(decode_event(value), stamp)
+    check_size(doc, len(value or b""), max_document_bytes)
+    return doc
+
+
+def encoding_error(doc: dict[str, Any], max_document_bytes: int) -> str | None:
+    """Why the driver cannot encode ``doc`` to BSON within the size limit, or None when it can."""
+    try:
+        size = len(bson.encode(doc))
+    except (InvalidDocument, OverflowError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if size > max_document_bytes:
+        return f"DocumentTooLarge: BSON document is {size} bytes, more than the limit of {max_document_bytes}"
+    return None

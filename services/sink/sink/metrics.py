@@ -1,0 +1,36 @@
+"""The sink's Prometheus metrics, registered on the service's own registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class SinkMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.consumed = Counter("sink_consumed_records", "Records taken from the topic into a batch", registry=registry)
+        self.written = Counter("sink_written_documents", "Documents MongoDB acknowledged as inserted", registry=registry)
+        self.duplicates = Counter(
+            "sink_duplicate_documents", "Documents already in MongoDB (duplicate _id): redelivered, counted as written", registry=registry
+        )
+        self.dead_lettered = Counter("sink_dead_lettered_records", "Records sent to the dead-letter topic", ["stage"], registry=registry)
+        self.batch_size = Histogram(
+            "sink_batch_size_records",
+            "Records per written batch",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000),
+            registry=registry,
+        )
+        self.batch_latency = Histogram(
+            "sink_batch_latency_seconds",
+            "From the start of a batch's write to its committed offsets",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )
+        self.write_retries = Counter("sink_write_retries", "Failed MongoDB write attempts that were retried", ["reason"], registry=registry)
+        self.commits = Counter("sink_offset_commits", "Successful offset commits", registry=registry)
+        self.commit_failures = Counter("sink_offset_commit_failures", "Offset commits that failed", ["reason"], registry=registry)
+        self.abandoned = Counter(
+            "sink_abandoned_batches", "Batches dropped uncommitted (revocation or shutdown while MongoDB was down)", registry=registry
+        )
+        self.lag = Gauge("sink_lag_records", "End offset (last stable) minus committed offset", ["partition"], registry=registry)
+        self.lag_total = Gauge("sink_lag_records_total", "Sum of sink_lag_records over the topic's partitions", registry=registry)
+        self.assigned = Gauge("sink_assigned_partitions", "Partitions assigned to this process", registry=registry)

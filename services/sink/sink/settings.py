@@ -1,0 +1,88 @@
+"""The sink's one settings class: its own knobs under ``SINK_``, connections shared.
+
+MongoDB is addressed by the unprefixed ``MONGODB_URI``, ``MONGODB_DATABASE`` and
+``MONGODB_COLLECTION`` that the ETL reads too; the local cluster by ``LOCAL_KAFKA_*``.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.kafka import KafkaConnection
+from shared.settings import local_kafka_from_env
+
+BSON_MAX_DOCUMENT_BYTES = 16 * 1024 * 1024  # MongoDB's (and FerretDB's) maxBsonObjectSize
+
+
+class SinkSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SINK_", extra="ignore")
+
+    local_kafka: KafkaConnection = Field(default_factory=local_kafka_from_env, exclude=True)
+    mongodb_uri: SecretStr = Field(
+        default=SecretStr("mongodb://127.0.0.1:27017/"), validation_alias=AliasChoices("MONGODB_URI", "SINK_MONGODB_URI"), exclude=True
+    )
+    mongodb_database: str = Field(default="kafka_data_db", validation_alias=AliasChoices("MONGODB_DATABASE", "SINK_MONGODB_DATABASE"))
+    mongodb_collection: str = Field(
+        default="product_views_records", validation_alias=AliasChoices("MONGODB_COLLECTION", "SINK_MONGODB_COLLECTION")
+    )
+
+    # Topics and the consumer group (the seed's names as defaults).
+    topic: str = "processed_product_view_test"
+    dlq_topic: str = "processed_product_view_test.dlq"
+    group_id: str = "product_views_sink"
+    # The dead-letter topic is created when missing (the bridge creates it the same way).
+    dlq_partitions: int = 3
+    replication_factor: int = 3
+
+    # Batches: a batch is written when it holds max_batch_events records or max_batch_bytes of
+    # record values, or max_batch_wait_ms after its first record arrived, whichever comes first.
+    max_batch_events: int = 5000
+    max_batch_bytes: int = 16 * 1024 * 1024
+    max_batch_wait_ms: int = 200
+    # Documents whose BSON is larger than this go to the dead-letter topic (MongoDB refuses > 16 MiB).
+    max_document_bytes: int = BSON_MAX_DOCUMENT_BYTES
+
+    # MongoDB writes. "auto": "majority" when the server is a replica-set member, else 1
+    # (FerretDB and a standalone mongod have no replica set, so "majority" means nothing there).
+    write_concern: str = "auto"
+    write_journal: bool | None = None
+    mongodb_timeout_ms: int = 5_000  # server selection and connect timeout of each attempt
+    # A document MongoDB refuses with a non-transient error is retried this many times, then
+    # dead-lettered (stage "sink.write"). Whole-batch failures (connection, timeout) are retried
+    # with backoff for as long as it takes: they are outages, not bad records.
+    document_write_attempts: int = 3
+
+    # Consumer.
+    fetch_max_bytes: int = 52_428_800
+    max_partition_fetch_bytes: int = 4_194_304
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+    # On revocation the batch being written gets this long to finish and commit; after that it
+    # is abandoned uncommitted (the partition's next owner rewrites it; writes are idempotent).
+    revoke_flush_timeout_s: float = 5.0
+
+    # Outages.
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 5.0
+
+    # Service. SIGTERM: the open batch is flushed if MongoDB answers within shutdown_flush_s,
+    # offsets committed, clients closed; the process exits 0 within shutdown_timeout_s.
+    http_host: str = "0.0.0.0"
+    http_port: int = 8102
+    log_level: str = "INFO"
+    shutdown_flush_s: float = 6.0
+    shutdown_timeout_s: float = 9.5
+
+    def masked(self) -> str:
+        """The settings for the log: credentials never printed."""
+        uri = self.mongodb_uri.get_secret_value()
+        if "@" in uri:
+            scheme, rest = uri.split("://", 1)
+            uri = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+        return (
+            f"kafka={self.local_kafka.masked()} topic={self.topic} group={self.group_id} dlq={self.dlq_topic} "
+            f"mongodb={uri} {self.mongodb_database}.{self.mongodb_collection} write_concern={self.write_concern} "
+            f"batch≤{self.max_batch_events} events/{self.max_batch_bytes} B/{self.max_batch_wait_ms} ms"
+        )

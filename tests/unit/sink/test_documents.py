@@ -1,0 +1,230 @@
+"""Document building: exact outputs for ids, added fields, escaping and refusals."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import bson
+import orjson
+import pytest
+from sink.documents import (
+    STAGE_DECODE,
+    STAGE_SIZE,
+    STAGE_VALIDATE,
+    IngestStamp,
+    build_document,
+    check_size,
+    document_of,
+    encoding_error,
+    escape_fields,
+    escape_key,
+    unescape_fields,
+    unescape_key,
+)
+
+from shared.errors import InvalidEventError
+from shared.event import part_of
+
+T = "2020-06-04T10:21:27.000Z"
+STAMP = IngestStamp.at(datetime(2026, 11, 27, 21, 5, 9, 123456, tzinfo=UTC))
+
+EVENT = {
+    "event_id": "5ed8cb2bc671fc36b74653ad",
+    "collection": "view_product_detail",
+    "source_shape": "glamira",
+    "event_time": "2020-06-04T10:21:27.000Z",
+    "local_time": "2020-06-04 12:21:27",
+    "product_id": "110474",
+    "store_id": "12",
+    "option": [{"option_label": "alloy", "option_id": "332", "value_label": "yellow-375", "value_id": "3315"}],
+    "source_topic": "product_views",
+    "source_partition": 3,
+    "source_offset": 42,
+    "bridged_at": "2026-11-27T21:05:08.001Z",
+}
+
+
+def test_ingest_stamp_is_utc_milliseconds_and_hour() -> None:
+    assert (STAMP.ingested_at, STAMP.ingest_hour) == ("2026-11-27T21:05:09.123Z", "2026-11-27T21")
+    # Any time zone in, UTC out.
+    cet = datetime(2026, 11, 28, 0, 30, 0, 999999, tzinfo=timezone(timedelta(hours=1)))
+    assert IngestStamp.at(cet) == IngestStamp("2026-11-27T23:30:00.999Z", "2026-11-27T23")
+
+
+def test_document_has_id_first_event_fields_then_sink_fields() -> None:
+    doc = build_document(dict(EVENT), STAMP)
+    assert doc == {
+        "_id": "5ed8cb2bc671fc36b74653ad",
+        **EVENT,
+        "ingested_at": "2026-11-27T21:05:09.123Z",
+        "ingest_hour": "2026-11-27T21",
+        "event_date": "2020-06-04",
+        "part": part_of("5ed8cb2bc671fc36b74653ad"),
+    }
+    assert next(iter(doc)) == "_id"
+    assert list(doc)[-4:] == ["ingested_at", "ingest_hour", "event_date", "part"]
+    assert part_of("5ed8cb2bc671fc36b74653ad") == 0  # pinned: part_of must never change for stored data
+
+
+def test_document_of_decodes_bytes_exactly_like_build_document() -> None:
+    assert document_of(orjson.dumps(EVENT), STAMP, 16 << 20) == build_document(dict(EVENT), STAMP)
+
+
+@pytest.mark.parametrize(
+    ("event_time", "event_date"),
+    [
+        ("2020-06-04T23:59:59.999Z", "2020-06-04"),
+        ("2020-06-04T23:30:00+00:00", "2020-06-04"),
+        ("2020-06-04T23:30:00-02:00", "2020-06-05"),  # not the contract's form, but UTC is what counts
+        ("2020-06-05T00:30:00.123456+02:00", "2020-06-04"),
+    ],
+)
+def test_event_date_is_the_utc_date_of_event_time(event_time: str, event_date: str) -> None:
+    assert build_document({"event_id": "e1", "event_time": event_time}, STAMP)["event_date"] == event_date
+
+
+@pytest.mark.parametrize(
+    ("key", "escaped"),
+    [
+        ("plain", "plain"),
+        ("$set", "%24set"),
+        ("a$b$", "a$b$"),  # only a leading $ is refused by MongoDB
+        ("a.b", "a%2Eb"),
+        ("..", "%2E%2E"),
+        ("$.x", "%24%2Ex"),
+        ("100%", "100%25"),
+        ("%2E", "%252E"),  # a literal escape sequence stays distinguishable
+        ("%24x", "%2524x"),
+        ("nul\x00byte", "nul%00byte"),
+        ("", ""),
+        ("ünï.cødé", "ünï%2Ecødé"),
+    ],
+)
+def test_escape_key_exact_and_reversible(key: str, escaped: str) -> None:
+    assert escape_key(key) == escaped
+    assert unescape_key(escaped) == key
+
+
+def test_escape_fields_at_any_depth_and_reversible() -> None:
+    event = {
+        "a.b": 1,
+        "$x": {"c.d": [{"$e": 2, "f": "g.h"}, [{"i.j": None}], "k.l"]},
+        "m": {"n": 1},
+        "50%": "$value.kept",
+    }
+    escaped = escape_fields(event)
+    assert escaped == {
+        "a%2Eb": 1,
+        "%24x": {"c%2Ed": [{"%24e": 2, "f": "g.h"}, [{"i%2Ej": None}], "k.l"]},
+        "m": {"n": 1},
+        "50%25": "$value.kept",
+    }
+    assert list(escaped) == ["a%2Eb", "%24x", "m", "50%25"]  # order kept
+    assert unescape_fields(escaped) == event
+    assert event["a.b"] == 1 and "a%2Eb" not in event  # the input is not modified
+
+
+def test_escape_fields_returns_the_same_object_when_nothing_to_escape() -> None:
+    event = {"a": [{"b": 1}, [2, {"c": "d.e"}]], "f": {"g": "$h"}}
+    assert escape_fields(event) is event
+
+
+def test_escaped_document_is_accepted_by_bson_and_round_trips() -> None:
+    event = {"event_id": "e2", "event_time": "2020-06-04T10:21:27.000Z", "utm.source": "x", "$where": {"q.r": 1}}
+    doc = build_document(event, STAMP)
+    assert doc == {
+        "_id": "e2",
+        "event_id": "e2",
+        "event_time": "2020-06-04T10:21:27.000Z",
+        "utm%2Esource": "x",
+        "%24where": {"q%2Er": 1},
+        "ingested_at": "2026-11-27T21:05:09.123Z",
+        "ingest_hour": "2026-11-27T21",
+        "event_date": "2020-06-04",
+        "part": part_of("e2"),
+    }
+    assert bson.decode(bson.encode(doc)) == doc
+    assert encoding_error(doc, 16 << 20) is None
+
+
+def _refusal(value: bytes | None) -> InvalidEventError:
+    with pytest.raises(InvalidEventError) as info:
+        document_of(value, STAMP, 16 << 20)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("value", "stage", "error_class", "reason_start"),
+    [
+        (b"not json", STAGE_DECODE, "JSONDecodeError", "value is not JSON"),
+        (b"\xff\xfe{}", STAGE_DECODE, "JSONDecodeError", "value is not JSON"),
+        (b"", STAGE_DECODE, "JSONDecodeError", "value is not JSON"),
+        (None, STAGE_VALIDATE, "EmptyRecord", "record has no value"),
+        (b"[1, 2]", STAGE_VALIDATE, "NotAnObject", "value is a JSON list, not an object"),
+        (b'"text"', STAGE_VALIDATE, "NotAnObject", "value is a JSON str, not an object"),
+        (b'{"event_time": "2020-06-04T10:21:27.000Z"}', STAGE_VALIDATE, "MissingEventId", "event_id is None"),
+        (b'{"event_id": "", "event_time": "' + T.encode() + b'"}', STAGE_VALIDATE, "MissingEventId", "event_id is ''"),
+        (b'{"event_id": 7, "event_time": "' + T.encode() + b'"}', STAGE_VALIDATE, "MissingEventId", "event_id is 7"),
+        (
+            b'{"event_id": "e", "_id": "f", "event_time": "2020-06-04T10:21:27.000Z"}',
+            STAGE_VALIDATE,
+            "ConflictingId",
+            "event carries its own _id",
+        ),
+        (
+            b'{"event_id": "e", "part": 3, "event_time": "2020-06-04T10:21:27.000Z"}',
+            STAGE_VALIDATE,
+            "ReservedField",
+            "event carries sink-owned",
+        ),
+        (b'{"event_id": "e"}', STAGE_VALIDATE, "InvalidEventError", "event_time is NoneType"),
+        (b'{"event_id": "e", "event_time": "yesterday"}', STAGE_VALIDATE, "InvalidEventError", "event_time 'yesterday' is not ISO-8601"),
+        (
+            b'{"event_id": "e", "event_time": "2020-06-04T10:21:27"}',
+            STAGE_VALIDATE,
+            "InvalidEventError",
+            "event_time '2020-06-04T10:21:27' has",
+        ),
+        (b'{"event_id": "e", "event_time": "2020-13-04T10:21:27.000Z"}', STAGE_VALIDATE, "InvalidEventError", "event_time '2020-13-04T"),
+    ],
+)
+def test_refused_records_say_stage_and_reason(value: bytes | None, stage: str, error_class: str, reason_start: str) -> None:
+    err = _refusal(value)
+    assert (err.stage, err.error_class) == (stage, error_class)
+    assert err.reason.startswith(reason_start), err.reason
+
+
+def test_own_id_equal_to_event_id_is_accepted() -> None:
+    doc = build_document({"event_id": "e", "_id": "e", "event_time": "2020-06-04T10:21:27.000Z"}, STAMP)
+    assert doc["_id"] == "e" and list(doc)[:2] == ["_id", "event_id"]
+
+
+def test_integers_beyond_64_bits() -> None:
+    # Beyond the unsigned 64-bit range orjson reads a double (as MongoDB's own JSON tools do) ...
+    value = b'{"event_id": "big", "event_time": "2020-06-04T10:21:27.000Z", "n": 123456789012345678901234567890}'
+    assert document_of(value, STAMP, 16 << 20)["n"] == 1.2345678901234568e29
+    # ... between 2**63 and 2**64 an int that BSON cannot hold: refused at encoding → dead letter.
+    value = b'{"event_id": "big", "event_time": "2020-06-04T10:21:27.000Z", "n": 18446744073709551615}'
+    doc = document_of(value, STAMP, 16 << 20)
+    assert doc["n"] == 2**64 - 1
+    assert encoding_error(doc, 16 << 20) == "OverflowError: MongoDB can only handle up to 8-byte ints"
+
+
+def test_size_limit_is_exact_on_bson_size() -> None:
+    event = {"event_id": "big", "event_time": "2020-06-04T10:21:27.000Z", "blob": "x" * 20_000}
+    doc = build_document(event, STAMP)
+    size = len(bson.encode(doc))
+    check_size(doc, 20_100, size)  # exactly at the limit: accepted
+    with pytest.raises(InvalidEventError) as info:
+        check_size(doc, 20_100, size - 1)
+    assert (info.value.stage, info.value.error_class) == (STAGE_SIZE, "DocumentTooLarge")
+    assert info.value.reason == f"BSON document is {size} bytes, more than the limit of {size - 1}"
+    # Through document_of with a configured limit.
+    with pytest.raises(InvalidEventError) as info:
+        document_of(orjson.dumps(event), STAMP, 10_000)
+    assert info.value.stage == STAGE_SIZE
+
+
+def test_small_values_skip_the_exact_size_check() -> None:
+    # Far below limit / 8: no BSON encoding needed, even if the doc would not be encodable.
+    check_size({"n": 1 << 70}, 100, 16 << 20)
