@@ -39,12 +39,15 @@ KAFKA_VERSION = "3.9.1"
 FERRETDB_VERSION = "v1.24.2"
 PG_JDBC_VERSION = "42.7.4"
 
-LOCAL_BROKERS = {1: 19092, 2: 19093, 3: 19094}
-LOCAL_CONTROLLER_PORT = {1: 19191, 2: 19192, 3: 19193}
-LOCAL_INTERNAL_PORT = {1: 19291, 2: 19292, 3: 19293}
-REMOTE_PORT, REMOTE_CONTROLLER_PORT = 29092, 29192
-FERRETDB_PORT = int(os.environ.get("FERRETDB_PORT", "27017"))
-POSTGRES_PORT = int(os.environ.get("POSTGRES_PORT", "55432"))
+# STACK_PORT_OFFSET shifts every port, so a second stack (say a clean-clone CI run) can live
+# beside a developer's. The offset is baked into stack.env at the first `up`.
+_OFF = int(os.environ.get("STACK_PORT_OFFSET", "0"))
+LOCAL_BROKERS = {i: 19091 + i + _OFF for i in (1, 2, 3)}
+LOCAL_CONTROLLER_PORT = {i: 19190 + i + _OFF for i in (1, 2, 3)}
+LOCAL_INTERNAL_PORT = {i: 19290 + i + _OFF for i in (1, 2, 3)}
+REMOTE_PORT, REMOTE_CONTROLLER_PORT = 29092 + _OFF, 29192 + _OFF
+FERRETDB_PORT = int(os.environ.get("FERRETDB_PORT", str(27017 + _OFF)))
+POSTGRES_PORT = int(os.environ.get("POSTGRES_PORT", str(55432 + _OFF)))
 READY_TIMEOUT_S = 180.0
 
 
