@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import secrets
@@ -428,7 +429,21 @@ PG_USER = "postgres"  # the server refuses to run as root; Debian's package crea
 
 
 def pg_data() -> Path:
-    return HOME / "data" / "postgres"
+    """PostgreSQL's data directory: ``.stack/data/postgres``.
+
+    The server runs as the ``postgres`` user, which cannot enter a repo checked out under a
+    private directory such as ``/root``; then the data lives in ``/var/tmp`` and
+    ``.stack/data/postgres`` is a link to it (``reset`` removes both).
+    """
+    link = HOME / "data" / "postgres"
+    if link.exists() or link.is_symlink():
+        return link.resolve()
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["runuser", "-u", PG_USER, "--", "test", "-x", str(link.parent)], capture_output=True).returncode == 0:
+        return link
+    outside = Path("/var/tmp") / f"pipeline-postgres-{hashlib.sha256(str(HOME).encode()).hexdigest()[:12]}"
+    link.symlink_to(outside)
+    return outside
 
 
 def pg_prepare() -> None:
@@ -648,6 +663,9 @@ def status() -> int:
 
 def reset() -> None:
     down()
+    pg_link = HOME / "data" / "postgres"
+    if pg_link.is_symlink():
+        shutil.rmtree(pg_link.resolve(), ignore_errors=True)
     shutil.rmtree(HOME / "data", ignore_errors=True)
     shutil.rmtree(HOME / "logs", ignore_errors=True)
     log(f"wiped {HOME / 'data'} and {HOME / 'logs'} (credentials kept in {ENV_FILE})")
