@@ -18,7 +18,6 @@ import sys
 import time
 import urllib.request
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -117,7 +116,7 @@ def run_dag(env: dict[str, str]) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
-            if "Marking task as" in line or "dagrun" in line.lower() and "state" in line.lower():
+            if "Marking task as" in line or ("dagrun" in line.lower() and "state" in line.lower()):
                 print("    " + line.strip()[-160:], flush=True)
         rc = proc.wait()
     if rc != 0 or "Marking task as FAILED" in log_path.read_text():
