@@ -1,0 +1,221 @@
+"""Wires the live service: faust counters + star-schema reader behind one FastAPI app.
+
+HTTP (port ``LIVE_HTTP_PORT``, default 8104), besides ``/health``, ``/ready``, ``/metrics``, ``/lag``:
+
+- ``GET /api/live?until=&minutes=`` views per minute and the top-N products over each span in
+  ``top_spans_min``; windows end with the one holding ``until`` (ISO-8601, default now);
+- ``GET /api/views/{products|stores}?start=&end=`` exact counts per window and id for windows
+  starting in ``[start, end)``;
+- ``GET /api/top?minutes=&until=&n=`` one top-N;
+- ``GET /api/star`` the star-schema breakdowns and recent ETL runs;
+- ``GET /`` the page; ``GET /partials/live`` its live section (what the page re-fetches).
+
+The faust app runs in this process and event loop; the routes read its in-memory tables
+directly, so a number on the page is the table's value at the moment of the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import HTMLResponse, Response
+
+from live.counting import counts_by_window, iso, parse_iso, series, top_n, totals, window_start
+from live.page import live_section, render_page
+from live.settings import LiveSettings
+from live.star import read_star
+from live.streams import LiveCounters, prepare_topics
+from shared.backoff import Backoff
+from shared.errors import PipelineError
+from shared.service import ServiceState, create_http_app, run_service
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+class LiveReader:
+    """Read-side queries over the counters, against an injectable clock."""
+
+    def __init__(self, settings: LiveSettings, counters: LiveCounters | None = None, clock: Clock = time.time) -> None:
+        self.settings, self._live_counters, self.clock = settings, counters, clock
+
+    @property
+    def counters(self) -> LiveCounters:
+        if self._live_counters is None:
+            raise HTTPException(503, "starting: Kafka topics not prepared yet")
+        return self._live_counters
+
+    def attach(self, counters: LiveCounters) -> None:
+        self._live_counters = counters
+
+    def _last_window(self, until: str | None) -> int:
+        try:
+            instant = parse_iso(until) if until else self.clock()
+        except ValueError as exc:
+            raise HTTPException(422, f"until: not an ISO-8601 time: {until!r}") from exc
+        return window_start(instant, self.settings.window_s)
+
+    def top(self, minutes: int, until: str | None, n: int | None = None) -> dict[str, Any]:
+        w = self.settings.window_s
+        last = self._last_window(until)
+        start, end = last + w - minutes * 60, last + w
+        counts = totals(counts_by_window(self.counters.product_entries(), start, end))
+        return {
+            "span_minutes": minutes,
+            "window_start": iso(start),
+            "window_end": iso(end),
+            "products": [{"product_id": pid, "views": views} for pid, views in top_n(counts, n or self.settings.top_n)],
+        }
+
+    def live(self, until: str | None, minutes: int | None) -> dict[str, Any]:
+        w = self.settings.window_s
+        last = self._last_window(until)
+        span = (minutes or self.settings.series_minutes) * 60
+        start, end = last + w - span, last + w
+        # Totals per window come from the store table: one row per store, far fewer than products.
+        by_window = counts_by_window(self.counters.store_entries(), start, end)
+        return {
+            "until": iso(end),
+            "window_s": w,
+            "events_seen": self.counters.events_seen,
+            "views_counted": self.counters.views_counted,
+            "views_per_minute": [{"window_start": iso(ws), "views": views} for ws, views in series(by_window, start, end, w)],
+            "top": [self.top(span_min, until) for span_min in self.settings.top_spans_min],
+        }
+
+    def views(self, table: Literal["products", "stores"], start: str, end: str) -> dict[str, Any]:
+        try:
+            lo, hi = int(parse_iso(start)), int(parse_iso(end))
+        except ValueError as exc:
+            raise HTTPException(422, "start/end: ISO-8601 times") from exc
+        entries = self.counters.product_entries() if table == "products" else self.counters.store_entries()
+        by_window = counts_by_window(entries, lo, hi)
+        return {
+            "window_s": self.settings.window_s,
+            "windows": [{"window_start": iso(ws), "counts": dict(sorted(by_window[ws].items()))} for ws in sorted(by_window)],
+        }
+
+
+def create_app(settings: LiveSettings, state: ServiceState, reader: LiveReader) -> FastAPI:
+    app = create_http_app(state)
+
+    async def star() -> dict[str, Any]:
+        dsn = settings.postgres_dsn.get_secret_value() if settings.postgres_dsn else None
+        snapshot = await read_star(dsn, settings.pg_schema, runs_limit=settings.etl_runs_limit, timeout_s=settings.pg_timeout_s)
+        return snapshot.as_json()
+
+    Until = Annotated[str | None, Query(description="ISO-8601; the last window is the one holding it (default now)")]
+    Minutes = Annotated[int | None, Query(ge=1, le=24 * 60)]
+
+    @app.get("/api/live")
+    async def api_live(until: Until = None, minutes: Minutes = None) -> dict[str, Any]:
+        return reader.live(until, minutes)
+
+    @app.get("/api/top")
+    async def api_top(
+        minutes: Annotated[int, Query(ge=1, le=24 * 60)] = 5, until: Until = None, n: Annotated[int, Query(ge=1, le=1000)] = 10
+    ) -> dict[str, Any]:
+        return reader.top(minutes, until, n)
+
+    @app.get("/api/views/{table}")
+    async def api_views(table: Literal["products", "stores"], start: str, end: str) -> dict[str, Any]:
+        return reader.views(table, start, end)
+
+    @app.get("/api/star")
+    async def api_star() -> dict[str, Any]:
+        return await star()
+
+    @app.get("/partials/live", response_class=HTMLResponse)
+    async def partial_live(until: Until = None, minutes: Minutes = None) -> str:
+        return live_section(reader.live(until, minutes))
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page(until: Until = None, minutes: Minutes = None) -> str:
+        return render_page(reader.live(until, minutes), await star(), refresh_s=settings.refresh_s)
+
+    @app.get("/favicon.ico")
+    async def favicon() -> Response:
+        return Response(status_code=204)
+
+    return app
+
+
+async def consumer_lag(settings: LiveSettings) -> dict[str, Any]:
+    """Committed offsets of the app's group against the source topic's last stable offsets."""
+    conn = settings.local_kafka
+    admin = AIOKafkaAdminClient(**conn.client_kwargs())
+    consumer = AIOKafkaConsumer(isolation_level="read_committed", enable_auto_commit=False, **conn.client_kwargs())
+    await admin.start()
+    try:
+        await consumer.start()
+        partitions = consumer.partitions_for_topic(settings.local_topic) or set()
+        tps = [TopicPartition(settings.local_topic, p) for p in sorted(partitions)]
+        ends = await consumer.end_offsets(tps)
+        committed = await admin.list_consumer_group_offsets(settings.app_id, partitions=tps)
+        lag = {tp.partition: ends[tp] - (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0) for tp in tps}
+        return {"topic": settings.local_topic, "group": settings.app_id, "lag": sum(lag.values()), "partitions": lag}
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def run(settings: LiveSettings) -> None:
+    """Runs counters and HTTP until SIGTERM/SIGINT; stopping faust commits its open transactions.
+
+    HTTP is up from the start (``/ready`` says why not ready); the counters start once the topics
+    exist, after bounded-backoff retries while Kafka is unreachable.
+    """
+    state = ServiceState("live")
+    state.lag = lambda: consumer_lag(settings)
+    reader = LiveReader(settings)
+    app = create_app(settings, state, reader)
+
+    async def worker(stop: asyncio.Event) -> None:
+        partitions = await _prepare_with_retry(settings, state, stop)
+        if partitions is None:
+            return
+        counters = LiveCounters(settings, partitions, registry=state.registry)
+        await counters.start()
+        reader.attach(counters)
+        try:
+            while not stop.is_set():
+                if counters.ready:
+                    state.set_ready()
+                else:
+                    state.set_not_ready(counters.not_ready_reason())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=0.5)
+        finally:
+            state.set_not_ready("stopping")
+            await counters.stop()
+
+    await run_service(
+        state, worker, host=settings.http_host, port=settings.http_port, shutdown_timeout=settings.shutdown_timeout_s, app=app
+    )
+
+
+async def _prepare_with_retry(settings: LiveSettings, state: ServiceState, stop: asyncio.Event) -> int | None:
+    """The source partition count once the topics exist; None when stopped while waiting."""
+    backoff = Backoff(initial=settings.backoff_initial_s, maximum=settings.backoff_max_s)
+    while not stop.is_set():
+        try:
+            return await prepare_topics(settings)
+        except PipelineError as exc:
+            if not exc.retriable:
+                raise
+            state.set_not_ready(str(exc))
+        except (OSError, KafkaError) as exc:
+            state.set_not_ready(f"Kafka unreachable: {type(exc).__name__}: {exc}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=backoff.next_delay())
+    return None

@@ -1,0 +1,74 @@
+"""The live service's one settings class: its own knobs under ``LIVE_``, connections shared."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.event import DEFAULT_PRODUCT_VIEW_TYPES
+from shared.kafka import KafkaConnection
+from shared.settings import local_kafka_from_env
+
+
+class LiveSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIVE_", extra="ignore", populate_by_name=True)
+
+    local_kafka: KafkaConnection = Field(default_factory=local_kafka_from_env, exclude=True)
+    # The star schema the page plots (read only). None: the page says "no data yet".
+    postgres_dsn: SecretStr | None = Field(default=None, validation_alias=AliasChoices("POSTGRES_DSN", "LIVE_POSTGRES_DSN"), exclude=True)
+    pg_schema: str = "public"
+
+    # The bridge's output topic (normalized events, see shared.event).
+    local_topic: str = "processed_product_view_test"
+    # Faust app id: consumer group id and prefix of the changelog topics.
+    app_id: str = "live"
+    # Which ``collection`` values count as a product view (same default as the ETL).
+    product_view_types: tuple[str, ...] = DEFAULT_PRODUCT_VIEW_TYPES
+
+    # Partitions of the changelog topics: must equal the local topic's (tables are co-partitioned).
+    topic_partitions: int = 6
+    replication_factor: int = 3
+    # Window size of the counters; top-N sums the last N such windows.
+    window_s: int = 60
+    # Windows older than this (against the wall clock, faust's rule) are dropped from memory and
+    # from the changelog (retention). Must cover the longest top-N span.
+    retention_s: int = 2 * 3600
+    # Seconds between offset commits (faust ``broker_commit_interval``).
+    commit_interval_s: float = 1.0
+    # Where faust keeps local state (tables live in memory; recovered from the changelog).
+    data_dir: str = ".stack/live"
+
+    top_n: int = 10
+    # Top-N spans in minutes served by /api/top and the page.
+    top_spans_min: tuple[int, ...] = (5, 60)
+    # How many minutes of the live per-minute series the page and /api/minutes show by default.
+    series_minutes: int = 30
+    # The page's auto-refresh period.
+    refresh_s: int = 10
+    # Recent ETL runs shown on the page.
+    etl_runs_limit: int = 10
+    pg_timeout_s: float = 5.0
+
+    # Kafka unreachable at start: bounded backoff.
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 15.0
+
+    # Service.
+    http_host: str = "0.0.0.0"
+    http_port: int = 8104
+    shutdown_timeout_s: float = 15.0
+    log_level: str = "INFO"
+
+    @field_validator("pg_schema")
+    @classmethod
+    def _schema_is_identifier(cls, value: str) -> str:
+        if not value.replace("_", "").isalnum() or value[0].isdigit():
+            raise ValueError(f"pg_schema must be a plain identifier, got {value!r}")
+        return value
+
+    @field_validator("window_s")
+    @classmethod
+    def _window_divides_hour(cls, value: int) -> int:
+        if value <= 0 or 3600 % value:
+            raise ValueError("window_s must divide 3600")
+        return value
