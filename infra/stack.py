@@ -535,7 +535,8 @@ def pg_query_ok(env: dict[str, str]) -> bool:
 
 
 def postgres_proc() -> Proc:
-    return Proc("postgres", lambda: [str(pg_bindir() / "postgres"), "-D", str(pg_data())], pg_ready, pg_prepare, user=PG_USER)
+    data = pg_data()
+    return Proc("postgres", lambda: [str(pg_bindir() / "postgres"), "-D", str(data)], pg_ready, pg_prepare, user=PG_USER, marker=str(data))
 
 
 # --------------------------------------------------------------------------- FerretDB
