@@ -1,9 +1,10 @@
 """Which environment variables each service reads, from its pydantic-settings class.
 
 Used by the deployment tests (``.env.example`` and ``docker-compose.yml`` must cover exactly
-these). Run as a script to print them with their defaults::
+these). Run as a script to print them with their defaults, or with ``--sync`` to rewrite the
+generated blocks (between ``>>>``/``<<<`` markers) of both files after a settings class changed::
 
-    .venv/bin/python -m tests.unit.deploy.envspec
+    .venv/bin/python -m tests.unit.deploy.envspec [--sync]
 
 Rules, the ones pydantic-settings and ``shared.settings`` apply:
 - a field with a ``validation_alias`` (a string or ``AliasChoices``) is read under those names;
@@ -16,12 +17,16 @@ A nested model field of any other kind raises: the tests cannot tell what it rea
 from __future__ import annotations
 
 import importlib
+import json
+import re
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel
 from pydantic_core import PydanticUndefined
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, NoDecode
 
 from shared.kafka import KafkaConnection
 from shared.settings import LOCAL_KAFKA_PREFIX, REMOTE_KAFKA_PREFIX, local_kafka_from_env, remote_kafka_from_env
@@ -34,6 +39,16 @@ SERVICES: dict[str, tuple[str, str]] = {
     "etl-api": ("etl_api.settings", "EtlSettings"),
     "live": ("live.settings", "LiveSettings"),
 }
+
+PREFIXES = {"bridge": "BRIDGE_", "sink": "SINK_", "etl-api": "ETL_", "live": "LIVE_"}
+REPO = Path(__file__).resolve().parents[3]
+# Service variables compose sets itself (not a plain pass-through), with the value it uses.
+COMPOSE_VALUES = {
+    "ETL_API_TOKEN": "${ETL_API_TOKEN:?set ETL_API_TOKEN in .env}",
+    "ETL_SPARK_MASTER": "${ETL_SPARK_MASTER:-spark://spark-master:7077}",
+}
+# Service variables .env.example sets in its own sections (not documented as a default).
+ENV_EXAMPLE_ACTIVE = {"BRIDGE_REMOTE_TOPIC", "ETL_API_TOKEN", "ETL_SPARK_MASTER"}
 
 _KAFKA_FACTORIES = {local_kafka_from_env: LOCAL_KAFKA_PREFIX, remote_kafka_from_env: REMOTE_KAFKA_PREFIX}
 
@@ -110,11 +125,53 @@ def format_default(value: Any) -> str:
     return str(value)
 
 
+def env_file_default(cls: type[BaseSettings], var: EnvVar) -> str:
+    """The default as ``.env.example`` writes it: complex types without ``NoDecode`` are JSON."""
+    field = cls.model_fields.get(var.field)
+    if field is not None and isinstance(var.default, (tuple, list)) and NoDecode not in field.metadata:
+        return json.dumps(list(var.default))
+    return format_default(var.default)
+
+
+def own_vars(service: str, cls: type[BaseSettings]) -> list[EnvVar]:
+    return [v for v in settings_env_vars(cls) if v.name.startswith(PREFIXES[service])]
+
+
+def compose_block(service: str, cls: type[BaseSettings]) -> list[str]:
+    return [f"      {v.name}: {COMPOSE_VALUES[v.name]}" if v.name in COMPOSE_VALUES else f"      {v.name}:" for v in own_vars(service, cls)]
+
+
+def env_example_block(service: str, cls: type[BaseSettings]) -> list[str]:
+    return [f"# {v.name}={env_file_default(cls, v)}" for v in own_vars(service, cls) if v.name not in ENV_EXAMPLE_ACTIVE]
+
+
+def _replace_block(text: str, service: str, lines: list[str]) -> str:
+    name = re.escape(service)
+    pattern = re.compile(rf"(?ms)^(?P<open>[ #]*# >>> {name} settings[^\n]*\n)(?P<body>.*?)^(?P<close>[ #]*# <<< {name} settings)")
+    if not pattern.search(text):
+        raise SystemExit(f"no '>>> {service} settings' … '<<< {service} settings' block")
+    return pattern.sub(lambda m: m["open"] + "".join(line + "\n" for line in lines) + m["close"], text, count=1)
+
+
+def sync() -> None:
+    """Rewrites the generated per-service blocks of docker-compose.yml and .env.example."""
+    compose, env = REPO / "docker-compose.yml", REPO / ".env.example"
+    compose_text, env_text = compose.read_text(), env.read_text()
+    for service, cls in load_settings().items():
+        compose_text = _replace_block(compose_text, service, compose_block(service, cls))
+        env_text = _replace_block(env_text, service, env_example_block(service, cls))
+    compose.write_text(compose_text)
+    env.write_text(env_text)
+
+
 def main() -> None:
+    if "--sync" in sys.argv[1:]:
+        sync()
+        return
     for service, cls in load_settings().items():
         print(f"# --- {service} ({cls.__name__})")
         for var in settings_env_vars(cls):
-            print(f"{var.name}={format_default(var.default)}")
+            print(f"{var.name}={env_file_default(cls, var)}")
 
 
 if __name__ == "__main__":
