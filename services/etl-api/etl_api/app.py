@@ -1,0 +1,209 @@
+"""The HTTP API: assembles settings, the PostgreSQL pool, the DDL, the run launcher and the routes.
+
+``POST /runs`` (bearer token) → 202 ``{run_id}``; 409 while a run is queued/running; 422 on a
+bad body. ``GET /runs/{run_id}``, ``GET /runs``, ``GET /health`` (live), ``GET /ready`` (DDL
+applied and PostgreSQL answering), ``GET /metrics`` (Prometheus), OpenAPI at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import asyncpg
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from etl_api import runs
+from etl_api.schema import apply_ddl
+from etl_api.settings import EtlSettings
+
+log = logging.getLogger(__name__)
+
+MAX_RANGE_DAYS = 366
+
+
+class RunRequest(BaseModel):
+    """incremental (default): new events since the last successful run; full: rebuild every fact;
+    range: recompute the facts of ``date_from``..``date_to`` (inclusive)."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["incremental", "full", "range"] = "incremental"
+    date_from: date | None = None
+    date_to: date | None = None
+
+    @model_validator(mode="after")
+    def _dates_match_mode(self) -> RunRequest:
+        if self.mode == "range":
+            if self.date_from is None or self.date_to is None:
+                raise ValueError("range mode needs date_from and date_to")
+            if self.date_to < self.date_from:
+                raise ValueError("date_to is before date_from")
+            if (self.date_to - self.date_from).days >= MAX_RANGE_DAYS:
+                raise ValueError(f"a range covers at most {MAX_RANGE_DAYS} days")
+        elif self.date_from is not None or self.date_to is not None:
+            raise ValueError(f"{self.mode} mode takes no dates")
+        return self
+
+
+class RunAccepted(BaseModel):
+    run_id: str
+    status: str = "queued"
+
+
+class RunView(BaseModel):
+    run_id: str
+    mode: str
+    date_from: date | None
+    date_to: date | None
+    status: str
+    phase: str | None
+    requested_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    host: str | None
+    pid: int | None
+    window_low: datetime | None
+    window_high: datetime | None
+    touched_dates: list[str] | None
+    counts: dict[str, Any] | None
+    timings: dict[str, Any] | None
+    reconciliation: dict[str, Any] | None
+    error: str | None
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> RunView:
+        return cls(**{**row, "run_id": str(row["run_id"])})
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.started = Counter("etl_runs_started", "Runs accepted by POST /runs", ["mode"], registry=self.registry)
+        self.finished = Counter("etl_runs_finished", "Runs that reached a final status", ["status"], registry=self.registry)
+        self.rejected = Counter("etl_runs_rejected_active", "POST /runs refused because a run was active", registry=self.registry)
+        self.active = Gauge("etl_run_processes", "Job processes this API is waiting for", registry=self.registry)
+
+
+class State:
+    def __init__(self, settings: EtlSettings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.pool: asyncpg.Pool | None = None
+        self.launcher: runs.RunLauncher | None = None
+        self.ddl_applied = False
+        self.not_ready_reason = "starting"
+
+
+def create_app(settings: EtlSettings) -> FastAPI:
+    state = State(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await asyncpg.create_pool(
+            settings.postgres_dsn.get_secret_value(),
+            min_size=1,
+            max_size=5,
+            init=runs.init_connection,
+            server_settings={"search_path": settings.pg_schema, "application_name": "etl-api"},
+        )
+        state.pool = pool
+        async with pool.acquire() as conn:
+            applied = await apply_ddl(conn, settings.pg_schema)
+        log.info("DDL applied to schema %s: %s", settings.pg_schema, ", ".join(applied))
+        state.ddl_applied = True
+        state.launcher = runs.RunLauncher(settings, pool, on_finished=lambda _run, st: state.metrics.finished.labels(st).inc())
+        await state.launcher.reap()
+        reaper = asyncio.create_task(state.launcher.reap_forever())
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+            await state.launcher.close()
+            await pool.close()
+
+    app = FastAPI(title="etl-api", version="1.0.0", description=__doc__, lifespan=lifespan, docs_url="/docs")
+    app.state.etl = state
+    bearer = HTTPBearer(auto_error=False)
+
+    def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        expected = settings.api_token.get_secret_value() if settings.api_token else ""
+        if not expected:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "writes are disabled: ETL_API_TOKEN is not set")
+        if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    async def connection() -> AsyncIterator[asyncpg.Connection]:
+        if state.pool is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "not started")
+        async with state.pool.acquire() as conn:
+            yield conn
+
+    Conn = Annotated[asyncpg.Connection, Depends(connection)]
+
+    @app.post("/runs", status_code=status.HTTP_202_ACCEPTED, response_model=RunAccepted, dependencies=[Depends(require_token)])
+    async def start_run(body: RunRequest, conn: Conn) -> RunAccepted:
+        try:
+            run_id = await runs.create_run(conn, body.mode, body.date_from, body.date_to)
+        except runs.RunActiveError as exc:
+            state.metrics.rejected.inc()
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+        assert state.launcher is not None
+        try:
+            await state.launcher.launch(run_id)
+        except OSError as exc:
+            await runs.mark_failed(conn, run_id, f"could not start the job process: {exc}")
+            raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, f"could not start the job process: {exc}") from exc
+        state.metrics.started.labels(body.mode).inc()
+        return RunAccepted(run_id=run_id)
+
+    @app.get("/runs/{run_id}", response_model=RunView)
+    async def read_run(run_id: UUID, conn: Conn) -> RunView:
+        row = await runs.get_run(conn, str(run_id))
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such run")
+        return RunView.of(row)
+
+    @app.get("/runs", response_model=list[RunView])
+    async def read_runs(
+        conn: Conn,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        run_status: Annotated[Literal["queued", "running", "succeeded", "failed"] | None, Query(alias="status")] = None,
+    ) -> list[RunView]:
+        return [RunView.of(r) for r in await runs.list_runs(conn, limit, run_status)]
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "service": "etl-api"}
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        if state.pool is None or not state.ddl_applied:
+            return JSONResponse({"ready": False, "reason": "starting"}, status_code=503)
+        try:
+            async with state.pool.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1")
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            return JSONResponse({"ready": False, "reason": f"postgres: {exc}"}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        launcher = state.launcher
+        state.metrics.active.set(len(launcher.children) if launcher else 0)
+        return PlainTextResponse(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

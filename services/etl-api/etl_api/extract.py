@@ -1,0 +1,153 @@
+"""Extract: which MongoDB slices a run reads, and reading one slice inside a Spark task.
+
+The raw store is read with **equality filters only** (FerretDB pushes nothing else down):
+``{ingest_hour, part, collection}`` for events ingested in a window, ``{event_date, part,
+collection}`` for every event of a date, ``{part, collection}`` for everything. Each
+:class:`ReadTask` is one Spark partition; :func:`read_task` runs on an executor with its own
+PyMongo client, so the driver only ever holds the list of tasks, never documents.
+
+A document becomes a flat tuple of strings (:data:`RAW_FIELDS`) by :func:`document_to_row`;
+messy shapes (numbers as ids, dicts/lists, booleans) are made strings here and cleaned by the
+Spark transforms. Personal data (``ip``, ``email_address``, ``user_id_db``) is never read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from shared.event import PARTS
+
+RAW_FIELDS = (
+    "event_id",
+    "collection",
+    "product_id",
+    "store_id",
+    "device_id",
+    "user_agent",
+    "referrer_url",
+    "current_url",
+    "event_time",
+    "time_stamp",
+    "timestamp",
+    "local_time",
+    "event_date",
+    "ingested_at",
+)
+_PROJECTION = {f: 1 for f in RAW_FIELDS if f != "event_id"}
+
+
+@dataclass(frozen=True)
+class ReadTask:
+    """One slice of the raw store: an equality filter plus the ingestion window kept client-side."""
+
+    filter: dict[str, Any]
+    ingested_after: str | None = None  # exclusive, ISO-8601 UTC
+    ingested_until: str | None = None  # inclusive
+    parts: tuple[int, ...] = field(default=())  # when the filter has no `part`: keep only these (empty = all)
+
+
+def parse_utc(text: str) -> datetime:
+    """An ISO-8601 UTC instant ("…Z" or "+00:00"); naive means UTC."""
+    parsed = datetime.fromisoformat(text)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def hours_between(low: datetime, high: datetime) -> list[str]:
+    """Every ``ingest_hour`` value (``YYYY-MM-DDTHH``) from low's hour to high's hour, inclusive."""
+    hour = low.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    out = []
+    while hour <= high:
+        out.append(f"{hour:%Y-%m-%dT%H}")
+        hour += timedelta(hours=1)
+    return out
+
+
+def _part_slices(read_parts: int) -> list[tuple[int, ...]]:
+    step = PARTS // read_parts
+    return [tuple(range(i, i + step)) for i in range(0, PARTS, step)]
+
+
+def _tasks(base: dict[str, Any], types: Iterable[str], read_parts: int, after: str | None, until: str | None) -> list[ReadTask]:
+    out = []
+    for collection in types:
+        for parts in _part_slices(read_parts):
+            if len(parts) == 1:
+                out.append(ReadTask({**base, "part": parts[0], "collection": collection}, after, until))
+            else:
+                out.append(ReadTask({**base, "collection": collection}, after, until, parts if len(parts) < PARTS else ()))
+    return out
+
+
+def plan_window_tasks(low: datetime, high: datetime, types: Iterable[str], read_parts: int = PARTS) -> list[ReadTask]:
+    """Events ingested in (low, high]: one task per (ingest_hour, part slice, collection)."""
+    after, until = low.isoformat(), high.isoformat()
+    return [t for hour in hours_between(low, high) for t in _tasks({"ingest_hour": hour}, types, read_parts, after, until)]
+
+
+def plan_date_tasks(dates: Iterable[date], high: datetime, types: Iterable[str], read_parts: int = PARTS) -> list[ReadTask]:
+    """Every event of the given dates ingested up to high."""
+    until = high.isoformat()
+    return [t for d in sorted(set(dates)) for t in _tasks({"event_date": d.isoformat()}, types, read_parts, None, until)]
+
+
+def plan_all_tasks(high: datetime, types: Iterable[str], read_parts: int = PARTS) -> list[ReadTask]:
+    """Every event ingested up to high (full rebuild)."""
+    return _tasks({}, types, read_parts, None, high.isoformat())
+
+
+def _as_text(value: Any) -> str | None:  # noqa: PLR0911
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat() if value.tzinfo else value.replace(tzinfo=UTC).isoformat()
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def document_to_row(doc: dict[str, Any]) -> tuple[str | None, ...]:
+    """A raw document as a tuple of :data:`RAW_FIELDS`, every value text or None."""
+    return (_as_text(doc.get("_id")), *(_as_text(doc.get(f)) for f in RAW_FIELDS[1:]))
+
+
+def keep_document(doc: dict[str, Any], task: ReadTask, after: datetime | None, until: datetime | None) -> bool:
+    """The client-side part of a task: the ingestion window and the part slice."""
+    if task.parts and doc.get("part") not in task.parts:
+        return False
+    if after is None and until is None:
+        return True
+    raw = doc.get("ingested_at")
+    if not isinstance(raw, str):
+        return False  # not stamped by the sink: cannot be placed in a window
+    try:
+        at = parse_utc(raw)
+    except ValueError:
+        return False
+    return (after is None or at > after) and (until is None or at <= until)
+
+
+def read_task(task: ReadTask, mongodb_uri: str, database: str, collection: str, batch_size: int = 2000) -> Iterator[tuple[str | None, ...]]:
+    """Stream one slice's rows (runs on a Spark executor; opens and closes its own client)."""
+    from pymongo import MongoClient
+
+    after = parse_utc(task.ingested_after) if task.ingested_after else None
+    until = parse_utc(task.ingested_until) if task.ingested_until else None
+    projection = {**_PROJECTION, "part": 1}
+    client: MongoClient[dict[str, Any]]
+    with MongoClient(mongodb_uri, serverSelectionTimeoutMS=30_000) as client:
+        cursor: Iterable[dict[str, Any]] = client[database][collection].find(task.filter, projection, batch_size=batch_size)
+        for doc in cursor:
+            if keep_document(doc, task, after, until):
+                yield document_to_row(doc)

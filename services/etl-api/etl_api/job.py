@@ -1,0 +1,304 @@
+"""One ETL run in its own process: ``python -m etl_api.job --run-id <uuid>``.
+
+The API inserts the run row (``queued``) and launches this process; the job claims the row
+(``running``), heartbeats while it works, and either commits the star schema together with the
+``succeeded`` row (one transaction, see :mod:`etl_api.load`) or marks the run ``failed`` with the
+error. If the process dies without doing either, the API's reaper marks it failed.
+
+Windows (all instants are the sink's ``ingested_at``, UTC):
+
+- ``high`` = start of the run − ``ETL_SETTLE_SECONDS``. The sink stamps a batch *before* MongoDB
+  acknowledges it, so a batch stamped at t may become visible a little after t; reading only up to
+  now − settle margin means such a late-committed batch is still in the *next* run's window
+  (settle ≥ the sink's longest batch write, 120 s by default).
+- incremental: new events are ``watermark < ingested_at ≤ high``; their dates are the touched
+  dates, whose facts are recomputed from **all** their events ingested ≤ high. Without a
+  watermark (first run) it reads everything ≤ high and rebuilds all facts.
+- full: every event ≤ high; every fact replaced; watermark := high.
+- range: every event of the given dates ≤ high; those dates' facts replaced; watermark unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+import time
+import traceback
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.storagelevel import StorageLevel
+
+from etl_api import extract, transform
+from etl_api.load import DIMENSIONS, FACT_STAGE_COLUMNS, LoadInput, load_star
+from etl_api.schema import quote_ident
+from etl_api.settings import EtlSettings
+from etl_api.spark import build_spark_session
+from shared.logs import setup_logging
+
+log = logging.getLogger("etl_api.job")
+
+
+class RunNotClaimableError(RuntimeError):
+    """The run row is missing or not queued (another job took it, or it was already reaped)."""
+
+
+def _rss_peak_mb(pid: int | str = "self") -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def read_events(spark: SparkSession, settings: EtlSettings, tasks: list[extract.ReadTask]) -> DataFrame:
+    """The raw rows of every task, one Spark partition per task, read on the executors."""
+    uri, db, coll = settings.mongodb_uri, settings.mongodb_database, settings.mongodb_collection
+    if not tasks:
+        return spark.createDataFrame([], transform.RAW_SCHEMA)
+    rdd = spark.sparkContext.parallelize(tasks, len(tasks)).flatMap(lambda task: extract.read_task(task, uri, db, coll))
+    return spark.createDataFrame(rdd, transform.RAW_SCHEMA)
+
+
+async def _chunks(rows: Iterator[Any], size: int, convert: Callable[[Any], tuple[Any, ...]]) -> AsyncIterator[list[tuple[Any, ...]]]:
+    """Spark's row iterator (blocking, one partition in memory at a time) as async chunks."""
+
+    def next_chunk() -> list[tuple[Any, ...]]:
+        out = []
+        for row in rows:
+            out.append(convert(row))
+            if len(out) >= size:
+                break
+        return out
+
+    while True:
+        chunk = await asyncio.to_thread(next_chunk)
+        if not chunk:
+            return
+        yield chunk
+
+
+class Job:
+    def __init__(self, settings: EtlSettings, run_id: str) -> None:
+        self.settings = settings
+        self.run_id = run_id
+        self.phase = "starting"
+        self.timings: dict[str, Any] = {}
+
+    async def _connect(self) -> asyncpg.Connection:
+        conn = await asyncpg.connect(self.settings.postgres_dsn.get_secret_value())
+        await conn.execute(f"SET search_path TO {quote_ident(self.settings.pg_schema)}")
+        return conn
+
+    async def _heartbeat(self) -> None:
+        conn = await self._connect()
+        try:
+            while True:
+                await conn.execute(
+                    "UPDATE etl_runs SET heartbeat_at = now(), phase = $2 WHERE run_id = $1 AND status = 'running'", self.run_id, self.phase
+                )
+                await asyncio.sleep(self.settings.heartbeat_seconds)
+        finally:
+            await conn.close()
+
+    async def run(self) -> None:
+        conn = await self._connect()
+        try:
+            row = await conn.fetchrow(
+                """UPDATE etl_runs SET status = 'running', phase = 'starting', started_at = now(), heartbeat_at = now(), pid = $2, host = $3
+                   WHERE run_id = $1 AND status = 'queued' RETURNING mode, date_from, date_to""",
+                self.run_id,
+                os.getpid(),
+                socket.gethostname(),
+            )
+            if row is None:
+                raise RunNotClaimableError(f"run {self.run_id} is not queued")
+            beat = asyncio.create_task(self._heartbeat())
+            try:
+                await self._run(conn, row["mode"], row["date_from"], row["date_to"])
+            finally:
+                beat.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await beat
+        finally:
+            await conn.close()
+
+    async def _run(self, conn: asyncpg.Connection, mode: str, date_from: date | None, date_to: date | None) -> None:
+        s = self.settings
+        t_start = time.monotonic()
+        high = datetime.now(UTC) - timedelta(seconds=s.settle_seconds)
+        low: datetime | None = None
+        if mode == "incremental":
+            low = await conn.fetchval("SELECT ingested_high FROM etl_watermark WHERE name = 'events'")
+        await conn.execute("UPDATE etl_runs SET window_low = $2, window_high = $3 WHERE run_id = $1", self.run_id, low, high)
+
+        self.phase = "extract"
+        spark = await asyncio.to_thread(
+            build_spark_session,
+            s.spark_master,
+            f"etl-{self.run_id}",
+            shuffle_partitions=s.spark_shuffle_partitions,
+            driver_memory=s.spark_driver_memory,
+        )
+        self.timings["spark_start_seconds"] = round(time.monotonic() - t_start, 3)
+        try:
+            await self._run_spark(conn, spark, mode, low, high, date_from, date_to)
+        finally:
+            jvm_pid = None
+            with contextlib.suppress(Exception):
+                jvm_pid = spark.sparkContext._gateway.proc.pid  # type: ignore[union-attr]
+            self.timings["driver_python_peak_rss_mb"] = _rss_peak_mb()
+            if jvm_pid:
+                self.timings["driver_jvm_peak_rss_mb"] = _rss_peak_mb(jvm_pid)
+            await asyncio.to_thread(spark.stop)
+
+    async def _run_spark(
+        self,
+        conn: asyncpg.Connection,
+        spark: SparkSession,
+        mode: str,
+        low: datetime | None,
+        high: datetime,
+        date_from: date | None,
+        date_to: date | None,
+    ) -> None:
+        s = self.settings
+        types = s.product_view_types
+        t0 = time.monotonic()
+        new_events: int
+        replace_all = False
+        if mode == "range":
+            assert date_from is not None and date_to is not None
+            touched = [date_from + timedelta(days=i) for i in range((date_to - date_from).days + 1)]
+            tasks = extract.plan_date_tasks(touched, high, types, s.read_parts)
+            new_events = 0
+        elif mode == "full" or low is None:
+            tasks = extract.plan_all_tasks(high, types, s.read_parts)
+            replace_all = True
+            touched = []  # every date read (below)
+            new_events = -1
+        else:
+            window = transform.clean_events(read_events(spark, s, extract.plan_window_tasks(low, high, types, s.read_parts))).select(
+                "event_date"
+            )
+            window = window.persist(StorageLevel.MEMORY_AND_DISK)
+            new_events = await asyncio.to_thread(window.count)
+            dates = await asyncio.to_thread(lambda: [r[0] for r in window.where("event_date IS NOT NULL").distinct().collect()])
+            window.unpersist()
+            touched = sorted(dates)
+            tasks = extract.plan_date_tasks(touched, high, types, s.read_parts)
+        raw = read_events(spark, s, tasks)
+        events = transform.clean_events(raw).persist(StorageLevel.MEMORY_AND_DISK)
+        events_read = await asyncio.to_thread(events.count)
+        if new_events < 0:
+            new_events = events_read
+        if replace_all:
+            touched = sorted(
+                await asyncio.to_thread(
+                    lambda: [r[0] for r in events.where("event_date IS NOT NULL").select("event_date").distinct().collect()]
+                )
+            )
+        self.timings["extract_seconds"] = round(time.monotonic() - t0, 3)
+        log.info("run %s: %s mode, %d new events, %d events read for %d dates", self.run_id, mode, new_events, events_read, len(touched))
+
+        self.phase = "transform"
+        t1 = time.monotonic()
+        classified = transform.classify_events(transform.enrich_events(events, s.internal_domains), types, s.exclude_bots)
+        classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
+        skips = await asyncio.to_thread(lambda: {r["skip_reason"]: r["n"] for r in transform.skip_counts(classified).collect()})
+        valid = int(skips.pop(None, 0))
+        views = transform.valid_views(classified)
+        dim_frames = {
+            "dim_product": transform.build_dim_product(views),
+            "dim_country": transform.build_dim_country(views),
+            "dim_referrer": transform.build_dim_referrer(views),
+            "dim_device": transform.build_dim_device(views),
+        }
+        facts = transform.build_facts(views)
+        self.timings["transform_seconds"] = round(time.monotonic() - t1, 3)  # lazy parts run while loading
+
+        self.phase = "load"
+        reconciliation = {
+            "events_new": new_events,
+            "events_read": events_read,
+            "valid_views": valid,
+            "skipped": dict(sorted(skips.items())),
+            "skipped_total": sum(skips.values()),
+        }
+        spec_cols = {d.table: [d.natural, *d.attrs, "created_date"] for d in DIMENSIONS}
+        fact_cols = [c for c, _ in FACT_STAGE_COLUMNS]
+        size = s.load_batch_rows
+
+        def rows_of(df: DataFrame, cols: list[str]) -> Iterator[Any]:
+            return df.select(*cols).toLocalIterator(prefetchPartitions=True)
+
+        data = LoadInput(
+            run_id=self.run_id,
+            replace_all_facts=replace_all,
+            touched_dates=touched,
+            dims={t: _chunks(rows_of(df, spec_cols[t]), size, tuple) for t, df in dim_frames.items()},
+            facts=_chunks(rows_of(facts, fact_cols), size, tuple),
+            valid_views=valid,
+            watermark=None if mode == "range" else high,
+            run_fields={"timings": self.timings, "reconciliation": reconciliation},
+            fault_pause_seconds=s.fault_pause_in_load_seconds,
+        )
+        self.timings["total_seconds_before_load"] = round(time.monotonic() - t0, 3)
+        self.timings["driver_python_peak_rss_mb"] = _rss_peak_mb()
+        with contextlib.suppress(Exception):
+            self.timings["driver_jvm_peak_rss_mb"] = _rss_peak_mb(spark.sparkContext._gateway.proc.pid)  # type: ignore[union-attr]
+        load_conn = await self._connect()
+        try:
+            counts = await load_star(load_conn, s.pg_schema, data)
+        finally:
+            await load_conn.close()
+        log.info("run %s succeeded: %s", self.run_id, counts)
+
+
+async def mark_failed(settings: EtlSettings, run_id: str, error: str) -> None:
+    conn = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
+    try:
+        await conn.execute(
+            f"UPDATE {quote_ident(settings.pg_schema)}.etl_runs SET status = 'failed', phase = NULL, finished_at = now(), error = $2 "
+            "WHERE run_id = $1 AND status IN ('queued', 'running')",
+            run_id,
+            error[:4000],
+        )
+    finally:
+        await conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m etl_api.job", description="Run one ETL run (the API launches this).")
+    parser.add_argument("--run-id", required=True)
+    args = parser.parse_args(argv)
+    settings = EtlSettings()  # type: ignore[call-arg]
+    setup_logging("etl-job", settings.log_level)
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    try:
+        asyncio.run(Job(settings, args.run_id).run())
+    except RunNotClaimableError as exc:
+        log.error("%s", exc)
+        return 2
+    except BaseException as exc:
+        log.error("run %s failed: %s", args.run_id, exc)
+        traceback.print_exc()
+        with contextlib.suppress(Exception):
+            asyncio.run(mark_failed(settings, args.run_id, f"{type(exc).__name__}: {exc}"))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

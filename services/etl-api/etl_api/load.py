@@ -1,0 +1,255 @@
+"""Load: the star schema written in ONE PostgreSQL transaction per run.
+
+Inside the transaction (holding the per-schema ETL advisory lock):
+
+1. staging temp tables (``ON COMMIT DROP``) filled by binary COPY, streamed in chunks;
+2. dimension upserts ``INSERT … ON CONFLICT (natural key) DO UPDATE``: a new member gets
+   ``max(key) + row_number() OVER (ORDER BY natural key)``, an existing one keeps its key
+   forever; attributes are overwritten only by non-NULL values (type 1), ``created_date`` is the
+   earliest date seen; the serial sequence is then moved past the max key;
+3. ``dim_date`` rows for dates outside the pre-built calendar;
+4. the facts of every touched date (every date in full mode) deleted and re-inserted with
+   ``fact_key = date_key * 10^9 + rank within the date``: deterministic, so a re-run writes the
+   same keys;
+5. reconciliation (``sum(view_count)`` of the touched dates = valid views read), the watermark,
+   ``etl_date_loads`` and the run's ``succeeded`` row; then COMMIT.
+
+A crash anywhere before COMMIT leaves every table as it was: that, plus deterministic keys, is
+what makes a re-run after a crash identical to one clean run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from etl_api.schema import lock_id, quote_ident
+
+log = logging.getLogger(__name__)
+
+FACT_KEY_DATE_FACTOR = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class DimSpec:
+    table: str
+    key: str
+    natural: str
+    attrs: tuple[str, ...]
+    types: tuple[str, ...]  # SQL types of (natural, *attrs, created_date)
+
+
+DIMENSIONS = (
+    DimSpec(
+        "dim_product", "product_key", "product_id", ("product_name", "product_slug", "category"), ("text", "text", "text", "text", "date")
+    ),
+    DimSpec(
+        "dim_country",
+        "country_key",
+        "store_id",
+        ("site_domain", "country_code", "country_name", "region"),
+        ("text", "text", "text", "text", "text", "date"),
+    ),
+    DimSpec("dim_referrer", "referrer_key", "referrer_url", ("referrer_domain", "referrer_type"), ("text", "text", "text", "date")),
+    DimSpec(
+        "dim_device",
+        "device_key",
+        "device_id",
+        ("device_type", "browser_info", "browser", "os"),
+        ("text", "text", "text", "text", "text", "date"),
+    ),
+)
+DIM_BY_TABLE = {d.table: d for d in DIMENSIONS}
+
+FACT_STAGE_COLUMNS = (
+    ("date_key", "integer"),
+    ("product_id", "text"),
+    ("store_id", "text"),
+    ("referrer_url", "text"),
+    ("device_id", "text"),
+    ("view_count", "integer"),
+    ("unique_visitors", "integer"),
+    ("first_ms", "bigint"),
+    ("last_ms", "bigint"),
+    ("avg_view_timestamp", "double precision"),
+    ("view_duration_seconds", "integer"),
+)
+
+
+class ReconciliationError(RuntimeError):
+    """What was written does not add up to what was read: the transaction is rolled back."""
+
+
+def _stage_columns(spec: DimSpec) -> list[str]:
+    return [spec.natural, *spec.attrs, "created_date"]
+
+
+def upsert_sql(spec: DimSpec) -> str:
+    t, k, n = spec.table, spec.key, spec.natural
+    cols = _stage_columns(spec)
+    new_attrs = ", ".join(f"coalesce(EXCLUDED.{a}, d.{a})" for a in spec.attrs)
+    old_attrs = ", ".join(f"d.{a}" for a in spec.attrs)
+    sets = ", ".join(f"{a} = coalesce(EXCLUDED.{a}, d.{a})" for a in spec.attrs)
+    return f"""
+        INSERT INTO {t} AS d ({k}, {", ".join(cols)})
+        SELECT coalesce(e.{k}, m.max_key + row_number() OVER (PARTITION BY e.{k} IS NULL ORDER BY s.{n})),
+               {", ".join(f"s.{c}" for c in cols)}
+        FROM stg_{t} s
+        LEFT JOIN {t} e ON e.{n} = s.{n}
+        CROSS JOIN (SELECT coalesce(max({k}), 0) AS max_key FROM {t}) m
+        ORDER BY 1
+        ON CONFLICT ({n}) DO UPDATE SET {sets}, created_date = least(d.created_date, EXCLUDED.created_date)
+        WHERE ({old_attrs}, d.created_date) IS DISTINCT FROM ({new_attrs}, least(d.created_date, EXCLUDED.created_date))
+        RETURNING (xmax = 0) AS inserted
+    """
+
+
+FACT_INSERT_SQL = f"""
+    INSERT INTO fact_product_views (fact_key, date_key, product_key, country_key, referrer_key, device_key,
+        view_count, unique_visitors, view_duration_seconds, first_view_time, last_view_time, avg_view_timestamp,
+        data_source, batch_id)
+    SELECT k.date_key::bigint * {FACT_KEY_DATE_FACTOR}
+               + row_number() OVER (PARTITION BY k.date_key ORDER BY k.product_key, k.country_key, k.referrer_key, k.device_key),
+           k.date_key, k.product_key, k.country_key, k.referrer_key, k.device_key,
+           k.view_count, k.unique_visitors, k.view_duration_seconds,
+           TIMESTAMP 'epoch' + k.first_ms * INTERVAL '1 millisecond',
+           TIMESTAMP 'epoch' + k.last_ms * INTERVAL '1 millisecond',
+           k.avg_view_timestamp, 'kafka_mongodb', $1
+    FROM (
+        SELECT s.date_key, coalesce(p.product_key, 0) AS product_key, coalesce(c.country_key, 0) AS country_key,
+               coalesce(r.referrer_key, 0) AS referrer_key, coalesce(v.device_key, 0) AS device_key,
+               s.view_count, s.unique_visitors, s.view_duration_seconds, s.first_ms, s.last_ms, s.avg_view_timestamp
+        FROM stg_fact s
+        LEFT JOIN dim_product p ON p.product_id = s.product_id
+        LEFT JOIN dim_country c ON c.store_id = s.store_id
+        LEFT JOIN dim_referrer r ON r.referrer_url = s.referrer_url
+        LEFT JOIN dim_device v ON v.device_id = s.device_id
+    ) k
+    ORDER BY 1
+"""
+
+DIM_DATE_SQL = """
+    INSERT INTO dim_date (date_key, date, year, month, day, day_of_week, week_of_year, quarter, is_weekend, month_name, created_at)
+    SELECT to_char(d, 'YYYYMMDD')::int, d, extract(year FROM d)::int, extract(month FROM d)::int, extract(day FROM d)::int,
+           extract(isodow FROM d)::int, extract(week FROM d)::int, extract(quarter FROM d)::int,
+           extract(isodow FROM d) >= 6, trim(to_char(d, 'Month')), d::timestamp
+    FROM unnest($1::date[]) AS u(d)
+    ON CONFLICT (date_key) DO NOTHING
+"""
+
+
+def date_key(d: date) -> int:
+    return d.year * 10000 + d.month * 100 + d.day
+
+
+@dataclass
+class LoadInput:
+    """What a run hands to :func:`load_star`; row streams are chunks of tuples in stage-column order."""
+
+    run_id: str
+    replace_all_facts: bool
+    touched_dates: Sequence[date]
+    dims: dict[str, AsyncIterator[list[tuple[Any, ...]]]]
+    facts: AsyncIterator[list[tuple[Any, ...]]]
+    valid_views: int
+    watermark: datetime | None  # set the incremental watermark to this (None: leave it)
+    run_fields: dict[str, Any]  # extra etl_runs fields stored with the success (timings, reconciliation, …)
+    fault_pause_seconds: float = 0.0
+
+
+async def load_star(conn: asyncpg.Connection, schema: str, data: LoadInput) -> dict[str, dict[str, int]]:
+    """Write dims + facts + bookkeeping in one transaction; returns counts per table."""
+    counts: dict[str, dict[str, int]] = {}
+    started = time.monotonic()
+    async with conn.transaction():
+        await conn.execute(f"SET LOCAL search_path TO {quote_ident(schema)}")
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_id("load", schema))
+        for spec in DIMENSIONS:
+            cols = _stage_columns(spec)
+            defs = ", ".join(f"{c} {t}" for c, t in zip(cols, spec.types, strict=True))
+            await conn.execute(f"CREATE TEMP TABLE stg_{spec.table} ({defs}) ON COMMIT DROP")
+            staged = 0
+            async for chunk in data.dims[spec.table]:
+                await conn.copy_records_to_table(f"stg_{spec.table}", records=chunk, columns=cols)
+                staged += len(chunk)
+            rows = await conn.fetch(upsert_sql(spec))
+            inserted = sum(1 for r in rows if r["inserted"])
+            await conn.execute(
+                f"SELECT setval(pg_get_serial_sequence('{spec.table}', '{spec.key}'), "
+                f"greatest((SELECT max({spec.key}) FROM {spec.table}), 1))"
+            )
+            counts[spec.table] = {"staged": staged, "inserted": inserted, "updated": len(rows) - inserted}
+
+        added_dates = await conn.execute(DIM_DATE_SQL, list(data.touched_dates))
+        counts["dim_date"] = {"inserted": int(added_dates.split()[-1])}
+
+        fact_defs = ", ".join(f"{c} {t}" for c, t in FACT_STAGE_COLUMNS)
+        await conn.execute(f"CREATE TEMP TABLE stg_fact ({fact_defs}) ON COMMIT DROP")
+        staged = 0
+        async for chunk in data.facts:
+            await conn.copy_records_to_table("stg_fact", records=chunk, columns=[c for c, _ in FACT_STAGE_COLUMNS])
+            staged += len(chunk)
+        keys = [date_key(d) for d in data.touched_dates]
+        if data.replace_all_facts:
+            deleted = await conn.execute("DELETE FROM fact_product_views")
+        else:
+            deleted = await conn.execute("DELETE FROM fact_product_views WHERE date_key = ANY($1::int[])", keys)
+        inserted = await conn.execute(FACT_INSERT_SQL, data.run_id)
+        counts["fact_product_views"] = {"staged": staged, "deleted": int(deleted.split()[-1]), "inserted": int(inserted.split()[-1])}
+
+        written = await conn.fetchval("SELECT coalesce(sum(view_count), 0) FROM fact_product_views WHERE date_key = ANY($1::int[])", keys)
+        if data.replace_all_facts:
+            written_all = await conn.fetchval("SELECT coalesce(sum(view_count), 0) FROM fact_product_views")
+            if written_all != written:
+                raise ReconciliationError(f"facts outside the touched dates after a full rebuild: {written_all} != {written}")
+        if written != data.valid_views:
+            raise ReconciliationError(f"sum(view_count) written {written} != valid product views read {data.valid_views}")
+
+        if data.fault_pause_seconds > 0:  # crash tests only: everything written, nothing committed
+            log.warning("fault injection: pausing %.0fs inside the open load transaction", data.fault_pause_seconds)
+            await asyncio.sleep(data.fault_pause_seconds)
+
+        if data.watermark is not None:
+            await conn.execute(
+                """INSERT INTO etl_watermark (name, ingested_high, run_id, updated_at) VALUES ('events', $1, $2, now())
+                   ON CONFLICT (name) DO UPDATE SET ingested_high = EXCLUDED.ingested_high, run_id = EXCLUDED.run_id, updated_at = now()""",
+                data.watermark,
+                data.run_id,
+            )
+        if data.replace_all_facts:
+            await conn.execute("DELETE FROM etl_date_loads")
+        await conn.execute(
+            """INSERT INTO etl_date_loads (event_date, run_id, fact_rows, view_count, loaded_at)
+               SELECT d, $2, count(f.fact_key), coalesce(sum(f.view_count), 0), now()
+               FROM unnest($1::date[]) AS u(d)
+               LEFT JOIN fact_product_views f ON f.date_key = to_char(d, 'YYYYMMDD')::int
+               GROUP BY d
+               ON CONFLICT (event_date) DO UPDATE SET run_id = EXCLUDED.run_id, fact_rows = EXCLUDED.fact_rows,
+                   view_count = EXCLUDED.view_count, loaded_at = EXCLUDED.loaded_at""",
+            list(data.touched_dates),
+            data.run_id,
+        )
+        fields = {**data.run_fields, "counts": counts}
+        fields["timings"] = {**(fields.get("timings") or {}), "load_seconds": round(time.monotonic() - started, 3)}
+        reconciliation = dict(fields.get("reconciliation") or {})
+        reconciliation["view_count_written"] = int(written)
+        fields["reconciliation"] = reconciliation
+        await conn.execute(
+            """UPDATE etl_runs SET status = 'succeeded', phase = NULL, finished_at = now(), heartbeat_at = now(),
+                   counts = $2::jsonb, timings = $3::jsonb, reconciliation = $4::jsonb, touched_dates = $5::jsonb, error = NULL
+               WHERE run_id = $1""",
+            data.run_id,
+            orjson.dumps(fields["counts"]).decode(),
+            orjson.dumps(fields.get("timings") or {}).decode(),
+            orjson.dumps(fields["reconciliation"]).decode(),
+            orjson.dumps([d.isoformat() for d in sorted(data.touched_dates)]).decode(),
+        )
+    return counts

@@ -1,0 +1,77 @@
+"""The warehouse DDL (``sql/*.sql``) applied to a schema, and the checksum of the star schema.
+
+:func:`apply_ddl` is safe to call from many processes at once: it holds a PostgreSQL advisory
+lock (per schema) while the re-runnable files run, each file in its own transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import asyncpg
+
+SQL_DIR = Path(__file__).resolve().parents[3] / "sql"
+
+STAR_TABLES = ("dim_date", "dim_product", "dim_country", "dim_referrer", "dim_device", "fact_product_views")
+TABLE_KEYS = {
+    "dim_date": "date_key",
+    "dim_product": "product_key",
+    "dim_country": "country_key",
+    "dim_referrer": "referrer_key",
+    "dim_device": "device_key",
+    "fact_product_views": "fact_key",
+}
+# Audit columns that record *when* or *by which run* a row was written, not what it says; a
+# re-run necessarily differs in them, so the checksum leaves them out (README "Idempotency").
+VOLATILE_COLUMNS = frozenset({"created_at", "processed_at", "batch_id"})
+
+
+def ddl_files(sql_dir: Path = SQL_DIR) -> list[Path]:
+    return sorted(sql_dir.glob("[0-9][0-9][0-9]_*.sql"))
+
+
+def lock_id(purpose: str, schema: str) -> int:
+    """A stable 63-bit advisory-lock id for (purpose, schema)."""
+    return int.from_bytes(hashlib.blake2b(f"{purpose}:{schema}".encode(), digest_size=8).digest(), "big") >> 1
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def apply_ddl(conn: asyncpg.Connection, schema: str, sql_dir: Path = SQL_DIR) -> list[str]:
+    """Create ``schema`` if missing and run every numbered file in it; returns the files run."""
+    applied = []
+    await conn.execute("SELECT pg_advisory_lock($1)", lock_id("ddl", schema))
+    try:
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+        for path in ddl_files(sql_dir):
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL search_path TO {quote_ident(schema)}")
+                await conn.execute(path.read_text())
+            applied.append(path.name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", lock_id("ddl", schema))
+    return applied
+
+
+async def table_checksums(conn: asyncpg.Connection, schema: str, tables: tuple[str, ...] = STAR_TABLES) -> dict[str, str]:
+    """md5 of every row (all non-volatile columns, surrogate keys included) in key order, per table."""
+    out = {}
+    for table in tables:
+        cols = await conn.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+            schema,
+            table,
+        )
+        names = [r["column_name"] for r in cols if r["column_name"] not in VOLATILE_COLUMNS]
+        row = "ROW(" + ", ".join(quote_ident(n) for n in names) + ")::text"
+        order = quote_ident(TABLE_KEYS[table])
+        q = (
+            f"SELECT count(*) AS n, md5(coalesce(string_agg({row}, E'\\n' ORDER BY {order}), '')) AS h "
+            f"FROM {quote_ident(schema)}.{quote_ident(table)}"
+        )
+        rec = await conn.fetchrow(q)
+        out[table] = f"{rec['n']}:{rec['h']}"
+    return out

@@ -1,0 +1,97 @@
+"""The one settings class of the ETL service and its Spark job (env prefix ``ETL_``).
+
+Connection settings keep the names every service shares (``MONGODB_URI``, ``MONGODB_DATABASE``,
+``MONGODB_COLLECTION``, ``POSTGRES_DSN``); the service's own knobs are ``ETL_*``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.event import DEFAULT_PRODUCT_VIEW_TYPES, PARTS
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class EtlSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ETL_", extra="ignore")
+
+    # --- connections (unprefixed names shared by every service)
+    mongodb_uri: str = Field("mongodb://127.0.0.1:27017/", validation_alias=AliasChoices("MONGODB_URI", "ETL_MONGODB_URI"))
+    mongodb_database: str = Field("kafka_data_db", validation_alias=AliasChoices("MONGODB_DATABASE", "ETL_MONGODB_DATABASE"))
+    mongodb_collection: str = Field("product_views_records", validation_alias=AliasChoices("MONGODB_COLLECTION", "ETL_MONGODB_COLLECTION"))
+    postgres_dsn: SecretStr = Field(validation_alias=AliasChoices("POSTGRES_DSN", "ETL_POSTGRES_DSN"))
+
+    # --- HTTP API
+    api_token: SecretStr | None = None  # bearer token for writes; without it every write is refused (503)
+    host: str = "127.0.0.1"
+    port: int = 8103
+    log_level: str = "INFO"
+
+    # --- warehouse
+    pg_schema: str = "public"  # the star schema's PostgreSQL schema (tests use one per test)
+
+    # --- what counts, how to read
+    product_view_types: Annotated[tuple[str, ...], NoDecode] = DEFAULT_PRODUCT_VIEW_TYPES  # `collection` values that are product views
+    exclude_bots: bool = True  # bot/crawler user agents are skipped (reason "bot"), not counted as views
+    internal_domains: Annotated[tuple[str, ...], NoDecode] = ("glamira",)  # registered-domain names of the shop's own sites
+    settle_seconds: float = 120.0  # events ingested in the last N seconds wait for the next run (see README)
+    read_parts: int = PARTS  # split every hour/date read into this many `part` equality slices (1 = no split)
+
+    # --- Spark
+    spark_master: str = "local[*]"
+    spark_driver_memory: str = "1g"
+    spark_shuffle_partitions: int = 8
+    load_batch_rows: int = 10_000  # rows per COPY chunk streamed from Spark to PostgreSQL
+
+    # --- run management
+    run_log_dir: str = "/tmp/etl-api-runs"
+    heartbeat_seconds: float = 5.0
+    heartbeat_timeout_seconds: float = 60.0  # a running run silent this long is marked failed
+    reaper_interval_seconds: float = 5.0
+    # Fault injection for the crash tests only: the job sleeps this long inside the open load
+    # transaction (after writing, before commit) so a test can kill it mid-way. Keep 0.
+    fault_pause_in_load_seconds: float = 0.0
+
+    @field_validator("pg_schema")
+    @classmethod
+    def _schema_is_identifier(cls, value: str) -> str:
+        if not _IDENT.match(value):
+            raise ValueError(f"ETL_PG_SCHEMA {value!r} is not a plain lower-case SQL identifier")
+        return value
+
+    @field_validator("product_view_types", "internal_domains", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("read_parts")
+    @classmethod
+    def _parts_divide(cls, value: int) -> int:
+        if value < 1 or PARTS % value:
+            raise ValueError(f"ETL_READ_PARTS must divide {PARTS}")
+        return value
+
+    def job_environment(self) -> dict[str, str]:
+        """These settings as the environment of a job process, so the job sees exactly them."""
+        env = {
+            "MONGODB_URI": self.mongodb_uri,
+            "MONGODB_DATABASE": self.mongodb_database,
+            "MONGODB_COLLECTION": self.mongodb_collection,
+            "POSTGRES_DSN": self.postgres_dsn.get_secret_value(),
+        }
+        for name, value in self.model_dump(
+            exclude={"mongodb_uri", "mongodb_database", "mongodb_collection", "postgres_dsn", "api_token"}
+        ).items():
+            env[f"ETL_{name.upper()}"] = ",".join(value) if isinstance(value, tuple) else str(value)
+        return env
+
+    def masked(self) -> dict[str, Any]:
+        """For logging: secrets masked."""
+        return self.model_dump(mode="json", exclude={"postgres_dsn", "api_token"}) | {"postgres_dsn": "***", "api_token": "***"}
