@@ -41,6 +41,9 @@ from shared.service import ServiceState, create_http_app, run_service
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+# Module level: FastAPI resolves the (postponed) annotations of the routes in this namespace.
+Until = Annotated[str | None, Query(description="ISO-8601; the last window is the one holding it (default now)")]
+Minutes = Annotated[int | None, Query(ge=1, le=24 * 60)]
 
 
 class LiveReader:
@@ -113,9 +116,6 @@ def create_app(settings: LiveSettings, state: ServiceState, reader: LiveReader) 
         dsn = settings.postgres_dsn.get_secret_value() if settings.postgres_dsn else None
         snapshot = await read_star(dsn, settings.pg_schema, runs_limit=settings.etl_runs_limit, timeout_s=settings.pg_timeout_s)
         return snapshot.as_json()
-
-    Until = Annotated[str | None, Query(description="ISO-8601; the last window is the one holding it (default now)")]
-    Minutes = Annotated[int | None, Query(ge=1, le=24 * 60)]
 
     @app.get("/api/live")
     async def api_live(until: Until = None, minutes: Minutes = None) -> dict[str, Any]:

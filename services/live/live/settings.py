@@ -35,6 +35,8 @@ class LiveSettings(BaseSettings):
     retention_s: int = 2 * 3600
     # Seconds between offset commits (faust ``broker_commit_interval``).
     commit_interval_s: float = 1.0
+    # A killed worker's partitions move to another after this long without heartbeats.
+    session_timeout_s: float = 10.0
     # Where faust keeps local state (tables live in memory; recovered from the changelog).
     data_dir: str = ".stack/live"
 

@@ -114,6 +114,8 @@ class LiveCounters:
             processing_guarantee="exactly_once",
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=settings.commit_interval_s,
+            broker_session_timeout=settings.session_timeout_s,
+            broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
             topic_partitions=partitions,
             topic_replication_factor=settings.replication_factor,
             topic_allow_declare=True,
