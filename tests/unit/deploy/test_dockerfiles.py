@@ -130,6 +130,13 @@ def test_service_image_properties(service: str) -> None:
     sources = sorted(a.split()[0] for a in copies if not a.startswith(("--from", "--checksum")))
     allowed = {"requirements/lock.txt", "shared/", f"services/{service}/{package}/"} | ({"sql/"} if service == "etl-api" else set())
     assert set(sources) == allowed, sources
+    # the repository's layout is mirrored under /app (code finds files relative to itself)
+    for copy in copies:
+        parts = copy.split()
+        if parts[0] in allowed - {"requirements/lock.txt"}:
+            assert parts[1] == f"/app/{parts[0]}", copy
+    env = " ".join(a for w, a in final if w == "ENV")
+    assert f"PYTHONPATH=/app:/app/services/{service} " in env
     assert any(a.startswith("--from=build /opt/venv") for a in copies)
 
 
@@ -227,3 +234,28 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
     assert {".git", ".stack", ".venv", ".venv-airflow", ".cache", ".env", "tests", "**/__pycache__"} <= ignored
     # and nothing an image copies is ignored
     assert not {"shared", "services", "sql", "requirements"} & ignored
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_the_image_layout_imports_and_finds_its_files(service: str, tmp_path: Path) -> None:
+    """The files the Dockerfile copies, laid out as in the image, with the image's PYTHONPATH:
+    the service's entry module imports, and the ETL finds sql/ relative to its code."""
+    package, _ = SERVICES[service]
+    instrs = instructions(REPO / "services" / service / "Dockerfile")
+    root = tmp_path / "app"
+    for word, args in final_stage(instrs):
+        parts = args.split()
+        if word == "COPY" and not parts[0].startswith("--"):
+            shutil.copytree(REPO / parts[0], root / parts[1].removeprefix("/app/"), ignore=shutil.ignore_patterns("__pycache__"))
+    env_line = " ".join(a for w, a in final_stage(instrs) if w == "ENV")
+    pythonpath = re.search(r"PYTHONPATH=(\S+)", env_line)[1].replace("/app", str(root))  # type: ignore[index]
+    probe = f"import importlib, sys; importlib.import_module('{package}.settings'); print(sys.modules['{package}.settings'].__file__)"
+    if (REPO / "services" / service / package / "__main__.py").exists():
+        probe += f"; importlib.import_module('{package}.__main__')"
+    if service == "etl-api":
+        probe += "; from etl_api.schema import SQL_DIR; assert SQL_DIR.is_dir() and any(SQL_DIR.glob('*.sql')), SQL_DIR"
+    res = subprocess.run(
+        [sys.executable, "-c", probe], env={"PYTHONPATH": pythonpath, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().startswith(str(root)), f"imported from the repository, not the image layout: {res.stdout}"
