@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL_MS = 250  # how long one poll waits when nothing is buffered (bounds the reaction to SIGTERM)
 DLQ_MAX_VALUE_BYTES = 1_000_000  # a dead letter the brokers refuse as too large is resent truncated to this
+CLOSE_TIMEOUT_S = 2.0  # closing the clients after SIGTERM (leave group, flush producer)
 COMMIT_TIMEOUT_S = 30.0  # aiokafka retries a commit while the coordinator is away; we move on after this
 
 
@@ -117,6 +118,9 @@ class Sink(ConsumerRebalanceListener):
         self._epoch = 0  # bumped on every revocation: batches of an older epoch are not written
         self._inflight: asyncio.Task[None] | None = None
         self._committed: dict[TopicPartition, int] = {}
+        # A batch was given up uncommitted since the last assignment: positions are then ahead of
+        # what is written, so committing positions (see _commit_positions) would lose it.
+        self._lost_batch = False
         self._give_up_at: float | None = None  # monotonic deadline once SIGTERM arrived
         self._backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
         state.lag = self.lag
@@ -124,23 +128,39 @@ class Sink(ConsumerRebalanceListener):
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Runs until ``stop`` is set; then returns within ``shutdown_flush_s`` + ~3 s, whatever
+        MongoDB or Kafka do (the process must exit 0 within 10 s of SIGTERM)."""
         log.info("starting: %s", self.settings.masked())
-        watcher = asyncio.create_task(self._watch_stop(stop), name="sink-stop-watch")
+        deadline = asyncio.timeout(None)
+        watcher = asyncio.create_task(self._watch_stop(stop, deadline), name="sink-stop-watch")
         try:
-            if not await self._start(stop):
-                return
-            await self._loop(stop)
-            await self._drain()
+            async with deadline:
+                if await self._start(stop):
+                    await self._loop(stop)
+                    await self._drain()
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            log.error(
+                "shutdown flush overran its %.1fs: stopping without it (uncommitted records are read again)", self.settings.shutdown_flush_s
+            )
         finally:
             watcher.cancel()
-            await self._close()
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await self._close()
+            except TimeoutError:
+                log.error("clients did not close within %.1fs", CLOSE_TIMEOUT_S)
         log.info("stopped")
 
-    async def _watch_stop(self, stop: asyncio.Event) -> None:
-        """From SIGTERM on, every retry loop has until ``_give_up_at`` to succeed."""
+    async def _watch_stop(self, stop: asyncio.Event, deadline: asyncio.Timeout) -> None:
+        """From SIGTERM on, every retry loop has until ``_give_up_at`` to succeed; a second later
+        the worker is interrupted, whatever it is waiting for."""
         await stop.wait()
-        self._give_up_at = time.monotonic() + self.settings.shutdown_flush_s
-        log.info("stop requested: flushing for at most %.1fs", self.settings.shutdown_flush_s)
+        flush = self.settings.shutdown_flush_s
+        self._give_up_at = time.monotonic() + flush
+        deadline.reschedule(asyncio.get_running_loop().time() + flush + 1.0)
+        log.info("stop requested: flushing for at most %.1fs", flush)
 
     async def _start(self, stop: asyncio.Event) -> bool:
         """Connects everything, retrying with backoff until it works or ``stop`` is set."""
@@ -232,6 +252,9 @@ class Sink(ConsumerRebalanceListener):
             await self._await_inflight()
         if self._pending:
             log.warning("stopping with %d records unwritten and uncommitted; they will be read again", len(self._pending))
+        elif self._inflight is None and self._give_up_at is not None and time.monotonic() < self._give_up_at:
+            with contextlib.suppress(KafkaError, IllegalStateError):
+                await self._commit_positions()
 
     async def _collect(self, stop: asyncio.Event) -> None:
         """Fills ``_pending`` until a batch is full, or its wait expired and no write is in flight."""
@@ -250,7 +273,7 @@ class Sink(ConsumerRebalanceListener):
                     return  # a write just finished: let the loop collect its result
                 timeout_ms = IDLE_POLL_MS
             else:
-                timeout_ms = max(1, int(s.max_batch_wait_ms - (now - first_at) * 1000)) if not writing else 20
+                timeout_ms = min(IDLE_POLL_MS, max(1, int(s.max_batch_wait_ms - (now - first_at) * 1000))) if not writing else 20
             epoch = self._epoch
             data = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max(1, s.max_batch_events - len(self._pending)))
             if epoch != self._epoch:
@@ -258,6 +281,7 @@ class Sink(ConsumerRebalanceListener):
             for records in data.values():
                 self._pending.extend(records)
                 self._pending_bytes += sum(len(r.value) if r.value is not None else 0 for r in records)
+            self.metrics.buffered.set(len(self._pending))
             if data and first_at is None:
                 first_at = time.monotonic()
             if not data and first_at is None and not writing:
@@ -275,6 +299,7 @@ class Sink(ConsumerRebalanceListener):
             size += value_size
         records, self._pending = self._pending[:count], self._pending[count:]
         self._pending_bytes -= size
+        self.metrics.buffered.set(len(self._pending))
         batch = build_batch(records, IngestStamp.at(datetime.now(UTC)), s.max_document_bytes, self._epoch)
         self.metrics.consumed.inc(batch.records)
         return batch
@@ -295,6 +320,7 @@ class Sink(ConsumerRebalanceListener):
             return  # revoked while MongoDB was slow: redelivered to the next owner
         exc = task.exception()
         if isinstance(exc, BatchAbandonedError):
+            self._lost_batch = True
             log.warning("%s", exc)
         elif exc is not None:
             raise exc
@@ -441,6 +467,8 @@ class Sink(ConsumerRebalanceListener):
         returned to us and, nothing being buffered or in flight, is written.
         """
         assert self.consumer is not None
+        if self._lost_batch:
+            return
         positions = {}
         for tp in self.consumer.assignment():
             with contextlib.suppress(IllegalStateError):
@@ -473,6 +501,7 @@ class Sink(ConsumerRebalanceListener):
         self._epoch += 1
         dropped = len(self._pending)
         self._pending, self._pending_bytes = [], 0
+        self.metrics.buffered.set(0)
         task = self._inflight
         if task is not None and not task.done():
             done, _ = await asyncio.wait({task}, timeout=self.settings.revoke_flush_timeout_s)
@@ -481,10 +510,12 @@ class Sink(ConsumerRebalanceListener):
                 task.cancel()
                 self.metrics.abandoned.inc()
         self._committed.clear()
+        self._lost_batch = True  # until the new assignment resets positions to the committed offsets
         self.metrics.assigned.set(0)
         log.info("partitions revoked: %s (dropped %d buffered records, they will be read again)", _names(revoked), dropped)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._lost_batch = False
         self.metrics.assigned.set(len(assigned))
         log.info("partitions assigned: %s", _names(assigned))
 

@@ -33,4 +33,5 @@ class SinkMetrics:
         )
         self.lag = Gauge("sink_lag_records", "End offset (last stable) minus committed offset", ["partition"], registry=registry)
         self.lag_total = Gauge("sink_lag_records_total", "Sum of sink_lag_records over the topic's partitions", registry=registry)
+        self.buffered = Gauge("sink_buffered_records", "Records fetched and waiting for the next batch", registry=registry)
         self.assigned = Gauge("sink_assigned_partitions", "Partitions assigned to this process", registry=registry)

@@ -75,7 +75,12 @@ class MongoWriter:
             self.write_concern = WriteConcern(w=w, j=self.settings.write_journal)
             base = self.client[self.settings.mongodb_database][self.settings.mongodb_collection]
             self.collection = base.with_options(write_concern=self.write_concern)
-            await base.create_indexes(list(INDEXES))
+            # One index per command, and only missing ones: FerretDB 1.24 panics (and drops the
+            # connection) on a createIndexes naming two indexes that both exist already.
+            existing = {tuple(spec["key"]) for spec in (await base.index_information()).values()}
+            for index in INDEXES:
+                if tuple(index.document["key"].items()) not in existing:
+                    await base.create_indexes([index])
         except PyMongoError as exc:
             raise MongoUnavailableError(f"{type(exc).__name__}: {exc}") from exc
         return f"w={w} (replica set: {replica_set or 'none'})"

@@ -68,7 +68,8 @@ class SinkSettings(BaseSettings):
     backoff_max_s: float = 5.0
 
     # Service. SIGTERM: the open batch is flushed if MongoDB answers within shutdown_flush_s,
-    # offsets committed, clients closed; the process exits 0 within shutdown_timeout_s.
+    # offsets committed, clients closed (≤ 2 s): the worker returns within shutdown_flush_s + 3 s
+    # and the process exits 0; shutdown_timeout_s is shared.service's last-resort cancel.
     http_host: str = "0.0.0.0"
     http_port: int = 8102
     log_level: str = "INFO"

@@ -106,8 +106,8 @@ def check_documents(stored: Mapping[str, dict[str, Any]], events: Iterable[Mappi
     missing = sorted(set(expected) - set(stored))[:5]
     extra = sorted(set(stored) - set(expected))[:5]
     assert not missing and not extra, f"missing {missing}, unexpected {extra}"
-    for event_id, doc in stored.items():
-        doc = dict(doc)
+    for event_id, stored_doc in stored.items():
+        doc = dict(stored_doc)
         ingested_at, ingest_hour = doc.pop("ingested_at"), doc.pop("ingest_hour")
         assert ISO_MS.match(ingested_at) and ingest_hour == ingested_at[:13], (ingested_at, ingest_hour)
         want = expected[event_id]
@@ -168,7 +168,9 @@ async def produce(
         await producer.stop()
 
 
-async def produce_plain(conn: KafkaConnection, topic: str, values: list[bytes | None], headers: list[tuple[str, bytes]] | None = None) -> None:
+async def produce_plain(
+    conn: KafkaConnection, topic: str, values: list[bytes | None], headers: list[tuple[str, bytes]] | None = None
+) -> None:
     """Idempotent, non-transactional: for records the bridge would never write (bad ones)."""
     producer = AIOKafkaProducer(**conn.client_kwargs(), enable_idempotence=True, acks="all", max_request_size=2_000_000)
     await producer.start()

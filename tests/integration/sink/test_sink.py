@@ -1,0 +1,283 @@
+"""The sink against the real local stack (3-broker Kafka, FerretDB): `python -m sink` as a process.
+
+Every test has its own topic, consumer group, dead-letter topic and collection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from pymongo import AsyncMongoClient
+
+from shared.dlq import read_dead_letter_headers
+from shared.kafka import KafkaConnection
+from tests.integration.sink.conftest import PrivateFerretDB, SinkNames
+from tests.integration.sink.helpers import (
+    TEST_DATABASE,
+    SinkProcess,
+    check_documents,
+    committed_offsets,
+    count_documents,
+    encode,
+    make_events,
+    produce,
+    produce_plain,
+    read_topic,
+    reset_group_to_beginning,
+    stored_documents,
+    wait_until,
+)
+
+StartSink = Callable[[str, dict[str, str]], SinkProcess]
+FAST_GROUP = {"SINK_SESSION_TIMEOUT_MS": "6000", "SINK_HEARTBEAT_INTERVAL_MS": "1000"}
+
+
+def caught_up(sink: SinkProcess) -> bool:
+    status, body = sink.json("/lag")
+    return status == 200 and body["caught_up"]
+
+
+def counter(sink: SinkProcess, name: str) -> float:
+    return sink.metrics().get(name, 0.0)
+
+
+async def wait_caught_up(sink: SinkProcess, timeout: float) -> None:
+    try:
+        await wait_until("the sink to catch up (/lag)", lambda: sink.alive() and caught_up(sink), timeout)
+    except AssertionError:
+        print(sink.log_tail())
+        raise
+
+
+@pytest.mark.timeout(90)
+async def test_every_event_exactly_once_full_documents_bad_records_dead_lettered(
+    names: SinkNames, local_kafka: KafkaConnection, mongodb_uri: str, sinks: StartSink
+) -> None:
+    events = make_events(4000, seed=1)
+    # Every 4th transaction is first produced and aborted: read_committed must hide it.
+    await produce(local_kafka, names.topic, encode(events[:3000]), aborted_every=4)
+    bad = [b"not json {", b"[1, 2, 3]", orjson.dumps({"event_time": "2020-06-04T10:21:27.000Z", "no": "event_id"})]
+    oversized = orjson.dumps({"event_id": "huge", "event_time": "2020-06-04T10:21:27.000Z", "blob": "x" * 30_000})
+    await produce_plain(local_kafka, names.topic, [*bad, oversized], headers=[("trace", b"t-1")])
+    redelivered = orjson.dumps(events[7])  # the same event again, e.g. the bridge redoing a transaction
+
+    sink = sinks("sink", names.env(SINK_MAX_DOCUMENT_BYTES="20000", SINK_MAX_BATCH_EVENTS="700"))
+    await wait_until("/ready", lambda: sink.get("/ready")[0] == 200, 30)
+    assert sink.json("/health") == (200, {"status": "ok", "service": "sink"})
+    await produce(local_kafka, names.topic, [*encode(events[3000:]), redelivered])
+    await wait_caught_up(sink, 60)
+
+    check_documents(await stored_documents(mongodb_uri, names.collection), events)
+    m = sink.metrics()
+    assert m["sink_consumed_records_total"] == 4000 + 4 + 1
+    assert m["sink_written_documents_total"] == 4000
+    assert m["sink_duplicate_documents_total"] == 1
+    assert m['sink_dead_lettered_records_total{stage="sink.decode"}'] == 1
+    assert m['sink_dead_lettered_records_total{stage="sink.validate"}'] == 2
+    assert m['sink_dead_lettered_records_total{stage="sink.size"}'] == 1
+    assert m["sink_batch_size_records_count"] >= 6  # 4005 records, at most 700 per batch
+    assert m["sink_batch_size_records_sum"] == 4005
+    assert m['sink_batch_size_records_bucket{le="1000.0"}'] == m["sink_batch_size_records_count"]
+    assert m["sink_lag_records_total"] == 0
+
+    # /lag: per partition, committed == end (past the last transaction marker), total 0.
+    status, lag = sink.json("/lag")
+    assert status == 200 and lag["total_lag"] == 0 and len(lag["partitions"]) == 6
+    assert all(p["committed"] == p["end"] and p["lag"] == 0 for p in lag["partitions"])
+    assert await committed_offsets(local_kafka, names.topic, names.group) == {p["partition"]: p["end"] for p in lag["partitions"]}
+
+    # Dead letters: original bytes, original headers first, then where from and why.
+    source = {r.offset: r for r in await read_topic(local_kafka, names.topic, 4005) if r.key == b"bad"}
+    dead = await read_topic(local_kafka, names.dlq, 4)
+    assert len(dead) == 4
+    got = {}
+    for r in dead:
+        h = read_dead_letter_headers(r.headers)
+        assert r.headers[0] == ("trace", b"t-1") and r.key == b"bad"
+        assert h["dlq.source.topic"] == names.topic
+        original = source[int(h["dlq.source.offset"])]
+        assert (original.partition, original.value) == (int(h["dlq.source.partition"]), r.value)
+        got[r.value] = (h["dlq.stage"], h["dlq.error.class"])
+    assert got == {
+        bad[0]: ("sink.decode", "JSONDecodeError"),
+        bad[1]: ("sink.validate", "NotAnObject"),
+        bad[2]: ("sink.validate", "MissingEventId"),
+        oversized: ("sink.size", "DocumentTooLarge"),
+    }
+
+    # The ETL's indexes exist.
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
+    try:
+        info = await client[TEST_DATABASE][names.collection].index_information()
+    finally:
+        await client.close()
+    assert {name: spec["key"] for name, spec in info.items()} == {
+        "_id_": [("_id", 1)],
+        "ingest_hour_1_part_1": [("ingest_hour", 1), ("part", 1)],
+        "event_date_1_part_1": [("event_date", 1), ("part", 1)],
+    }
+
+    rc, took = sink.terminate()
+    assert rc == 0 and took < 10
+
+
+@pytest.mark.timeout(90)
+async def test_replay_from_the_beginning_leaves_the_collection_unchanged(
+    names: SinkNames, local_kafka: KafkaConnection, mongodb_uri: str, sinks: StartSink
+) -> None:
+    events = make_events(3000, seed=2)
+    await produce(local_kafka, names.topic, encode(events))
+    first = sinks("first", names.env())
+    await wait_caught_up(first, 60)
+    assert first.terminate()[0] == 0
+    before = await stored_documents(mongodb_uri, names.collection)
+    check_documents(before, events)
+
+    await reset_group_to_beginning(local_kafka, names.topic, names.group)
+    assert sum((await committed_offsets(local_kafka, names.topic, names.group)).values()) == 0
+    second = sinks("second", names.env())
+    await wait_caught_up(second, 60)
+    m = second.metrics()
+    assert (m["sink_consumed_records_total"], m["sink_written_documents_total"], m["sink_duplicate_documents_total"]) == (3000, 0, 3000)
+    after = await stored_documents(mongodb_uri, names.collection)
+    assert after == before  # every field, ingested_at included: a replay rewrites nothing
+    assert second.terminate()[0] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_kill_9_at_random_points_during_a_stream_loses_and_duplicates_nothing(
+    names: SinkNames, local_kafka: KafkaConnection, mongodb_uri: str, sinks: StartSink
+) -> None:
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    print(f"kill points seed {seed}")
+    events = make_events(24_000, seed=3)
+    stream = asyncio.create_task(produce(local_kafka, names.topic, encode(events), per_transaction=200, rate=1500))
+    env = names.env(SINK_MAX_BATCH_EVENTS="1000", **FAST_GROUP)
+    kills_mid_stream = 0
+    for i in range(5):
+        sink = sinks(f"sink-{i}", env)
+        await wait_until("partitions assigned", lambda s=sink: s.metrics().get("sink_assigned_partitions", 0) > 0, 30)
+        await asyncio.sleep(rng.uniform(0.2, 2.5))
+        written = await count_documents(mongodb_uri, names.collection)
+        sink.kill()
+        kills_mid_stream += not stream.done()
+        print(f"kill {i}: {written} documents stored, stream done: {stream.done()}")
+    await stream
+    assert kills_mid_stream >= 3
+    final = sinks("final", env)
+    await wait_caught_up(final, 60)
+    check_documents(await stored_documents(mongodb_uri, names.collection), events)
+    assert final.terminate()[0] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_two_sinks_share_partitions_and_one_killed_mid_stream(
+    names: SinkNames, local_kafka: KafkaConnection, mongodb_uri: str, sinks: StartSink
+) -> None:
+    events = make_events(15_000, seed=4)
+    env = names.env(SINK_MAX_BATCH_EVENTS="500", **FAST_GROUP)
+    a, b = sinks("a", env), sinks("b", env)
+    stream = asyncio.create_task(produce(local_kafka, names.topic, encode(events), per_transaction=200, rate=2000))
+
+    def assigned() -> tuple[float, float]:
+        return a.metrics().get("sink_assigned_partitions", 0), b.metrics().get("sink_assigned_partitions", 0)
+
+    await wait_until("both sinks to own partitions", lambda: assigned() == (3, 3), 40)
+    await wait_until(
+        "both sinks to write", lambda: counter(a, "sink_written_documents_total") > 0 < counter(b, "sink_written_documents_total"), 30
+    )
+    b.kill()
+    assert not stream.done()
+    await wait_until("a to own every partition", lambda: assigned()[0] == 6, 30)
+    await stream
+    await wait_caught_up(a, 60)
+    check_documents(await stored_documents(mongodb_uri, names.collection), events)
+    assert a.terminate()[0] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_ferretdb_down_30s_mid_stream_sink_waits_not_ready_then_catches_up(
+    names: SinkNames, local_kafka: KafkaConnection, private_ferretdb: PrivateFerretDB, sinks: StartSink
+) -> None:
+    events = make_events(12_000, seed=5)
+    sink = sinks("sink", {**names.env(SINK_MAX_BATCH_EVENTS="500"), "MONGODB_URI": private_ferretdb.uri})
+    await wait_until("/ready", lambda: sink.get("/ready")[0] == 200, 30)
+    stream = asyncio.create_task(produce(local_kafka, names.topic, encode(events), per_transaction=200, rate=300))
+    await wait_until("some documents", lambda: counter(sink, "sink_written_documents_total") >= 500, 30)
+
+    await asyncio.to_thread(private_ferretdb.stop)
+    down_at = time.monotonic()
+    _, body = await wait_until("/ready 503", lambda: (r := sink.json("/ready"))[0] == 503 and r, 15)
+    assert body["ready"] is False and body["reason"].startswith("mongodb:")
+    committed = await committed_offsets(local_kafka, names.topic, names.group)
+    await asyncio.sleep(max(0.0, 30 - (time.monotonic() - down_at)))
+    # Nothing was committed while MongoDB was down, and the sink kept running.
+    assert await committed_offsets(local_kafka, names.topic, names.group) == committed
+    assert sink.alive() and sink.get("/ready")[0] == 503
+    assert counter(sink, 'sink_write_retries_total{reason="unavailable"}') > 0
+
+    await asyncio.to_thread(private_ferretdb.start)
+    await wait_until("/ready again", lambda: sink.get("/ready")[0] == 200, 30)
+    await stream
+    await wait_caught_up(sink, 60)
+    check_documents(await stored_documents(private_ferretdb.uri, names.collection), events)
+    assert sink.terminate()[0] == 0
+
+
+@pytest.mark.timeout(60)
+async def test_sigterm_flushes_the_open_batch_commits_and_exits_0_within_10s(
+    names: SinkNames, local_kafka: KafkaConnection, mongodb_uri: str, sinks: StartSink
+) -> None:
+    events = make_events(2000, seed=6)
+    # A batch that would stay open for a minute: only SIGTERM can make it written.
+    sink = sinks("sink", names.env(SINK_MAX_BATCH_WAIT_MS="60000", SINK_MAX_BATCH_EVENTS="100000"))
+    await wait_until("/ready", lambda: sink.get("/ready")[0] == 200, 30)
+    await produce(local_kafka, names.topic, encode(events))
+    await wait_until("all records buffered", lambda: counter(sink, "sink_buffered_records") == 2000, 20)
+    await asyncio.sleep(1)
+    assert counter(sink, "sink_written_documents_total") == 0
+    assert await count_documents(mongodb_uri, names.collection) == 0
+    rc, took = sink.terminate()
+    assert rc == 0 and took < 10, (rc, took, sink.log_tail())
+    check_documents(await stored_documents(mongodb_uri, names.collection), events)
+    end = {r.partition: r.offset for r in await read_topic(local_kafka, names.topic, 2000)}
+    committed = await committed_offsets(local_kafka, names.topic, names.group)
+    assert all(committed[p] > last for p, last in end.items())  # past each partition's last record
+
+
+@pytest.mark.timeout(90)
+async def test_sigterm_while_mongodb_is_down_exits_0_in_time_and_commits_nothing_unwritten(
+    names: SinkNames, local_kafka: KafkaConnection, private_ferretdb: PrivateFerretDB, sinks: StartSink
+) -> None:
+    events = make_events(1500, seed=7)
+    sink = sinks("sink", {**names.env(), "MONGODB_URI": private_ferretdb.uri})
+    await produce(local_kafka, names.topic, encode(events[:1000]))
+    await wait_caught_up(sink, 30)
+    committed = await committed_offsets(local_kafka, names.topic, names.group)
+    await asyncio.to_thread(private_ferretdb.stop)
+    await produce(local_kafka, names.topic, encode(events[1000:]))
+    await wait_until(
+        "the new records fetched",
+        lambda: (m := sink.metrics())["sink_consumed_records_total"] + m["sink_buffered_records"] == 1500
+        and m["sink_written_documents_total"] == 1000,
+        20,
+    )
+    rc, took = sink.terminate()
+    assert rc == 0 and took < 10, (rc, took, sink.log_tail())
+    assert await committed_offsets(local_kafka, names.topic, names.group) == committed
+
+    await asyncio.to_thread(private_ferretdb.start)
+    again = sinks("again", {**names.env(), "MONGODB_URI": private_ferretdb.uri})
+    await wait_caught_up(again, 60)
+    check_documents(await stored_documents(private_ferretdb.uri, names.collection), events)
+    assert again.terminate()[0] == 0
