@@ -1,0 +1,37 @@
+"""``python -m bridge``: settings from the environment, logging, then the service until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from bridge.app import create_bridge
+from bridge.settings import BridgeSettings
+from shared.logs import setup_logging
+from shared.service import run_service
+
+log = logging.getLogger("bridge")
+
+
+async def serve(settings: BridgeSettings) -> None:
+    state, bridge = create_bridge(settings)
+    await run_service(state, bridge.run, host=settings.http_host, port=settings.http_port, shutdown_timeout=settings.shutdown_timeout_s)
+
+
+def main() -> None:
+    settings = BridgeSettings()
+    setup_logging("bridge", settings.log_level)
+    log.info(
+        "starting: %s → %s (remote %s, local %s), settings %s",
+        settings.remote_topic,
+        settings.local_topic,
+        settings.remote_kafka.masked(),
+        settings.local_kafka.masked(),
+        settings.model_dump(),
+    )
+    asyncio.run(serve(settings))
+    log.info("exited cleanly")
+
+
+if __name__ == "__main__":
+    main()

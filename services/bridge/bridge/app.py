@@ -1,0 +1,389 @@
+"""Wires the bridge: remote consumer → one transactional producer per remote partition → local.
+
+Exactly once across two clusters, without KIP-447 (which needs input and output on one cluster):
+
+- Each remote partition this process owns has its own transactional producer whose
+  ``transactional.id`` is derived from the partition. Starting it runs ``init_transactions``,
+  which bumps the id's epoch: the previous owner (dead, or a zombie that has not noticed the
+  rebalance) is fenced and its open transaction aborted.
+- Each partition batch is one local transaction holding the normalized events, the dead
+  letters and the partition's next remote offset (in the compacted offsets topic).
+- On assignment the position is read back from the offsets topic (``read_committed``), after
+  the fencing, and the remote consumer seeks there. The remote group's committed offsets are
+  written afterwards for monitoring only; they are never read.
+
+Any client error ends the session: everything is closed, the service reports not-ready, waits a
+bounded backoff and starts over from the stored offsets, so an aborted or half-known transaction
+never leaks into the output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError
+from aiokafka.protocol.metadata import MetadataRequest
+from aiokafka.structs import ConsumerRecord
+
+from bridge.metrics import BridgeMetrics
+from bridge.offsets import offset_key, offset_value, read_stored_offsets
+from bridge.settings import BridgeSettings
+from bridge.transform import normalize, output_key
+from shared.backoff import Backoff
+from shared.dlq import dead_letter_headers
+from shared.errors import BackendUnavailableError, InvalidEventError
+from shared.kafka import KafkaConnection, create_topics
+from shared.service import ServiceState
+
+log = logging.getLogger(__name__)
+
+# Errors that end a session and start a new one after a backoff (brokers down, fencing, timeouts).
+RETRIABLE_ERRORS = (KafkaError, OSError, TimeoutError, BackendUnavailableError)
+STAGE_PREFIX = "bridge."
+
+
+@dataclass
+class PartitionCopy:
+    """One owned remote partition: its fencing producer and the next offset to copy."""
+
+    tp: TopicPartition
+    producer: AIOKafkaProducer
+    next_offset: int | None = None  # None until the first commit when nothing was stored
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, bridge: Bridge) -> None:
+        self._bridge = bridge
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        await self._bridge.release(revoked)
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        await self._bridge.take_over(assigned)
+
+
+class Bridge:
+    """The worker of the bridge service; :meth:`run` is what :func:`run_service` runs."""
+
+    def __init__(self, settings: BridgeSettings, state: ServiceState, metrics: BridgeMetrics) -> None:
+        self.settings = settings
+        self.state = state
+        self.metrics = metrics
+        self._backoff = Backoff(initial=settings.backoff_initial_s, maximum=settings.backoff_max_s)
+        # Held while a batch is copied and while partitions change hands: a rebalance waits for
+        # the open transactions to end, and a batch never runs on a half-taken-over partition.
+        self._lock = asyncio.Lock()
+        self._copies: dict[TopicPartition, PartitionCopy] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._listener_error: BaseException | None = None
+        self._topics_ready = False
+
+    # ------------------------------------------------------------------ run loop
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Copies until ``stop`` is set; retriable errors restart the session after a backoff."""
+        while not stop.is_set():
+            try:
+                await self.ensure_topics()
+                await self._session(stop)
+            except RETRIABLE_ERRORS as exc:
+                self.metrics.restarts.inc()
+                delay = self._backoff.next_delay()
+                self.state.set_not_ready(f"{type(exc).__name__}: {exc}; retrying in {delay:.1f}s")
+                log.warning("session ended by %s: %s; restarting in %.1fs", type(exc).__name__, exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+        self.state.set_not_ready("stopped")
+        log.info("stopped")
+
+    async def ensure_topics(self) -> None:
+        """Creates the local topics when missing (idempotent; once per process)."""
+        if self._topics_ready:
+            return
+        s = self.settings
+        rf = s.replication_factor
+        created = [
+            *await create_topics(s.local_kafka, [s.local_topic], partitions=s.local_partitions, replication_factor=rf),
+            *await create_topics(s.local_kafka, [s.dlq_topic], partitions=s.dlq_partitions, replication_factor=rf),
+            *await create_topics(
+                s.local_kafka,
+                [s.offsets_topic],
+                partitions=s.offsets_partitions,
+                replication_factor=rf,
+                configs={"cleanup.policy": "compact", "segment.bytes": str(16 * 1024 * 1024)},
+            ),
+        ]
+        if created:
+            log.info("created topics %s", created)
+        await wait_for_leaders(s.local_kafka, [s.local_topic, s.dlq_topic, s.offsets_topic], timeout_s=s.init_timeout_s)
+        self._topics_ready = True
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            **s.remote_kafka.client_kwargs(),
+            group_id=s.group_id,
+            client_id=f"bridge-{s.group_id}",
+            enable_auto_commit=False,
+            auto_offset_reset=s.start_from,
+            isolation_level="read_committed",
+            fetch_max_bytes=s.fetch_max_bytes,
+            max_partition_fetch_bytes=s.max_partition_fetch_bytes,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+        )
+        self._listener_error = None
+        await consumer.start()
+        try:
+            self._consumer = consumer
+            consumer.subscribe([s.remote_topic], listener=_Rebalance(self))
+            log.info("consuming %s from %s as group %s", s.remote_topic, s.remote_kafka.masked(), s.group_id)
+            next_check = 0.0
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=s.poll_timeout_ms, max_records=s.max_batch_records)
+                self._raise_listener_error()
+                if batch:
+                    async with self._lock:
+                        await self._copy_batch(batch)
+                    self._backoff.reset()
+                if time.monotonic() >= next_check:
+                    await self._check_remote(consumer)
+                    next_check = time.monotonic() + s.lag_interval_s
+        finally:
+            self._consumer = None
+            async with self._lock:
+                await self._close_copies(list(self._copies))
+            await consumer.stop()
+
+    def _raise_listener_error(self) -> None:
+        if self._listener_error is not None:
+            exc, self._listener_error = self._listener_error, None
+            raise exc
+
+    # ------------------------------------------------------------------ partitions changing hands
+
+    async def take_over(self, assigned: Sequence[TopicPartition]) -> None:
+        """Fences the previous owners, then seeks every assigned partition to its stored offset."""
+        self.metrics.rebalances.inc()
+        try:
+            async with self._lock:
+                await self._close_copies([tp for tp in self._copies if tp not in assigned])
+                new = [tp for tp in assigned if tp not in self._copies]
+                started = await asyncio.gather(*(self._start_producer(tp) for tp in new), return_exceptions=True)
+                failures = [r for r in started if isinstance(r, BaseException)]
+                for tp, result in zip(new, started, strict=True):
+                    if isinstance(result, AIOKafkaProducer):
+                        self._copies[tp] = PartitionCopy(tp, result)
+                if failures:
+                    raise failures[0]
+                # Only now, with every previous owner fenced, is the stored offset final.
+                stored = await read_stored_offsets(self.settings.local_kafka, self.settings.offsets_topic)
+                consumer = self._consumer
+                if consumer is None:
+                    return
+                for tp in assigned:
+                    position = stored.get((tp.topic, tp.partition))
+                    self._copies[tp].next_offset = position
+                    if position is not None:
+                        consumer.seek(tp, position)
+                    elif self.settings.start_from == "earliest":
+                        await consumer.seek_to_beginning(tp)
+                    else:
+                        await consumer.seek_to_end(tp)
+                log.info(
+                    "assigned %s, resuming at %s",
+                    sorted(tp.partition for tp in assigned),
+                    {tp.partition: stored.get((tp.topic, tp.partition)) for tp in assigned},
+                )
+        except Exception as exc:  # aiokafka only logs listener errors: hand it to the run loop
+            log.warning("taking over %s failed: %s: %s", [tp.partition for tp in assigned], type(exc).__name__, exc)
+            self._listener_error = exc
+
+    async def release(self, revoked: Sequence[TopicPartition]) -> None:
+        """Waits for the open transactions to end, then closes the revoked partitions' producers."""
+        async with self._lock:
+            await self._close_copies([tp for tp in revoked if tp in self._copies])
+
+    async def _start_producer(self, tp: TopicPartition) -> AIOKafkaProducer:
+        s = self.settings
+        producer = AIOKafkaProducer(
+            **s.local_kafka.client_kwargs(),
+            client_id=f"bridge-{s.group_id}-{tp.partition}",
+            transactional_id=s.transactional_id(tp.partition),
+            transaction_timeout_ms=s.transaction_timeout_ms,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=s.linger_ms,
+            max_batch_size=s.max_batch_bytes,
+            max_request_size=s.max_request_bytes,
+        )
+        try:
+            # start() runs init_transactions: this is the fencing of the previous owner.
+            await asyncio.wait_for(producer.start(), s.init_timeout_s)
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    async def _close_copies(self, tps: Sequence[TopicPartition]) -> None:
+        copies = [self._copies.pop(tp) for tp in tps if tp in self._copies]
+        for copy in copies:
+            for gauge in (self.metrics.lag, self.metrics.stored_offset):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(str(copy.tp.partition))
+        results = await asyncio.gather(*(c.producer.stop() for c in copies), return_exceptions=True)
+        for copy, result in zip(copies, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("closing the producer of partition %s: %s", copy.tp.partition, result)
+
+    # ------------------------------------------------------------------ copying
+
+    async def _copy_batch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        bridged_at = datetime.now(UTC)
+        results = await asyncio.gather(
+            *(self._copy_partition(tp, records, bridged_at) for tp, records in batch.items() if records),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _copy_partition(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], bridged_at: datetime) -> None:
+        """One transaction: the partition batch's events, dead letters and next offset, or nothing."""
+        copy = self._copies.get(tp)
+        if copy is None:
+            return  # revoked while fetched: the new owner copies these from the stored offset
+        if copy.next_offset is not None:
+            records = [r for r in records if r.offset >= copy.next_offset]  # fetched before a re-seek
+        if not records:
+            return
+        s = self.settings
+        started = time.perf_counter()
+        events: list[tuple[bytes, bytes]] = []
+        dead: list[tuple[ConsumerRecord[bytes, bytes], InvalidEventError]] = []
+        for record in records:
+            try:
+                event = normalize(
+                    record.value, record.key, topic=tp.topic, partition=tp.partition, offset=record.offset, bridged_at=bridged_at
+                )
+            except InvalidEventError as exc:
+                dead.append((record, exc))
+                continue
+            events.append((output_key(event), orjson.dumps(event)))
+        next_offset = records[-1].offset + 1
+        producer = copy.producer
+        try:
+            async with producer.transaction():
+                futures = [await producer.send(s.local_topic, value=value, key=key) for key, value in events]
+                for record, error in dead:
+                    headers = dead_letter_headers(
+                        source_topic=tp.topic,
+                        source_partition=tp.partition,
+                        source_offset=record.offset,
+                        stage=STAGE_PREFIX + error.stage,
+                        error_class=error.error_class,
+                        error_message=error.reason,
+                        original_headers=list(record.headers or ()),
+                    )
+                    futures.append(await producer.send(s.dlq_topic, value=record.value, key=record.key, headers=headers))
+                futures.append(
+                    await producer.send(s.offsets_topic, key=offset_key(tp.topic, tp.partition), value=offset_value(next_offset))
+                )
+                await asyncio.gather(*futures)
+        except BaseException:
+            self.metrics.transactions.labels("aborted").inc()
+            raise
+        copy.next_offset = next_offset
+        self.metrics.transactions.labels("committed").inc()
+        self.metrics.consumed.inc(len(records))
+        self.metrics.produced.inc(len(events))
+        self.metrics.dead_lettered.inc(len(dead))
+        self.metrics.stored_offset.labels(str(tp.partition)).set(next_offset)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    # ------------------------------------------------------------------ health, lag, monitoring
+
+    async def _check_remote(self, consumer: AIOKafkaConsumer) -> None:
+        """Reads the remote end offsets (the lag gauges, and proof the remote cluster answers),
+        then commits the stored positions to the remote group for monitoring tools."""
+        try:
+            ends = await asyncio.wait_for(consumer.end_offsets(list(self._copies)), 10) if self._copies else {}
+        except (KafkaError, TimeoutError) as exc:
+            self.state.set_not_ready(f"remote cluster does not answer: {type(exc).__name__}: {exc}")
+            return
+        positions = {tp: c.next_offset for tp, c in self._copies.items() if c.next_offset is not None}
+        for tp, end in ends.items():
+            if tp in positions:
+                self.metrics.lag.labels(str(tp.partition)).set(max(0, end - positions[tp]))
+        self.state.set_ready()
+        if positions:
+            try:
+                await asyncio.wait_for(consumer.commit(positions), 5)
+            except (KafkaError, TimeoutError) as exc:  # monitoring only: the next check commits again
+                log.debug("remote group commit skipped: %s", exc)
+
+    async def lag(self) -> dict[str, Any]:
+        """``GET /lag``: every remote partition's end offset against its stored position."""
+        consumer = self._consumer
+        if consumer is None:
+            raise BackendUnavailableError("not connected")
+        s = self.settings
+        partitions = consumer.partitions_for_topic(s.remote_topic) or set()
+        tps = [TopicPartition(s.remote_topic, p) for p in sorted(partitions)]
+        ends = await asyncio.wait_for(consumer.end_offsets(tps), 10)
+        starts = await asyncio.wait_for(consumer.beginning_offsets(tps), 10)
+        stored = await read_stored_offsets(s.local_kafka, s.offsets_topic, timeout_s=10)
+        out: dict[str, Any] = {}
+        for tp in tps:
+            position = stored.get((tp.topic, tp.partition))
+            base = position if position is not None else starts[tp]
+            out[str(tp.partition)] = {
+                "end_offset": ends[tp],
+                "stored_offset": position,
+                "lag": max(0, ends[tp] - base),
+                "owned_here": tp in self._copies,
+            }
+        return {"topic": s.remote_topic, "partitions": out, "total_lag": sum(p["lag"] for p in out.values())}
+
+
+async def wait_for_leaders(conn: KafkaConnection, topics: Sequence[str], *, timeout_s: float) -> None:
+    """Returns once every broker knows a leader for every partition of ``topics``.
+
+    A topic created a moment ago is known to the controller first; a producer that asks a
+    broker which has not caught up yet caches "unknown topic" and its batches can stall until
+    they expire (seen with aiokafka 0.12 and transactions). So ask each broker.
+    """
+    client = AIOKafkaClient(**conn.client_kwargs())
+    await client.bootstrap()
+    try:
+        deadline = time.monotonic() + timeout_s
+        pending = {broker.nodeId for broker in client.cluster.brokers()}
+        while pending:
+            for node_id in sorted(pending):
+                response = await client.send(node_id, MetadataRequest[1](list(topics)))
+                if all(error == 0 and parts and all(p[2] >= 0 for p in parts) for error, _, _, parts in response.topics):
+                    pending.discard(node_id)
+            if pending and time.monotonic() > deadline:
+                raise BackendUnavailableError(f"brokers {sorted(pending)} know no leaders for {list(topics)} after {timeout_s:.0f}s")
+            if pending:
+                await asyncio.sleep(0.1)
+    finally:
+        await client.close()
+
+
+def create_bridge(settings: BridgeSettings) -> tuple[ServiceState, Bridge]:
+    """The service state (HTTP surface) and the worker, wired together."""
+    state = ServiceState(name="bridge")
+    bridge = Bridge(settings, state, BridgeMetrics.create(state.registry))
+    state.lag = bridge.lag
+    return state, bridge

@@ -1,0 +1,41 @@
+"""The bridge's Prometheus metrics, in the service's own registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass
+class BridgeMetrics:
+    consumed: Counter
+    produced: Counter
+    dead_lettered: Counter
+    transactions: Counter
+    batch_seconds: Histogram
+    lag: Gauge
+    stored_offset: Gauge
+    rebalances: Counter
+    restarts: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> BridgeMetrics:
+        return cls(
+            consumed=Counter("bridge_consumed", "Remote records consumed and handled in a committed transaction", registry=registry),
+            produced=Counter("bridge_produced", "Events produced to the local topic (committed)", registry=registry),
+            dead_lettered=Counter("bridge_dead_lettered", "Records produced to the dead-letter topic (committed)", registry=registry),
+            transactions=Counter("bridge_transactions", "Local transactions by result", ["result"], registry=registry),
+            batch_seconds=Histogram(
+                "bridge_batch_seconds",
+                "Time to transform, produce and commit one partition batch",
+                buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+                registry=registry,
+            ),
+            lag=Gauge("bridge_lag", "Remote end offset minus stored offset, per assigned partition", ["partition"], registry=registry),
+            stored_offset=Gauge(
+                "bridge_stored_offset", "Next remote offset stored per assigned partition", ["partition"], registry=registry
+            ),
+            rebalances=Counter("bridge_rebalances", "Partition assignments received", registry=registry),
+            restarts=Counter("bridge_session_restarts", "Client sessions restarted after an error", registry=registry),
+        )

@@ -1,0 +1,321 @@
+"""What the bridge's integration tests share: source records, topic readers, a bridge subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from shared.errors import BackendUnavailableError
+from shared.event import BAD_KINDS, MAX_EVENT_BYTES
+from shared.kafka import KafkaConnection, create_topics
+
+REPO = Path(__file__).resolve().parents[3]
+ARTIFACTS = REPO / "artifacts" / "bridge"
+
+
+# ---------------------------------------------------------------------------------- source records
+
+
+@dataclass
+class SourceRecord:
+    kind: str  # "good", "seed" or one of BAD_KINDS
+    key: bytes | None
+    value: bytes | None
+    event_id: str | None = None  # the source _id of good records that carry one
+
+
+@dataclass
+class Produced:
+    """Where each source record landed on the remote topic."""
+
+    records: list[tuple[int, int, SourceRecord]] = field(default_factory=list)  # (partition, offset, record)
+
+    def good(self) -> list[tuple[int, int, SourceRecord]]:
+        return [r for r in self.records if r[2].kind not in BAD_KINDS]
+
+    def bad(self) -> list[tuple[int, int, SourceRecord]]:
+        return [r for r in self.records if r[2].kind in BAD_KINDS]
+
+
+def _glamira(i: int) -> dict[str, Any]:
+    collections = ("view_product_detail", "view_listing_page", "select_product_option", "checkout", "add_to_cart_action")
+    doc: dict[str, Any] = {
+        "_id": f"{i:024x}",
+        "time_stamp": 1_589_733_273 + i,
+        "ip": f"5.88.{i % 256}.{(i // 256) % 256}",
+        "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/83.0 Safari/537.36",
+        "resolution": "1920x1080",
+        "user_id_db": "",
+        "device_id": f"device-{i % 97}",
+        "api_version": "1.0",
+        "store_id": i % 85,
+        "local_time": f"2020-05-17 {i % 24}:34:33",
+        "show_recommendation": "false",
+        "current_url": f"https://www.glamira.de/glamira-ring-{i % 500}.html?alloy=white-585",
+        "referrer_url": "https://www.google.com/",
+        "email_address": "",
+        "collection": collections[i % len(collections)],
+        "product_id": 100_000 + i % 1000,
+        "option": [{"option_label": "alloy", "option_id": "1", "value_label": "white-585", "value_id": "2"}],
+        "pad": "x" * 300,  # ~1 KB like the real events
+    }
+    if doc["collection"] == "checkout":
+        doc["order_id"] = float(i)
+    return doc
+
+
+def _seed(i: int) -> dict[str, Any]:
+    return {
+        "product_id": str(200_000 + i % 100),
+        "device_id": f"seed-device-{i % 31}",
+        "store_id": "6",
+        "referrer_url": "",
+        "local_time": "2024-05-01T10:00:00.123456",
+        "remote_ip": "10.0.0.1",
+        "timestamp": "2024-05-01T08:00:00.123456Z",
+    }
+
+
+def _bad(kind: str, i: int) -> bytes:
+    good = _glamira(i)
+    values = {
+        "not_json": lambda: b'{"collection": "view_product_detail", "time_stamp": ',
+        "not_utf8": lambda: b'{"collection": "\xff\xfe\xfd"}',
+        "json_array": lambda: orjson.dumps([good]),
+        "missing_product_id": lambda: orjson.dumps({**good, "collection": "view_product_detail", "product_id": None}),
+        "wrong_types": lambda: orjson.dumps({**good, "store_id": {"id": 1}}),
+        "oversized": lambda: orjson.dumps({**good, "pad": "x" * (MAX_EVENT_BYTES + 10)}),
+        "empty": lambda: b"",
+    }
+    return values[kind]()
+
+
+def make_records(count: int, *, bad_every: int = 0, seed_every: int = 0) -> list[SourceRecord]:
+    """``count`` records: Glamira events, seed-shape events every ``seed_every``-th, and every
+    ``bad_every``-th one bad (cycling through BAD_KINDS; "oversized" at most twice)."""
+    out: list[SourceRecord] = []
+    bad_kinds = [k for k in BAD_KINDS]
+    oversized = 0
+    for i in range(count):
+        if bad_every and i % bad_every == bad_every - 1:
+            kind = bad_kinds[(i // bad_every) % len(bad_kinds)]
+            if kind == "oversized":
+                oversized += 1
+                if oversized > 2:
+                    kind = "not_json"
+            out.append(SourceRecord(kind, f"k{i}".encode(), _bad(kind, i)))
+        elif seed_every and i % seed_every == seed_every - 1:
+            out.append(SourceRecord("seed", None, orjson.dumps(_seed(i))))
+        else:
+            doc = _glamira(i)
+            out.append(SourceRecord("good", doc["device_id"].encode(), orjson.dumps(doc), doc["_id"]))
+    return out
+
+
+async def produce(conn: KafkaConnection, topic: str, records: Iterable[SourceRecord], *, partitions: int, rate: float = 0) -> Produced:
+    """Produces round-robin over the partitions; ``rate`` events/s when > 0 (0: as fast as possible)."""
+    producer = AIOKafkaProducer(**conn.client_kwargs(), acks="all", linger_ms=5, max_request_size=2_000_000)
+    await producer.start()
+    produced = Produced()
+    try:
+        started = time.monotonic()
+        pending: list[tuple[asyncio.Future[Any], SourceRecord]] = []
+        for i, record in enumerate(records):
+            fut = await producer.send(topic, value=record.value, key=record.key, partition=i % partitions)
+            pending.append((fut, record))
+            if rate and i % 50 == 49:
+                ahead = (i + 1) / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+        for fut, record in pending:
+            md = await fut
+            produced.records.append((md.partition, md.offset, record))
+    finally:
+        await producer.stop()
+    return produced
+
+
+async def create_source_topic(conn: KafkaConnection, topic: str, partitions: int) -> None:
+    await create_topics(conn, [topic], partitions=partitions, replication_factor=1)
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+async def read_topic(conn: KafkaConnection, topic: str, *, timeout_s: float = 30.0) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every committed record of ``topic`` (``read_committed``), up to its current high watermark."""
+    consumer = AIOKafkaConsumer(
+        **conn.client_kwargs(), enable_auto_commit=False, isolation_level="read_committed", max_partition_fetch_bytes=4_194_304
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        assert tps, f"topic {topic} does not exist"
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[ConsumerRecord[bytes, bytes]] = []
+        deadline = time.monotonic() + timeout_s
+        pending = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
+        while pending:
+            assert time.monotonic() < deadline, f"reading {topic}: still at {pending} after {timeout_s}s"
+            batch = await consumer.getmany(*pending, timeout_ms=500)
+            for records in batch.values():
+                out.extend(records)
+            pending = [tp for tp in pending if await consumer.position(tp) < ends[tp]]
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def stored_positions(conn: KafkaConnection, offsets_topic: str) -> dict[tuple[str, int], int]:
+    from bridge.offsets import read_stored_offsets
+
+    return await read_stored_offsets(conn, offsets_topic)
+
+
+async def wait_caught_up(conn: KafkaConnection, offsets_topic: str, produced: Produced, remote_topic: str, *, timeout_s: float) -> None:
+    """Waits until the stored offset of every remote partition is past its last produced record."""
+    want: dict[tuple[str, int], int] = {}
+    for partition, offset, _ in produced.records:
+        want[(remote_topic, partition)] = max(want.get((remote_topic, partition), 0), offset + 1)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            stored = await stored_positions(conn, offsets_topic)
+        except BackendUnavailableError:  # the bridge has not created the offsets topic yet
+            stored = {}
+        if all(stored.get(k, -1) >= v for k, v in want.items()):
+            return
+        assert time.monotonic() < deadline, f"bridge not caught up after {timeout_s}s: stored {stored}, want {want}"
+        await asyncio.sleep(0.5)
+
+
+# ---------------------------------------------------------------------------------- the service
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class BridgeNames:
+    """Unique topics, group and ids of one test's bridge deployment."""
+
+    base: str
+    remote_topic: str = ""
+    local_topic: str = ""
+    dlq_topic: str = ""
+    offsets_topic: str = ""
+    group_id: str = ""
+
+    def __post_init__(self) -> None:
+        self.remote_topic = self.remote_topic or f"{self.base}.remote"
+        self.local_topic = self.local_topic or f"{self.base}.local"
+        self.dlq_topic = self.dlq_topic or f"{self.base}.dlq"
+        self.offsets_topic = self.offsets_topic or f"{self.base}.offsets"
+        self.group_id = self.group_id or f"{self.base}.group"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "BRIDGE_REMOTE_TOPIC": self.remote_topic,
+            "BRIDGE_LOCAL_TOPIC": self.local_topic,
+            "BRIDGE_DLQ_TOPIC": self.dlq_topic,
+            "BRIDGE_OFFSETS_TOPIC": self.offsets_topic,
+            "BRIDGE_GROUP_ID": self.group_id,
+        }
+
+
+# Fast group membership for tests: a killed member is noticed within ~6 s (the broker minimum).
+TEST_ENV = {
+    "BRIDGE_SESSION_TIMEOUT_MS": "6000",
+    "BRIDGE_HEARTBEAT_INTERVAL_MS": "1000",
+    "BRIDGE_HTTP_HOST": "127.0.0.1",
+    "BRIDGE_LOCAL_PARTITIONS": "3",
+    "BRIDGE_DLQ_PARTITIONS": "1",
+    "BRIDGE_BACKOFF_MAX_S": "3",
+}
+
+
+class BridgeProcess:
+    """``python -m bridge`` as a subprocess with its own port and log file."""
+
+    def __init__(self, names: BridgeNames, *, label: str, extra_env: dict[str, str] | None = None) -> None:
+        self.names = names
+        self.port = free_port()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.log_path = ARTIFACTS / f"{names.base}.{label}.{uuid.uuid4().hex[:4]}.log"
+        self.env = {**os.environ, **TEST_ENV, **names.env(), "BRIDGE_HTTP_PORT": str(self.port), **(extra_env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> BridgeProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge"], env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO
+        )
+        log.close()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def get(self, path: str) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=5) as client:
+            return await client.get(self.url + path)
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, f"bridge exited early; log {self.log_path}:\n{self.tail()}"
+            try:
+                if (await self.get("/ready")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"bridge not ready after {timeout_s}s; log:\n{self.tail()}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout_s: float = 15.0) -> tuple[int, float]:
+        """SIGTERM; returns (exit code, seconds to exit)."""
+        assert self.proc is not None
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError(f"bridge did not exit within {timeout_s}s of SIGTERM; log:\n{self.tail()}") from None
+        return code, time.monotonic() - started
+
+    def stop_quietly(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:]) if self.log_path.exists() else ""

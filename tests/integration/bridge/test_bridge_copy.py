@@ -1,0 +1,167 @@
+"""The bridge copies N events with bad ones: exactly the valid ones, exactly the bad ones in the DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from bridge.app import create_bridge
+from bridge.settings import BridgeSettings
+from bridge.transform import normalize, output_key
+
+from shared.dlq import read_dead_letter_headers
+from shared.errors import InvalidEventError
+from shared.event import BAD_KINDS
+from shared.kafka import KafkaConnection
+from tests.integration.bridge.helpers import (
+    BridgeNames,
+    BridgeProcess,
+    create_source_topic,
+    make_records,
+    produce,
+    read_topic,
+    wait_caught_up,
+)
+
+COUNT = 3000
+PARTITIONS = 3
+
+
+def expected_outputs(produced: Any, topic: str) -> tuple[dict[str, dict[str, Any]], dict[tuple[int, int], InvalidEventError]]:
+    """What the bridge must write: events by event_id (without bridged_at), refusals by coordinates."""
+    good: dict[str, dict[str, Any]] = {}
+    bad: dict[tuple[int, int], InvalidEventError] = {}
+    at = datetime(2000, 1, 1, tzinfo=UTC)
+    for partition, offset, record in produced.records:
+        try:
+            event = normalize(record.value, record.key, topic=topic, partition=partition, offset=offset, bridged_at=at)
+        except InvalidEventError as exc:
+            bad[(partition, offset)] = exc
+            continue
+        del event["bridged_at"]
+        good[event["event_id"]] = event
+    return good, bad
+
+
+@pytest.mark.timeout(120)
+async def test_copies_valid_events_exactly_and_dead_letters_the_bad(
+    remote_kafka: KafkaConnection, local_kafka: KafkaConnection, unique_name: str
+) -> None:
+    names = BridgeNames(unique_name)
+    await create_source_topic(remote_kafka, names.remote_topic, PARTITIONS)
+    produced = await produce(remote_kafka, names.remote_topic, make_records(COUNT, bad_every=10, seed_every=7), partitions=PARTITIONS)
+    assert {r.kind for _, _, r in produced.records} >= set(BAD_KINDS)
+    want_good, want_bad = expected_outputs(produced, names.remote_topic)
+    assert len(want_good) + len(want_bad) == COUNT and len(want_bad) == COUNT // 10
+
+    started_at = datetime.now(UTC)
+    bridge = BridgeProcess(names, label="copy").start()
+    try:
+        await bridge.wait_ready()
+        await wait_caught_up(local_kafka, names.offsets_topic, produced, names.remote_topic, timeout_s=60)
+        lag = (await bridge.get("/lag")).json()
+        metrics = (await bridge.get("/metrics")).text
+        code, _ = bridge.terminate()
+        assert code == 0
+    finally:
+        bridge.stop_quietly()
+    finished_at = datetime.now(UTC)
+
+    out = await read_topic(local_kafka, names.local_topic)
+    events = [orjson.loads(r.value) for r in out]
+    ids = [e["event_id"] for e in events]
+    assert len(ids) == len(set(ids)) == len(want_good), "every valid event exactly once"
+    for record, event in zip(out, events, strict=True):
+        bridged_at = event.pop("bridged_at")
+        assert started_at <= datetime.fromisoformat(bridged_at) <= finished_at
+        assert bridged_at.endswith("Z") and len(bridged_at) == len("2020-01-01T00:00:00.000Z")
+        assert event == want_good[event["event_id"]]
+        assert record.key == output_key(event)
+    # One visitor's events keep their remote order: same key → same local partition, offsets rise.
+    by_device: dict[bytes, list[tuple[int, int, int]]] = {}
+    for record, event in zip(out, events, strict=True):
+        by_device.setdefault(record.key, []).append((record.partition, event["source_partition"], event["source_offset"]))
+    for seen in by_device.values():
+        assert len({p for p, _, _ in seen}) == 1
+        for src in {sp for _, sp, _ in seen}:
+            offsets = [o for _, sp, o in seen if sp == src]
+            assert offsets == sorted(offsets)
+
+    dead = await read_topic(local_kafka, names.dlq_topic)
+    assert len(dead) == len(want_bad)
+    originals = {(p, o): r for p, o, r in produced.records}
+    for record in dead:
+        headers = read_dead_letter_headers(record.headers)
+        coords = (int(headers["dlq.source.partition"]), int(headers["dlq.source.offset"]))
+        want = want_bad.pop(coords)
+        source = originals[coords]
+        assert record.value == source.value and record.key == source.key
+        assert headers == {
+            "dlq.source.topic": names.remote_topic,
+            "dlq.source.partition": str(coords[0]),
+            "dlq.source.offset": str(coords[1]),
+            "dlq.stage": f"bridge.{want.stage}",
+            "dlq.error.class": want.error_class,
+            "dlq.error.message": want.reason,
+        }
+    assert want_bad == {}, "every bad record dead-lettered exactly once"
+
+    assert lag["total_lag"] == 0 and sorted(lag["partitions"]) == [str(p) for p in range(PARTITIONS)]
+    assert f"bridge_consumed_total {float(COUNT)}" in metrics
+    assert f"bridge_produced_total {float(len(want_good))}" in metrics
+    assert f"bridge_dead_lettered_total {float(len(dead))}" in metrics
+
+
+@pytest.mark.timeout(90)
+async def test_in_process_bridge_serves_health_ready_metrics_and_stops(
+    remote_kafka: KafkaConnection, local_kafka: KafkaConnection, unique_name: str
+) -> None:
+    """The worker and HTTP surface in this process: ready after joining, lag per partition, clean stop."""
+    from shared.service import create_http_app
+
+    names = BridgeNames(unique_name)
+    await create_source_topic(remote_kafka, names.remote_topic, 2)
+    produced = await produce(remote_kafka, names.remote_topic, make_records(200, bad_every=20), partitions=2)
+    settings = BridgeSettings(
+        remote_topic=names.remote_topic,
+        local_topic=names.local_topic,
+        dlq_topic=names.dlq_topic,
+        offsets_topic=names.offsets_topic,
+        group_id=names.group_id,
+        local_partitions=2,
+        dlq_partitions=1,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        lag_interval_s=0.3,
+    )
+    state, bridge = create_bridge(settings)
+    app = create_http_app(state)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(bridge.run(stop))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bridge") as client:
+        try:
+            assert (await client.get("/health")).json() == {"status": "ok", "service": "bridge"}
+            await wait_caught_up(local_kafka, names.offsets_topic, produced, names.remote_topic, timeout_s=45)
+            for _ in range(50):
+                if (await client.get("/ready")).status_code == 200 and "bridge_lag{" in (await client.get("/metrics")).text:
+                    break
+                await asyncio.sleep(0.2)
+            assert (await client.get("/ready")).json() == {"ready": True}
+            metrics = (await client.get("/metrics")).text
+            assert 'bridge_lag{partition="0"} 0.0' in metrics and 'bridge_lag{partition="1"} 0.0' in metrics
+            assert 'bridge_transactions_total{result="committed"}' in metrics
+            assert "bridge_batch_seconds_count" in metrics
+            assert "bridge_dead_lettered_total 10.0" in metrics
+            lag = (await client.get("/lag")).json()
+            assert lag["total_lag"] == 0
+            assert {p: v["stored_offset"] for p, v in lag["partitions"].items()} == {"0": 100, "1": 100}
+            assert all(v["owned_here"] for v in lag["partitions"].values())
+        finally:
+            stop.set()
+            await asyncio.wait_for(worker, 10)
+        assert (await client.get("/ready")).status_code == 503
