@@ -24,12 +24,12 @@ import base64
 import time
 import uuid
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from itertools import accumulate
 from random import Random
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import quote_plus
 
 import orjson
@@ -73,6 +73,8 @@ from eventgen.catalog import (
 from eventgen.stores import CURRENCY_PER_EUR, STORES
 from shared.event import BAD_KINDS, MAX_EVENT_BYTES, PRODUCT_EVENT_TYPES
 
+T = TypeVar("T")
+
 GLAMIRA: Final = "glamira"
 SEED: Final = "seed"
 VALID_KINDS: Final = (GLAMIRA, SEED)
@@ -104,6 +106,11 @@ _NAMES: Final = ("anna", "marie", "lukas", "sophie", "paul", "emma", "jan", "lau
 # latin-1-encodable non-ASCII text for the not_utf8 kind (a client that sent cp1252)
 _LATIN1_TERMS: Final = ("bague de fiançailles", "förlovningsring", "aliança de noivado", "Ringgröße", "chaîne en or", "anillo diseño")
 _GOOGLE_FIXES: Final = {"jp": "co.jp", "in": "co.in", "ma": "co.ma", "ec": "com.ec", "pe": "com.pe", "qa": "com.qa", "jo": "jo"}
+
+
+def _choice(rng: Random, items: Sequence[T]) -> T:
+    """``rng.choice`` without its rejection sampling: 3x faster, deterministic all the same."""
+    return items[int(rng.random() * len(items))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +198,7 @@ class _Generator:
         self.minute_cum = tuple(accumulate(HOURLY_WEIGHTS[(m // 60) % 24] for m in range(days * 1440)))
         self.pool_size = max(16, count // 12)
         self.visitors: dict[int, _Visitor] = {}
+        self.minute_prefixes: dict[tuple[int, bool], str] = {}
         # ObjectId layout: 4-byte time, 5-byte per-process random, 3-byte counter.
         self.oid_process = f"{self.rng.getrandbits(40):010x}"
         self.oid_counter = self.rng.getrandbits(24)
@@ -213,7 +221,7 @@ class _Generator:
         }
         for i in range(total):
             # Sequential sampling without replacement: exact totals, O(1) memory.
-            pick = rng.randrange(total - i)
+            pick = int(rng.random() * (total - i))
             k = 0
             while pick >= remaining[k]:
                 pick -= remaining[k]
@@ -252,7 +260,7 @@ class _Generator:
 
     def _not_utf8(self, i: int) -> GeneratedRecord:
         event = self.glamira_event(i, collection="search_box_action")
-        event["key_search"] = self.rng.choice(_LATIN1_TERMS)
+        event["key_search"] = _choice(self.rng, _LATIN1_TERMS)
         text = orjson.dumps(event).decode()
         variant = self.rng.randrange(3)
         if variant == 0:  # a client that sent latin-1
@@ -265,7 +273,7 @@ class _Generator:
         return GeneratedRecord("not_utf8", event["device_id"].encode(), raw)
 
     def _json_array(self, i: int) -> GeneratedRecord:
-        events = [self._any_event(i) for _ in range(self.rng.choice((0, 1, 2, 3)))]
+        events = [self._any_event(i) for _ in range(_choice(self.rng, (0, 1, 2, 3)))]
         key = events[0]["device_id"].encode() if events else self._visitor().device_id.encode()
         return GeneratedRecord("json_array", key, orjson.dumps(events))
 
@@ -294,7 +302,7 @@ class _Generator:
             elif variant == 3:
                 event["product_id"] = int(event["product_id"]) + 0.5  # non-integral float
             elif variant == 4:
-                event["time_stamp"] = rng.choice(("unknown", "yesterday", f"{event['time_stamp']}abc", "1.5e9x"))
+                event["time_stamp"] = _choice(rng, ("unknown", "yesterday", f"{event['time_stamp']}abc", "1.5e9x"))
             else:
                 event["store_id"] = [event["store_id"]]
         return GeneratedRecord("wrong_types", event["device_id"].encode(), orjson.dumps(event))
@@ -333,7 +341,7 @@ class _Generator:
         product = self._product()
         site = f"https://www.{store.domain}"
         search_term = ""
-        alloy = rng.choice(ALLOYS)
+        alloy = _choice(rng, ALLOYS)
         if collection in PRODUCT_PAGE_TYPES:
             current_url = f"{site}/{product.slug}.html"
             if rng.random() < 0.55:
@@ -343,21 +351,21 @@ class _Generator:
             if collection in ("view_sorting_relevance", "sorting_relevance_click_action"):
                 current_url += "?product_list_order=relevance"
         elif collection in LANDING_PAGE_TYPES:
-            current_url = f"{site}/{rng.choice(LANDING_PATHS)}/"
+            current_url = f"{site}/{_choice(rng, LANDING_PATHS)}/"
         elif collection == "view_home_page":
             current_url = f"{site}/"
         elif collection == "view_static_page":
-            current_url = f"{site}/{rng.choice(STATIC_PATHS)}/"
+            current_url = f"{site}/{_choice(rng, STATIC_PATHS)}/"
         elif collection == "view_shopping_cart":
             current_url = f"{site}/checkout/cart/"
         elif collection == "view_my_account":
-            current_url = f"{site}/{rng.choice(('customer/account', 'customer/account/login', 'sales/order/history', 'wishlist'))}/"
+            current_url = f"{site}/{_choice(rng, ('customer/account', 'customer/account/login', 'sales/order/history', 'wishlist'))}/"
         elif collection == "checkout":
             current_url = f"{site}/checkout/"
         elif collection == "checkout_success":
             current_url = f"{site}/checkout/onepage/success/"
         elif collection == "search_box_action":
-            search_term = rng.choice(SEARCH_TERMS)
+            search_term = _choice(rng, SEARCH_TERMS)
             current_url = f"{site}/catalogsearch/result/?q={quote_plus(search_term)}"
         else:  # view_all_recommend
             current_url = f"{site}/recommendation/all/?product={product.product_id}"
@@ -374,7 +382,7 @@ class _Generator:
             "api_version": "1.0",
             "store_id": store_id,
             "local_time": self._local_time(int(t), store.utc_offset, visitor.unpadded_hours),
-            "show_recommendation": rng.choice(("true", "true", "false", "false", None)),
+            "show_recommendation": _choice(rng, ("true", "true", "false", "false", None)),
             "current_url": current_url,
             "referrer_url": referrer_url,
             "email_address": visitor.email if with_account else "",
@@ -387,8 +395,8 @@ class _Generator:
         elif collection in OPTION_DICT_TYPES:
             event["option"] = {
                 "alloy": alloy if rng.random() < 0.3 else "",
-                "diamond": rng.choice(DIAMONDS) if rng.random() < 0.25 else "",
-                "shapediamond": rng.choice(SHAPES) if rng.random() < 0.15 else "",
+                "diamond": _choice(rng, DIAMONDS) if rng.random() < 0.25 else "",
+                "shapediamond": _choice(rng, SHAPES) if rng.random() < 0.15 else "",
             }
             if collection == "view_listing_page":
                 event["cat_id"] = _CATEGORY_IDS[product.category]
@@ -398,7 +406,7 @@ class _Generator:
                 event["cat_id"] = ""
                 event["collect_id"] = _LANDING_IDS[path]
         if collection == "select_product_option_quality":
-            event["quality"], event["quality_label"] = rng.choice(QUALITIES)
+            event["quality"], event["quality_label"] = _choice(rng, QUALITIES)
         elif collection == "view_product_detail":
             utm = UTM_BY_MEDIUM.get(medium)
             event["recommendation"] = rng.random() < 0.06
@@ -413,7 +421,7 @@ class _Generator:
             event["cart_products"] = self._cart(store.currency)
             if collection == "checkout_success":
                 order = rng.randint(100_000_000, 109_999_999)
-                event["order_id"] = rng.choice((str(order), order, float(order)))  # all three occur in the dataset
+                event["order_id"] = _choice(rng, (str(order), order, float(order)))  # all three occur in the dataset
         elif collection == "search_box_action":
             event["key_search"] = search_term
         if collection in RECOMMENDATION_TYPES or collection in ("view_all_recommend", "product_view_all_recommend_clicked"):
@@ -468,11 +476,17 @@ class _Generator:
         self.oid_counter = (self.oid_counter + 1) & 0xFFFFFF
         return f"{seconds & 0xFFFFFFFF:08x}{self.oid_process}{self.oid_counter:06x}"
 
-    @staticmethod
-    def _local_time(seconds: int, utc_offset: float, unpadded: bool) -> str:
-        lt = time.gmtime(seconds + int(utc_offset * 3600))
-        hour = str(lt.tm_hour) if unpadded else f"{lt.tm_hour:02d}"
-        return f"{lt.tm_year:04d}-{lt.tm_mon:02d}-{lt.tm_mday:02d} {hour}:{lt.tm_min:02d}:{lt.tm_sec:02d}"
+    def _local_time(self, seconds: int, utc_offset: float, unpadded: bool) -> str:
+        local = seconds + int(utc_offset * 3600)
+        minute, second = divmod(local, 60)
+        prefix = self.minute_prefixes.get((minute, unpadded))
+        if prefix is None:  # times rise, so a minute's prefix is reused by the next events
+            if len(self.minute_prefixes) > 4096:
+                self.minute_prefixes.clear()
+            lt = time.gmtime(minute * 60)
+            hour = str(lt.tm_hour) if unpadded else f"{lt.tm_hour:02d}"
+            prefix = self.minute_prefixes[(minute, unpadded)] = f"{lt.tm_year:04d}-{lt.tm_mon:02d}-{lt.tm_mday:02d} {hour}:{lt.tm_min:02d}:"
+        return f"{prefix}{second:02d}"
 
     def _visitor(self) -> _Visitor:
         rng = self.rng
@@ -502,29 +516,29 @@ class _Generator:
         cum = _AGENT_CUMS[c]
         template = templates[bisect_right(cum, rng.random() * cum[-1])][0]
         user_agent = template.format(
-            chrome=rng.choice(CHROME_VERSIONS),
-            edge=rng.choice(EDGE_VERSIONS),
-            firefox=rng.choice(FIREFOX_VERSIONS),
+            chrome=_choice(rng, CHROME_VERSIONS),
+            edge=_choice(rng, EDGE_VERSIONS),
+            firefox=_choice(rng, FIREFOX_VERSIONS),
             mac=rng.randint(4, 5),
             ios=rng.randint(3, 5),
-            android=rng.choice((8, 9, 10, 10)),
-            model=rng.choice(ANDROID_MODELS),
-            samsung=rng.choice(SAMSUNG_MODELS),
+            android=_choice(rng, (8, 9, 10, 10)),
+            model=_choice(rng, ANDROID_MODELS),
+            samsung=_choice(rng, SAMSUNG_MODELS),
         )
         if rng.random() < 0.01:
             ip = "2a02:" + ":".join(f"{rng.getrandbits(16):x}" for _ in range(3)) + f"::{rng.getrandbits(16):x}"
         else:
-            ip = f"{rng.choice(_IP_FIRST_OCTETS)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randint(1, 254)}"
-        name = rng.choice(_NAMES)
+            ip = f"{_choice(rng, _IP_FIRST_OCTETS)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randint(1, 254)}"
+        name = _choice(rng, _NAMES)
         return _Visitor(
             device_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
             store_id=self._pick(_STORE_IDS, _STORE_CUM),
             user_agent=user_agent,
-            resolution=rng.choice(RESOLUTIONS[device_class]),
+            resolution=_choice(rng, RESOLUTIONS[device_class]),
             ip=ip,
             unpadded_hours=rng.random() < UNPADDED_HOUR_VISITORS,
             account_id=str(rng.randint(10_000, 999_999)),
-            email=f"{name}.{rng.randint(1, 9999)}@{rng.choice(_EMAIL_DOMAINS)}",
+            email=f"{name}.{rng.randint(1, 9999)}@{_choice(rng, _EMAIL_DOMAINS)}",
         )
 
     def _referrer(self, visitor: _Visitor, product: Product) -> tuple[str, str]:
@@ -533,7 +547,7 @@ class _Generator:
         if visitor.is_bot or rng.random() < REFERRER_EMPTY_FRACTION:
             return "", "direct"
         medium = self._pick(_MEDIA, _MEDIA_CUM)
-        template = rng.choice(REFERRER_MEDIA[medium][1])
+        template = _choice(rng, REFERRER_MEDIA[medium][1])
         domain = STORES[visitor.store_id].domain
         if "{" not in template:
             return template, medium
@@ -550,7 +564,7 @@ class _Generator:
     def _option_list(self, product: Product, alloy: str) -> list[dict[str, str]]:
         options = [{"option_label": "alloy", "option_id": product.alloy_option_id, "value_label": alloy, "value_id": VALUE_IDS[alloy]}]
         if self.rng.random() < 0.7:
-            stone = self.rng.choice(DIAMONDS)
+            stone = _choice(self.rng, DIAMONDS)
             options.append(
                 {"option_label": "diamond", "option_id": product.diamond_option_id, "value_label": stone, "value_id": VALUE_IDS[stone]}
             )
@@ -559,7 +573,7 @@ class _Generator:
     def _cart(self, currency: str) -> list[dict[str, Any]]:
         rng = self.rng
         lines = []
-        for _ in range(rng.choice((1, 1, 1, 1, 1, 1, 1, 2, 2, 3))):
+        for _ in range(_choice(rng, (1, 1, 1, 1, 1, 1, 1, 2, 2, 3))):
             product = self._product()
             lines.append(
                 {
@@ -567,7 +581,7 @@ class _Generator:
                     "amount": 2 if rng.random() < 0.05 else 1,
                     "price": f"{product.price_eur * CURRENCY_PER_EUR[currency]:.2f}",
                     "currency": currency,
-                    "option": self._option_list(product, rng.choice(ALLOYS)),
+                    "option": self._option_list(product, _choice(rng, ALLOYS)),
                 }
             )
         return lines

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -13,15 +13,14 @@ from eventgen.generate import GLAMIRA, KINDS, SEED, GeneratedRecord
 from shared.event import BAD_KINDS, event_id_from_coordinates
 
 
-@dataclass(frozen=True, slots=True)
-class ManifestRecord:
+class ManifestRecord(NamedTuple):
     partition: int
     offset: int
     kind: str
     event_id: str | None  # the event_id the pipeline must assign; None for bad records
 
 
-@dataclass
+@dataclass(repr=False)
 class Manifest:
     """One run: ``records`` in production order with their Kafka coordinates.
 
@@ -37,6 +36,9 @@ class Manifest:
     records: list[ManifestRecord] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     collections: dict[str, int] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # asyncio logs task results: never print a million records
+        return f"Manifest(topic={self.topic!r}, total={self.total}, counts={self.counts})"
 
     @property
     def total(self) -> int:
