@@ -294,6 +294,25 @@ class BridgeProcess:
             await asyncio.sleep(0.2)
         raise AssertionError(f"bridge not ready after {timeout_s}s; log:\n{self.tail()}")
 
+    async def committed_transactions(self) -> float:
+        """The process's committed transactions so far (0 while it cannot answer)."""
+        try:
+            text = (await self.get("/metrics")).text
+        except httpx.HTTPError:
+            return 0.0
+        for line in text.splitlines():
+            if line.startswith('bridge_transactions_total{result="committed"}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    async def wait_copying(self, timeout_s: float = 60.0) -> None:
+        """Waits until this process has committed at least one transaction."""
+        deadline = time.monotonic() + timeout_s
+        while await self.committed_transactions() < 1:
+            assert self.proc is not None and self.proc.poll() is None, f"bridge exited early:\n{self.tail()}"
+            assert time.monotonic() < deadline, f"bridge committed nothing in {timeout_s}s:\n{self.tail()}"
+            await asyncio.sleep(0.1)
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
