@@ -106,6 +106,35 @@ class State:
         self.not_ready_reason = "starting"
 
 
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_state(request: Request) -> State:
+    state: State = request.app.state.etl
+    return state
+
+
+def require_token(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    """Writes need ``Authorization: Bearer <ETL_API_TOKEN>``; without a configured token they are refused."""
+    settings = get_state(request).settings
+    expected = settings.api_token.get_secret_value() if settings.api_token else ""
+    if not expected:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "writes are disabled: ETL_API_TOKEN is not set")
+    if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+
+async def connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    pool = get_state(request).pool
+    if pool is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "not started")
+    async with pool.acquire() as conn:
+        yield conn
+
+
+Conn = Annotated[asyncpg.Connection, Depends(connection)]
+
+
 def create_app(settings: EtlSettings) -> FastAPI:
     state = State(settings)
 
@@ -137,22 +166,6 @@ def create_app(settings: EtlSettings) -> FastAPI:
 
     app = FastAPI(title="etl-api", version="1.0.0", description=__doc__, lifespan=lifespan, docs_url="/docs")
     app.state.etl = state
-    bearer = HTTPBearer(auto_error=False)
-
-    def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        expected = settings.api_token.get_secret_value() if settings.api_token else ""
-        if not expected:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "writes are disabled: ETL_API_TOKEN is not set")
-        if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
-
-    async def connection() -> AsyncIterator[asyncpg.Connection]:
-        if state.pool is None:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "not started")
-        async with state.pool.acquire() as conn:
-            yield conn
-
-    Conn = Annotated[asyncpg.Connection, Depends(connection)]
 
     @app.post("/runs", status_code=status.HTTP_202_ACCEPTED, response_model=RunAccepted, dependencies=[Depends(require_token)])
     async def start_run(body: RunRequest, conn: Conn) -> RunAccepted:
