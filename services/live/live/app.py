@@ -92,6 +92,7 @@ class LiveReader:
             "window_s": w,
             "events_seen": self.counters.events_seen,
             "views_counted": self.counters.views_counted,
+            "views_redelivered": self.counters.views_redelivered,
             "views_per_minute": [{"window_start": iso(ws), "views": views} for ws, views in series(by_window, start, end, w)],
             "top": [self.top(span_min, until) for span_min in self.settings.top_spans_min],
         }

@@ -6,12 +6,18 @@ by visitor, so one product's views arrive on every partition. Without the scope 
 would write the same changelog key with different running totals, and recovery would keep
 whichever it replayed last. Scoped, each key lives in exactly one partition (one owner, one
 changelog partition) and a product's count is the sum of its partition-scoped counts.
+
+Table values are ``[count, last offset]``: the count of one key in one window and the source
+offset (in the key's partition) of the last view added to it. Offsets of a partition are
+processed in order, so an event at or below ``last offset`` is already in the count: after a
+restart, the events between the last offset commit and the crash are read again and skipped
+(:func:`add_view`). Exactly-once counts, whatever faust's commit timing.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,8 +26,8 @@ import orjson
 
 UNKNOWN = "unknown"  # the id counted when an event has no store_id
 
-# A windowed table entry as faust stores it: ((scoped key, (window start, window end)), count).
-WindowEntry = tuple[tuple[str, tuple[float, float]], int]
+# A windowed table entry as faust stores it: ((scoped key, (window start, window end)), value).
+WindowEntry = tuple[tuple[str, tuple[float, float]], Sequence[int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,22 @@ def _loads(raw: bytes | str) -> Any:
         return None
 
 
+def add_view(value: Sequence[int] | None, offset: int) -> list[int] | None:
+    """The table value after counting the view at ``offset``; None when it is already counted."""
+    if not value:
+        return [1, offset]
+    count, last_offset = value
+    if offset <= last_offset:
+        return None
+    return [count + 1, offset]
+
+
+def count_of(value: Sequence[int] | int | None) -> int:
+    if isinstance(value, int):
+        return value
+    return int(value[0]) if value else 0
+
+
 def scoped_key(partition: int, ident: str) -> str:
     return f"{partition}/{ident}"
 
@@ -79,8 +101,8 @@ def window_start(timestamp: float, window_s: int) -> int:
 def counts_by_window(entries: Iterable[WindowEntry], start: int, end: int) -> dict[int, dict[str, int]]:
     """``{window start: {id: count}}`` for windows starting in ``[start, end)``, partitions summed."""
     out: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for (key, (w_start, _w_end)), count in entries:
-        ws = int(w_start)
+    for (key, (w_start, _w_end)), value in entries:
+        ws, count = int(w_start), count_of(value)
         if start <= ws < end and count:
             out[ws][unscoped(key)] += count
     return {ws: dict(ids) for ws, ids in out.items()}

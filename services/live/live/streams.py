@@ -10,14 +10,24 @@ Top-N over the last 5 and 60 minutes is a read over ``views_per_product`` (the s
 5 / 60 one-minute windows) rather than two more hopping tables: a 60-minute hopping table with a
 one-minute step writes 60 changelog records per event, the sum costs nothing on the write path.
 
-Guarantees: ``processing_guarantee="exactly_once"``. In faust 0.11 that is the only switch for
-the consumer's ``isolation_level``: ``read_committed`` is set when, and only when, the app runs
-transactions (there is no ``consumer_isolation_level`` setting). It also makes the changelog
-writes and the source offsets of one partition commit in one Kafka transaction (one
-transactional producer per source partition, ``{app_id}-{group}-{partition}``), so a restart —
-graceful or kill -9 — recovers exactly the counts of the committed offsets: nothing is counted
-twice. Tables live in memory and are rebuilt from their changelog topics (replication factor
-``replication_factor``) on start.
+Guarantees:
+
+- ``read_committed``. faust 0.11 has no ``consumer_isolation_level`` setting: its aiokafka driver
+  builds the worker consumer with ``read_committed`` only when ``processing_guarantee`` is
+  ``exactly_once``, else ``read_uncommitted``. We run ``at_least_once`` and set the isolation
+  level on the consumer faust builds (:class:`_ReadCommittedConsumerThread`), so records of the
+  bridge's aborted or open transactions are never counted.
+- Why not ``exactly_once``: in faust 0.11.3 it commits a partition's transaction without
+  flushing faust's own producer buffer first (the at-least-once path flushes) and keeps
+  processing while it commits, so changelog records land in the wrong transaction. Measured in
+  tests/integration/live/test_restart.py with kill -9: counts both lost and doubled.
+- No double counting: at-least-once redelivers what was processed after the last commit; each
+  table value carries the last source offset it counted (:func:`live.counting.add_view`), so a
+  redelivered view is skipped. The at-least-once commit flushes the changelog before it commits
+  offsets, so nothing counted is lost either.
+
+Tables live in memory and are rebuilt from their changelog topics (replication factor
+``replication_factor``, compact+delete with ``retention_s``) on start.
 """
 
 from __future__ import annotations
@@ -26,14 +36,17 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
+import aiokafka
 import faust
 from aiokafka.admin import AIOKafkaAdminClient
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.auth import SASLMechanism
+from faust.types.transports import ConsumerT, TransportT
 from prometheus_client import CollectorRegistry, Counter
 
-from live.counting import UNKNOWN, View, WindowEntry, parse_view, scoped_key
+from live.counting import UNKNOWN, View, WindowEntry, add_view, parse_view, scoped_key
 from live.settings import LiveSettings
 from shared.errors import BackendUnavailableError, ConfigError
 from shared.kafka import create_topics
@@ -98,6 +111,31 @@ async def _partition_count(admin: AIOKafkaAdminClient, topic: str, timeout_s: fl
         await asyncio.sleep(0.2)
 
 
+class _ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # Read by AIOKafkaConsumer.start() when it builds its fetcher; faust only offers
+        # read_committed together with its transactions (see the module docstring).
+        consumer._isolation_level = "read_committed"
+        return consumer
+
+
+class _ReadCommittedConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> Any:
+        return _ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _ReadCommittedTransport(faust_aiokafka.Transport):
+    Consumer: ClassVar[type[ConsumerT]] = _ReadCommittedConsumer
+
+
+class LiveApp(faust.App):
+    """A faust app whose worker consumer reads with ``isolation_level="read_committed"``."""
+
+    def _new_transport(self) -> TransportT:
+        return _ReadCommittedTransport(self.conf.broker_consumer, self, loop=self.loop)
+
+
 class LiveCounters:
     """The faust app, its tables and the agent that counts. ``start``/``stop`` run it in-process."""
 
@@ -107,11 +145,11 @@ class LiveCounters:
         self.partitions = partitions
         self.view_types = frozenset(settings.product_view_types)
         broker, credentials = _faust_broker(settings)
-        self.app = faust.App(
+        self.app = LiveApp(
             settings.app_id,
             broker=broker,
             broker_credentials=credentials,
-            processing_guarantee="exactly_once",
+            processing_guarantee="at_least_once",
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=settings.commit_interval_s,
             broker_session_timeout=settings.session_timeout_s,
@@ -135,13 +173,15 @@ class LiveCounters:
         registry = registry or CollectorRegistry()
         self.seen = Counter("live_events_total", "Local-topic events consumed", registry=registry)
         self.counted = Counter("live_views_total", "Product views counted", registry=registry)
+        self.redelivered = Counter("live_redelivered_views_total", "Views read again after a restart, already counted", registry=registry)
         # Plain counts for the API (since this process started; the tables hold the totals).
         self.events_seen = 0
         self.views_counted = 0
+        self.views_redelivered = 0
         self.app.agent(self.topic, name="count_views")(self._count_views)
 
     def _windowed_table(self, name: str) -> Any:
-        table = self.app.Table(name, default=int, partitions=self.partitions, key_type=str, value_type=int)
+        table = self.app.Table(name, default=list, partitions=self.partitions)  # values: JSON [count, last offset]
         windowed: Any = table.tumbling(self.settings.window_s, expires=self.settings.retention_s)
         return windowed.relative_to(lambda _event: self._event_time)  # typed in faust's stubs only on the class
 
@@ -151,16 +191,29 @@ class LiveCounters:
             self.events_seen += 1
             view = parse_view(event.value, self.view_types)
             if view is not None:
-                self.count(view, event.message.partition)
+                self.count(view, event.message.partition, event.message.offset)
             yield None
 
-    def count(self, view: View, partition: int) -> None:
-        """Adds one view to both tables (must run inside the agent: faust needs the event)."""
+    def count(self, view: View, partition: int, offset: int) -> None:
+        """Adds one view to both tables unless already counted (runs inside the agent: faust
+        writes the changelog to the partition of the event being processed)."""
         self._event_time = view.event_time
-        self.by_product[scoped_key(partition, view.product_id)] += 1
-        self.by_store[scoped_key(partition, view.store_id or UNKNOWN)] += 1
-        self.counted.inc()
-        self.views_counted += 1
+        added = self._add(self.by_product, scoped_key(partition, view.product_id), offset)
+        added = self._add(self.by_store, scoped_key(partition, view.store_id or UNKNOWN), offset) and added
+        if added:
+            self.counted.inc()
+            self.views_counted += 1
+        else:
+            self.redelivered.inc()
+            self.views_redelivered += 1
+
+    @staticmethod
+    def _add(table: Any, key: str, offset: int) -> bool:
+        value = add_view(table[key].value(), offset)  # value(): the window of relative_to (current() would use the Kafka timestamp)
+        if value is None:
+            return False
+        table[key] = value
+        return True
 
     # ---- read side (any coroutine of the process; a snapshot of the in-memory tables) ----
 

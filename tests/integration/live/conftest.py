@@ -235,3 +235,16 @@ def recent_start() -> float:
 def iter_windows(api: dict[str, Any]) -> Iterator[tuple[str, dict[str, int]]]:
     for w in api["windows"]:
         yield w["window_start"], w["counts"]
+
+
+def diff_windows(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> str:
+    """Where two ``windows`` lists differ: per window, the ids whose counts differ (got, want)."""
+    g = {w["window_start"]: w["counts"] for w in got}
+    w_ = {w["window_start"]: w["counts"] for w in want}
+    out = []
+    for ws in sorted(set(g) | set(w_)):
+        a, b = g.get(ws, {}), w_.get(ws, {})
+        bad = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+        if bad:
+            out.append(f"{ws}: total {sum(a.values())} vs {sum(b.values())}; {dict(list(bad.items())[:6])}")
+    return "\n".join(out) or "equal"

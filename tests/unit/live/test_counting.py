@@ -7,6 +7,7 @@ import pytest
 from live.counting import (
     UNKNOWN,
     View,
+    add_view,
     counts_by_window,
     iso,
     parse_iso,
@@ -108,3 +109,19 @@ def test_top_n_orders_by_count_then_id() -> None:
 def test_iso_round_trip() -> None:
     assert iso(T0) == "2026-11-27T10:00:00Z"
     assert parse_iso(iso(T0 + 61)) == T0 + 61
+
+
+def test_add_view_counts_each_offset_once() -> None:
+    value = add_view([], 10)
+    assert value == [1, 10]
+    value = add_view(value, 12)
+    assert value == [2, 12]
+    # Redelivered after a restart (offsets at or below the last counted one): skipped.
+    assert add_view(value, 12) is None
+    assert add_view(value, 11) is None
+    assert add_view(value, 13) == [3, 13]
+
+
+def test_counts_by_window_reads_table_values() -> None:
+    w = (float(T0), T0 + 59.9)
+    assert counts_by_window([(("0/p1", w), [4, 99]), (("1/p1", w), [1, 7])], int(T0), int(T0) + 60) == {int(T0): {"p1": 5}}
