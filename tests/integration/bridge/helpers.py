@@ -10,19 +10,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+import eventgen
 import httpx
-import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from shared.errors import BackendUnavailableError
-from shared.event import BAD_KINDS, MAX_EVENT_BYTES
-from shared.kafka import KafkaConnection, create_topics
+from shared.event import BAD_KINDS
+from shared.kafka import KafkaConnection
 
 REPO = Path(__file__).resolve().parents[3]
 ARTIFACTS = REPO / "artifacts" / "bridge"
@@ -33,10 +31,10 @@ ARTIFACTS = REPO / "artifacts" / "bridge"
 
 @dataclass
 class SourceRecord:
-    kind: str  # "good", "seed" or one of BAD_KINDS
+    kind: str  # "glamira", "seed" or one of BAD_KINDS
     key: bytes | None
     value: bytes | None
-    event_id: str | None = None  # the source _id of good records that carry one
+    event_id: str | None  # what the bridge must assign; None for bad records
 
 
 @dataclass
@@ -52,106 +50,17 @@ class Produced:
         return [r for r in self.records if r[2].kind in BAD_KINDS]
 
 
-def _glamira(i: int) -> dict[str, Any]:
-    collections = ("view_product_detail", "view_listing_page", "select_product_option", "checkout", "add_to_cart_action")
-    doc: dict[str, Any] = {
-        "_id": f"{i:024x}",
-        "time_stamp": 1_589_733_273 + i,
-        "ip": f"5.88.{i % 256}.{(i // 256) % 256}",
-        "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/83.0 Safari/537.36",
-        "resolution": "1920x1080",
-        "user_id_db": "",
-        "device_id": f"device-{i % 97}",
-        "api_version": "1.0",
-        "store_id": i % 85,
-        "local_time": f"2020-05-17 {i % 24}:34:33",
-        "show_recommendation": "false",
-        "current_url": f"https://www.glamira.de/glamira-ring-{i % 500}.html?alloy=white-585",
-        "referrer_url": "https://www.google.com/",
-        "email_address": "",
-        "collection": collections[i % len(collections)],
-        "product_id": 100_000 + i % 1000,
-        "option": [{"option_label": "alloy", "option_id": "1", "value_label": "white-585", "value_id": "2"}],
-        "pad": "x" * 300,  # ~1 KB like the real events
-    }
-    if doc["collection"] == "checkout":
-        doc["order_id"] = float(i)
-    return doc
-
-
-def _seed(i: int) -> dict[str, Any]:
-    return {
-        "product_id": str(200_000 + i % 100),
-        "device_id": f"seed-device-{i % 31}",
-        "store_id": "6",
-        "referrer_url": "",
-        "local_time": "2024-05-01T10:00:00.123456",
-        "remote_ip": "10.0.0.1",
-        "timestamp": "2024-05-01T08:00:00.123456Z",
-    }
-
-
-def _bad(kind: str, i: int) -> bytes:
-    good = _glamira(i)
-    values = {
-        "not_json": lambda: b'{"collection": "view_product_detail", "time_stamp": ',
-        "not_utf8": lambda: b'{"collection": "\xff\xfe\xfd"}',
-        "json_array": lambda: orjson.dumps([good]),
-        "missing_product_id": lambda: orjson.dumps({**good, "collection": "view_product_detail", "product_id": None}),
-        "wrong_types": lambda: orjson.dumps({**good, "store_id": {"id": 1}}),
-        "oversized": lambda: orjson.dumps({**good, "pad": "x" * (MAX_EVENT_BYTES + 10)}),
-        "empty": lambda: b"",
-    }
-    return values[kind]()
-
-
-def make_records(count: int, *, bad_every: int = 0, seed_every: int = 0) -> list[SourceRecord]:
-    """``count`` records: Glamira events, seed-shape events every ``seed_every``-th, and every
-    ``bad_every``-th one bad (cycling through BAD_KINDS; "oversized" at most twice)."""
-    out: list[SourceRecord] = []
-    bad_kinds = [k for k in BAD_KINDS]
-    oversized = 0
-    for i in range(count):
-        if bad_every and i % bad_every == bad_every - 1:
-            kind = bad_kinds[(i // bad_every) % len(bad_kinds)]
-            if kind == "oversized":
-                oversized += 1
-                if oversized > 2:
-                    kind = "not_json"
-            out.append(SourceRecord(kind, f"k{i}".encode(), _bad(kind, i)))
-        elif seed_every and i % seed_every == seed_every - 1:
-            out.append(SourceRecord("seed", None, orjson.dumps(_seed(i))))
-        else:
-            doc = _glamira(i)
-            out.append(SourceRecord("good", doc["device_id"].encode(), orjson.dumps(doc), doc["_id"]))
-    return out
-
-
-async def produce(conn: KafkaConnection, topic: str, records: Iterable[SourceRecord], *, partitions: int, rate: float = 0) -> Produced:
-    """Produces round-robin over the partitions; ``rate`` events/s when > 0 (0: as fast as possible)."""
-    producer = AIOKafkaProducer(**conn.client_kwargs(), acks="all", linger_ms=5, max_request_size=2_000_000)
-    await producer.start()
+async def produce_events(
+    conn: KafkaConnection, topic: str, count: int, *, partitions: int, bad_fraction: float = 0.02, seed: int = 7, rate: float = 0
+) -> Produced:
+    """``count`` generator events (every bad kind among them) on a new remote topic."""
+    records = list(eventgen.generate(count, seed=seed, bad_fraction=bad_fraction))
+    manifest = await eventgen.produce(records, conn, topic, rate=rate, progress=False, partitions=partitions)
     produced = Produced()
-    try:
-        started = time.monotonic()
-        pending: list[tuple[asyncio.Future[Any], SourceRecord]] = []
-        for i, record in enumerate(records):
-            fut = await producer.send(topic, value=record.value, key=record.key, partition=i % partitions)
-            pending.append((fut, record))
-            if rate and i % 50 == 49:
-                ahead = (i + 1) / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-        for fut, record in pending:
-            md = await fut
-            produced.records.append((md.partition, md.offset, record))
-    finally:
-        await producer.stop()
+    for record, entry in zip(records, manifest.records, strict=True):
+        assert record.kind == entry.kind
+        produced.records.append((entry.partition, entry.offset, SourceRecord(entry.kind, record.key, record.value, entry.event_id)))
     return produced
-
-
-async def create_source_topic(conn: KafkaConnection, topic: str, partitions: int) -> None:
-    await create_topics(conn, [topic], partitions=partitions, replication_factor=1)
 
 
 # ---------------------------------------------------------------------------------- reading

@@ -20,9 +20,7 @@ from shared.kafka import KafkaConnection
 from tests.integration.bridge.helpers import (
     BridgeNames,
     BridgeProcess,
-    create_source_topic,
-    make_records,
-    produce,
+    produce_events,
     read_topic,
     wait_caught_up,
 )
@@ -52,11 +50,11 @@ async def test_copies_valid_events_exactly_and_dead_letters_the_bad(
     remote_kafka: KafkaConnection, local_kafka: KafkaConnection, unique_name: str
 ) -> None:
     names = BridgeNames(unique_name)
-    await create_source_topic(remote_kafka, names.remote_topic, PARTITIONS)
-    produced = await produce(remote_kafka, names.remote_topic, make_records(COUNT, bad_every=10, seed_every=7), partitions=PARTITIONS)
-    assert {r.kind for _, _, r in produced.records} >= set(BAD_KINDS)
+    produced = await produce_events(remote_kafka, names.remote_topic, COUNT, partitions=PARTITIONS, bad_fraction=0.03)
+    assert {r.kind for _, _, r in produced.records} >= {*BAD_KINDS, "glamira", "seed"}
     want_good, want_bad = expected_outputs(produced, names.remote_topic)
-    assert len(want_good) + len(want_bad) == COUNT and len(want_bad) == COUNT // 10
+    assert len(want_good) + len(want_bad) == COUNT and len(want_bad) == len(produced.bad())
+    assert set(want_good) == {r.event_id for _, _, r in produced.good()}
 
     started_at = datetime.now(UTC)
     bridge = BridgeProcess(names, label="copy").start()
@@ -124,8 +122,8 @@ async def test_in_process_bridge_serves_health_ready_metrics_and_stops(
     from shared.service import create_http_app
 
     names = BridgeNames(unique_name)
-    await create_source_topic(remote_kafka, names.remote_topic, 2)
-    produced = await produce(remote_kafka, names.remote_topic, make_records(200, bad_every=20), partitions=2)
+    produced = await produce_events(remote_kafka, names.remote_topic, 300, partitions=2, bad_fraction=0.05)
+    ends = {p: max(o for pp, o, _ in produced.records if pp == p) + 1 for p in (0, 1)}
     settings = BridgeSettings(
         remote_topic=names.remote_topic,
         local_topic=names.local_topic,
@@ -156,10 +154,10 @@ async def test_in_process_bridge_serves_health_ready_metrics_and_stops(
             assert 'bridge_lag{partition="0"} 0.0' in metrics and 'bridge_lag{partition="1"} 0.0' in metrics
             assert 'bridge_transactions_total{result="committed"}' in metrics
             assert "bridge_batch_seconds_count" in metrics
-            assert "bridge_dead_lettered_total 10.0" in metrics
+            assert f"bridge_dead_lettered_total {float(len(produced.bad()))}" in metrics
             lag = (await client.get("/lag")).json()
             assert lag["total_lag"] == 0
-            assert {p: v["stored_offset"] for p, v in lag["partitions"].items()} == {"0": 100, "1": 100}
+            assert {p: v["stored_offset"] for p, v in lag["partitions"].items()} == {"0": ends[0], "1": ends[1]}
             assert all(v["owned_here"] for v in lag["partitions"].values())
         finally:
             stop.set()

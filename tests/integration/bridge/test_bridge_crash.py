@@ -21,9 +21,7 @@ from tests.integration.bridge.helpers import (
     BridgeNames,
     BridgeProcess,
     Produced,
-    create_source_topic,
-    make_records,
-    produce,
+    produce_events,
     read_topic,
     wait_caught_up,
 )
@@ -87,10 +85,7 @@ async def test_kill_9_at_random_points_loses_and_duplicates_nothing(
     rng = random.Random()
     seed = rng.randrange(1 << 30)
     rng.seed(seed)
-    await create_source_topic(remote_kafka, names.remote_topic, partitions)
-    stream = asyncio.create_task(
-        produce(remote_kafka, names.remote_topic, make_records(count, bad_every=25, seed_every=9), partitions=partitions, rate=rate)
-    )
+    stream = asyncio.create_task(produce_events(remote_kafka, names.remote_topic, count, partitions=partitions, rate=rate, seed=seed))
     bridges: list[BridgeProcess] = []
     killed = 0
     try:
@@ -129,10 +124,7 @@ async def test_two_processes_split_partitions_and_survive_kill_9_of_one(
 ) -> None:
     names = BridgeNames(unique_name)
     partitions, count, rate = 4, 8000, 500.0
-    await create_source_topic(remote_kafka, names.remote_topic, partitions)
-    stream = asyncio.create_task(
-        produce(remote_kafka, names.remote_topic, make_records(count, bad_every=30), partitions=partitions, rate=rate)
-    )
+    stream = asyncio.create_task(produce_events(remote_kafka, names.remote_topic, count, partitions=partitions, rate=rate))
     first, second = BridgeProcess(names, label="a"), BridgeProcess(names, label="b")
     try:
         first.start()
@@ -172,8 +164,7 @@ async def test_new_owner_fences_a_zombie_and_aborts_its_open_transaction(
     with a bogus event and a bogus stored offset. The bridge's take-over must fence it: the
     zombie's commit fails, nothing of it is visible, and the bridge copies exactly once."""
     names = BridgeNames(unique_name)
-    await create_source_topic(remote_kafka, names.remote_topic, 1)
-    produced = await produce(remote_kafka, names.remote_topic, make_records(500, bad_every=50), partitions=1)
+    produced = await produce_events(remote_kafka, names.remote_topic, 500, partitions=1, bad_fraction=0.02)
     settings = BridgeSettings(remote_topic=names.remote_topic, group_id=names.group_id)
     for topic, configs in ((names.local_topic, {}), (names.dlq_topic, {}), (names.offsets_topic, {"cleanup.policy": "compact"})):
         await create_topics(local_kafka, [topic], partitions=1, replication_factor=3, configs=configs)
@@ -196,7 +187,7 @@ async def test_new_owner_fences_a_zombie_and_aborts_its_open_transaction(
         bridge.stop_quietly()
         await zombie.stop()
     events, dead = await assert_exactly_once(local_kafka, names, produced)
-    assert (events, dead) == (490, 10)
+    assert (events, dead) == (len(produced.good()), len(produced.bad()))
     assert "assigned [0], resuming at {0: None}" in bridge.log_path.read_text()
 
 
@@ -206,10 +197,7 @@ async def test_sigterm_mid_stream_exits_0_within_10_s_and_restart_continues_exac
 ) -> None:
     names = BridgeNames(unique_name)
     partitions, count = 2, 4000
-    await create_source_topic(remote_kafka, names.remote_topic, partitions)
-    stream = asyncio.create_task(
-        produce(remote_kafka, names.remote_topic, make_records(count, bad_every=40), partitions=partitions, rate=800)
-    )
+    stream = asyncio.create_task(produce_events(remote_kafka, names.remote_topic, count, partitions=partitions, rate=800))
     first = BridgeProcess(names, label="term1").start()
     second = BridgeProcess(names, label="term2")
     try:
