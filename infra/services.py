@@ -30,6 +30,10 @@ class Service:
     base_port: int
     scalable: bool
 
+    @property
+    def port_env(self) -> str:
+        return f"{self.env_prefix}HTTP_PORT"
+
 
 SERVICES = {
     s.name: s
@@ -56,7 +60,7 @@ def _ready(port: int) -> bool:
 
 def proc_of(svc: Service, replica: int, extra_env: dict[str, str] | None = None) -> Proc:
     port = port_of(svc, replica)
-    env = {**load_env(), f"{svc.env_prefix}HTTP_PORT": str(port), **(extra_env or {})}
+    env = {**load_env(), svc.port_env: str(port), **(extra_env or {})}
     return Proc(
         f"svc-{svc.name}-{replica}", lambda: [sys.executable, "-m", svc.module], lambda: _ready(port), env=env, marker=f"-m {svc.module}"
     )

@@ -54,10 +54,12 @@ def run_finished(response: Any) -> bool:
 
 
 def reconciled(response: Any) -> bool:
-    """The run's own reconciliation: product views read == sum(view_count) written."""
+    """The run's own reconciliation: valid product views read == sum(view_count) written for
+    the dates the run recomputed. Anything else fails the task, loudly, without retry."""
     body = response.json()
     rec = body.get("reconciliation") or {}
-    if not rec.get("ok"):
+    views, written = rec.get("valid_views"), rec.get("view_count_written")
+    if body.get("status") != "succeeded" or views is None or views != written:
         raise AirflowFailException(f"ETL run {body.get('run_id')} does not reconcile: {json.dumps(rec)}")
     return True
 
