@@ -27,28 +27,31 @@ from shared.kafka import KafkaConnection, create_topics
 # The brokers accept record batches up to 2 MiB (message.max.bytes); oversized records are ~1.2 MB
 # and travel alone in their batch.
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
-MAX_BATCH_BYTES = 256 * 1024
-LINGER_SECONDS = 0.05  # an open batch is sent at the latest this long after the previous flush
+MAX_BATCH_BYTES = 1024 * 1024
+LINGER_SECONDS = 0.05  # an open batch is sent this long after the previous flush, once its partition is idle
 MAX_PENDING = 20_000  # records built but not yet acknowledged, held in memory
 
 
 class KeyPartitioner:
-    """The Java client's default partition for a key (murmur2), remembered per key."""
+    """The Java client's default partition for a key (murmur2), remembered per key.
+
+    ``cache`` is public so the hot loop can look a key up without a call.
+    """
 
     def __init__(self, partitions: int) -> None:
         self._all = list(range(partitions))
-        self._cache: dict[bytes, int] = {}
+        self.cache: dict[bytes | None, int] = {}
         self._round_robin = 0
 
     def __call__(self, key: bytes | None) -> int:
         if key is None:  # never the case for generated records; spread deterministically
             self._round_robin += 1
             return self._round_robin % len(self._all)
-        partition = self._cache.get(key)
+        partition = self.cache.get(key)
         if partition is None:
-            if len(self._cache) >= 1_000_000:
-                self._cache.clear()
-            partition = self._cache[key] = DefaultPartitioner()(key, self._all, self._all)
+            if len(self.cache) >= 1_000_000:
+                self.cache.clear()
+            partition = self.cache[key] = DefaultPartitioner()(key, self._all, self._all)
         return partition
 
 
@@ -100,18 +103,28 @@ async def produce(
     )
     bar = tqdm(total=total, unit="ev", file=sys.stderr, disable=not progress, mininterval=0.5, desc=f"produce {topic}")
     open_batches: dict[int, _OpenBatch] = {}
+    last_sent: dict[int, asyncio.Future[Any]] = {}  # partition → future of its latest batch
     pending: deque[tuple[GeneratedRecord, _OpenBatch, int]] = deque()  # production order
 
     async def flush(partition: int) -> None:
         batch = open_batches.pop(partition, None)
         if batch is not None:
             # waits while the partition's previous batch is still queued: back-pressure
-            batch.future = await producer.send_batch(batch.builder, topic, partition=partition)
+            batch.future = last_sent[partition] = await producer.send_batch(batch.builder, topic, partition=partition)
+
+    async def flush_idle() -> None:
+        """Sends open batches of partitions with nothing in flight; busy ones keep filling up
+        (adaptive batching: a slow broker gets bigger batches instead of a queue of small ones)."""
+        for partition in list(open_batches):
+            previous = last_sent.get(partition)
+            if previous is None or previous.done():
+                await flush(partition)
+        await asyncio.sleep(0)  # let the sender task run
 
     async def flush_all() -> None:
         for partition in list(open_batches):
             await flush(partition)
-        await asyncio.sleep(0)  # let the sender task run
+        await asyncio.sleep(0)
 
     async def settle(keep: int) -> None:
         """Files acknowledged records in production order until at most ``keep`` are pending."""
@@ -134,6 +147,7 @@ async def produce(
     try:
         known = await producer.partitions_for(topic)
         partition_of = KeyPartitioner(len(known))
+        partition_cache = partition_of.cache
         loop = asyncio.get_running_loop()
         started = last_flush = loop.time()
         for n, record in enumerate(records):
@@ -143,7 +157,9 @@ async def produce(
                     await flush_all()
                     last_flush = loop.time()
                     await asyncio.sleep(max(0.0, started + n / rate - last_flush))
-            partition = partition_of(record.key)
+            partition = partition_cache.get(record.key)
+            if partition is None:
+                partition = partition_of(record.key)
             batch = open_batches.get(partition)
             if batch is None:
                 batch = open_batches[partition] = _OpenBatch(producer.create_batch(), partition)
@@ -156,7 +172,7 @@ async def produce(
             batch.size += 1
             now = loop.time()
             if now - last_flush >= LINGER_SECONDS:
-                await flush_all()
+                await flush_idle()
                 last_flush = now
             if len(pending) >= MAX_PENDING:
                 await settle(MAX_PENDING // 2)
