@@ -6,7 +6,7 @@ Each data point is one element with ``class="point"``, ``data-label`` and ``data
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from html import escape
 
 EMPTY = '<p class="empty">no data yet</p>'
@@ -37,8 +37,17 @@ def _nice_max(value: int) -> int:
         scale *= 10
 
 
-def column_chart(chart_id: str, title: str, points: Sequence[tuple[str, int]], *, width: int = 720, height: int = 220) -> str:
-    """Vertical bars over an ordered axis (time series). ``points``: (label, value), oldest first."""
+def column_chart(
+    chart_id: str,
+    title: str,
+    points: Sequence[tuple[str, int]],
+    *,
+    tick: Callable[[str], str] = str,
+    width: int = 720,
+    height: int = 220,
+) -> str:
+    """Vertical bars over an ordered axis (time series). ``points``: (label, value), oldest first;
+    ``tick`` shortens a label for the axis (the full label stays on the point)."""
     if not points or not any(value for _, value in points):
         return f'<figure id="{_attr(chart_id)}" class="chart"><figcaption>{escape(title)}</figcaption>{EMPTY}</figure>'
     left, bottom, top = 48, 36, 10
@@ -61,7 +70,9 @@ def column_chart(chart_id: str, title: str, points: Sequence[tuple[str, int]], *
             f'width="{bar_w:.1f}" height="{h:.1f}" fill="{BAR}"><title>{escape(label)}: {value}</title></rect>'
         )
         if i % label_every == 0:
-            parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{height - 20}" text-anchor="middle" font-size="10">{escape(label[-5:])}</text>')
+            parts.append(
+                f'<text x="{x + bar_w / 2:.1f}" y="{height - 20}" text-anchor="middle" font-size="10">{escape(tick(label))}</text>'
+            )
     parts.append("</svg>")
     return f'<figure id="{_attr(chart_id)}" class="chart"><figcaption>{escape(title)}</figcaption>{"".join(parts)}</figure>'
 

@@ -47,7 +47,7 @@ def live_section(live: Mapping[str, Any]) -> str:
         f'<p class="muted">event time, {live["window_s"]}-second windows up to {escape(live["until"])}; '
         f"{live['events_seen']} events consumed, {live['views_counted']} views counted</p>",
         '<div class="grid">',
-        column_chart("live-minutes", "Views per minute", minutes),
+        column_chart("live-minutes", "Views per minute (UTC)", minutes, tick=_hhmm),
     ]
     for top in live["top"]:
         points = [(p["product_id"], p["views"]) for p in top["products"]]
@@ -87,7 +87,7 @@ def render_page(live: Mapping[str, Any], star: Mapping[str, Any], *, refresh_s: 
         "<h2>Star schema (ETL)</h2>"
         f"{star_note}"
         '<div class="grid">'
-        + column_chart("star-days", "Views per day", breakdowns["views_per_day"])
+        + column_chart("star-days", "Views per day", breakdowns["views_per_day"], tick=lambda day: day[5:])
         + bar_chart("star-countries", "Views per country", breakdowns["views_per_country"])
         + bar_chart("star-media", "Views per referrer medium", breakdowns["views_per_referrer_medium"])
         + bar_chart("star-devices", "Views per device type", breakdowns["views_per_device_type"])
