@@ -184,6 +184,7 @@ class Sink(ConsumerRebalanceListener):
                 self.consumer = AIOKafkaConsumer(
                     **kafka,
                     group_id=s.group_id,
+                    group_instance_id=s.group_instance_id,
                     client_id=f"sink-{s.group_id}",
                     isolation_level="read_committed",
                     enable_auto_commit=False,

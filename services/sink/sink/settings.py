@@ -56,6 +56,9 @@ class SinkSettings(BaseSettings):
     # Consumer.
     fetch_max_bytes: int = 52_428_800
     max_partition_fetch_bytes: int = 4_194_304
+    # Static membership (KIP-345): a stable id per instance (e.g. the container name) lets a
+    # restarted sink take its partitions back at once instead of waiting for a rebalance.
+    group_instance_id: str | None = None
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000
