@@ -39,7 +39,7 @@ def all_settings_vars() -> dict[str, EnvVar]:
 @pytest.mark.parametrize("service", sorted(SETTINGS))
 def test_every_variable_a_service_reads_is_in_env_example(service: str, env_example: dict[str, EnvEntry]) -> None:
     missing = [v.name for v in settings_env_vars(SETTINGS[service]) if v.name not in env_example]
-    assert not missing, f"{service} reads {missing}: add them to .env.example (python -m tests.unit.deploy.envspec prints them)"
+    assert not missing, f"{service} reads {missing}, not in .env.example: run .venv/bin/python -m tests.unit.deploy.envspec --sync"
 
 
 def test_every_documented_variable_is_read_by_someone(env_example: dict[str, EnvEntry], compose_text: str) -> None:
@@ -47,7 +47,7 @@ def test_every_documented_variable_is_read_by_someone(env_example: dict[str, Env
     interpolated = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", compose_text))
     referenced_in_env = {n for e in env_example.values() for n in re.findall(r"\$\{([A-Z][A-Z0-9_]*)\}", e.value)}
     unread = sorted(set(env_example) - read_by_services - interpolated - referenced_in_env)
-    assert not unread, f".env.example documents variables nobody reads: {unread}"
+    assert not unread, f".env.example documents variables nobody reads: {unread} (envspec --sync regenerates the service blocks)"
 
 
 def test_documented_defaults_are_the_services_defaults(env_example: dict[str, EnvEntry]) -> None:
@@ -66,7 +66,7 @@ def test_documented_defaults_are_the_services_defaults(env_example: dict[str, En
                 expected = format_default(default)
             if entry.value != expected:
                 wrong.append(f"# {var.name}={expected}  (documented: {entry.value!r})")
-    assert not wrong, "fix .env.example:\n" + "\n".join(wrong)
+    assert not wrong, "run .venv/bin/python -m tests.unit.deploy.envspec --sync, or fix .env.example:\n" + "\n".join(wrong)
 
 
 def compose_environment(resolved: dict[str, Any], service: str) -> dict[str, Any]:
@@ -77,11 +77,11 @@ def compose_environment(resolved: dict[str, Any], service: str) -> dict[str, Any
 def test_compose_passes_every_variable_to_its_service(service: str, resolved_compose: dict[str, Any]) -> None:
     env = compose_environment(resolved_compose, service)
     missing = [v.name for v in settings_env_vars(SETTINGS[service]) if v.name not in env]
-    assert not missing, f"docker-compose.yml does not pass {missing} to {service}"
+    assert not missing, f"docker-compose.yml does not pass {missing} to {service}: run .venv/bin/python -m tests.unit.deploy.envspec --sync"
     # and nothing another service owns: a service sees its own prefix and the shared connections
     own = {v.name for v in settings_env_vars(SETTINGS[service])} | {a for v in settings_env_vars(SETTINGS[service]) for a in v.aliases}
     strangers = sorted(set(env) - own)
-    assert not strangers, f"{service} gets variables it does not read: {strangers}"
+    assert not strangers, f"{service} gets variables it does not read: {strangers} (run: python -m tests.unit.deploy.envspec --sync)"
 
 
 def instantiate(cls: type[BaseSettings], env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> BaseSettings:
