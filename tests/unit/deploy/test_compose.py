@@ -373,3 +373,16 @@ def test_broker_entrypoint_writes_the_jaas_file(tmp_path: Path) -> None:
     assert (tmp_path / "jaas.conf").stat().st_mode & 0o077 == 0
     missing = subprocess.run(["bash", str(tmp_path / "entry.sh"), "true"], env={"PATH": "/usr/bin:/bin"}, capture_output=True)
     assert missing.returncode != 0
+
+
+def test_service_healthchecks_hit_health_on_the_services_own_port(resolved_compose: dict[str, Any]) -> None:
+    from tests.unit.deploy.envspec import load_settings, settings_env_vars
+
+    port_var = {"bridge": "BRIDGE_HTTP_PORT", "sink": "SINK_HTTP_PORT", "etl-api": "ETL_PORT", "live": "LIVE_HTTP_PORT"}
+    settings = load_settings()
+    for name, var in port_var.items():
+        default = {v.name: v.default for v in settings_env_vars(settings[name])}[var]
+        test = " ".join(services(resolved_compose)[name]["healthcheck"]["test"])
+        assert f"os.environ.get('{var}', '{default}')" in test and "/health" in test, (name, test)
+        dockerfile = (REPO / "services" / name / "Dockerfile").read_text()
+        assert f"os.environ.get('{var}', '{default}')" in dockerfile, name
