@@ -15,7 +15,7 @@ import pytest
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, NoDecode
 
-from tests.unit.deploy.conftest import COMPOSE_FILE, ENV_EXAMPLE, EnvEntry
+from tests.unit.deploy.conftest import COMPOSE_FILE, ENV_EXAMPLE, REPO, EnvEntry
 from tests.unit.deploy.envspec import SERVICES, EnvVar, format_default, load_settings, settings_env_vars
 
 SETTINGS = load_settings()
@@ -96,10 +96,27 @@ def instantiate(cls: type[BaseSettings], env: dict[str, Any], monkeypatch: pytes
     return cls()
 
 
+def image_environment(service: str) -> dict[str, str]:
+    """The ENV of the service image's final stage."""
+    import shlex
+
+    from tests.unit.deploy.test_dockerfiles import final_stage, instructions
+
+    env: dict[str, str] = {}
+    for word, args in final_stage(instructions(REPO / "services" / service / "Dockerfile")):
+        if word == "ENV":
+            env.update(item.split("=", 1) for item in shlex.split(args))  # type: ignore[misc]
+    return env
+
+
 @pytest.mark.parametrize("service", sorted(SETTINGS))
 def test_each_service_accepts_its_deployed_environment(service: str, resolved_compose: dict[str, Any], monkeypatch) -> None:
-    """The environment compose gives a container (with .env.example) validates in its settings class."""
-    settings: Any = instantiate(SETTINGS[service], compose_environment(resolved_compose, service), monkeypatch)
+    """The environment a container gets (the image's ENV, then what compose sets from .env.example)
+    validates in its settings class, and the service listens where the others can reach it."""
+    deployed = {**image_environment(service), **{k: v for k, v in compose_environment(resolved_compose, service).items() if v is not None}}
+    settings: Any = instantiate(SETTINGS[service], deployed, monkeypatch)
+    host = settings.host if service == "etl-api" else settings.http_host
+    assert host == "0.0.0.0", f"{service} would listen on {host} only: other containers could not reach it"
     if hasattr(settings, "local_kafka"):
         assert settings.local_kafka.bootstrap_servers == "kafka-1:9092,kafka-2:9092,kafka-3:9092"
         assert settings.local_kafka.security_protocol == "SASL_PLAINTEXT"
