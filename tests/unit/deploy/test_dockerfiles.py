@@ -124,6 +124,9 @@ def test_service_image_properties(service: str) -> None:
     assert "/health" in healthchecks[0] and '"python"' in healthchecks[0] and "curl" not in healthchecks[0]
     assert str(port) in healthchecks[0]
     assert ("CMD", f'["python", "-m", "{package}"]') in final
+    # the build itself proves the dependencies agree and the entry module imports
+    assert any(w == "RUN" and a.endswith("&& /opt/venv/bin/pip check") for w, a in instrs[: len(instrs) - len(final)])
+    assert ("RUN", f'python -c "import {package}.__main__"') in final
     assert ("EXPOSE", str(port)) in final
 
     copies = [a for w, a in instrs if w in ("COPY", "ADD")]
