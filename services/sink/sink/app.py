@@ -275,10 +275,10 @@ class Sink(ConsumerRebalanceListener):
                 timeout_ms = IDLE_POLL_MS
             else:
                 timeout_ms = min(IDLE_POLL_MS, max(1, int(s.max_batch_wait_ms - (now - first_at) * 1000))) if not writing else 20
-            epoch = self._epoch
+            # Whatever getmany returns belongs to the current assignment (aiokafka checks each
+            # partition's position), even across a rebalance: it must never be dropped here, as
+            # the positions have moved past it and an idle commit would skip it.
             data = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max(1, s.max_batch_events - len(self._pending)))
-            if epoch != self._epoch:
-                continue  # revoked meanwhile: what came back belongs to the new assignment's replay
             for records in data.values():
                 self._pending.extend(records)
                 self._pending_bytes += sum(len(r.value) if r.value is not None else 0 for r in records)
