@@ -63,10 +63,13 @@ def test_compose_refuses_to_start_without_the_secrets(tmp_path: Path, compose_te
 # ---------------------------------------------------------------- health and start order
 
 
-def test_every_long_running_service_has_a_healthcheck(resolved_compose: dict[str, Any]) -> None:
-    oneshot = one_shots(resolved_compose)
+@pytest.mark.parametrize("model_name", ["raw_compose", "resolved_compose"])
+def test_every_long_running_service_has_a_healthcheck(model_name: str, request: pytest.FixtureRequest) -> None:
+    """Checked on the file as PyYAML reads it and on the model the Compose CLI builds."""
+    model = request.getfixturevalue(model_name)
+    oneshot = one_shots(model)
     assert oneshot == {"kafka-init", "airflow-init"}
-    for name, svc in services(resolved_compose).items():
+    for name, svc in services(model).items():
         if name in oneshot:
             continue
         hc = svc.get("healthcheck")
@@ -97,7 +100,11 @@ def test_depends_on_waits_for_health_or_completion(resolved_compose: dict[str, A
 # ---------------------------------------------------------------- scaling
 
 
-def test_scalable_services_have_no_container_name_and_no_host_port(resolved_compose: dict[str, Any]) -> None:
+def test_scalable_services_have_no_container_name_and_no_host_port(raw_compose: dict[str, Any], resolved_compose: dict[str, Any]) -> None:
+    for name in SCALABLE:
+        raw = raw_compose["services"][name]
+        assert "container_name" not in raw and "ports" not in raw, name
+        assert str(raw["deploy"]["replicas"]).startswith("${"), f"{name}: replicas must come from the environment"
     svcs = services(resolved_compose)
     for name in SCALABLE:
         svc = svcs[name]
