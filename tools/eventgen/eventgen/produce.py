@@ -29,6 +29,7 @@ from shared.kafka import KafkaConnection, create_topics
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
 MAX_BATCH_BYTES = 1024 * 1024
 LINGER_SECONDS = 0.05  # an open batch is sent this long after the previous flush, once its partition is idle
+YIELD_EVERY = 64  # records between two turns of the event loop
 MAX_PENDING = 20_000  # records built but not yet acknowledged, held in memory
 
 
@@ -176,7 +177,10 @@ async def produce(
                 last_flush = now
             if len(pending) >= MAX_PENDING:
                 await settle(MAX_PENDING // 2)
-            elif not n % 256:
+            elif not n % YIELD_EVERY:
+                # Generating is CPU work on the event loop's thread: hand the loop to the
+                # sender and the connections regularly, or acks wait for the next flush.
+                await asyncio.sleep(0)
                 await settle(MAX_PENDING)  # only what is already acknowledged: never blocks
         await flush_all()
         await settle(0)
