@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +35,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.structs import ConsumerRecord
 
+from bridge.batching import KeyPartitioner, send_batches
 from bridge.metrics import BridgeMetrics
 from bridge.offsets import offset_key, offset_value, read_stored_offsets
 from bridge.settings import BridgeSettings
@@ -54,11 +55,18 @@ STAGE_PREFIX = "bridge."
 
 @dataclass
 class PartitionCopy:
-    """One owned remote partition: its fencing producer and the next offset to copy."""
+    """One owned remote partition: its fencing producer, the records fetched but not yet
+    copied, and the task that copies them, one transaction after the other."""
 
     tp: TopicPartition
     producer: AIOKafkaProducer
-    next_offset: int | None = None  # None until the first commit when nothing was stored
+    next_offset: int | None = None  # stored (committed); None until the first commit when nothing was stored
+    queued_next: int | None = None  # the next offset expected from the consumer
+    pending: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    stopping: bool = False
+    paused: bool = False
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -80,12 +88,11 @@ class Bridge:
         self.state = state
         self.metrics = metrics
         self._backoff = Backoff(initial=settings.backoff_initial_s, maximum=settings.backoff_max_s)
-        # Held while a batch is copied and while partitions change hands: a rebalance waits for
-        # the open transactions to end, and a batch never runs on a half-taken-over partition.
-        self._lock = asyncio.Lock()
         self._copies: dict[TopicPartition, PartitionCopy] = {}
+        self._partitioner = KeyPartitioner(settings.local_partitions)  # replaced by the topic's real count on assignment
         self._consumer: AIOKafkaConsumer | None = None
-        self._listener_error: BaseException | None = None
+        # An error of the rebalance listener or of a copy task: it ends the session.
+        self._failure: BaseException | None = None
         self._topics_ready = False
 
     # ------------------------------------------------------------------ run loop
@@ -142,7 +149,7 @@ class Bridge:
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.heartbeat_interval_ms,
         )
-        self._listener_error = None
+        self._failure = None
         await consumer.start()
         try:
             self._consumer = consumer
@@ -151,24 +158,40 @@ class Bridge:
             next_check = 0.0
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=s.poll_timeout_ms, max_records=s.max_batch_records)
-                self._raise_listener_error()
-                if batch:
-                    async with self._lock:
-                        await self._copy_batch(batch)
-                    self._backoff.reset()
+                # No await between getmany and the hand-over: the records match the assignment.
+                self._hand_over(consumer, batch)
+                self._raise_failure()
                 if time.monotonic() >= next_check:
                     await self._check_remote(consumer)
                     next_check = time.monotonic() + s.lag_interval_s
         finally:
             self._consumer = None
-            async with self._lock:
-                await self._close_copies(list(self._copies))
+            await self._close_copies(list(self._copies))
             await consumer.stop()
 
-    def _raise_listener_error(self) -> None:
-        if self._listener_error is not None:
-            exc, self._listener_error = self._listener_error, None
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            exc, self._failure = self._failure, None
             raise exc
+
+    def _hand_over(self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Queues fetched records for their partition's copy task; pauses a partition whose
+        queue is full (back-pressure: the task resumes it once it has caught up)."""
+        limit = self.settings.max_pending_records
+        for tp, fetched in batch.items():
+            copy = self._copies.get(tp)
+            if copy is None or copy.stopping or not fetched:
+                continue  # revoked: the new owner copies these from the stored offset
+            expected = copy.queued_next
+            records = fetched if expected is None or fetched[0].offset >= expected else [r for r in fetched if r.offset >= expected]
+            if not records:
+                continue
+            copy.pending.extend(records)
+            copy.queued_next = records[-1].offset + 1
+            copy.wake.set()
+            if len(copy.pending) >= limit and not copy.paused:
+                consumer.pause(tp)
+                copy.paused = True
 
     # ------------------------------------------------------------------ partitions changing hands
 
@@ -176,43 +199,47 @@ class Bridge:
         """Fences the previous owners, then seeks every assigned partition to its stored offset."""
         self.metrics.rebalances.inc()
         try:
-            async with self._lock:
-                await self._close_copies([tp for tp in self._copies if tp not in assigned])
-                new = [tp for tp in assigned if tp not in self._copies]
-                started = await asyncio.gather(*(self._start_producer(tp) for tp in new), return_exceptions=True)
-                failures = [r for r in started if isinstance(r, BaseException)]
-                for tp, result in zip(new, started, strict=True):
-                    if isinstance(result, AIOKafkaProducer):
-                        self._copies[tp] = PartitionCopy(tp, result)
-                if failures:
-                    raise failures[0]
-                # Only now, with every previous owner fenced, is the stored offset final.
-                stored = await read_stored_offsets(self.settings.local_kafka, self.settings.offsets_topic)
-                consumer = self._consumer
-                if consumer is None:
-                    return
-                for tp in assigned:
-                    position = stored.get((tp.topic, tp.partition))
-                    self._copies[tp].next_offset = position
-                    if position is not None:
-                        consumer.seek(tp, position)
-                    elif self.settings.start_from == "earliest":
-                        await consumer.seek_to_beginning(tp)
-                    else:
-                        await consumer.seek_to_end(tp)
-                log.info(
-                    "assigned %s, resuming at %s",
-                    sorted(tp.partition for tp in assigned),
-                    {tp.partition: stored.get((tp.topic, tp.partition)) for tp in assigned},
-                )
+            # aiokafka's eager protocol revoked everything already; a fresh start either way.
+            await self._close_copies(list(self._copies))
+            new = list(assigned)
+            started = await asyncio.gather(*(self._start_producer(tp) for tp in new), return_exceptions=True)
+            failures = [r for r in started if isinstance(r, BaseException)]
+            for tp, result in zip(new, started, strict=True):
+                if isinstance(result, AIOKafkaProducer):
+                    self._copies[tp] = PartitionCopy(tp, result)
+            if failures:
+                raise failures[0]
+            if self._copies:
+                some = next(iter(self._copies.values())).producer
+                self._partitioner = KeyPartitioner(len(await some.partitions_for(self.settings.local_topic)))
+            # Only now, with every previous owner fenced, is the stored offset final.
+            stored = await read_stored_offsets(self.settings.local_kafka, self.settings.offsets_topic)
+            consumer = self._consumer
+            if consumer is None:
+                return
+            for tp in assigned:
+                position = stored.get((tp.topic, tp.partition))
+                copy = self._copies[tp]
+                copy.next_offset = copy.queued_next = position
+                copy.task = asyncio.create_task(self._copy_loop(copy), name=f"copy-{tp.partition}")
+                if position is not None:
+                    consumer.seek(tp, position)
+                elif self.settings.start_from == "earliest":
+                    await consumer.seek_to_beginning(tp)
+                else:
+                    await consumer.seek_to_end(tp)
+            log.info(
+                "assigned %s, resuming at %s",
+                sorted(tp.partition for tp in assigned),
+                {tp.partition: stored.get((tp.topic, tp.partition)) for tp in assigned},
+            )
         except Exception as exc:  # aiokafka only logs listener errors: hand it to the run loop
             log.warning("taking over %s failed: %s: %s", [tp.partition for tp in assigned], type(exc).__name__, exc)
-            self._listener_error = exc
+            self._failure = exc
 
     async def release(self, revoked: Sequence[TopicPartition]) -> None:
         """Waits for the open transactions to end, then closes the revoked partitions' producers."""
-        async with self._lock:
-            await self._close_copies([tp for tp in revoked if tp in self._copies])
+        await self._close_copies([tp for tp in revoked if tp in self._copies])
 
     async def _start_producer(self, tp: TopicPartition) -> AIOKafkaProducer:
         s = self.settings
@@ -236,7 +263,13 @@ class Bridge:
         return producer
 
     async def _close_copies(self, tps: Sequence[TopicPartition]) -> None:
+        """Lets each copy task finish its open transaction, then closes the producers. Records
+        fetched but not copied are dropped: whoever owns the partition next re-reads them."""
         copies = [self._copies.pop(tp) for tp in tps if tp in self._copies]
+        for copy in copies:
+            copy.stopping = True
+            copy.wake.set()
+        await asyncio.gather(*(c.task for c in copies if c.task is not None), return_exceptions=True)
         for copy in copies:
             for gauge in (self.metrics.lag, self.metrics.stored_offset):
                 with contextlib.suppress(KeyError):
@@ -248,26 +281,30 @@ class Bridge:
 
     # ------------------------------------------------------------------ copying
 
-    async def _copy_batch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        bridged_at = datetime.now(UTC)
-        results = await asyncio.gather(
-            *(self._copy_partition(tp, records, bridged_at) for tp, records in batch.items() if records),
-            return_exceptions=True,
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+    async def _copy_loop(self, copy: PartitionCopy) -> None:
+        """Copies the partition's queued records, one transaction per batch, until stopped."""
+        limit = self.settings.max_batch_records
+        try:
+            while not copy.stopping:
+                await copy.wake.wait()
+                copy.wake.clear()
+                while copy.pending and not copy.stopping:
+                    records = copy.pending[:limit]
+                    del copy.pending[:limit]
+                    if copy.paused and len(copy.pending) < self.settings.max_pending_records // 2 and self._consumer is not None:
+                        self._consumer.resume(copy.tp)
+                        copy.paused = False
+                    await self._copy_partition(copy, records)
+                    self._backoff.reset()
+        except Exception as exc:  # ends the session: everything is closed and restarted
+            log.warning("copying partition %s failed: %s: %s", copy.tp.partition, type(exc).__name__, exc)
+            self._failure = self._failure or exc
 
-    async def _copy_partition(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], bridged_at: datetime) -> None:
-        """One transaction: the partition batch's events, dead letters and next offset, or nothing."""
-        copy = self._copies.get(tp)
-        if copy is None:
-            return  # revoked while fetched: the new owner copies these from the stored offset
-        if copy.next_offset is not None:
-            records = [r for r in records if r.offset >= copy.next_offset]  # fetched before a re-seek
-        if not records:
-            return
+    async def _copy_partition(self, copy: PartitionCopy, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """One transaction: the batch's events, dead letters and next offset, or nothing."""
         s = self.settings
+        tp = copy.tp
+        bridged_at = datetime.now(UTC)
         started = time.perf_counter()
         events: list[tuple[bytes, bytes]] = []
         dead: list[tuple[ConsumerRecord[bytes, bytes], InvalidEventError]] = []
@@ -284,7 +321,7 @@ class Bridge:
         producer = copy.producer
         try:
             async with producer.transaction():
-                futures = [await producer.send(s.local_topic, value=value, key=key) for key, value in events]
+                futures = await send_batches(producer, s.local_topic, self._partitioner, events)
                 for record, error in dead:
                     headers = dead_letter_headers(
                         source_topic=tp.topic,

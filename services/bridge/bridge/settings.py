@@ -36,10 +36,11 @@ class BridgeSettings(BaseSettings):
     replication_factor: int = 3
 
     # Batching and clients.
-    max_batch_records: int = 2000
+    max_batch_records: int = 2000  # per fetch and per transaction
+    max_pending_records: int = 8000  # fetched but not yet copied, per partition: beyond, the partition pauses
     poll_timeout_ms: int = 200
     linger_ms: int = 5
-    max_batch_bytes: int = 262_144
+    max_batch_bytes: int = 1_048_576  # one record batch per local partition and transaction, typically
     max_request_bytes: int = 2_000_000  # the local brokers take up to 2 MiB per record batch
     fetch_max_bytes: int = 52_428_800
     max_partition_fetch_bytes: int = 4_194_304

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -25,6 +26,7 @@ SHAPE_GLAMIRA = "glamira"
 SHAPE_SEED = "seed"
 
 _LOCAL_TIME = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})[ T](\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,6}))?")
+_PADDED_LOCAL_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{6})?")
 _NUMERIC = re.compile(r"[+-]?\d+(?:\.\d*)?")
 
 
@@ -34,8 +36,14 @@ def _invalid(reason: str, error_class: str, stage: str = STAGE_VALIDATE) -> Inva
 
 def format_utc(moment: datetime) -> str:
     """UTC ISO-8601 with milliseconds and ``Z``: ``2020-05-17T16:34:33.000Z``."""
-    moment = moment.astimezone(UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"  # "+00:00" → "Z"
+
+
+@lru_cache(maxsize=8)
+def _format_bridged_at(moment: datetime) -> str:
+    return format_utc(moment)  # one value per batch: formatted once, not per event
 
 
 def decode(value: bytes | None) -> dict[str, Any]:
@@ -100,6 +108,12 @@ def event_time_from_iso(raw: Any) -> str:
 
 def normalize_local_time(raw: Any) -> str:
     """``2020-06-04 9:05:11`` or ``2020-06-04T09:05:11.5`` → ``YYYY-MM-DD HH:MM:SS[.ffffff]``."""
+    if isinstance(raw, str) and _PADDED_LOCAL_TIME.fullmatch(raw):
+        try:  # the common case, already normalized: only check that it is a real time
+            datetime(int(raw[:4]), int(raw[5:7]), int(raw[8:10]), int(raw[11:13]), int(raw[14:16]), int(raw[17:19]))
+        except ValueError as exc:
+            raise _invalid(f"local_time {raw!r} is not a valid time: {exc}", "WrongType") from None
+        return raw
     match = _LOCAL_TIME.fullmatch(raw.strip()) if isinstance(raw, str) else None
     if match is None:
         raise _invalid(f"local_time {_short(raw)} is not YYYY-MM-DD HH:MM:SS", "WrongType")
@@ -178,7 +192,7 @@ def normalize(
     doc["source_topic"] = topic
     doc["source_partition"] = partition
     doc["source_offset"] = offset
-    doc["bridged_at"] = format_utc(bridged_at)
+    doc["bridged_at"] = _format_bridged_at(bridged_at)
     return doc
 
 
