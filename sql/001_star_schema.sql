@@ -93,3 +93,11 @@ ALTER TABLE fact_product_views ALTER COLUMN product_key SET NOT NULL;
 ALTER TABLE fact_product_views ALTER COLUMN country_key SET NOT NULL;
 ALTER TABLE fact_product_views ALTER COLUMN referrer_key SET NOT NULL;
 ALTER TABLE fact_product_views ALTER COLUMN device_key SET NOT NULL;
+
+-- Which event a member's attributes come from: zero-padded epoch ms ':' event_id of the latest
+-- event carrying them. An upsert overwrites attributes only with newer evidence, so a
+-- dimension's attributes are those of the latest event ever loaded, whatever the run order
+-- (an incremental run with only old-date events cannot roll a device back to an older browser).
+ALTER TABLE dim_product ADD COLUMN IF NOT EXISTS attributes_source VARCHAR(100);
+ALTER TABLE dim_country ADD COLUMN IF NOT EXISTS attributes_source VARCHAR(100);
+ALTER TABLE dim_device ADD COLUMN IF NOT EXISTS attributes_source VARCHAR(100);

@@ -318,3 +318,25 @@ def product_of_url(url: str | None) -> ProductInfo | None:
     tokens = "-" + "-".join(words) + "-"
     category = next((cat for needle, cat in _CATEGORIES if f"-{needle}-" in tokens or f"-{needle}s-" in tokens), None)
     return ProductInfo(slug, name, category)
+
+
+@functools.lru_cache(maxsize=65536)
+def classify_referrer_cached(url: str | None, internal_domains: tuple[str, ...] = ("glamira",)) -> ReferrerInfo:
+    return classify_referrer(url, internal_domains)
+
+
+@functools.lru_cache(maxsize=65536)
+def page_attributes(url: str | None) -> tuple[str | None, str | None, str | None, str | None, str | None, str | None, str | None]:
+    """(site_domain, country_code, country_name, region, product_slug, product_name, category) of a page URL."""
+    site = site_of_url(url or None)
+    country = country_of_site(site) if site else None
+    product = product_of_url(url or None)
+    return (
+        site,
+        country.code if country else None,
+        country.name if country else None,
+        country.region if country else None,
+        product.slug if product else None,
+        product.name if product else None,
+        product.category if product else None,
+    )

@@ -38,7 +38,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.storagelevel import StorageLevel
 
 from etl_api import extract, transform
-from etl_api.load import DIMENSIONS, FACT_STAGE_COLUMNS, LoadInput, load_star
+from etl_api.load import DIMENSIONS, FACT_STAGE_COLUMNS, LoadInput, load_star, stage_columns
 from etl_api.schema import quote_ident
 from etl_api.settings import EtlSettings
 from etl_api.spark import build_spark_session
@@ -236,7 +236,7 @@ class Job:
             "skipped": dict(sorted(skips.items())),
             "skipped_total": sum(skips.values()),
         }
-        spec_cols = {d.table: [d.natural, *d.attrs, "created_date"] for d in DIMENSIONS}
+        spec_cols = {d.table: stage_columns(d) for d in DIMENSIONS}
         fact_cols = [c for c, _ in FACT_STAGE_COLUMNS]
         size = s.load_batch_rows
 

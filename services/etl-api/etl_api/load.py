@@ -45,27 +45,16 @@ class DimSpec:
     natural: str
     attrs: tuple[str, ...]
     types: tuple[str, ...]  # SQL types of (natural, *attrs, created_date)
+    sourced: bool  # has attributes_source: attributes overwritten only by newer evidence
 
 
 DIMENSIONS = (
+    DimSpec("dim_product", "product_key", "product_id", ("product_name", "product_slug", "category"), ("text",) * 4 + ("date",), True),
     DimSpec(
-        "dim_product", "product_key", "product_id", ("product_name", "product_slug", "category"), ("text", "text", "text", "text", "date")
+        "dim_country", "country_key", "store_id", ("site_domain", "country_code", "country_name", "region"), ("text",) * 5 + ("date",), True
     ),
-    DimSpec(
-        "dim_country",
-        "country_key",
-        "store_id",
-        ("site_domain", "country_code", "country_name", "region"),
-        ("text", "text", "text", "text", "text", "date"),
-    ),
-    DimSpec("dim_referrer", "referrer_key", "referrer_url", ("referrer_domain", "referrer_type"), ("text", "text", "text", "date")),
-    DimSpec(
-        "dim_device",
-        "device_key",
-        "device_id",
-        ("device_type", "browser_info", "browser", "os"),
-        ("text", "text", "text", "text", "text", "date"),
-    ),
+    DimSpec("dim_referrer", "referrer_key", "referrer_url", ("referrer_domain", "referrer_type"), ("text",) * 3 + ("date",), False),
+    DimSpec("dim_device", "device_key", "device_id", ("device_type", "browser_info", "browser", "os"), ("text",) * 5 + ("date",), True),
 )
 DIM_BY_TABLE = {d.table: d for d in DIMENSIONS}
 
@@ -88,16 +77,27 @@ class ReconciliationError(RuntimeError):
     """What was written does not add up to what was read: the transaction is rolled back."""
 
 
-def _stage_columns(spec: DimSpec) -> list[str]:
-    return [spec.natural, *spec.attrs, "created_date"]
+def stage_columns(spec: DimSpec) -> list[str]:
+    return [spec.natural, *spec.attrs, *(["attributes_source"] if spec.sourced else []), "created_date"]
+
+
+def _stage_types(spec: DimSpec) -> list[str]:
+    return [*spec.types[:-1], *(["text"] if spec.sourced else []), spec.types[-1]]
 
 
 def upsert_sql(spec: DimSpec) -> str:
     t, k, n = spec.table, spec.key, spec.natural
-    cols = _stage_columns(spec)
-    new_attrs = ", ".join(f"coalesce(EXCLUDED.{a}, d.{a})" for a in spec.attrs)
-    old_attrs = ", ".join(f"d.{a}" for a in spec.attrs)
-    sets = ", ".join(f"{a} = coalesce(EXCLUDED.{a}, d.{a})" for a in spec.attrs)
+    cols = stage_columns(spec)
+    if spec.sourced:
+        newer = "EXCLUDED.attributes_source > coalesce(d.attributes_source, '')"
+        new = {a: f"CASE WHEN {newer} THEN coalesce(EXCLUDED.{a}, d.{a}) ELSE d.{a} END" for a in spec.attrs}
+        new["attributes_source"] = "greatest(d.attributes_source, EXCLUDED.attributes_source)"
+    else:
+        new = {a: f"coalesce(EXCLUDED.{a}, d.{a})" for a in spec.attrs}
+    new["created_date"] = "least(d.created_date, EXCLUDED.created_date)"
+    sets = ", ".join(f"{a} = {expr}" for a, expr in new.items())
+    old_values = ", ".join(f"d.{a}" for a in new)
+    new_values = ", ".join(new.values())
     return f"""
         INSERT INTO {t} AS d ({k}, {", ".join(cols)})
         SELECT coalesce(e.{k}, m.max_key + row_number() OVER (PARTITION BY e.{k} IS NULL ORDER BY s.{n})),
@@ -106,8 +106,8 @@ def upsert_sql(spec: DimSpec) -> str:
         LEFT JOIN {t} e ON e.{n} = s.{n}
         CROSS JOIN (SELECT coalesce(max({k}), 0) AS max_key FROM {t}) m
         ORDER BY 1
-        ON CONFLICT ({n}) DO UPDATE SET {sets}, created_date = least(d.created_date, EXCLUDED.created_date)
-        WHERE ({old_attrs}, d.created_date) IS DISTINCT FROM ({new_attrs}, least(d.created_date, EXCLUDED.created_date))
+        ON CONFLICT ({n}) DO UPDATE SET {sets}
+        WHERE ({old_values}) IS DISTINCT FROM ({new_values})
         RETURNING (xmax = 0) AS inserted
     """
 
@@ -173,8 +173,8 @@ async def load_star(conn: asyncpg.Connection, schema: str, data: LoadInput) -> d
         await conn.execute(f"SET LOCAL search_path TO {quote_ident(schema)}")
         await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_id("load", schema))
         for spec in DIMENSIONS:
-            cols = _stage_columns(spec)
-            defs = ", ".join(f"{c} {t}" for c, t in zip(cols, spec.types, strict=True))
+            cols = stage_columns(spec)
+            defs = ", ".join(f"{c} {t}" for c, t in zip(cols, _stage_types(spec), strict=True))
             await conn.execute(f"CREATE TEMP TABLE stg_{spec.table} ({defs}) ON COMMIT DROP")
             staged = 0
             async for chunk in data.dims[spec.table]:

@@ -123,9 +123,9 @@ def _device_udf() -> UserDefinedFunctionLike:
 
 def _referrer_udf(internal_domains: tuple[str, ...]) -> UserDefinedFunctionLike:
     def classify(url: str) -> tuple[str | None, str]:
-        from etl_api.enrich import classify_referrer
+        from etl_api.enrich import classify_referrer_cached
 
-        info = classify_referrer(url or None, internal_domains)
+        info = classify_referrer_cached(url or None, internal_domains)
         return (info.domain, info.medium)
 
     return F.udf(classify, _REFERRER_SCHEMA)
@@ -133,20 +133,9 @@ def _referrer_udf(internal_domains: tuple[str, ...]) -> UserDefinedFunctionLike:
 
 def _page_udf() -> UserDefinedFunctionLike:
     def page(url: str) -> tuple[str | None, ...]:
-        from etl_api.enrich import country_of_site, product_of_url, site_of_url
+        from etl_api.enrich import page_attributes
 
-        site = site_of_url(url or None)
-        country = country_of_site(site) if site else None
-        product = product_of_url(url or None)
-        return (
-            site,
-            country.code if country else None,
-            country.name if country else None,
-            country.region if country else None,
-            product.slug if product else None,
-            product.name if product else None,
-            product.category if product else None,
-        )
+        return page_attributes(url)
 
     return F.udf(page, _PAGE_SCHEMA)
 
@@ -161,19 +150,23 @@ def _code_country_udf() -> UserDefinedFunctionLike:
     return F.udf(by_code, _COUNTRY_SCHEMA)
 
 
-def _lookup(events: DataFrame, column: str, udf: UserDefinedFunctionLike, fields: Iterable[str]) -> DataFrame:
-    """Join the UDF's struct for each distinct value of ``column`` (NULL looked up as '')."""
-    key = f"_{column}_key"
-    distinct = events.select(F.coalesce(F.col(column), F.lit("")).alias(key)).distinct()
-    table = distinct.select(F.col(key), udf(F.col(key)).alias("_info")).select(key, *[F.col(f"_info.{f}").alias(f) for f in fields])
-    return events.withColumn(key, F.coalesce(F.col(column), F.lit(""))).join(table, on=key, how="left").drop(key)
-
-
 def enrich_events(events: DataFrame, internal_domains: tuple[str, ...] = ("glamira",)) -> DataFrame:
-    """Add device (type, browser, OS, bot flag), referrer (domain, medium), page (site, country, product) columns."""
-    out = _lookup(events, "user_agent", _device_udf(), _DEVICE_SCHEMA.fieldNames())
-    out = _lookup(out, "referrer_url", _referrer_udf(tuple(internal_domains)), _REFERRER_SCHEMA.fieldNames())
-    return _lookup(out, "current_url", _page_udf(), _PAGE_SCHEMA.fieldNames())
+    """Add device (type, browser, OS, bot flag), referrer (domain, medium), page (site, country, product) columns.
+
+    One Python evaluation per row for the three lookups (Spark batches them into one Python
+    stage, no shuffle); the lookups are memoized per worker, and real data repeats a few thousand
+    user agents, referrers and product URLs millions of times.
+    """
+    device = _device_udf()(F.coalesce(F.col("user_agent"), F.lit("")))
+    referrer = _referrer_udf(tuple(internal_domains))(F.coalesce(F.col("referrer_url"), F.lit("")))
+    page = _page_udf()(F.coalesce(F.col("current_url"), F.lit("")))
+    with_structs = events.select("*", device.alias("_device"), referrer.alias("_referrer"), page.alias("_page"))
+    return with_structs.select(
+        *events.columns,
+        *[F.col(f"_device.{f}").alias(f) for f in _DEVICE_SCHEMA.fieldNames()],
+        *[F.col(f"_referrer.{f}").alias(f) for f in _REFERRER_SCHEMA.fieldNames()],
+        *[F.col(f"_page.{f}").alias(f) for f in _PAGE_SCHEMA.fieldNames()],
+    )
 
 
 def classify_events(events: DataFrame, product_view_types: Iterable[str], exclude_bots: bool = True) -> DataFrame:
@@ -192,13 +185,20 @@ def valid_views(events: DataFrame) -> DataFrame:
     return events.where(F.col("skip_reason").isNull())
 
 
+def _source(latest: str) -> Column:
+    """``attributes_source`` of a ``_latest`` struct: "<epoch ms, 15 digits>:<event_id>" (sorts by time)."""
+    return F.concat(F.lpad(F.col(f"{latest}.ts_ms").cast("string"), 15, "0"), F.lit(":"), F.col(f"{latest}.event_id")).alias(
+        "attributes_source"
+    )
+
+
 def _latest(condition: Column, *fields: str) -> Column:
     """max over struct(ts_ms, event_id, fields…) of the rows meeting ``condition``: the latest event's values."""
     return F.max(F.when(condition, F.struct(F.col("ts_ms"), F.col("event_id"), *[F.col(f) for f in fields])))
 
 
 def build_dim_product(views: DataFrame) -> DataFrame:
-    """product_id, product_name, product_slug, category, created_date (first view date)."""
+    """product_id, product_name, product_slug, category, attributes_source, created_date (first view date)."""
     agg = views.groupBy("product_id").agg(
         F.min("event_date").alias("created_date"),
         _latest(F.col("product_name").isNotNull(), "product_name", "product_slug", "category").alias("_p"),
@@ -208,12 +208,13 @@ def build_dim_product(views: DataFrame) -> DataFrame:
         F.col("_p.product_name").alias("product_name"),
         F.col("_p.product_slug").alias("product_slug"),
         F.col("_p.category").alias("category"),
+        _source("_p"),
         "created_date",
     )
 
 
 def build_dim_country(views: DataFrame) -> DataFrame:
-    """store_id, site_domain, country_code, country_name, region, created_date.
+    """store_id, site_domain, country_code, country_name, region, attributes_source, created_date.
 
     The store's country is its site's (latest event with a page URL); a store seen without any
     page URL whose id is an ISO country code (the seed's "US") gets that country.
@@ -231,6 +232,7 @@ def build_dim_country(views: DataFrame) -> DataFrame:
         F.when(no_site, by_code.getField("country_code")).otherwise(F.col("_s.country_code")).alias("country_code"),
         F.when(no_site, by_code.getField("country_name")).otherwise(F.col("_s.country_name")).alias("country_name"),
         F.when(no_site, by_code.getField("region")).otherwise(F.col("_s.region")).alias("region"),
+        _source("_s"),
         "created_date",
     )
 
@@ -249,7 +251,7 @@ def build_dim_referrer(views: DataFrame) -> DataFrame:
 
 
 def build_dim_device(views: DataFrame) -> DataFrame:
-    """device_id, device_type, browser_info, browser, os, created_date (from the latest event with a user agent)."""
+    """device_id, device_type, browser_info, browser, os, attributes_source, created_date (latest event with a user agent)."""
     agg = (
         views.where(F.col("device_id").isNotNull())
         .groupBy("device_id")
@@ -264,6 +266,7 @@ def build_dim_device(views: DataFrame) -> DataFrame:
         F.col("_d.browser_info").alias("browser_info"),
         F.col("_d.browser").alias("browser"),
         F.col("_d.os").alias("os"),
+        _source("_d"),
         "created_date",
     )
 
