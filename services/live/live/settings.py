@@ -35,6 +35,9 @@ class LiveSettings(BaseSettings):
     retention_s: int = 2 * 3600
     # Seconds between offset commits (faust ``broker_commit_interval``).
     commit_interval_s: float = 1.0
+    # Changelog producer batching: one produce request per this many seconds per broker instead
+    # of one per table update (two per view).
+    producer_linger_s: float = 0.02
     # A killed worker's partitions move to another after this long without heartbeats.
     session_timeout_s: float = 10.0
     # Where faust keeps local state (tables live in memory; recovered from the changelog).

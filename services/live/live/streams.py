@@ -163,6 +163,7 @@ class LiveCounters:
             autodiscover=False,
             table_cleanup_interval=30.0,
             producer_acks=-1,
+            producer_linger=settings.producer_linger_s,
         )
         self.topic = self.app.topic(settings.local_topic, key_serializer="raw", value_serializer="raw")
         # The window timestamp of the event being counted: set by the agent right before the
