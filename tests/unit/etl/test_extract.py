@@ -1,0 +1,94 @@
+"""Read planning (equality filters only), document flattening and the client-side window."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from etl_api.extract import (
+    RAW_FIELDS,
+    ReadTask,
+    document_to_row,
+    hours_between,
+    keep_document,
+    parse_utc,
+    plan_all_tasks,
+    plan_date_tasks,
+    plan_window_tasks,
+)
+
+
+def test_hours_between_covers_both_ends() -> None:
+    low = datetime(2026, 11, 27, 22, 59, 59, tzinfo=UTC)
+    high = datetime(2026, 11, 28, 1, 0, 0, tzinfo=UTC)
+    assert hours_between(low, high) == ["2026-11-27T22", "2026-11-27T23", "2026-11-28T00", "2026-11-28T01"]
+
+
+def test_window_tasks_are_equality_filters_per_hour_part_and_type() -> None:
+    low = datetime(2026, 11, 27, 10, 30, tzinfo=UTC)
+    high = datetime(2026, 11, 27, 11, 5, tzinfo=UTC)
+    tasks = plan_window_tasks(low, high, ("view_product_detail",))
+    assert len(tasks) == 2 * 16
+    assert tasks[0] == ReadTask(
+        {"ingest_hour": "2026-11-27T10", "part": 0, "collection": "view_product_detail"}, low.isoformat(), high.isoformat()
+    )
+    assert {t.filter["part"] for t in tasks} == set(range(16))
+    # every filter value is a plain scalar: equality only
+    assert all(isinstance(v, str | int) for t in tasks for v in t.filter.values())
+
+
+def test_part_slices_when_fewer_read_parts() -> None:
+    high = datetime(2026, 11, 27, 11, tzinfo=UTC)
+    tasks = plan_date_tasks([date(2020, 6, 2), date(2020, 6, 1), date(2020, 6, 1)], high, ("a", "b"), read_parts=4)
+    assert len(tasks) == 2 * 2 * 4
+    assert tasks[0] == ReadTask({"event_date": "2020-06-01", "collection": "a"}, None, high.isoformat(), (0, 1, 2, 3))
+    assert plan_all_tasks(high, ("a",), read_parts=1) == [ReadTask({"collection": "a"}, None, high.isoformat(), ())]
+
+
+def test_document_to_row_flattens_messy_values() -> None:
+    doc = {
+        "_id": "5ed8cb2bc671fc36b74653ad",
+        "collection": "view_product_detail",
+        "product_id": 110474.0,
+        "store_id": 12,
+        "device_id": "d-1",
+        "user_agent": "UA",
+        "referrer_url": "",
+        "current_url": {"weird": True},
+        "time_stamp": 1589733273,
+        "option": [{"option_label": "alloy"}],
+        "email_address": "someone@example.org",
+        "local_time": "2020-06-04 9:05:11",
+        "event_date": "2020-06-04",
+        "ingested_at": "2026-11-27T20:00:00.000Z",
+    }
+    row = dict(zip(RAW_FIELDS, document_to_row(doc), strict=True))
+    assert row == {
+        "event_id": "5ed8cb2bc671fc36b74653ad",
+        "collection": "view_product_detail",
+        "product_id": "110474",
+        "store_id": "12",
+        "device_id": "d-1",
+        "user_agent": "UA",
+        "referrer_url": "",
+        "current_url": '{"weird": true}',
+        "event_time": None,
+        "time_stamp": "1589733273",
+        "timestamp": None,
+        "local_time": "2020-06-04 9:05:11",
+        "event_date": "2020-06-04",
+        "ingested_at": "2026-11-27T20:00:00.000Z",
+    }
+    assert "email_address" not in RAW_FIELDS and "ip" not in RAW_FIELDS
+
+
+def test_keep_document_window_is_exclusive_low_inclusive_high() -> None:
+    after, until = parse_utc("2026-11-27T20:00:00.000Z"), parse_utc("2026-11-27T21:00:00+00:00")
+    task = ReadTask({}, after.isoformat(), until.isoformat(), (1,))
+    base = {"part": 1}
+    assert not keep_document({**base, "ingested_at": "2026-11-27T20:00:00.000Z"}, task, after, until)
+    assert keep_document({**base, "ingested_at": "2026-11-27T20:00:00.001Z"}, task, after, until)
+    assert keep_document({**base, "ingested_at": "2026-11-27T21:00:00.000Z"}, task, after, until)
+    assert not keep_document({**base, "ingested_at": "2026-11-27T21:00:00.001Z"}, task, after, until)
+    assert not keep_document({"part": 2, "ingested_at": "2026-11-27T20:30:00.000Z"}, task, after, until)
+    assert not keep_document({**base}, task, after, until)  # never stamped by the sink
+    assert not keep_document({**base, "ingested_at": "yesterday"}, task, after, until)
