@@ -35,6 +35,10 @@ class LiveSettings(BaseSettings):
     retention_s: int = 2 * 3600
     # Seconds between offset commits (faust ``broker_commit_interval``).
     commit_interval_s: float = 1.0
+    # The agent counts in batches of at most batch_max events, or what arrived within batch_within_s:
+    # one changelog record per (key, window) per batch instead of one per view and table.
+    batch_max: int = 2000
+    batch_within_s: float = 0.25
     # Changelog producer batching: one produce request per this many seconds per broker instead
     # of one per table update (two per view).
     producer_linger_s: float = 0.02

@@ -36,7 +36,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import aiokafka
 import faust
@@ -166,9 +166,6 @@ class LiveCounters:
             producer_linger=settings.producer_linger_s,
         )
         self.topic = self.app.topic(settings.local_topic, key_serializer="raw", value_serializer="raw")
-        # The window timestamp of the event being counted: set by the agent right before the
-        # table updates, read by faust through ``relative_to`` (the agent runs with concurrency 1).
-        self._event_time = 0.0
         self.by_product = self._windowed_table(PRODUCT_TABLE)
         self.by_store = self._windowed_table(STORE_TABLE)
         registry = registry or CollectorRegistry()
@@ -182,47 +179,69 @@ class LiveCounters:
         self.app.agent(self.topic, name="count_views")(self._count_views)
 
     def _windowed_table(self, name: str) -> Any:
-        table = self.app.Table(name, default=list, partitions=self.partitions)  # values: JSON [count, last offset]
-        windowed: Any = table.tumbling(self.settings.window_s, expires=self.settings.retention_s)
-        return windowed.relative_to(lambda _event: self._event_time)  # typed in faust's stubs only on the class
+        """A tumbling-window table; values are JSON ``[count, last offset]``."""
+        table = self.app.Table(name, default=list, partitions=self.partitions)
+        return table.tumbling(self.settings.window_s, expires=self.settings.retention_s).table
 
     async def _count_views(self, stream: faust.StreamT) -> AsyncIterator[None]:
-        async for event in stream.events():
-            self.seen.inc()
-            self.events_seen += 1
-            view = parse_view(event.value, self.view_types)
-            if view is not None:
-                self.count(view, event.message.partition, event.message.offset)
+        # take_events acks a batch's events only after this body has counted them (and queued
+        # their changelog records), so the offsets a commit covers are always in the changelog.
+        take_events = cast(faust.Stream, stream).take_events  # on the Stream class, not on StreamT
+        async for events in take_events(self.settings.batch_max, within=self.settings.batch_within_s):
+            views = []
+            for event in events:
+                view = parse_view(event.value, self.view_types)
+                if view is not None:
+                    views.append((view, event.message.partition, event.message.offset))
+            self.seen.inc(len(events))
+            self.events_seen += len(events)
+            self.count(views)
             yield None
 
-    def count(self, view: View, partition: int, offset: int) -> None:
-        """Adds one view to both tables unless already counted (runs inside the agent: faust
-        writes the changelog to the partition of the event being processed)."""
-        self._event_time = view.event_time
-        added = self._add(self.by_product, scoped_key(partition, view.product_id), offset)
-        added = self._add(self.by_store, scoped_key(partition, view.store_id or UNKNOWN), offset) and added
-        if added:
-            self.counted.inc()
-            self.views_counted += 1
-        else:
-            self.redelivered.inc()
-            self.views_redelivered += 1
+    def count(self, views: list[tuple[View, int, int]]) -> None:
+        """Adds a batch of (view, partition, offset) to both tables, skipping views already counted.
+
+        One changelog record per (key, window) the batch touched, not one per view: the table
+        value after the batch, written to the key's own partition (faust's windowed-table API
+        takes the partition from "the current event", which a batch does not have).
+        """
+        products: dict[Any, tuple[int, list[int]]] = {}
+        stores: dict[Any, tuple[int, list[int]]] = {}
+        for view, partition, offset in views:
+            added = self._stage(self.by_product, products, scoped_key(partition, view.product_id), view.event_time, partition, offset)
+            added = (
+                self._stage(self.by_store, stores, scoped_key(partition, view.store_id or UNKNOWN), view.event_time, partition, offset)
+                and added
+            )
+            if added:
+                self.views_counted += 1
+                self.counted.inc()
+            else:
+                self.views_redelivered += 1
+                self.redelivered.inc()
+        for table, staged in ((self.by_product, products), (self.by_store, stores)):
+            for window_key, (partition, value) in staged.items():
+                table.data[window_key] = value
+                table.send_changelog(partition, window_key, value)
+                table._maybe_set_key_ttl(window_key, partition)  # what Table.on_key_set does: expiry bookkeeping
 
     @staticmethod
-    def _add(table: Any, key: str, offset: int) -> bool:
-        value = add_view(table[key].value(), offset)  # value(): the window of relative_to (current() would use the Kafka timestamp)
+    def _stage(table: Any, staged: dict[Any, tuple[int, list[int]]], key: str, event_time: float, partition: int, offset: int) -> bool:
+        window_key = (key, table.window.current(event_time))  # faust's windowed key: (key, (start, end))
+        current = staged[window_key][1] if window_key in staged else table.data.get(window_key)
+        value = add_view(current, offset)
         if value is None:
             return False
-        table[key] = value
+        staged[window_key] = (partition, value)
         return True
 
     # ---- read side (any coroutine of the process; a snapshot of the in-memory tables) ----
 
     def product_entries(self) -> Iterator[WindowEntry]:
-        return iter(list(self.by_product.table.data.items()))
+        return iter(list(self.by_product.data.items()))
 
     def store_entries(self) -> Iterator[WindowEntry]:
-        return iter(list(self.by_store.table.data.items()))
+        return iter(list(self.by_store.data.items()))
 
     @property
     def ready(self) -> bool:
