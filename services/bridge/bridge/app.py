@@ -201,38 +201,37 @@ class Bridge:
         try:
             # aiokafka's eager protocol revoked everything already; a fresh start either way.
             await self._close_copies(list(self._copies))
-            new = list(assigned)
-            started = await asyncio.gather(*(self._start_producer(tp) for tp in new), return_exceptions=True)
+            started = await asyncio.gather(*(self._start_producer(tp) for tp in assigned), return_exceptions=True)
+            copies = {tp: PartitionCopy(tp, p) for tp, p in zip(assigned, started, strict=True) if isinstance(p, AIOKafkaProducer)}
             failures = [r for r in started if isinstance(r, BaseException)]
-            for tp, result in zip(new, started, strict=True):
-                if isinstance(result, AIOKafkaProducer):
-                    self._copies[tp] = PartitionCopy(tp, result)
             if failures:
+                await asyncio.gather(*(c.producer.stop() for c in copies.values()), return_exceptions=True)
                 raise failures[0]
-            if self._copies:
-                some = next(iter(self._copies.values())).producer
+            if copies:
+                some = next(iter(copies.values())).producer
                 self._partitioner = KeyPartitioner(len(await some.partitions_for(self.settings.local_topic)))
             # Only now, with every previous owner fenced, is the stored offset final.
             stored = await read_stored_offsets(self.settings.local_kafka, self.settings.offsets_topic)
             consumer = self._consumer
             if consumer is None:
+                await asyncio.gather(*(c.producer.stop() for c in copies.values()), return_exceptions=True)
                 return
-            for tp in assigned:
-                position = stored.get((tp.topic, tp.partition))
-                copy = self._copies[tp]
+            resume = {tp.partition: stored.get((tp.topic, tp.partition)) for tp in assigned}  # None: never copied
+            unstored = [tp for tp in copies if (tp.topic, tp.partition) not in stored]
+            if unstored:  # where to start a partition never copied before
+                first = self.settings.start_from == "earliest"
+                starts = await (consumer.beginning_offsets(unstored) if first else consumer.end_offsets(unstored))
+                stored.update({(tp.topic, tp.partition): starts[tp] for tp in unstored})
+            # From here to the end no await: the fetcher runs during this listener, and a
+            # record returned between a seek and the copy's registration would be lost. Records
+            # returned before the seeks were dropped (no copy yet); the seeks re-read them.
+            for tp, copy in copies.items():
+                position = stored[(tp.topic, tp.partition)]
                 copy.next_offset = copy.queued_next = position
+                consumer.seek(tp, position)
                 copy.task = asyncio.create_task(self._copy_loop(copy), name=f"copy-{tp.partition}")
-                if position is not None:
-                    consumer.seek(tp, position)
-                elif self.settings.start_from == "earliest":
-                    await consumer.seek_to_beginning(tp)
-                else:
-                    await consumer.seek_to_end(tp)
-            log.info(
-                "assigned %s, resuming at %s",
-                sorted(tp.partition for tp in assigned),
-                {tp.partition: stored.get((tp.topic, tp.partition)) for tp in assigned},
-            )
+            self._copies.update(copies)
+            log.info("assigned %s, resuming at %s", sorted(resume), resume)
         except Exception as exc:  # aiokafka only logs listener errors: hand it to the run loop
             log.warning("taking over %s failed: %s: %s", [tp.partition for tp in assigned], type(exc).__name__, exc)
             self._failure = exc

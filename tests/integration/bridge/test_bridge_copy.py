@@ -145,13 +145,14 @@ async def test_in_process_bridge_serves_health_ready_metrics_and_stops(
         try:
             assert (await client.get("/health")).json() == {"status": "ok", "service": "bridge"}
             await wait_caught_up(local_kafka, names.offsets_topic, produced, names.remote_topic, timeout_s=45)
-            for _ in range(50):
-                if (await client.get("/ready")).status_code == 200 and "bridge_lag{" in (await client.get("/metrics")).text:
+            caught_up = ('bridge_lag{partition="0"} 0.0', 'bridge_lag{partition="1"} 0.0')
+            for _ in range(50):  # the gauges follow within lag_interval_s
+                metrics = (await client.get("/metrics")).text
+                if (await client.get("/ready")).status_code == 200 and all(g in metrics for g in caught_up):
                     break
                 await asyncio.sleep(0.2)
             assert (await client.get("/ready")).json() == {"ready": True}
-            metrics = (await client.get("/metrics")).text
-            assert 'bridge_lag{partition="0"} 0.0' in metrics and 'bridge_lag{partition="1"} 0.0' in metrics
+            assert all(g in metrics for g in caught_up), metrics
             assert 'bridge_transactions_total{result="committed"}' in metrics
             assert "bridge_batch_seconds_count" in metrics
             assert f"bridge_dead_lettered_total {float(len(produced.bad()))}" in metrics
