@@ -1,0 +1,425 @@
+"""Benchmark: the sink vs MongoDB's official Kafka sink connector vs the insert_many ceiling.
+
+Not a test: run by hand against the running local stack (``python -m infra.stack up``)::
+
+    .venv/bin/python bench/sink_vs_connector.py                 # 1,000,000 events
+    .venv/bin/python bench/sink_vs_connector.py --events 200000 --connector-tasks 1
+
+Same events, same FerretDB, same run:
+
+(c) ceiling: the sink's own documents, built beforehand, inserted with ``insert_many`` (unordered,
+    batches of ``--batch``) straight from memory: no Kafka, no decoding;
+(a) the sink: ``python -m sink`` (default settings) from process start until its group's
+    committed offsets reach the topic's end offsets;
+(b) the connector: ``org.mongodb.kafka:mongo-kafka-connect`` (resolved from Maven Central by
+    bench/sink_connector_pom.xml into .cache/connect-plugins/) on Kafka Connect standalone
+    (connect-runtime 3.9.1 from .cache/kafka-3.9.1/libs), from process start until the
+    ``connect-<name>`` group's committed offsets reach the end offsets. Its idempotent setup:
+    ``_id`` from ``event_id`` (ReplaceField SMT + ProvidedInValueStrategy) and its default write
+    model, a replace-one upsert per record; ``read_committed`` like the sink.
+
+The events are produced once, idempotently (no transactions, so end offsets are reachable by
+both consumers' commits). Prints events/s, the ratios and the sink's peak RSS (VmHWM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "services" / "sink")]
+
+import orjson  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
+from pymongo import AsyncMongoClient  # noqa: E402
+from sink.documents import IngestStamp, document_of  # noqa: E402
+
+from shared.kafka import KafkaConnection, create_topics  # noqa: E402
+
+KAFKA_LIBS = REPO / ".cache" / "kafka-3.9.1" / "libs"
+PLUGINS = REPO / ".cache" / "connect-plugins"
+POM = REPO / "bench" / "sink_connector_pom.xml"
+DATABASE = "bench_sink"
+
+
+def load_stack_env() -> None:
+    env_file = Path(os.environ.get("STACK_HOME", REPO / ".stack")) / "stack.env"
+    for line in env_file.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            os.environ.setdefault(k, v)
+
+
+def make_values(count: int, *, clean_keys: bool, seed: int = 7) -> list[bytes]:
+    """The integration tests' contract-shaped events. ``clean_keys`` drops the field names only
+    the sink can store (``utm.source``, ``$meta``): the connector's task dies on the first one
+    (``IllegalArgumentException: Invalid BSON field name $meta``), so a comparison needs them out."""
+    from tests.integration.sink.helpers import make_events
+
+    events = make_events(count, seed=seed)
+    if clean_keys:
+        for e in events:
+            e.pop("utm.source", None)
+            e.pop("$meta", None)
+    return [orjson.dumps(e) for e in events]
+
+
+async def produce(conn: KafkaConnection, topic: str, values: list[bytes]) -> float:
+    producer = AIOKafkaProducer(**conn.client_kwargs(), acks="all", enable_idempotence=True, linger_ms=20, max_batch_size=524_288)
+    await producer.start()
+    t0 = time.monotonic()
+    try:
+        pending = []
+        for v in values:
+            pending.append(await producer.send(topic, value=v))
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return time.monotonic() - t0
+
+
+async def end_offsets(conn: KafkaConnection, topic: str) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(**conn.client_kwargs(), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        return dict(await consumer.end_offsets(tps))
+    finally:
+        await consumer.stop()
+
+
+async def wait_group_done(
+    conn: KafkaConnection,
+    group: str,
+    end: dict[TopicPartition, int],
+    proc: subprocess.Popen[bytes],
+    timeout: float,
+    failed: Any = None,
+) -> float:
+    """Polls the group's committed offsets until they reach ``end``; returns when that was seen.
+    ``failed()`` (optional) returns a reason when the consumer died without its process exiting."""
+    admin = AIOKafkaAdminClient(**conn.client_kwargs())
+    await admin.start()
+    total = sum(end.values())
+    deadline = time.monotonic() + timeout
+    last_print = 0.0
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+            reason = failed() if failed else None
+            if reason:
+                raise RuntimeError(reason)
+            offsets = await admin.list_consumer_group_offsets(group, partitions=list(end))
+            done = sum(max(0, m.offset) for tp, m in offsets.items() if tp in end)
+            now = time.monotonic()
+            if done >= total:
+                return now
+            if now - last_print > 10:
+                print(f"    … {done:,}/{total:,}", flush=True)
+                last_print = now
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    raise TimeoutError(f"group {group} not done after {timeout}s")
+
+
+async def count(uri: str, collection: str) -> int:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    try:
+        return await client[DATABASE][collection].count_documents({})
+    finally:
+        await client.close()
+
+
+async def drop(uri: str, *collections: str) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    try:
+        for c in collections:
+            await client[DATABASE].drop_collection(c)
+    finally:
+        await client.close()
+
+
+async def run_ceiling(uri: str, collection: str, values: list[bytes], batch: int) -> float:
+    """Seconds to insert the sink's documents of ``values`` from memory (building not timed)."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    coll = client[DATABASE][collection]
+    elapsed = 0.0
+    try:
+        chunk = 100_000  # documents built per chunk, to bound the benchmark's own memory
+        for start in range(0, len(values), chunk):
+            stamp = IngestStamp.at(datetime.now(UTC))
+            docs = [document_of(v, stamp, 16 << 20) for v in values[start : start + chunk]]
+            t0 = time.monotonic()
+            for i in range(0, len(docs), batch):
+                await coll.insert_many(docs[i : i + batch], ordered=False)
+            elapsed += time.monotonic() - t0
+    finally:
+        await client.close()
+    return elapsed
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def run_sink(conn: KafkaConnection, topic: str, collection: str, end: dict[TopicPartition, int], log: Path) -> tuple[float, float]:
+    group = f"{topic}_sink"
+    env = {
+        **os.environ,
+        "SINK_TOPIC": topic,
+        "SINK_GROUP_ID": group,
+        "SINK_DLQ_TOPIC": f"{topic}.dlq",
+        "MONGODB_DATABASE": DATABASE,
+        "MONGODB_COLLECTION": collection,
+        "SINK_HTTP_HOST": "127.0.0.1",
+        "SINK_HTTP_PORT": "0",
+    }
+    with log.open("wb") as out:
+        t0 = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "sink"], env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)  # noqa: ASYNC220
+        try:
+            t1 = await wait_group_done(conn, group, end, proc, timeout=3600)
+            rss = peak_rss_mib(proc.pid)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+    return t1 - t0, rss
+
+
+def ensure_connector_jars() -> None:
+    if any((PLUGINS / "mongo-kafka-connect").glob("mongo-kafka-connect-*.jar")):
+        return
+    print("resolving org.mongodb.kafka:mongo-kafka-connect from Maven Central …", flush=True)
+    subprocess.run(
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            f"-Dmaven.repo.local={REPO / '.cache' / 'm2'}",
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={PLUGINS / 'mongo-kafka-connect'}",
+            "-DincludeScope=runtime",
+        ],
+        check=True,
+    )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def task_failure(port: int, name: str) -> str | None:
+    """The first FAILED task's trace from Connect's REST API, or None (also while it starts)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/connectors/{name}/status", timeout=2) as r:
+            status = orjson.loads(r.read())
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
+    for task in status.get("tasks", []):
+        if task.get("state") == "FAILED":
+            return f"connector task failed: {task.get('trace', '')[:500]}"
+    return None
+
+
+def connect_files(
+    work: Path, conn: KafkaConnection, topic: str, collection: str, uri: str, tasks: int, name: str, rest_port: int
+) -> tuple[Path, Path]:
+    user = conn.sasl_username or ""
+    pw = conn.sasl_password.get_secret_value() if conn.sasl_password else ""
+    jaas = f'org.apache.kafka.common.security.plain.PlainLoginModule required username="{user}" password="{pw}";'
+    security = {
+        "security.protocol": conn.security_protocol,
+        "sasl.mechanism": conn.sasl_mechanism,
+        "sasl.jaas.config": jaas,
+    }
+    worker = {
+        "bootstrap.servers": conn.bootstrap_servers,
+        **security,
+        **{f"consumer.{k}": v for k, v in security.items()},
+        **{f"producer.{k}": v for k, v in security.items()},
+        "consumer.isolation.level": "read_committed",
+        "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "value.converter.schemas.enable": "false",
+        "offset.storage.file.filename": str(work / "connect.offsets"),
+        "offset.flush.interval.ms": "1000",
+        "plugin.path": str(PLUGINS),
+        "listeners": f"http://127.0.0.1:{rest_port}",
+    }
+    connector = {
+        "name": name,
+        "connector.class": "com.mongodb.kafka.connect.MongoSinkConnector",
+        "tasks.max": str(tasks),
+        "topics": topic,
+        "connection.uri": uri,
+        "database": DATABASE,
+        "collection": collection,
+        "transforms": "id",
+        "transforms.id.type": "org.apache.kafka.connect.transforms.ReplaceField$Value",
+        "transforms.id.renames": "event_id:_id",
+        "document.id.strategy": "com.mongodb.kafka.connect.sink.processor.id.strategy.ProvidedInValueStrategy",
+        "errors.tolerance": "none",
+    }
+    wp, cp = work / "worker.properties", work / "connector.properties"
+    wp.write_text("".join(f"{k}={v}\n" for k, v in worker.items()))
+    cp.write_text("".join(f"{k}={v}\n" for k, v in connector.items()))
+    return wp, cp
+
+
+async def run_connector(
+    conn: KafkaConnection, topic: str, collection: str, uri: str, end: dict[TopicPartition, int], tasks: int, log: Path
+) -> float:
+    ensure_connector_jars()
+    name = f"{topic}-mongo"
+    work = Path(tempfile.mkdtemp(prefix="bench-connect-"))
+    try:
+        rest = free_port()
+        wp, cp = connect_files(work, conn, topic, collection, uri, tasks, name, rest)
+        log4j = work / "log4j.properties"
+        log4j.write_text(
+            "log4j.rootLogger=WARN, stdout\n"
+            "log4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
+            "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n"
+            "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
+        )
+        argv = [
+            "java",
+            "-Xms256m",
+            "-Xmx1g",
+            "-XX:+UseG1GC",
+            f"-Dlog4j.configuration=file:{log4j}",
+            "-cp",
+            str(KAFKA_LIBS / "*"),
+            "org.apache.kafka.connect.cli.ConnectStandalone",
+            str(wp),
+            str(cp),
+        ]
+        with log.open("wb") as out:
+            t0 = time.monotonic()
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=work)  # noqa: ASYNC220
+            try:
+                t1 = await wait_group_done(conn, f"connect-{name}", end, proc, timeout=7200, failed=lambda: task_failure(rest, name))
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        return t1 - t0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--partitions", type=int, default=6)
+    ap.add_argument("--batch", type=int, default=5000, help="insert_many batch of the ceiling (the sink's default batch)")
+    ap.add_argument("--connector-tasks", type=int, default=1)
+    ap.add_argument("--skip", default="", help="comma list of runs to skip: ceiling,sink,connector")
+    ap.add_argument("--keep", action="store_true", help="keep the collections and topic")
+    ap.add_argument("--realistic-keys", action="store_true", help="keep 'utm.source'/'$meta' fields (the connector fails on them)")
+    args = ap.parse_args()
+    load_stack_env()
+    from shared.settings import local_kafka_from_env
+
+    conn = local_kafka_from_env()
+    uri = os.environ["MONGODB_URI"]
+    run_id = uuid.uuid4().hex[:8]
+    topic = f"bench_sink_{run_id}"
+    logs = REPO / "bench" / "results"
+    logs.mkdir(parents=True, exist_ok=True)
+    skip = set(filter(None, args.skip.split(",")))
+    print(f"run {run_id}: {args.events:,} events, topic {topic} ({args.partitions} partitions, RF 3), FerretDB {uri}{DATABASE}")
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+
+    values = make_values(args.events, clean_keys=not args.realistic_keys)
+    mean = sum(map(len, values)) / len(values)
+    print(f"events built: mean {mean:.0f} B of JSON", flush=True)
+    await create_topics(conn, [topic], partitions=args.partitions, replication_factor=3)
+    took = await produce(conn, topic, values)
+    end = await end_offsets(conn, topic)
+    assert sum(end.values()) == args.events, (sum(end.values()), args.events)
+    print(f"produced in {took:.1f}s ({args.events / took:,.0f}/s)", flush=True)
+
+    results: dict[str, float] = {}
+    rss = float("nan")
+    colls = {k: f"{k}_{run_id}" for k in ("ceiling", "sink", "connector")}
+    try:
+        if "ceiling" not in skip:
+            print("(c) ceiling: insert_many from memory …", flush=True)
+            secs = await run_ceiling(uri, colls["ceiling"], values, args.batch)
+            results["ceiling"] = args.events / secs
+            print(f"    {secs:.1f}s", flush=True)
+        del values
+        if "sink" not in skip:
+            print("(a) sink: python -m sink …", flush=True)
+            secs, rss = await run_sink(conn, topic, colls["sink"], end, logs / f"sink-{run_id}.log")
+            results["sink"] = args.events / secs
+            print(f"    {secs:.1f}s, peak RSS {rss:.0f} MiB", flush=True)
+        if "connector" not in skip:
+            print(f"(b) connector: mongo-kafka-connect on Connect standalone, tasks.max={args.connector_tasks} …", flush=True)
+            secs = await run_connector(conn, topic, colls["connector"], uri, end, args.connector_tasks, logs / f"connector-{run_id}.log")
+            results["connector"] = args.events / secs
+            print(f"    {secs:.1f}s", flush=True)
+        for name in results:
+            n = await count(uri, colls[name])
+            assert n == args.events, f"{name}: {n} documents, expected {args.events}"
+    finally:
+        if not args.keep:
+            await drop(uri, *colls.values())
+            admin = AIOKafkaAdminClient(**conn.client_kwargs())
+            await admin.start()
+            try:
+                await admin.delete_topics([topic, f"{topic}.dlq"])
+            except Exception as exc:  # the DLQ topic may not exist; nothing to clean then
+                print(f"(topic cleanup: {exc})")
+            finally:
+                await admin.close()
+
+    print()
+    print(f"{'run':<34}{'events/s':>12}")
+    labels = {"ceiling": "(c) ceiling insert_many (memory)", "sink": "(a) sink (python -m sink)", "connector": "(b) mongo-kafka-connect"}
+    for name, rate in results.items():
+        print(f"{labels[name]:<34}{rate:>12,.0f}")
+    if "sink" in results and "connector" in results:
+        print(f"sink / connector: {results['sink'] / results['connector']:.2f}×  (target ≥ 1.5×)")
+    if "sink" in results and "ceiling" in results:
+        print(f"sink / ceiling:   {results['sink'] / results['ceiling']:.0%}  (target ≥ 70 %)")
+    if "sink" in results:
+        print(f"sink peak RSS:    {rss:.0f} MiB")
+    print(f"load average at end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
