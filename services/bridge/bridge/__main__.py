@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import sys
 
 from bridge.app import create_bridge
 from bridge.settings import BridgeSettings
@@ -19,6 +21,9 @@ async def serve(settings: BridgeSettings) -> None:
 
 
 def main() -> None:
+    # Until run_service owns the signals, SIGTERM/SIGINT mean "nothing is open yet: exit 0".
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
     settings = BridgeSettings()
     setup_logging("bridge", settings.log_level)
     log.info(

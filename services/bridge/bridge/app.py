@@ -77,7 +77,7 @@ class _Rebalance(ConsumerRebalanceListener):
         await self._bridge.release(revoked)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        await self._bridge.take_over(assigned)
+        self._bridge.assigned(assigned)
 
 
 class Bridge:
@@ -91,8 +91,12 @@ class Bridge:
         self._copies: dict[TopicPartition, PartitionCopy] = {}
         self._partitioner = KeyPartitioner(settings.local_partitions)  # replaced by the topic's real count on assignment
         self._consumer: AIOKafkaConsumer | None = None
-        # An error of the rebalance listener or of a copy task: it ends the session.
+        # An error of a copy task: it ends the session.
         self._failure: BaseException | None = None
+        # Partitions assigned but not taken over yet, and a counter of rebalances to notice one
+        # that happens during a take-over.
+        self._pending: list[TopicPartition] | None = None
+        self._generation = 0
         self._topics_ready = False
 
     # ------------------------------------------------------------------ run loop
@@ -150,6 +154,7 @@ class Bridge:
             heartbeat_interval_ms=s.heartbeat_interval_ms,
         )
         self._failure = None
+        self._pending = None
         await consumer.start()
         try:
             self._consumer = consumer
@@ -157,6 +162,8 @@ class Bridge:
             log.info("consuming %s from %s as group %s", s.remote_topic, s.remote_kafka.masked(), s.group_id)
             next_check = 0.0
             while not stop.is_set():
+                if self._pending is not None:
+                    await self.take_over()
                 batch = await consumer.getmany(timeout_ms=s.poll_timeout_ms, max_records=s.max_batch_records)
                 # No await between getmany and the hand-over: the records match the assignment.
                 self._hand_over(consumer, batch)
@@ -195,49 +202,63 @@ class Bridge:
 
     # ------------------------------------------------------------------ partitions changing hands
 
-    async def take_over(self, assigned: Sequence[TopicPartition]) -> None:
+    def assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        """Rebalance listener: pauses the new partitions; the run loop takes them over.
+
+        The take-over (fencing, reading the stored offsets) takes seconds on a busy cluster: in
+        the listener it would hold up the group's heartbeats and get this member evicted.
+        """
+        self._generation += 1
+        self._pending = list(assigned)
+        if self._consumer is not None and assigned:
+            self._consumer.pause(*assigned)
+
+    async def take_over(self) -> None:
         """Fences the previous owners, then seeks every assigned partition to its stored offset."""
+        generation, assigned, self._pending = self._generation, self._pending or [], None
+        consumer = self._consumer
+        if consumer is None or not assigned:
+            return
         self.metrics.rebalances.inc()
+        started = await asyncio.gather(*(self._start_producer(tp) for tp in assigned), return_exceptions=True)
+        copies = {tp: PartitionCopy(tp, p) for tp, p in zip(assigned, started, strict=True) if isinstance(p, AIOKafkaProducer)}
         try:
-            # aiokafka's eager protocol revoked everything already; a fresh start either way.
-            await self._close_copies(list(self._copies))
-            started = await asyncio.gather(*(self._start_producer(tp) for tp in assigned), return_exceptions=True)
-            copies = {tp: PartitionCopy(tp, p) for tp, p in zip(assigned, started, strict=True) if isinstance(p, AIOKafkaProducer)}
             failures = [r for r in started if isinstance(r, BaseException)]
             if failures:
-                await asyncio.gather(*(c.producer.stop() for c in copies.values()), return_exceptions=True)
                 raise failures[0]
-            if copies:
-                some = next(iter(copies.values())).producer
-                self._partitioner = KeyPartitioner(len(await some.partitions_for(self.settings.local_topic)))
+            some = next(iter(copies.values())).producer
+            self._partitioner = KeyPartitioner(len(await some.partitions_for(self.settings.local_topic)))
             # Only now, with every previous owner fenced, is the stored offset final.
             stored = await read_stored_offsets(self.settings.local_kafka, self.settings.offsets_topic)
-            consumer = self._consumer
-            if consumer is None:
-                await asyncio.gather(*(c.producer.stop() for c in copies.values()), return_exceptions=True)
-                return
             resume = {tp.partition: stored.get((tp.topic, tp.partition)) for tp in assigned}  # None: never copied
             unstored = [tp for tp in copies if (tp.topic, tp.partition) not in stored]
             if unstored:  # where to start a partition never copied before
                 first = self.settings.start_from == "earliest"
                 starts = await (consumer.beginning_offsets(unstored) if first else consumer.end_offsets(unstored))
                 stored.update({(tp.topic, tp.partition): starts[tp] for tp in unstored})
-            # From here to the end no await: the fetcher runs during this listener, and a
-            # record returned between a seek and the copy's registration would be lost. Records
-            # returned before the seeks were dropped (no copy yet); the seeks re-read them.
-            for tp, copy in copies.items():
-                position = stored[(tp.topic, tp.partition)]
-                copy.next_offset = copy.queued_next = position
-                consumer.seek(tp, position)
-                copy.task = asyncio.create_task(self._copy_loop(copy), name=f"copy-{tp.partition}")
-            self._copies.update(copies)
-            log.info("assigned %s, resuming at %s", sorted(resume), resume)
-        except Exception as exc:  # aiokafka only logs listener errors: hand it to the run loop
-            log.warning("taking over %s failed: %s: %s", [tp.partition for tp in assigned], type(exc).__name__, exc)
-            self._failure = exc
+        except BaseException:
+            await asyncio.gather(*(c.producer.stop() for c in copies.values()), return_exceptions=True)
+            raise
+        if generation != self._generation:  # another rebalance meanwhile: its take-over follows
+            log.info("assignment %s superseded before it was taken over", sorted(resume))
+            await asyncio.gather(*(c.producer.stop() for c in copies.values()), return_exceptions=True)
+            return
+        # No await from here on: seek, register and resume as one step, so no fetched record
+        # can slip between a seek and its copy (records fetched before were dropped: no copy).
+        for tp, copy in copies.items():
+            position = stored[(tp.topic, tp.partition)]
+            copy.next_offset = copy.queued_next = position
+            consumer.seek(tp, position)
+            copy.task = asyncio.create_task(self._copy_loop(copy), name=f"copy-{tp.partition}")
+        self._copies.update(copies)
+        consumer.resume(*copies)
+        log.info("assigned %s, resuming at %s", sorted(resume), resume)
 
     async def release(self, revoked: Sequence[TopicPartition]) -> None:
-        """Waits for the open transactions to end, then closes the revoked partitions' producers."""
+        """Rebalance listener: waits for the open transactions to end, then closes the revoked
+        partitions' producers (an assignment not taken over yet is dropped)."""
+        self._generation += 1
+        self._pending = None
         await self._close_copies([tp for tp in revoked if tp in self._copies])
 
     async def _start_producer(self, tp: TopicPartition) -> AIOKafkaProducer:
@@ -307,7 +328,9 @@ class Bridge:
         started = time.perf_counter()
         events: list[tuple[bytes, bytes]] = []
         dead: list[tuple[ConsumerRecord[bytes, bytes], InvalidEventError]] = []
-        for record in records:
+        for i, record in enumerate(records):
+            if i and i % 500 == 0:
+                await asyncio.sleep(0)  # let heartbeats and the other partitions' I/O through
             try:
                 event = normalize(
                     record.value, record.key, topic=tp.topic, partition=tp.partition, offset=record.offset, bridged_at=bridged_at

@@ -207,6 +207,7 @@ async def test_sigterm_mid_stream_exits_0_within_10_s_and_restart_continues_exac
         assert "exited cleanly" in first.log_path.read_text()
         produced = await asyncio.wait_for(stream, 60)
         second.start()
+        await second.wait_ready()
         await wait_caught_up(local_kafka, names.offsets_topic, produced, names.remote_topic, timeout_s=60)
         code, seconds = second.terminate(timeout_s=15)
         assert code == 0 and seconds < 10

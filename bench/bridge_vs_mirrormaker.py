@@ -1,0 +1,376 @@
+"""Benchmark: the bridge against Kafka MirrorMaker 2, copying the same events remote → local.
+
+    .venv/bin/python -m bench.bridge_vs_mirrormaker [--events 1000000] [--partitions 6]
+        [--latency-rate 5000 --latency-seconds 20] [--mm2-mode eos|default|skip]
+
+Both copy one topic of generator events (Glamira shape, ~1 KB, no bad records) from the remote
+cluster to the local one, in the same run, on the same clusters:
+
+- the bridge: ``python -m bridge`` (exactly once: one transaction per partition batch);
+- MirrorMaker 2 (``org.apache.kafka.connect.mirror.MirrorMaker``, dedicated mode, Kafka 3.9.1 jars
+  from Maven Central via ``bench/bridge_mm2_pom.xml``), with ``exactly.once.source.support =
+  enabled`` (``--mm2-mode eos``) or its default at-least-once mode.
+
+Throughput is events/s seen by a ``read_committed`` consumer of the target topic: "total" from
+process start to the last event, "steady" between 10 % and 90 % of the events. Latency (bridge
+only) is target receive time minus the remote record's timestamp, at a fixed produce rate.
+Not a test: it prints a table and writes ``bench/results/bridge_vs_mirrormaker.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "services" / "bridge"))
+sys.path.insert(0, str(REPO / "tools" / "eventgen"))
+
+import eventgen  # noqa: E402
+from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+from bridge.app import wait_for_leaders  # noqa: E402
+
+from shared.kafka import KafkaConnection  # noqa: E402
+
+STACK_ENV = Path(os.environ.get("STACK_HOME", REPO / ".stack")) / "stack.env"
+CACHE = Path(os.environ.get("PIPELINE_CACHE", REPO / ".cache"))
+KAFKA_VERSION = "3.9.1"
+MM2_LIBS = CACHE / f"mm2-{KAFKA_VERSION}" / "libs"
+OUT = REPO / "bench" / "results"
+
+
+def load_stack_env() -> None:
+    for line in STACK_ENV.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            os.environ.setdefault(key, value)
+
+
+def mm2_libs() -> Path:
+    if not (MM2_LIBS / f"connect-mirror-{KAFKA_VERSION}.jar").exists():
+        print("resolving connect-mirror from Maven Central …", flush=True)
+        tmp = MM2_LIBS.with_name("libs.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run(
+            [
+                "mvn",
+                "-q",
+                "-B",
+                "-f",
+                str(REPO / "bench" / "bridge_mm2_pom.xml"),
+                f"-Dkafka.version={KAFKA_VERSION}",
+                f"-Dmaven.repo.local={CACHE / 'm2'}",
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={tmp}",
+                "-DincludeScope=runtime",
+            ],
+            check=True,
+        )
+        tmp.rename(MM2_LIBS)
+    return MM2_LIBS
+
+
+@dataclass
+class Run:
+    name: str
+    events: int
+    total_s: float = 0.0
+    steady_eps: float = 0.0
+    peak_rss_mb: float = 0.0
+    note: str = ""
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def total_eps(self) -> float:
+        return self.events / self.total_s if self.total_s else 0.0
+
+
+async def count_until(
+    conn: KafkaConnection, topic: str, want: int, *, started: float, timeout_s: float, proc: subprocess.Popen[bytes]
+) -> tuple[float, float]:
+    """Counts committed records of ``topic`` until ``want``; returns (total seconds, steady events/s)."""
+    consumer = AIOKafkaConsumer(
+        **conn.client_kwargs(), enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:  # the copier creates the target topic
+            await consumer.topics()
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions:
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{topic} never appeared (copier exit code {proc.poll()})")
+            await asyncio.sleep(0.5)
+        await wait_for_leaders(conn, [topic], timeout_s=60)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, 0)
+        seen, t10, t90 = 0, 0.0, 0.0
+        next_report = time.monotonic() + 15
+        while seen < want:
+            if time.monotonic() > next_report:
+                print(f"  {topic}: {seen}/{want}", flush=True)
+                next_report += 15
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{seen}/{want} copied when the copier exited ({proc.poll()}) or time ran out")
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            seen += sum(len(v) for v in batch.values())
+            now = time.monotonic()
+            if not t10 and seen >= want * 0.1:
+                t10 = now
+            if not t90 and seen >= want * 0.9:
+                t90 = now
+        return time.monotonic() - started, (want * 0.8) / (t90 - t10) if t90 > t10 else 0.0
+    finally:
+        await consumer.stop()
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM of a process and its children (a JVM is one process)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def spawn(argv: list[str], log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
+
+
+def start_bridge(base: str, remote_topic: str, partitions: int, port: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    local_topic = f"{base}.bridge"
+    env = {
+        **os.environ,
+        "BRIDGE_REMOTE_TOPIC": remote_topic,
+        "BRIDGE_LOCAL_TOPIC": local_topic,
+        "BRIDGE_DLQ_TOPIC": f"{base}.bridge.dlq",
+        "BRIDGE_OFFSETS_TOPIC": f"{base}.bridge.offsets",
+        "BRIDGE_GROUP_ID": f"{base}.bridge",
+        "BRIDGE_LOCAL_PARTITIONS": str(partitions),
+        "BRIDGE_HTTP_HOST": "127.0.0.1",
+        "BRIDGE_HTTP_PORT": str(port),
+        "PYTHONPATH": f"{REPO}:{REPO / 'services' / 'bridge'}",
+    }
+    return spawn([sys.executable, "-m", "bridge"], log, env, REPO), local_topic
+
+
+async def bench_bridge(remote: KafkaConnection, local: KafkaConnection, base: str, topic: str, events: int, partitions: int) -> Run:
+    run = Run("bridge (exactly once)", events)
+    started = time.monotonic()
+    proc, local_topic = start_bridge(base, topic, partitions, 18101, OUT / f"{base}.bridge.log")
+    try:
+        run.total_s, run.steady_eps = await count_until(local, local_topic, events, started=started, timeout_s=1800, proc=proc)
+        run.peak_rss_mb = peak_rss_mb(proc.pid)
+    finally:
+        stop(proc)
+    return run
+
+
+def mm2_properties(remote: KafkaConnection, local: KafkaConnection, src: str, dst: str, topic: str, partitions: int, eos: bool) -> str:
+    def cluster(alias: str, conn: KafkaConnection) -> list[str]:
+        lines = [f"{alias}.bootstrap.servers = {conn.bootstrap_servers}", f"{alias}.security.protocol = {conn.security_protocol}"]
+        if conn.security_protocol.startswith("SASL"):
+            password = conn.sasl_password.get_secret_value() if conn.sasl_password else ""
+            lines += [
+                f"{alias}.sasl.mechanism = {conn.sasl_mechanism}",
+                f"{alias}.sasl.jaas.config = org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="{conn.sasl_username}" password="{password}";',
+            ]
+        return lines
+
+    lines = [
+        f"clusters = {src}, {dst}",
+        *cluster(src, remote),
+        *cluster(dst, local),
+        f"{src}->{dst}.enabled = true",
+        f"{src}->{dst}.topics = {topic}",
+        f"{dst}->{src}.enabled = false",
+        f"tasks.max = {partitions}",
+        "replication.factor = 3",
+        "offset-syncs.topic.location = target",
+        "offset-syncs.topic.replication.factor = 3",
+        "heartbeats.topic.replication.factor = 3",
+        "checkpoints.topic.replication.factor = 3",
+        "offset.storage.replication.factor = 3",
+        "config.storage.replication.factor = 3",
+        "status.storage.replication.factor = 3",
+        "emit.heartbeats.enabled = false",
+        "emit.checkpoints.enabled = false",
+        "sync.group.offsets.enabled = false",
+        "sync.topic.acls.enabled = false",
+        "refresh.topics.interval.seconds = 2",
+        "refresh.groups.enabled = false",
+    ]
+    if eos:
+        lines += ["exactly.once.source.support = enabled", f"{dst}.exactly.once.source.support = enabled"]
+    return "\n".join(lines) + "\n"
+
+
+async def bench_mm2(remote: KafkaConnection, local: KafkaConnection, base: str, topic: str, events: int, partitions: int, eos: bool) -> Run:
+    run = Run(f"MirrorMaker 2 ({'exactly.once.source.support=enabled' if eos else 'default, at least once'})", events)
+    src, dst = f"src{base[-6:]}", f"dst{base[-6:]}"
+    props = OUT / f"{base}.mm2.properties"
+    props.write_text(mm2_properties(remote, local, src, dst, topic, partitions, eos))
+    props.chmod(0o600)
+    argv = [
+        "java",
+        "-Xms256m",
+        "-Xmx1g",
+        f"-Dlog4j.configuration=file:{REPO / 'infra/kafka/log4j.properties'}",
+        f"-Dkafka.logs.dir={OUT}",
+        "-cp",
+        str(mm2_libs() / "*"),
+        "org.apache.kafka.connect.mirror.MirrorMaker",
+        "--clusters",
+        dst,
+        str(props),
+    ]
+    log = OUT / f"{base}.mm2.log"
+    started = time.monotonic()
+    proc = spawn(argv, log, os.environ.copy(), OUT)
+    try:
+        run.total_s, run.steady_eps = await count_until(local, f"{src}.{topic}", events, started=started, timeout_s=1800, proc=proc)
+        run.peak_rss_mb = peak_rss_mb(proc.pid)
+    finally:
+        stop(proc)
+        props.unlink(missing_ok=True)  # holds the SASL passwords
+    return run
+
+
+async def bench_latency(remote: KafkaConnection, local: KafkaConnection, base: str, rate: float, seconds: float, partitions: int) -> Run:
+    """The bridge at a fixed produce rate: p50/p99 of target receive time − remote timestamp."""
+    topic = f"{base}.latency"
+    count = int(rate * seconds)
+    run = Run(f"bridge latency at {rate:.0f} ev/s", count)
+    await eventgen.produce([], remote, topic, progress=False, partitions=partitions)  # creates the topic
+    proc, local_topic = start_bridge(base + "l", topic, partitions, 18102, OUT / f"{base}.latency.log")
+    consumer = AIOKafkaConsumer(**local.client_kwargs(), enable_auto_commit=False, isolation_level="read_committed")
+    try:
+        await asyncio.sleep(8)  # joined and idle
+        await consumer.start()
+        await consumer.topics()
+        tps = [TopicPartition(local_topic, p) for p in sorted(consumer.partitions_for_topic(local_topic) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        received: dict[tuple[int, int], float] = {}
+        records = eventgen.generate(count, seed=11)
+        producing = asyncio.create_task(eventgen.produce(records, remote, topic, rate=rate, progress=False, partitions=partitions))
+        deadline = time.monotonic() + seconds + 120
+        while len(received) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            now_ms = time.time() * 1000
+            for records in batch.values():
+                for record in records:
+                    event = json.loads(record.value)
+                    received[(event["source_partition"], event["source_offset"])] = now_ms
+        await producing
+        run.peak_rss_mb = peak_rss_mb(proc.pid)
+    finally:
+        await consumer.stop()
+        stop(proc)
+    # remote timestamps of the same records
+    source = AIOKafkaConsumer(**remote.client_kwargs(), enable_auto_commit=False)
+    await source.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        source.assign(tps)
+        await source.seek_to_beginning(*tps)
+        ends = await source.end_offsets(tps)
+        stamps: dict[tuple[int, int], int] = {}
+        while [tp for tp in tps if await source.position(tp) < ends[tp]]:
+            for tp, records in (await source.getmany(timeout_ms=500, max_records=10_000)).items():
+                for record in records:
+                    stamps[(tp.partition, record.offset)] = record.timestamp
+    finally:
+        await source.stop()
+    run.latencies_ms = sorted(received[k] - stamps[k] for k in received if k in stamps)
+    run.note = f"{len(received)}/{count} received"
+    return run
+
+
+def percentile(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--latency-rate", type=float, default=5000)
+    parser.add_argument("--latency-seconds", type=float, default=20)
+    parser.add_argument("--mm2-mode", choices=("eos", "default", "skip"), default="eos")
+    args = parser.parse_args()
+    load_stack_env()
+    from shared.settings import local_kafka_from_env, remote_kafka_from_env
+
+    remote, local = remote_kafka_from_env(), local_kafka_from_env()
+    OUT.mkdir(parents=True, exist_ok=True)
+    base = f"bench_bridge_{uuid.uuid4().hex[:6]}"
+    topic = f"{base}.source"
+    t0 = time.monotonic()
+    records = eventgen.generate(args.events, seed=42)
+    manifest = await eventgen.produce(records, remote, topic, progress=False, partitions=args.partitions)
+    print(f"produced {manifest.total} events to {topic} in {time.monotonic() - t0:.0f}s", flush=True)
+
+    runs = [await bench_bridge(remote, local, base, topic, args.events, args.partitions)]
+    print(f"bridge: {runs[0].total_eps:.0f} ev/s total, {runs[0].steady_eps:.0f} steady", flush=True)
+    if args.mm2_mode != "skip":
+        try:
+            runs.append(await bench_mm2(remote, local, base, topic, args.events, args.partitions, eos=args.mm2_mode == "eos"))
+        except RuntimeError as exc:
+            print(f"MirrorMaker 2 ({args.mm2_mode}) failed: {exc}; see {OUT}/{base}.mm2.log", flush=True)
+    latency = await bench_latency(remote, local, base, args.latency_rate, args.latency_seconds, args.partitions)
+
+    print()
+    print(f"{'copier':58} {'events':>9} {'total ev/s':>11} {'steady ev/s':>12} {'peak RSS MB':>12}")
+    for run in runs:
+        print(f"{run.name:58} {run.events:>9} {run.total_eps:>11.0f} {run.steady_eps:>12.0f} {run.peak_rss_mb:>12.0f}")
+    if len(runs) == 2 and runs[1].steady_eps:
+        total, steady = runs[0].total_eps / runs[1].total_eps, runs[0].steady_eps / runs[1].steady_eps
+        print(f"ratio bridge / MirrorMaker 2: total {total:.2f}x, steady {steady:.2f}x")
+    lat = latency.latencies_ms
+    worst = lat[-1] if lat else float("nan")
+    print(
+        f"{latency.name}: p50 {percentile(lat, 0.5):.0f} ms, p99 {percentile(lat, 0.99):.0f} ms, max {worst:.0f} ms "
+        f"({latency.note}); peak RSS {latency.peak_rss_mb:.0f} MB"
+    )
+    result = {
+        "events": args.events,
+        "partitions": args.partitions,
+        "runs": [{**asdict(r), "total_eps": r.total_eps, "latencies_ms": None} for r in runs],
+        "latency": {"rate": args.latency_rate, "p50_ms": percentile(lat, 0.5), "p99_ms": percentile(lat, 0.99), "note": latency.note},
+        "load_average": os.getloadavg(),
+    }
+    (OUT / "bridge_vs_mirrormaker.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
