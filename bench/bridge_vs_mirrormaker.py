@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -160,6 +161,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(10)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def spawn(argv: list[str], log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
@@ -185,7 +192,7 @@ def start_bridge(base: str, remote_topic: str, partitions: int, port: int, log: 
 async def bench_bridge(remote: KafkaConnection, local: KafkaConnection, base: str, topic: str, events: int, partitions: int) -> Run:
     run = Run("bridge (exactly once)", events)
     started = time.monotonic()
-    proc, local_topic = start_bridge(base, topic, partitions, 18101, OUT / f"{base}.bridge.log")
+    proc, local_topic = start_bridge(base, topic, partitions, free_port(), OUT / f"{base}.bridge.log")
     try:
         run.total_s, run.steady_eps = await count_until(local, local_topic, events, started=started, timeout_s=1800, proc=proc)
         run.peak_rss_mb = peak_rss_mb(proc.pid)
@@ -271,7 +278,7 @@ async def bench_latency(remote: KafkaConnection, local: KafkaConnection, base: s
     count = int(rate * seconds)
     run = Run(f"bridge latency at {rate:.0f} ev/s", count)
     await eventgen.produce([], remote, topic, progress=False, partitions=partitions)  # creates the topic
-    proc, local_topic = start_bridge(base + "l", topic, partitions, 18102, OUT / f"{base}.latency.log")
+    proc, local_topic = start_bridge(base + "l", topic, partitions, free_port(), OUT / f"{base}.latency.log")
     consumer = AIOKafkaConsumer(**local.client_kwargs(), enable_auto_commit=False, isolation_level="read_committed")
     try:
         await asyncio.sleep(8)  # joined and idle
