@@ -1,0 +1,253 @@
+"""End to end on the real stack, driven by a real Airflow run of pipeline_v1.
+
+generator → remote Kafka → bridge → local Kafka → sink → MongoDB → DAG (POST /runs, Spark) → star
+schema, while bridge and sink are kill -9-ed and restarted and one local broker is down for a
+while. At the end: MongoDB holds every valid event exactly once, the DLQ every bad one exactly
+once, and sum(view_count) equals the number of valid product-view events counted here, in plain
+Python, from the generator's own records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import eventgen
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from eventgen.catalog import BOT_AGENTS
+from pymongo import AsyncMongoClient
+
+from infra.demo import airflow_env, run_dag
+from shared.dlq import HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_STAGE, read_dead_letter_headers
+from shared.event import DEFAULT_PRODUCT_VIEW_TYPES, SEED_COLLECTION
+from shared.kafka import KafkaConnection, create_topics
+from tests.conftest import REPO
+from tests.support.processes import ServiceProcess, free_port
+
+pytestmark = pytest.mark.timeout(900)
+
+DATABASE = "kafka_data_db"
+PARTITIONS = 3
+
+
+@dataclass
+class Pipeline:
+    """One isolated pipeline: its own topics, groups, collection, schema, ports and processes."""
+
+    uid: str
+    work: Path
+    token: str
+    ports: dict[str, int] = field(default_factory=lambda: {"bridge": free_port(), "sink": free_port(), "etl-api": free_port()})
+
+    @property
+    def remote_topic(self) -> str:
+        return f"e2e_{self.uid}_product_views"
+
+    @property
+    def local_topic(self) -> str:
+        return f"e2e_{self.uid}_processed"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"e2e_{self.uid}_processed.dlq"
+
+    @property
+    def collection(self) -> str:
+        return f"e2e_{self.uid}"
+
+    @property
+    def schema(self) -> str:
+        return f"e2e_{self.uid}"
+
+    def env(self, name: str) -> dict[str, str]:
+        common = {"MONGODB_DATABASE": DATABASE, "MONGODB_COLLECTION": self.collection}
+        if name == "bridge":
+            return {
+                "BRIDGE_REMOTE_TOPIC": self.remote_topic,
+                "BRIDGE_LOCAL_TOPIC": self.local_topic,
+                "BRIDGE_DLQ_TOPIC": self.dlq_topic,
+                "BRIDGE_OFFSETS_TOPIC": f"{self.local_topic}.bridge-offsets",
+                "BRIDGE_GROUP_ID": f"e2e_{self.uid}_bridge",
+                "BRIDGE_LOCAL_PARTITIONS": str(PARTITIONS),
+                "BRIDGE_HTTP_HOST": "127.0.0.1",
+                "BRIDGE_HTTP_PORT": str(self.ports["bridge"]),
+            }
+        if name == "sink":
+            return {
+                **common,
+                "SINK_TOPIC": self.local_topic,
+                "SINK_DLQ_TOPIC": self.dlq_topic,
+                "SINK_GROUP_ID": f"e2e_{self.uid}_sink",
+                "SINK_HTTP_HOST": "127.0.0.1",
+                "SINK_HTTP_PORT": str(self.ports["sink"]),
+            }
+        return {
+            **common,
+            "ETL_PG_SCHEMA": self.schema,
+            "ETL_API_TOKEN": self.token,
+            "ETL_HOST": "127.0.0.1",
+            "ETL_PORT": str(self.ports["etl-api"]),
+            "ETL_HTTP_PORT": str(self.ports["etl-api"]),
+            "ETL_SETTLE_SECONDS": "2",
+            "ETL_RUN_LOG_DIR": str(self.work / "etl-runs"),
+            "ETL_SPARK_SHUFFLE_PARTITIONS": "4",
+        }
+
+    def process(self, name: str, label: str | None = None) -> ServiceProcess:
+        module = {"bridge": "bridge", "sink": "sink", "etl-api": "etl_api"}[name]
+        return ServiceProcess(label or name, module, self.env(name), port=self.ports[name], log_dir=self.work / "logs")
+
+
+def stack(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "infra.stack", *args], cwd=REPO, check=True, timeout=240)
+
+
+async def read_committed(conn: KafkaConnection, topic: str) -> list:
+    consumer = AIOKafkaConsumer(**conn.client_kwargs(), enable_auto_commit=False, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        out: list = []
+        deadline = time.monotonic() + 60
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]] and time.monotonic() < deadline:
+            for msgs in (await consumer.getmany(*parts, timeout_ms=500)).values():
+                out.extend(msgs)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def wait_lag_zero(proc: ServiceProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        status, body = proc.get("/lag")
+        last = body
+        if status == 200 and isinstance(body, dict) and body.get("total_lag") == 0 and body.get("partitions"):
+            return
+        await asyncio.sleep(1)
+    raise AssertionError(f"{proc.label} did not catch up in {timeout}s: {last}\n{proc.tail()}")
+
+
+def expected_views(records: list[eventgen.GeneratedRecord]) -> int:
+    """Valid product views the star schema must count: by the configured collections, bots excluded."""
+    n = 0
+    for r in records:
+        if r.event is None:
+            continue
+        collection = r.event.get("collection", SEED_COLLECTION)
+        if collection in DEFAULT_PRODUCT_VIEW_TYPES and r.event.get("user_agent") not in BOT_AGENTS:
+            n += 1
+    return n
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
+    yield Pipeline(uid=uuid.uuid4().hex[:8], work=tmp_path, token=os.environ["ETL_API_TOKEN"])
+
+
+async def test_end_to_end_exactly_once_under_faults(
+    pipeline: Pipeline, remote_kafka: KafkaConnection, local_kafka: KafkaConnection
+) -> None:
+    rng = random.Random(int(pipeline.uid, 16))
+    count, rate = 4000, 200.0  # ~20 s of traffic for the faults to land in
+    records = list(eventgen.generate(count, seed=rng.randrange(1 << 30), bad_fraction=0.03))
+    await create_topics(remote_kafka, [pipeline.remote_topic], partitions=PARTITIONS, replication_factor=1)
+
+    etl = pipeline.process("etl-api").start()
+    bridge = pipeline.process("bridge").start()
+    sink = pipeline.process("sink").start()
+    procs = [etl, bridge, sink]
+    broker_down = False
+    try:
+        for p in procs:
+            await asyncio.to_thread(p.wait_ready, 120)
+        producing = asyncio.create_task(
+            eventgen.produce(records, remote_kafka, pipeline.remote_topic, rate=rate, progress=False, partitions=PARTITIONS)
+        )
+
+        # Faults at random moments of the stream: kill -9 and restart bridge and sink, one broker down.
+        duration = count / rate
+        moments = sorted(rng.uniform(0.1, 0.9) * duration for _ in range(4))
+        started = time.monotonic()
+        faults = ["kill bridge", "stop broker", "kill sink", "kill bridge"]
+        for moment, fault in zip(moments, faults, strict=True):
+            await asyncio.sleep(max(0.0, started + moment - time.monotonic()))
+            print(f"t={time.monotonic() - started:5.1f}s {fault}", flush=True)
+            if fault == "stop broker":
+                await asyncio.to_thread(stack, "stop", "kafka-local-2")
+                broker_down = True
+                continue
+            victim = bridge if fault == "kill bridge" else sink
+            victim.kill()
+            await asyncio.sleep(rng.uniform(0.5, 2.0))
+            victim.start()
+        manifest = await asyncio.wait_for(producing, timeout=300)
+        await asyncio.sleep(5)  # let the outage overlap the tail of the stream too
+        await asyncio.to_thread(stack, "start", "kafka-local-2")
+        broker_down = False
+
+        await wait_lag_zero(bridge, 240)
+        await wait_lag_zero(sink, 240)
+        await asyncio.sleep(3)  # > ETL_SETTLE_SECONDS: the last batch is inside the run's window
+
+        ok = await asyncio.to_thread(
+            run_dag, airflow_env(pipeline.token, pipeline.ports, pipeline.work / "airflow"), pipeline.work / "dag.log", echo=True
+        )
+        assert ok, (pipeline.work / "dag.log").read_text()[-5000:] + "\n" + etl.tail()
+
+        # 1. MongoDB: every valid event exactly once, nothing else.
+        valid_ids = manifest.valid_event_ids()
+        assert len(valid_ids) == len(set(valid_ids)) == sum(1 for r in records if r.event is not None)
+        client: AsyncMongoClient = AsyncMongoClient(os.environ["MONGODB_URI"])
+        try:
+            stored = [d["_id"] for d in await client[DATABASE][pipeline.collection].find({}, {"_id": 1}).to_list()]
+        finally:
+            await client.close()
+        assert len(stored) == len(set(stored))
+        assert set(stored) == set(valid_ids)
+
+        # 2. The local topic (read_committed): every valid event exactly once — the bridge's own proof.
+        local = await read_committed(local_kafka, pipeline.local_topic)
+        import orjson
+
+        local_ids = Counter(orjson.loads(m.value)["event_id"] for m in local)
+        assert set(local_ids) == set(valid_ids)
+        assert [i for i, n in local_ids.items() if n > 1] == []
+
+        # 3. The DLQ: every bad record exactly once, with where it came from.
+        dead = await read_committed(local_kafka, pipeline.dlq_topic)
+        headers = [read_dead_letter_headers(m.headers) for m in dead]
+        coords = Counter(
+            (int(h[HEADER_SOURCE_PARTITION]), int(h[HEADER_SOURCE_OFFSET])) for h in headers if h[HEADER_STAGE].startswith("bridge")
+        )
+        assert set(coords) == set(manifest.bad_coordinates())
+        assert max(coords.values()) == 1
+
+        # 4. The star schema: sum(view_count) = valid product views, counted independently here.
+        conn = await asyncpg.connect(os.environ["POSTGRES_DSN"])
+        try:
+            total = await conn.fetchval(f"SELECT coalesce(sum(view_count), 0) FROM {pipeline.schema}.fact_product_views")
+        finally:
+            await conn.close()
+        assert total == expected_views(records)
+    finally:
+        if broker_down:
+            await asyncio.to_thread(stack, "start", "kafka-local-2")
+        for p in procs:
+            p.stop_quietly()
