@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from etl_api import runs
 from etl_api.schema import apply_ddl
 from etl_api.settings import EtlSettings
+from shared.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +126,10 @@ def require_token(request: Request, credentials: Annotated[HTTPAuthorizationCred
 
 
 async def connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
-    pool = get_state(request).pool
-    if pool is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "not started")
+    state = get_state(request)
+    pool = state.pool
+    if pool is None or not state.ddl_applied:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"not ready: {state.not_ready_reason or 'starting'}")
     async with pool.acquire() as conn:
         yield conn
 
@@ -138,31 +140,49 @@ Conn = Annotated[asyncpg.Connection, Depends(connection)]
 def create_app(settings: EtlSettings) -> FastAPI:
     state = State(settings)
 
+    async def prepare() -> None:
+        """Pool, DDL, reaper; PostgreSQL down → retry with bounded backoff, not ready meanwhile."""
+        backoff = Backoff(initial=0.5, maximum=15.0)
+        while True:
+            try:
+                if state.pool is None:
+                    state.pool = await asyncpg.create_pool(
+                        settings.postgres_dsn.get_secret_value(),
+                        min_size=1,
+                        max_size=5,
+                        init=runs.init_connection,
+                        server_settings={"search_path": settings.pg_schema, "application_name": "etl-api"},
+                    )
+                async with state.pool.acquire() as conn:
+                    applied = await apply_ddl(conn, settings.pg_schema)
+                log.info("DDL applied to schema %s: %s", settings.pg_schema, ", ".join(applied))
+                state.launcher = runs.RunLauncher(
+                    settings, state.pool, on_finished=lambda _run, st: state.metrics.finished.labels(st).inc()
+                )
+                await state.launcher.reap()
+                state.ddl_applied = True
+                state.not_ready_reason = ""
+                break
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                state.not_ready_reason = f"postgres: {type(exc).__name__}: {exc}"
+                delay = backoff.next_delay()
+                log.warning("not ready (%s); retrying in %.1fs", state.not_ready_reason, delay)
+                await asyncio.sleep(delay)
+        await state.launcher.reap_forever()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await asyncpg.create_pool(
-            settings.postgres_dsn.get_secret_value(),
-            min_size=1,
-            max_size=5,
-            init=runs.init_connection,
-            server_settings={"search_path": settings.pg_schema, "application_name": "etl-api"},
-        )
-        state.pool = pool
-        async with pool.acquire() as conn:
-            applied = await apply_ddl(conn, settings.pg_schema)
-        log.info("DDL applied to schema %s: %s", settings.pg_schema, ", ".join(applied))
-        state.ddl_applied = True
-        state.launcher = runs.RunLauncher(settings, pool, on_finished=lambda _run, st: state.metrics.finished.labels(st).inc())
-        await state.launcher.reap()
-        reaper = asyncio.create_task(state.launcher.reap_forever())
+        worker = asyncio.create_task(prepare(), name="prepare-and-reap")
         try:
             yield
         finally:
-            reaper.cancel()
+            worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await reaper
-            await state.launcher.close()
-            await pool.close()
+                await worker
+            if state.launcher is not None:
+                await state.launcher.close()
+            if state.pool is not None:
+                await state.pool.close()
 
     app = FastAPI(title="etl-api", version="1.0.0", description=__doc__, lifespan=lifespan, docs_url="/docs")
     app.state.etl = state
@@ -205,7 +225,7 @@ def create_app(settings: EtlSettings) -> FastAPI:
     @app.get("/ready")
     async def ready() -> Response:
         if state.pool is None or not state.ddl_applied:
-            return JSONResponse({"ready": False, "reason": "starting"}, status_code=503)
+            return JSONResponse({"ready": False, "reason": state.not_ready_reason or "starting"}, status_code=503)
         try:
             async with state.pool.acquire(timeout=2) as conn:
                 await conn.fetchval("SELECT 1")

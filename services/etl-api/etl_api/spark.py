@@ -24,6 +24,9 @@ def build_spark_session(master: str, app_name: str, *, shuffle_partitions: int =
         .config("spark.default.parallelism", str(max(2, shuffle_partitions)))
         .config("spark.driver.memory", driver_memory)
         .config("spark.sql.adaptive.enabled", "true")
+        # small partitions: the load streams them one at a time into the driver (toLocalIterator),
+        # so this bounds the driver's memory whatever the data size
+        .config("spark.sql.adaptive.advisoryPartitionSizeInBytes", "8m")
         .config("spark.python.worker.reuse", "true")
         .getOrCreate()
     )
