@@ -42,6 +42,9 @@ class LiveSettings(BaseSettings):
     # Changelog producer batching: one produce request per this many seconds per broker instead
     # of one per table update (two per view).
     producer_linger_s: float = 0.02
+    # Per-partition record batch: large enough for a whole counting batch, so sending a batch's
+    # changelog records never waits for an earlier request to drain (aiokafka keeps one open batch).
+    producer_max_batch_bytes: int = 524_288
     # A killed worker's partitions move to another after this long without heartbeats.
     session_timeout_s: float = 10.0
     # Where faust keeps local state (tables live in memory; recovered from the changelog).

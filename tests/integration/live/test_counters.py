@@ -54,6 +54,6 @@ async def test_counters_equal_an_independent_count(live: LiveSetup, local_kafka:
     assert [(m["window_start"], m["views"]) for m in series["views_per_minute"]] == [
         (iso(ws), want.get(iso(ws), 0)) for ws in range(last - 19 * 60, last + 60, 60)
     ]
-    assert series["events_seen"] == len(events)  # aborted records are not even delivered
     assert series["views_counted"] == views
+    assert series["events_seen"] >= len(events)  # more only when faust redelivered (startup rebalance): skipped, not counted
     assert proc.stop() == 0
