@@ -235,13 +235,15 @@ class Sink(ConsumerRebalanceListener):
         assert self.consumer is not None
         while not stop.is_set():
             await self._collect(stop)
+            if stop.is_set():
+                break  # what is buffered is flushed by _drain
+            # Build the next batch's documents while the previous batch is still being written.
+            batch = self._cut_batch() if self._pending else None
             if self._inflight is not None:
                 await self._await_inflight()
-            if stop.is_set():
-                break
-            if self._pending:
-                self._start_write(self._cut_batch())
-            else:
+            if batch is not None:
+                self._start_write(batch)  # dropped there if a revocation came meanwhile
+            elif self._inflight is None:
                 await self._commit_positions()
 
     async def _drain(self) -> None:
