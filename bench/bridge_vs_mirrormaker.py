@@ -101,20 +101,24 @@ async def count_until(
     conn: KafkaConnection, topic: str, want: int, *, started: float, timeout_s: float, proc: subprocess.Popen[bytes]
 ) -> tuple[float, float]:
     """Counts committed records of ``topic`` until ``want``; returns (total seconds, steady events/s)."""
+    deadline = time.monotonic() + timeout_s
+    while True:  # the copier creates the target topic (a new client each time: fresh metadata)
+        probe = AIOKafkaConsumer(**conn.client_kwargs())
+        await probe.start()
+        try:
+            partitions = probe.partitions_for_topic(topic) if topic in await probe.topics() else None
+        finally:
+            await probe.stop()
+        if partitions:
+            break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{topic} never appeared (copier exit code {proc.poll()})")
+        await asyncio.sleep(1)
     consumer = AIOKafkaConsumer(
         **conn.client_kwargs(), enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest"
     )
     await consumer.start()
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:  # the copier creates the target topic
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(topic)
-            if partitions:
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{topic} never appeared (copier exit code {proc.poll()})")
-            await asyncio.sleep(0.5)
         await wait_for_leaders(conn, [topic], timeout_s=60)
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
@@ -256,9 +260,9 @@ async def bench_mm2(remote: KafkaConnection, local: KafkaConnection, base: str, 
         "-cp",
         str(mm2_libs() / "*"),
         "org.apache.kafka.connect.mirror.MirrorMaker",
+        str(props),
         "--clusters",
         dst,
-        str(props),
     ]
     log = OUT / f"{base}.mm2.log"
     started = time.monotonic()
