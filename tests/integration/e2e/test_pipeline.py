@@ -251,3 +251,70 @@ async def test_end_to_end_exactly_once_under_faults(
             await asyncio.to_thread(stack, "start", "kafka-local-2")
         for p in procs:
             p.stop_quietly()
+
+
+async def start_all(
+    pipeline: Pipeline, *, etl_env: dict[str, str] | None = None, sink_env: dict[str, str] | None = None
+) -> list[ServiceProcess]:
+    etl = pipeline.process("etl-api")
+    etl.env.update(etl_env or {})
+    sink = pipeline.process("sink")
+    sink.env.update(sink_env or {})
+    procs = [etl.start(), pipeline.process("bridge").start(), sink.start()]
+    for p in procs:
+        await asyncio.to_thread(p.wait_ready, 120)
+    return procs
+
+
+async def test_dag_fails_on_the_etl_task_when_the_run_fails(pipeline: Pipeline, remote_kafka: KafkaConnection) -> None:
+    await create_topics(remote_kafka, [pipeline.remote_topic], partitions=PARTITIONS, replication_factor=1)
+    # A Spark driver that cannot start: the run is accepted, then fails in its own process.
+    etl, bridge, sink = await start_all(pipeline, etl_env={"ETL_SPARK_DRIVER_MEMORY": "1k"})
+    try:
+        log = pipeline.work / "dag.log"
+        ok = await asyncio.to_thread(run_dag, airflow_env(pipeline.token, pipeline.ports, pipeline.work / "airflow"), log, echo=False)
+        text = log.read_text()
+        assert not ok
+        assert "task_id=start_etl_run" in text and "Marking task as SUCCESS" in text
+        assert "Marking task as FAILED. dag_id=pipeline_v1, task_id=wait_etl_run" in text, text[-4000:]
+        assert "task_id=reconcile" not in text.split("Marking task as FAILED")[-1] or "UPSTREAM_FAILED" in text.upper()
+        status, runs = etl.get("/runs")
+        assert status == 200 and len(runs) == 1
+        assert runs[0]["status"] == "failed" and runs[0]["error"], runs[0]
+        assert f"ETL run {runs[0]['run_id']} failed" in text
+    finally:
+        for p in (etl, bridge, sink):
+            p.stop_quietly()
+
+
+async def test_sink_caught_up_sensor_waits_while_the_sink_lags(pipeline: Pipeline, remote_kafka: KafkaConnection) -> None:
+    await create_topics(remote_kafka, [pipeline.remote_topic], partitions=PARTITIONS, replication_factor=1)
+    # The sink holds each batch 40 s before writing it: ready, but lagging, by configuration.
+    hold = {"SINK_MAX_BATCH_EVENTS": "100000", "SINK_MAX_BATCH_WAIT_MS": "40000"}
+    etl, bridge, sink = await start_all(pipeline, sink_env=hold)
+    try:
+        records = list(eventgen.generate(300, seed=int(pipeline.uid, 16) % 1000, bad_fraction=0.0))
+        await eventgen.produce(records, remote_kafka, pipeline.remote_topic, progress=False, partitions=PARTITIONS)
+        await wait_lag_zero(bridge, 120)
+        status, lag = sink.get("/lag")
+        # 300 events plus the bridge's transaction markers, none of them committed by the sink yet.
+        assert status == 200 and lag["total_lag"] >= 300 and {p["committed"] or 0 for p in lag["partitions"]} == {0}, lag
+        log = pipeline.work / "dag.log"
+        t0 = time.monotonic()
+        ok = await asyncio.to_thread(run_dag, airflow_env(pipeline.token, pipeline.ports, pipeline.work / "airflow"), log, echo=False)
+        text = log.read_text()
+        assert ok, text[-4000:]
+        # The sensor poked and waited at least once before the sink's batch landed …
+        before_success = text.split("Marking task as SUCCESS. dag_id=pipeline_v1, task_id=sink_caught_up")[0]
+        assert before_success.count("Poking: lag") >= 2, before_success[-3000:]
+        assert time.monotonic() - t0 > 20
+        # … and the ETL run started after it, so it counted every event.
+        conn = await asyncpg.connect(os.environ["POSTGRES_DSN"])
+        try:
+            total = await conn.fetchval(f"SELECT coalesce(sum(view_count), 0) FROM {pipeline.schema}.fact_product_views")
+        finally:
+            await conn.close()
+        assert total == expected_views(records)
+    finally:
+        for p in (etl, bridge, sink):
+            p.stop_quietly()
