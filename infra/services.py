@@ -32,7 +32,7 @@ class Service:
 
     @property
     def port_env(self) -> str:
-        return f"{self.env_prefix}HTTP_PORT"
+        return "ETL_PORT" if self.name == "etl-api" else f"{self.env_prefix}HTTP_PORT"
 
 
 SERVICES = {
