@@ -189,8 +189,9 @@ class LiveCounters:
         return table.tumbling(self.settings.window_s, expires=self.settings.retention_s).table
 
     async def _count_views(self, stream: faust.StreamT) -> AsyncIterator[None]:
-        # take_events acks a batch's events only after this body has counted them (and queued
-        # their changelog records), so the offsets a commit covers are always in the changelog.
+        # take_events acks a batch's events only when this body asks for the next batch, i.e. after
+        # the brokers acknowledged the batch's changelog records: a commit covers only what the
+        # changelog holds. A failed write raises: the agent crashes, nothing is committed past it.
         take_events = cast(faust.Stream, stream).take_events  # on the Stream class, not on StreamT
         async for events in take_events(self.settings.batch_max, within=self.settings.batch_within_s):
             views = []

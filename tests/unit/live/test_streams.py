@@ -1,0 +1,51 @@
+"""The faust app is built as designed: the pinned faust/aiokafka pair, a read_committed worker
+consumer (faust 0.11 offers it only with exactly_once), tables windowed by minute."""
+
+from __future__ import annotations
+
+import aiokafka
+import faust
+import pytest
+from live.settings import LiveSettings
+from live.streams import LiveCounters, _faust_broker
+from pydantic import SecretStr
+
+from shared.errors import ConfigError
+from shared.kafka import KafkaConnection
+
+
+def settings(**kw: object) -> LiveSettings:
+    conn = KafkaConnection(
+        bootstrap_servers="127.0.0.1:1,127.0.0.2:2", security_protocol="SASL_PLAINTEXT", sasl_username="u", sasl_password=SecretStr("p")
+    )
+    return LiveSettings(local_kafka=conn, postgres_dsn=None, **kw)
+
+
+def test_the_pinned_pair() -> None:
+    assert (faust.__version__, aiokafka.__version__) == ("0.11.3", "0.12.0")
+
+
+def test_broker_urls_and_sasl_credentials() -> None:
+    url, credentials = _faust_broker(settings())
+    assert url == "kafka://127.0.0.1:1;kafka://127.0.0.2:2"
+    assert credentials is not None and (credentials.username, credentials.password) == ("u", "p")
+    with pytest.raises(ConfigError):
+        _faust_broker(settings().model_copy(update={"local_kafka": KafkaConnection(bootstrap_servers="h:1", security_protocol="SSL")}))
+
+
+async def test_worker_consumer_reads_committed_with_at_least_once() -> None:
+    counters = LiveCounters(settings(app_id="unit-live"), partitions=6)
+    app = counters.app
+    assert app.conf.processing_guarantee.value == "at_least_once"
+    thread = app.consumer._thread  # type: ignore[attr-defined]
+    consumer = thread._create_worker_consumer(app.transport)
+    assert consumer._isolation_level == "read_committed"
+    assert consumer._group_id == "unit-live" and consumer._enable_auto_commit is False
+
+
+def test_tables_are_one_minute_tumbling_windows_with_retention() -> None:
+    counters = LiveCounters(settings(window_s=60, retention_s=7200), partitions=6)
+    for table in (counters.by_product, counters.by_store):
+        assert table.window.size == 60 and table.window.expires == 7200
+        assert table.window.current(120.5) == (120, 179.9)
+        assert table.partitions == 6
