@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 # Errors that end a session and start a new one after a backoff (brokers down, fencing, timeouts).
 RETRIABLE_ERRORS = (KafkaError, OSError, TimeoutError, BackendUnavailableError)
 STAGE_PREFIX = "bridge."
+# A dead letter keeps the original bytes unless they cannot fit in one local record: then the
+# head is kept and this header holds the original length.
+HEADER_TRUNCATED_FROM = "dlq.value.truncated_from_bytes"
+DLQ_HEADROOM_BYTES = 65_536  # for key, headers and batch overhead
 
 
 @dataclass
@@ -354,7 +358,12 @@ class Bridge:
                         error_message=error.reason,
                         original_headers=list(record.headers or ()),
                     )
-                    futures.append(await producer.send(s.dlq_topic, value=record.value, key=record.key, headers=headers))
+                    value = record.value
+                    if value is not None and len(value) > s.max_request_bytes - DLQ_HEADROOM_BYTES:
+                        # Larger than a local record may be: keep the head, say so (never a poison pill).
+                        headers.append((HEADER_TRUNCATED_FROM, str(len(value)).encode()))
+                        value = value[: s.max_request_bytes - DLQ_HEADROOM_BYTES]
+                    futures.append(await producer.send(s.dlq_topic, value=value, key=record.key, headers=headers))
                 futures.append(
                     await producer.send(s.offsets_topic, key=offset_key(tp.topic, tp.partition), value=offset_value(next_offset))
                 )

@@ -164,3 +164,43 @@ async def test_in_process_bridge_serves_health_ready_metrics_and_stops(
             stop.set()
             await asyncio.wait_for(worker, 10)
         assert (await client.get("/ready")).status_code == 503
+
+
+@pytest.mark.timeout(90)
+async def test_record_too_large_for_a_local_record_is_dead_lettered_truncated_not_stuck(
+    remote_kafka: KafkaConnection, local_kafka: KafkaConnection, unique_name: str
+) -> None:
+    """A ~2 MB remote record cannot be re-sent whole with DLQ headers: its head is kept, the
+    original length goes into a header, and the events around it are copied."""
+    from aiokafka import AIOKafkaProducer
+    from bridge.app import DLQ_HEADROOM_BYTES, HEADER_TRUNCATED_FROM
+
+    from shared.kafka import create_topics
+
+    names = BridgeNames(unique_name)
+    await create_topics(remote_kafka, [names.remote_topic], partitions=1, replication_factor=1)
+    before, after = (orjson.dumps({"_id": f"{i:024x}", "time_stamp": 1589733273, "collection": "view_home_page"}) for i in (1, 2))
+    huge = b"x" * 2_000_000
+    producer = AIOKafkaProducer(**remote_kafka.client_kwargs(), max_request_size=2_097_152)
+    await producer.start()
+    try:
+        for value in (before, huge, after):
+            await producer.send_and_wait(names.remote_topic, value, key=b"k")
+    finally:
+        await producer.stop()
+    bridge = BridgeProcess(names, label="huge").start()
+    try:
+        await bridge.wait_ready()
+        for _ in range(150):
+            if (await bridge.get("/lag")).json()["total_lag"] == 0:
+                break
+            await asyncio.sleep(0.2)
+        assert bridge.terminate()[0] == 0
+    finally:
+        bridge.stop_quietly()
+    assert [orjson.loads(r.value)["event_id"] for r in await read_topic(local_kafka, names.local_topic)] == [f"{1:024x}", f"{2:024x}"]
+    (dead,) = await read_topic(local_kafka, names.dlq_topic)
+    headers = read_dead_letter_headers(dead.headers)
+    assert dict(dead.headers)[HEADER_TRUNCATED_FROM] == b"2000000"
+    assert headers["dlq.error.class"] == "OversizedRecord" and headers["dlq.source.offset"] == "1"
+    assert dead.value == huge[: 2_000_000 - DLQ_HEADROOM_BYTES]
