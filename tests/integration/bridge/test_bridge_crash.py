@@ -81,7 +81,7 @@ async def test_kill_9_at_random_points_loses_and_duplicates_nothing(
     remote_kafka: KafkaConnection, local_kafka: KafkaConnection, unique_name: str
 ) -> None:
     names = BridgeNames(unique_name)
-    partitions, count, rate, kills = 3, 10000, 300.0, 4
+    partitions, count, rate, kills = 3, 12000, 250.0, 4
     rng = random.Random()
     seed = rng.randrange(1 << 30)
     rng.seed(seed)
