@@ -25,6 +25,7 @@ import asyncpg
 
 from infra import services
 from infra.stack import HOME, REPO, StackError, load_env
+from shared.kafka import create_topics
 from shared.settings import remote_kafka_from_env
 
 AIRFLOW_BIN = REPO / ".venv-airflow" / "bin" / "airflow"
@@ -77,8 +78,8 @@ def produce_events(count: int, seed: int, bad_fraction: float, topic: str) -> An
 
 def bridge_caught_up() -> tuple[bool, str]:
     lag = get_json(f"http://127.0.0.1:{services.SERVICES['bridge'].base_port}/lag")
-    total = lag.get("total_lag", lag.get("total"))
-    return total == 0, f"bridge lag {total}"
+    total = lag["total_lag"]
+    return total == 0 and bool(lag["partitions"]), f"bridge lag {total} over {len(lag['partitions'])} partitions"
 
 
 def sink_caught_up() -> tuple[bool, str]:
@@ -156,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         # The demo asks for its run right after ingesting, so the ETL's settle margin (events
         # ingested in the last N seconds wait for the next run; 120 s by default) is cut to 5 s.
         services.start(["etl-api"], extra_env={"ETL_SETTLE_SECONDS": str(DEMO_SETTLE_SECONDS)})
+        # The remote topic exists before the bridge subscribes to it, as it does in production.
+        asyncio.run(create_topics(remote_kafka_from_env(), [args.topic], partitions=6, replication_factor=1))
         services.start(["bridge", "sink"])
         step(2, 5, f"streaming {args.count:,} events (seed {seed}, {args.bad_fraction:.0%} malformed) to remote topic {args.topic}")
         manifest = produce_events(args.count, seed, args.bad_fraction, args.topic)
