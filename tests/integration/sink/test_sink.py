@@ -55,7 +55,7 @@ async def wait_caught_up(sink: SinkProcess, timeout: float) -> None:
         raise
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(300)
 async def test_every_event_exactly_once_full_documents_bad_records_dead_lettered(
     names: SinkNames, local_kafka: KafkaConnection, mongodb_uri: str, sinks: StartSink
 ) -> None:
@@ -68,10 +68,10 @@ async def test_every_event_exactly_once_full_documents_bad_records_dead_lettered
     redelivered = orjson.dumps(events[7])  # the same event again, e.g. the bridge redoing a transaction
 
     sink = sinks("sink", names.env(SINK_MAX_DOCUMENT_BYTES="20000", SINK_MAX_BATCH_EVENTS="700"))
-    await wait_until("/ready", lambda: sink.get("/ready")[0] == 200, 30)
+    await wait_until("/ready", lambda: sink.get("/ready")[0] == 200, 90)
     assert sink.json("/health") == (200, {"status": "ok", "service": "sink"})
     await produce(local_kafka, names.topic, [*encode(events[3000:]), redelivered])
-    await wait_caught_up(sink, 60)
+    await wait_caught_up(sink, 150)
 
     check_documents(await stored_documents(mongodb_uri, names.collection), events)
     m = sink.metrics()
@@ -127,14 +127,14 @@ async def test_every_event_exactly_once_full_documents_bad_records_dead_lettered
     assert rc == 0 and took < 10
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(300)
 async def test_replay_from_the_beginning_leaves_the_collection_unchanged(
     names: SinkNames, local_kafka: KafkaConnection, mongodb_uri: str, sinks: StartSink
 ) -> None:
     events = make_events(3000, seed=2)
     await produce(local_kafka, names.topic, encode(events))
     first = sinks("first", names.env())
-    await wait_caught_up(first, 60)
+    await wait_caught_up(first, 150)
     assert first.terminate()[0] == 0
     before = await stored_documents(mongodb_uri, names.collection)
     check_documents(before, events)
@@ -142,7 +142,7 @@ async def test_replay_from_the_beginning_leaves_the_collection_unchanged(
     await reset_group_to_beginning(local_kafka, names.topic, names.group)
     assert sum((await committed_offsets(local_kafka, names.topic, names.group)).values()) == 0
     second = sinks("second", names.env())
-    await wait_caught_up(second, 60)
+    await wait_caught_up(second, 150)
     m = second.metrics()
     assert (m["sink_consumed_records_total"], m["sink_written_documents_total"], m["sink_duplicate_documents_total"]) == (3000, 0, 3000)
     after = await stored_documents(mongodb_uri, names.collection)
@@ -151,7 +151,7 @@ async def test_replay_from_the_beginning_leaves_the_collection_unchanged(
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(400)
 async def test_kill_9_at_random_points_during_a_stream_loses_and_duplicates_nothing(
     names: SinkNames, local_kafka: KafkaConnection, mongodb_uri: str, sinks: StartSink
 ) -> None:
@@ -179,51 +179,51 @@ async def test_kill_9_at_random_points_during_a_stream_loses_and_duplicates_noth
         await stream
     assert kills_mid_stream >= 3
     final = sinks("final", env)
-    await wait_caught_up(final, 90)
+    await wait_caught_up(final, 150)
     check_documents(await stored_documents(mongodb_uri, names.collection), events)
     assert final.terminate()[0] == 0
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(400)
 async def test_two_sinks_share_partitions_and_one_killed_mid_stream(
     names: SinkNames, local_kafka: KafkaConnection, mongodb_uri: str, sinks: StartSink
 ) -> None:
     events = make_events(15_000, seed=4)
     env = names.env(SINK_MAX_BATCH_EVENTS="500", **FAST_GROUP)
     a, b = sinks("a", env), sinks("b", env)
-    stream = asyncio.create_task(produce(local_kafka, names.topic, encode(events), per_transaction=200, rate=2000))
 
     def assigned() -> tuple[float, float]:
         return a.metrics().get("sink_assigned_partitions", 0), b.metrics().get("sink_assigned_partitions", 0)
 
-    await wait_until("both sinks to own partitions", lambda: assigned() == (3, 3), 40)
+    await wait_until("both sinks to own partitions", lambda: assigned() == (3, 3), 90)
+    stream = asyncio.create_task(produce(local_kafka, names.topic, encode(events), per_transaction=200, rate=1000))
     await wait_until(
-        "both sinks to write", lambda: counter(a, "sink_written_documents_total") > 0 < counter(b, "sink_written_documents_total"), 30
+        "both sinks to write", lambda: counter(a, "sink_written_documents_total") > 0 < counter(b, "sink_written_documents_total"), 90
     )
     b.kill()
-    assert not stream.done()
-    await wait_until("a to own every partition", lambda: counter(a, "sink_assigned_partitions") == 6, 30)
+    assert await count_documents(mongodb_uri, names.collection) < len(events)  # killed mid-stream
+    await wait_until("a to own every partition", lambda: counter(a, "sink_assigned_partitions") == 6, 90)
     await stream
-    await wait_caught_up(a, 60)
+    await wait_caught_up(a, 150)
     check_documents(await stored_documents(mongodb_uri, names.collection), events)
     assert a.terminate()[0] == 0
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(400)
 async def test_ferretdb_down_30s_mid_stream_sink_waits_not_ready_then_catches_up(
     names: SinkNames, local_kafka: KafkaConnection, private_ferretdb: PrivateFerretDB, sinks: StartSink
 ) -> None:
     events = make_events(12_000, seed=5)
     sink = sinks("sink", {**names.env(SINK_MAX_BATCH_EVENTS="500"), "MONGODB_URI": private_ferretdb.uri})
-    await wait_until("/ready", lambda: sink.get("/ready")[0] == 200, 30)
+    await wait_until("/ready", lambda: sink.get("/ready")[0] == 200, 90)
     stream = asyncio.create_task(produce(local_kafka, names.topic, encode(events), per_transaction=200, rate=300))
-    await wait_until("some documents", lambda: counter(sink, "sink_written_documents_total") >= 500, 30)
+    await wait_until("some documents", lambda: counter(sink, "sink_written_documents_total") >= 500, 90)
 
     await asyncio.to_thread(private_ferretdb.stop)
     down_at = time.monotonic()
-    _, body = await wait_until("/ready 503", lambda: (r := sink.json("/ready"))[0] == 503 and r, 15)
+    _, body = await wait_until("/ready 503", lambda: (r := sink.json("/ready"))[0] == 503 and r, 25)
     assert body["ready"] is False and body["reason"].startswith("mongodb:")
     committed = await committed_offsets(local_kafka, names.topic, names.group)
     await asyncio.sleep(max(0.0, 30 - (time.monotonic() - down_at)))
@@ -233,42 +233,42 @@ async def test_ferretdb_down_30s_mid_stream_sink_waits_not_ready_then_catches_up
     assert counter(sink, 'sink_write_retries_total{reason="unavailable"}') > 0
 
     await asyncio.to_thread(private_ferretdb.start)
-    await wait_until("/ready again", lambda: sink.get("/ready")[0] == 200, 30)
+    await wait_until("/ready again", lambda: sink.get("/ready")[0] == 200, 90)
     await stream
-    await wait_caught_up(sink, 60)
+    await wait_caught_up(sink, 150)
     check_documents(await stored_documents(private_ferretdb.uri, names.collection), events)
     assert sink.terminate()[0] == 0
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)
 async def test_sigterm_flushes_the_open_batch_commits_and_exits_0_within_10s(
     names: SinkNames, local_kafka: KafkaConnection, mongodb_uri: str, sinks: StartSink
 ) -> None:
-    events = make_events(2000, seed=6)
+    events = make_events(500, seed=6)
     # A batch that would stay open for a minute: only SIGTERM can make it written.
     sink = sinks("sink", names.env(SINK_MAX_BATCH_WAIT_MS="60000", SINK_MAX_BATCH_EVENTS="100000"))
-    await wait_until("/ready", lambda: sink.get("/ready")[0] == 200, 30)
+    await wait_until("/ready", lambda: sink.get("/ready")[0] == 200, 90)
     await produce(local_kafka, names.topic, encode(events))
-    await wait_until("all records buffered", lambda: counter(sink, "sink_buffered_records") == 2000, 20)
+    await wait_until("all records buffered", lambda: counter(sink, "sink_buffered_records") == 500, 60)
     await asyncio.sleep(1)
     assert counter(sink, "sink_written_documents_total") == 0
     assert await count_documents(mongodb_uri, names.collection) == 0
     rc, took = sink.terminate()
     assert rc == 0 and took < 10, (rc, took, sink.log_tail())
     check_documents(await stored_documents(mongodb_uri, names.collection), events)
-    end = {r.partition: r.offset for r in await read_topic(local_kafka, names.topic, 2000)}
+    end = {r.partition: r.offset for r in await read_topic(local_kafka, names.topic, 500)}
     committed = await committed_offsets(local_kafka, names.topic, names.group)
     assert all(committed[p] > last for p, last in end.items())  # past each partition's last record
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(300)
 async def test_sigterm_while_mongodb_is_down_exits_0_in_time_and_commits_nothing_unwritten(
     names: SinkNames, local_kafka: KafkaConnection, private_ferretdb: PrivateFerretDB, sinks: StartSink
 ) -> None:
     events = make_events(1500, seed=7)
     sink = sinks("sink", {**names.env(), "MONGODB_URI": private_ferretdb.uri})
     await produce(local_kafka, names.topic, encode(events[:1000]))
-    await wait_caught_up(sink, 30)
+    await wait_caught_up(sink, 120)
     committed = await committed_offsets(local_kafka, names.topic, names.group)
     await asyncio.to_thread(private_ferretdb.stop)
     await produce(local_kafka, names.topic, encode(events[1000:]))
@@ -276,7 +276,7 @@ async def test_sigterm_while_mongodb_is_down_exits_0_in_time_and_commits_nothing
         "the new records fetched",
         lambda: (m := sink.metrics())["sink_consumed_records_total"] + m["sink_buffered_records"] == 1500
         and m["sink_written_documents_total"] == 1000,
-        20,
+        60,
     )
     rc, took = sink.terminate()
     assert rc == 0 and took < 10, (rc, took, sink.log_tail())
@@ -284,6 +284,6 @@ async def test_sigterm_while_mongodb_is_down_exits_0_in_time_and_commits_nothing
 
     await asyncio.to_thread(private_ferretdb.start)
     again = sinks("again", {**names.env(), "MONGODB_URI": private_ferretdb.uri})
-    await wait_caught_up(again, 60)
+    await wait_caught_up(again, 150)
     check_documents(await stored_documents(private_ferretdb.uri, names.collection), events)
     assert again.terminate()[0] == 0
