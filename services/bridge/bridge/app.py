@@ -406,7 +406,9 @@ class Bridge:
         if consumer is None:
             raise BackendUnavailableError("not connected")
         s = self.settings
-        partitions = consumer.partitions_for_topic(s.remote_topic) or set()
+        partitions = consumer.partitions_for_topic(s.remote_topic)
+        if not partitions:  # "no partitions, no lag" would read as "caught up"
+            raise BackendUnavailableError(f"partitions of {s.remote_topic} not known yet")
         tps = [TopicPartition(s.remote_topic, p) for p in sorted(partitions)]
         ends = await asyncio.wait_for(consumer.end_offsets(tps), 10)
         starts = await asyncio.wait_for(consumer.beginning_offsets(tps), 10)

@@ -188,7 +188,7 @@ class BridgeProcess:
         return f"http://127.0.0.1:{self.port}"
 
     async def get(self, path: str) -> httpx.Response:
-        async with httpx.AsyncClient(timeout=5) as client:
+        async with httpx.AsyncClient(timeout=20) as client:  # a loaded 2-core machine answers slowly
             return await client.get(self.url + path)
 
     async def wait_ready(self, timeout_s: float = 60.0) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from tests.integration.bridge.helpers import (
     BridgeProcess,
     produce_events,
     read_topic,
+    stored_positions,
     wait_caught_up,
 )
 
@@ -191,10 +193,10 @@ async def test_record_too_large_for_a_local_record_is_dead_lettered_truncated_no
     bridge = BridgeProcess(names, label="huge").start()
     try:
         await bridge.wait_ready()
-        for _ in range(150):
-            if (await bridge.get("/lag")).json()["total_lag"] == 0:
-                break
-            await asyncio.sleep(0.2)
+        deadline = time.monotonic() + 60
+        while (await stored_positions(local_kafka, names.offsets_topic)).get((names.remote_topic, 0)) != 3:
+            assert time.monotonic() < deadline, bridge.tail()
+            await asyncio.sleep(0.3)
         assert bridge.terminate()[0] == 0
     finally:
         bridge.stop_quietly()
