@@ -34,6 +34,7 @@ BSON document is larger than the limit).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from dataclasses import dataclass
@@ -145,10 +146,10 @@ def event_date_of(event_time: Any) -> str:
     if type(event_time) is not str:
         raise InvalidEventError(f"event_time is {type(event_time).__name__}, not an ISO-8601 string", stage=STAGE_VALIDATE)
     # The contract's form, "2020-06-04T10:21:27.000Z", is by far the most common: no parsing.
-    if len(event_time) == 24 and event_time[-1] == "Z" and event_time[10] == "T":
+    if len(event_time) == 24 and event_time[-1] == "Z" and event_time[10] == "T" and event_time[4] == event_time[7] == "-":
         date = event_time[:10]
-        try:
-            datetime.strptime(date, "%Y-%m-%d")
+        try:  # a real calendar date; strptime would cost ~30× more
+            dt.date(int(date[:4]), int(date[5:7]), int(date[8:10]))
         except ValueError:
             pass
         else:
