@@ -101,6 +101,13 @@ class Job:
         await conn.execute(f"SET search_path TO {quote_ident(self.settings.pg_schema)}")
         return conn
 
+    async def _enter_phase(self, conn: asyncpg.Connection, phase: str) -> None:
+        """Record the phase now (the heartbeat repeats it), so observers never see a stale one."""
+        self.phase = phase
+        await conn.execute(
+            "UPDATE etl_runs SET phase = $2, heartbeat_at = now() WHERE run_id = $1 AND status = 'running'", self.run_id, phase
+        )
+
     async def _heartbeat(self) -> None:
         conn = await self._connect()
         try:
@@ -143,7 +150,7 @@ class Job:
             low = await conn.fetchval("SELECT ingested_high FROM etl_watermark WHERE name = 'events'")
         await conn.execute("UPDATE etl_runs SET window_low = $2, window_high = $3 WHERE run_id = $1", self.run_id, low, high)
 
-        self.phase = "extract"
+        await self._enter_phase(conn, "extract")
         spark = await asyncio.to_thread(
             build_spark_session,
             s.spark_master,
@@ -212,7 +219,7 @@ class Job:
         self.timings["extract_seconds"] = round(time.monotonic() - t0, 3)
         log.info("run %s: %s mode, %d new events, %d events read for %d dates", self.run_id, mode, new_events, events_read, len(touched))
 
-        self.phase = "transform"
+        await self._enter_phase(conn, "transform")
         t1 = time.monotonic()
         classified = transform.classify_events(transform.enrich_events(events, s.internal_domains), types, s.exclude_bots)
         classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
@@ -228,7 +235,7 @@ class Job:
         facts = transform.build_facts(views)
         self.timings["transform_seconds"] = round(time.monotonic() - t1, 3)  # lazy parts run while loading
 
-        self.phase = "load"
+        await self._enter_phase(conn, "load")
         reconciliation = {
             "events_new": new_events,
             "events_read": events_read,

@@ -137,8 +137,8 @@ def make_service(services: list[EtlService], schemas: list[str], tmp_path: Path,
             "ETL_API_TOKEN": TOKEN,
             "ETL_SETTLE_SECONDS": "1",
             "ETL_SPARK_MASTER": "local[2]",
-            "ETL_SPARK_SHUFFLE_PARTITIONS": "2",
-            "ETL_READ_PARTS": "4",  # 4 `part` slices per hour/date: the real read path, fewer tiny tasks
+            "ETL_SPARK_SHUFFLE_PARTITIONS": "1",  # tiny data: fewer tasks
+            "ETL_READ_PARTS": "2",  # 2 `part` slices per hour/date: the real read path, fewer tiny tasks
             "ETL_RUN_LOG_DIR": str(tmp_path / "runs"),
             "ETL_REAPER_INTERVAL_SECONDS": "1",
             **extra,
