@@ -156,6 +156,8 @@ class Bridge:
             max_partition_fetch_bytes=s.max_partition_fetch_bytes,
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.heartbeat_interval_ms,
+            # A remote topic created (or grown) after the bridge subscribed is seen this soon.
+            metadata_max_age_ms=s.metadata_max_age_ms,
         )
         self._failure = None
         self._pending = None

@@ -46,6 +46,9 @@ class BridgeSettings(BaseSettings):
     max_partition_fetch_bytes: int = 4_194_304
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
+    # How often the consumer refreshes metadata: bounds how long a remote topic that appears
+    # (or gains partitions) after start goes unnoticed. aiokafka's default is 5 minutes.
+    metadata_max_age_ms: int = 10_000
     transaction_timeout_ms: int = 60_000
     # Seconds to wait for a producer's init_transactions (fencing the previous owner).
     init_timeout_s: float = 30.0

@@ -231,3 +231,23 @@ async def test_sigterm_mid_stream_exits_0_within_10_s_and_restart_continues_exac
         second.stop_quietly()
     events, dead = await assert_exactly_once(local_kafka, names, produced)
     assert events + dead == count
+
+
+@pytest.mark.timeout(180)
+async def test_remote_topic_created_after_the_bridge_started_is_copied(
+    remote_kafka: KafkaConnection, local_kafka: KafkaConnection, unique_name: str
+) -> None:
+    """The bridge subscribes to a topic that does not exist yet; once it appears (here 3 s later)
+    the bridge sees it within BRIDGE_METADATA_MAX_AGE_MS and copies it exactly once."""
+    names = BridgeNames(unique_name)
+    bridge = BridgeProcess(names, label="late-topic", extra_env={"BRIDGE_METADATA_MAX_AGE_MS": "3000"}).start()
+    try:
+        await bridge.wait_ready()
+        assert (await bridge.get("/lag")).status_code == 503  # no partitions known: not "caught up"
+        await asyncio.sleep(3)
+        produced = await produce_events(remote_kafka, names.remote_topic, 600, partitions=2)
+        await wait_caught_up(local_kafka, names.offsets_topic, produced, names.remote_topic, timeout_s=90)
+    finally:
+        bridge.stop_quietly()
+    events, dead = await assert_exactly_once(local_kafka, names, produced)
+    assert events + dead == 600
