@@ -141,9 +141,8 @@ def main() -> None:
     print(f"{'backend':<12}{'insert docs/s':>15}{'read docs/s':>15}")
     for b in results:
         print(f"{b:<12}{ins[b]:>15,.0f}{rd[b]:>15,.0f}")
-    print(
-        f"sqlite / postgresql: insert {ins['sqlite'] / ins['postgresql']:.2f}x, read {rd['sqlite'] / rd['postgresql']:.2f}x  (cpus={os.cpu_count()})"
-    )
+    ratio_insert, ratio_read = ins["sqlite"] / ins["postgresql"], rd["sqlite"] / rd["postgresql"]
+    print(f"sqlite / postgresql: insert {ratio_insert:.2f}x, read {ratio_read:.2f}x  (cpus={os.cpu_count()})")
 
 
 if __name__ == "__main__":
