@@ -9,6 +9,9 @@ Same events, same FerretDB, same run:
 
 (c) ceiling: the sink's own documents, built beforehand, inserted with ``insert_many`` (unordered,
     batches of ``--batch``) straight from memory: no Kafka, no decoding;
+All three collections carry the sink's two ETL indexes ({ingest_hour, part}, {event_date, part}):
+FerretDB's index upkeep costs about as much as the insert itself, so an unindexed peer would not
+be comparable.
 (a) the sink: ``python -m sink`` (default settings), timed from process start until the
     collection holds every event (its committed offsets are then checked to reach the end);
 (b) the connector: ``org.mongodb.kafka:mongo-kafka-connect`` (resolved from Maven Central by
@@ -49,6 +52,7 @@ from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from aiokafka.errors import KafkaError  # noqa: E402
 from pymongo import AsyncMongoClient  # noqa: E402
 from sink.documents import IngestStamp, document_of  # noqa: E402
+from sink.mongo import INDEXES  # noqa: E402
 
 from shared.kafka import KafkaConnection, create_topics  # noqa: E402
 
@@ -209,6 +213,18 @@ async def count(uri: str, collection: str) -> int:
         await client.close()
 
 
+async def create_indexes(uri: str, *collections: str) -> None:
+    """The sink's two ETL indexes, one per command (FerretDB 1.24 panics on two existing ones at once).
+    Every run writes into an indexed collection: index upkeep is a large part of FerretDB's cost."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    try:
+        for c in collections:
+            for index in INDEXES:
+                await client[DATABASE][c].create_indexes([index])
+    finally:
+        await client.close()
+
+
 async def drop(uri: str, *collections: str) -> None:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
     try:
@@ -255,6 +271,21 @@ def ferretdb_pid() -> int | None:
         return None
 
 
+def sink_batches(port: int) -> str:
+    """Batch count, mean size and mean latency from the sink's /metrics."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError as exc:
+        return f"(no metrics: {exc})"
+    m = {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))}
+    n = m.get("sink_batch_size_records_count", 0)
+    if not n:
+        return "no batches"
+    size, latency = m["sink_batch_size_records_sum"] / n, m["sink_batch_latency_seconds_sum"] / n
+    return f"{n:.0f} batches, mean {size:.0f} records, mean write+commit {latency:.2f}s"
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -274,7 +305,7 @@ async def run_sink(
         "MONGODB_DATABASE": DATABASE,
         "MONGODB_COLLECTION": collection,
         "SINK_HTTP_HOST": "127.0.0.1",
-        "SINK_HTTP_PORT": "0",
+        "SINK_HTTP_PORT": str(port := free_port()),
     }
     with log.open("wb") as out:
         t0 = time.monotonic()
@@ -283,7 +314,7 @@ async def run_sink(
             t1, _ = await wait_done(os.environ["MONGODB_URI"], collection, conn, group, end, last_ids, proc, timeout=3600)
             rss = peak_rss_mib(proc.pid)
             print(f"    offsets committed to the end: {await wait_committed(conn, group, end)}", flush=True)
-            print(f"    sink process CPU: {cpu_seconds(proc.pid):.1f}s", flush=True)
+            print(f"    sink process CPU: {cpu_seconds(proc.pid):.1f}s; {sink_batches(port)}", flush=True)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(20)
@@ -487,6 +518,7 @@ async def main() -> None:
     results: dict[str, float] = {}
     rss = float("nan")
     colls = {k: f"{k}_{run_id}" for k in ("ceiling", "sink", "connector")}
+    await create_indexes(uri, colls["ceiling"], colls["connector"])  # the sink creates its own at start
     try:
         if "ceiling" not in skip:
             print("(c) ceiling: insert_many from memory …", flush=True)
