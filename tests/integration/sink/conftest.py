@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from shared.kafka import KafkaConnection
-from tests.integration.sink.helpers import REPO, SinkProcess, create_topic, drop_collection, free_port, sink_env
+from tests.integration.sink.helpers import REPO, SinkProcess, create_topic, delete_topics, drop_collection, free_port, sink_env
 
 FERRETDB_BIN = REPO / ".cache" / "go" / "bin" / "ferretdb"
 
@@ -38,6 +38,8 @@ async def names(unique_name: str, local_kafka: KafkaConnection, mongodb_uri: str
     yield n
     with contextlib.suppress(Exception):
         await drop_collection(mongodb_uri, n.collection)
+    with contextlib.suppress(Exception):
+        await delete_topics(local_kafka, [n.topic, n.dlq])
 
 
 @pytest.fixture

@@ -206,6 +206,17 @@ async def read_topic(conn: KafkaConnection, topic: str, expected: int, timeout: 
         await consumer.stop()
 
 
+async def delete_topics(conn: KafkaConnection, topics: list[str]) -> None:
+    admin = AIOKafkaAdminClient(**conn.client_kwargs())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        if wanted := [t for t in topics if t in existing]:
+            await admin.delete_topics(wanted)
+    finally:
+        await admin.close()
+
+
 async def reset_group_to_beginning(conn: KafkaConnection, topic: str, group: str) -> None:
     """What ``kafka-consumer-groups --reset-offsets --to-earliest`` does (the group must be empty)."""
     consumer = AIOKafkaConsumer(**conn.client_kwargs(), group_id=group, enable_auto_commit=False)
