@@ -101,8 +101,10 @@ async def run_service(
     server = _Server(uvicorn.Config(app or create_http_app(state), host=host, port=port, log_level="warning", lifespan="off"))
     http = asyncio.create_task(server.serve(), name="http")
     work: asyncio.Task[None] = asyncio.ensure_future(worker(stop))
+    stopping = asyncio.ensure_future(stop.wait())
     try:
-        await asyncio.wait({work, http}, return_when=asyncio.FIRST_COMPLETED)
+        # The shutdown deadline runs from the signal, not from whenever the worker notices it.
+        await asyncio.wait({work, http, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if http.done() and not work.done():
             log.error("HTTP server on %s:%s stopped unexpectedly; stopping worker", host, port)
             stop.set()
@@ -115,6 +117,7 @@ async def run_service(
                 await work
         work.result() if not work.cancelled() else None
     finally:
+        stopping.cancel()
         server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(http, timeout=3)

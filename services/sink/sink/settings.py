@@ -61,6 +61,9 @@ class SinkSettings(BaseSettings):
     group_instance_id: str | None = None
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
+    # How often the consumer refreshes metadata: bounds how long a topic that appears (or gains
+    # partitions) after start goes unnoticed. aiokafka's default is 5 minutes.
+    metadata_max_age_ms: int = 10_000
     max_poll_interval_ms: int = 300_000
     # On revocation the batch being written gets this long to finish and commit; after that it
     # is abandoned uncommitted (the partition's next owner rewrites it; writes are idempotent).
