@@ -289,8 +289,9 @@ async def test_dag_fails_on_the_etl_task_when_the_run_fails(pipeline: Pipeline, 
 
 async def test_sink_caught_up_sensor_waits_while_the_sink_lags(pipeline: Pipeline, remote_kafka: KafkaConnection) -> None:
     await create_topics(remote_kafka, [pipeline.remote_topic], partitions=PARTITIONS, replication_factor=1)
-    # The sink holds each batch 40 s before writing it: ready, but lagging, by configuration.
-    hold = {"SINK_MAX_BATCH_EVENTS": "100000", "SINK_MAX_BATCH_WAIT_MS": "40000"}
+    # The sink holds each batch 60 s before writing it: ready, but lagging, by configuration —
+    # long enough for Airflow to start (slow on a loaded machine) and poke more than once.
+    hold = {"SINK_MAX_BATCH_EVENTS": "100000", "SINK_MAX_BATCH_WAIT_MS": "60000"}
     etl, bridge, sink = await start_all(pipeline, sink_env=hold)
     try:
         records = list(eventgen.generate(300, seed=int(pipeline.uid, 16) % 1000, bad_fraction=0.0))
