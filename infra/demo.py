@@ -153,13 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update({k: v for k, v in env.items() if k not in os.environ})
     t0 = time.monotonic()
     try:
-        step(1, 5, "starting the services: etl-api, bridge, sink")
+        step(1, 5, "starting the services: etl-api, bridge, sink, live")
         # The demo asks for its run right after ingesting, so the ETL's settle margin (events
         # ingested in the last N seconds wait for the next run; 120 s by default) is cut to 5 s.
         services.start(["etl-api"], extra_env={"ETL_SETTLE_SECONDS": str(DEMO_SETTLE_SECONDS)})
         # The remote topic exists before the bridge subscribes to it, as it does in production.
         asyncio.run(create_topics(remote_kafka_from_env(), [args.topic], partitions=6, replication_factor=1))
-        services.start(["bridge", "sink"])
+        services.start(["bridge", "sink", "live"])
         step(2, 5, f"streaming {args.count:,} events (seed {seed}, {args.bad_fraction:.0%} malformed) to remote topic {args.topic}")
         manifest = produce_events(args.count, seed, args.bad_fraction, args.topic)
         print(f"    produced: {json.dumps(manifest.counts)}")
@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("bridge", "sink", "etl-api"):
         port = services.SERVICES[name].base_port
         print(f"  {name:<8} http://127.0.0.1:{port}/metrics  /ready  {'/lag' if name != 'etl-api' else '/runs  /docs'}")
+    print(f"  page     http://127.0.0.1:{services.SERVICES['live'].base_port}/   (live counters + star-schema plots)")
     print(f"  logs     {HOME / 'logs'}   (./pipeline stack status; python -m infra.services status)")
     print('  psql     set -a; . .stack/stack.env; set +a; psql "$POSTGRES_DSN"')
     print(f"  airflow  AIRFLOW_HOME={HOME / 'airflow'} .venv-airflow/bin/airflow dags list-runs -d pipeline_v1")

@@ -61,6 +61,9 @@ def _ready(port: int) -> bool:
 def proc_of(svc: Service, replica: int, extra_env: dict[str, str] | None = None) -> Proc:
     port = port_of(svc, replica)
     env = {**load_env(), svc.port_env: str(port), **(extra_env or {})}
+    if svc.name == "live":  # faust's local table state, one folder per replica
+        (HOME / "live").mkdir(parents=True, exist_ok=True)
+        env.setdefault("LIVE_DATA_DIR", str(HOME / "live" / f"replica-{replica}"))
     return Proc(
         f"svc-{svc.name}-{replica}", lambda: [sys.executable, "-m", svc.module], lambda: _ready(port), env=env, marker=f"-m {svc.module}"
     )
