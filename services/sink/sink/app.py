@@ -534,6 +534,9 @@ class Sink(ConsumerRebalanceListener):
         if not partitions:
             await self._lag_consumer.topics()
             partitions = self._lag_consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            # Not "caught up": nothing is known yet (the topic may not exist). /lag answers 503.
+            raise RuntimeError(f"no partitions known for topic {topic!r} yet")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         end = await self._lag_consumer.end_offsets(tps)
         begin = await self._lag_consumer.beginning_offsets(tps)

@@ -297,9 +297,14 @@ async def test_sink_caught_up_sensor_waits_while_the_sink_lags(pipeline: Pipelin
         records = list(eventgen.generate(300, seed=int(pipeline.uid, 16) % 1000, bad_fraction=0.0))
         await eventgen.produce(records, remote_kafka, pipeline.remote_topic, progress=False, partitions=PARTITIONS)
         await wait_lag_zero(bridge, 120)
-        status, lag = sink.get("/lag")
-        # 300 events plus the bridge's transaction markers, none of them committed by the sink yet.
-        assert status == 200 and lag["total_lag"] >= 300 and {p["committed"] or 0 for p in lag["partitions"]} == {0}, lag
+        # The sink sees the topic the bridge created within its metadata refresh; then its lag is
+        # 300 events plus the bridge's transaction markers, none of them committed yet.
+        for _ in range(60):
+            status, body = sink.get("/lag")
+            if status == 200:
+                break
+            await asyncio.sleep(1)
+        assert status == 200 and body["total_lag"] >= 300 and {p["committed"] or 0 for p in body["partitions"]} == {0}, body
         log = pipeline.work / "dag.log"
         t0 = time.monotonic()
         ok = await asyncio.to_thread(run_dag, airflow_env(pipeline.token, pipeline.ports, pipeline.work / "airflow"), log, echo=False)
