@@ -292,7 +292,10 @@ async def test_sink_caught_up_sensor_waits_while_the_sink_lags(pipeline: Pipelin
     # The sink holds each batch 60 s before writing it: ready, but lagging, by configuration —
     # long enough for Airflow to start (slow on a loaded machine) and poke more than once.
     hold = {"SINK_MAX_BATCH_EVENTS": "100000", "SINK_MAX_BATCH_WAIT_MS": "60000"}
-    etl, bridge, sink = await start_all(pipeline, sink_env=hold)
+    # The batch is stamped `ingested_at` when it is written, i.e. just before the DAG starts the
+    # run; with no settle margin the run's window (ingested_at <= its start) includes it: the
+    # sensor already proved the batch durable.
+    etl, bridge, sink = await start_all(pipeline, sink_env=hold, etl_env={"ETL_SETTLE_SECONDS": "0"})
     try:
         records = list(eventgen.generate(300, seed=int(pipeline.uid, 16) % 1000, bad_fraction=0.0))
         await eventgen.produce(records, remote_kafka, pipeline.remote_topic, progress=False, partitions=PARTITIONS)
