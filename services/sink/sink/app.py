@@ -532,7 +532,9 @@ class Sink(ConsumerRebalanceListener):
         topic = self.settings.topic
         partitions = self._lag_consumer.partitions_for_topic(topic)
         if not partitions:
-            await self._lag_consumer.topics()
+            # topics() returns fresh metadata without updating the client's cache: refresh it, so
+            # a topic created after the sink started is seen now, not after metadata_max_age_ms.
+            await self._lag_consumer._client.force_metadata_update()
             partitions = self._lag_consumer.partitions_for_topic(topic) or set()
         if not partitions:
             # Not "caught up": nothing is known yet (the topic may not exist). /lag answers 503.
