@@ -3,42 +3,67 @@
 
 Usage::
 
-    .venv/bin/python bench/etl_full_vs_incremental.py --events 200000 [--read-parts 4] [--keep]
+    .venv/bin/python bench/etl_full_vs_incremental.py --events 1000000,3000000 [--read-parts 4]
+        [--batch 2000] [--in-flight 4] [--no-read-index] [--keep]
 
-Loads N sink-shaped events into a fresh MongoDB collection (ingested a few minutes ago, over
-30 event dates), runs ``python -m etl_api.job`` (the same process the API launches) in full
-mode into a fresh PostgreSQL schema, adds 1 % new events (half on an old date, half on a new
-date), runs it in incremental mode, and prints events/s, the extract / transform / load split
-and the driver's peak RSS (Python driver and its Spark JVM, from /proc VmHWM) per run.
+For each size (ascending), one MongoDB collection **grows** to that many events (the events of
+the previous size are kept, so 1 M then 3 M seeds 3 M events in all), then:
 
-Named peer, measured in the same run: the seed's way of reading, the whole collection pulled
-into the driver (``list(collection.find())``), with its time and the Python process's RSS
-growth — what our partitioned read avoids.
+1. ``python -m etl_api.job`` (the process the API launches) in **full** mode into a fresh
+   PostgreSQL schema;
+2. +1 % new events (half on an old event date, half on a new one), ingested now;
+3. the same job in **incremental** mode;
+
+and prints events/s, Spark start / extract / transform / load seconds and the driver's peak RSS
+(Python driver and its Spark JVM, /proc VmHWM) per run, with the load average around each run.
+
+Seeding is the slow part on FerretDB: the documents are the sink's own (``sink.documents.
+build_document`` via the integration tests' generator), written with ``insert_many(ordered=
+False)`` in ``--batch`` documents, ``--in-flight`` batches at once, while the next ones are
+generated. The seeded events are stamped as ingested over the 3 days before the last 2 hours
+(as a live sink would have: one hour's traffic per ``ingest_hour``), the new ones now; the sink's
+MongoDB indexes are created first (the sink's ``INDEXES``). With FerretDB on PostgreSQL the
+ETL's GIN read index (``etl_api/ferretdb.py``) is built once after seeding (timed and printed;
+``--no-read-index`` leaves it out, to see the runs without it). Every collection and schema is
+dropped at the end, also on failure or Ctrl-C (``--keep`` keeps them).
+
+Named peer, measured in the same run: the seed's way of reading, documents pulled into the
+driver (``list(collection.find())``) for the first ``--peer-events`` product views, with its
+time and the Python process's RSS growth — what our partitioned read avoids.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import resource
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "services" / "etl-api")]
+sys.path[:0] = [str(REPO), str(REPO / "services" / "etl-api"), str(REPO / "services" / "sink")]
 
 import asyncpg  # noqa: E402
+from etl_api.ferretdb import ensure_read_indexes  # noqa: E402
 from etl_api.schema import apply_ddl  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
+from sink.mongo import INDEXES  # noqa: E402
 
 from tests.conftest import STACK_ENV  # noqa: E402
 from tests.integration.etl.helpers import make_events  # noqa: E402
+
+DATES = [date(2020, 5, 1) + timedelta(days=i) for i in range(30)]
+NEW_DATE = date(2020, 5, 31)
 
 
 def load_stack_env() -> None:
@@ -49,17 +74,52 @@ def load_stack_env() -> None:
                 os.environ.setdefault(k, v)
 
 
-def insert_events(coll: Any, n: int, dates: list[date], ingested_at: datetime, seed: int) -> float:
+def loadavg() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def insert_events(coll: Any, n: int, dates: list[date], stamps: Iterator[datetime], seed: int, *, batch: int, in_flight: int) -> float:
+    """n generated sink documents, ``in_flight`` unordered insert_many batches at a time."""
     t = time.monotonic()
     rng = random.Random(seed)
-    batch = 20_000
-    done = 0
-    while done < n:
-        k = min(batch, n - done)
-        docs = make_events(rng, k, dates, ingested_at, devices=5000)
-        coll.insert_many([d.doc for d in docs], ordered=False)
-        done += k
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def write(docs: list[dict[str, Any]]) -> None:
+        try:
+            coll.insert_many(docs, ordered=False)
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+
+    with ThreadPoolExecutor(in_flight) as pool:
+        pending: set[Future[None]] = set()
+        done = 0
+        while done < n:
+            k = min(batch, n - done)
+            docs = [d.doc for d in make_events(rng, k, dates, next(stamps), devices=5000)]
+            if len(pending) >= in_flight:
+                _, pending = wait(pending, return_when=FIRST_COMPLETED)
+            if errors:
+                raise errors[0]
+            pending.add(pool.submit(write, docs))
+            done += k
+        wait(pending)
+    if errors:
+        raise errors[0]
     return time.monotonic() - t
+
+
+def past_stamps(end: datetime, hours: int = 72) -> Iterator[datetime]:
+    """Ingestion instants spread over the ``hours`` before ``end`` (one per batch)."""
+    rng = random.Random(7)
+    while True:
+        yield end - timedelta(seconds=rng.uniform(0, hours * 3600))
+
+
+def now_stamps() -> Iterator[datetime]:
+    while True:
+        yield datetime.now(UTC)
 
 
 async def run_job(dsn: str, schema: str, mode: str, env: dict[str, str]) -> dict[str, Any]:
@@ -67,6 +127,7 @@ async def run_job(dsn: str, schema: str, mode: str, env: dict[str, str]) -> dict
     try:
         run_id = str(uuid.uuid4())
         await conn.execute(f"INSERT INTO \"{schema}\".etl_runs (run_id, mode, status) VALUES ($1, $2, 'queued')", run_id, mode)
+        load_before = loadavg()
         t = time.monotonic()
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "etl_api.job", "--run-id", run_id, env=env, cwd=str(REPO))
         code = await proc.wait()
@@ -74,95 +135,138 @@ async def run_job(dsn: str, schema: str, mode: str, env: dict[str, str]) -> dict
         row = await conn.fetchrow(f'SELECT status, timings, reconciliation, error FROM "{schema}".etl_runs WHERE run_id = $1', run_id)
         if code != 0 or row["status"] != "succeeded":
             raise SystemExit(f"{mode} run failed ({code}): {row['error']}")
-        import json
-
-        return {"wall": wall, "timings": json.loads(row["timings"]), "rec": json.loads(row["reconciliation"])}
+        return {
+            "wall": wall,
+            "timings": json.loads(row["timings"]),
+            "rec": json.loads(row["reconciliation"]),
+            "load": f"{load_before} → {loadavg()}",
+        }
     finally:
         await conn.close()
 
 
-def peer_driver_read(coll: Any) -> tuple[float, float, int]:
+def peer_driver_read(coll: Any, limit: int) -> tuple[float, float, int]:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t = time.monotonic()
-    docs = list(coll.find({"collection": "view_product_detail"}))
+    docs = list(coll.find({"collection": "view_product_detail"}).limit(limit))
     elapsed = time.monotonic() - t
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return elapsed, after - before, len(docs)
 
 
+def row(size: int, name: str, r: dict[str, Any]) -> str:
+    t, rec = r["timings"], r["rec"]
+    return (
+        f"| {size:,} | {name} | {rec['events_new']:,} | {rec['events_read']:,} | {r['wall']:.1f} | {rec['events_read'] / r['wall']:,.0f} | "
+        f"{t.get('spark_start_seconds', 0):.1f} | {t['extract_seconds']:.1f} | {t['transform_seconds']:.1f} | {t['load_seconds']:.1f} | "
+        f"{t.get('driver_python_peak_rss_mb')} | {t.get('driver_jvm_peak_rss_mb')} | {r['load']} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--events", default="100000", help="comma list of sizes, ascending (the collection grows)")
     parser.add_argument("--read-parts", default="4")
-    parser.add_argument("--keep", action="store_true", help="keep the collection and schema")
-    parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--batch", type=int, default=2000, help="documents per insert_many")
+    parser.add_argument("--in-flight", type=int, default=4, help="insert_many calls at once")
+    parser.add_argument("--no-read-index", action="store_true", help="no GIN read index on FerretDB-PostgreSQL")
+    parser.add_argument(
+        "--ferretdb-pg-url", help="FerretDB's PostgreSQL URL (default: the local stack's, POSTGRES_DSN's server, db ferretdb)"
+    )
+    parser.add_argument("--peer-events", type=int, default=100_000)
+    parser.add_argument("--keep", action="store_true", help="keep the collection and schemas")
     args = parser.parse_args()
+    sizes = sorted(int(x) for x in args.events.split(","))
     load_stack_env()
     dsn = os.environ["POSTGRES_DSN"]
+    ferret_pg = None if args.no_read_index else (args.ferretdb_pg_url or dsn.rsplit("/", 1)[0] + "/ferretdb")
     tag = f"bench_etl_{uuid.uuid4().hex[:6]}"
     db = "etl_bench"
     client: MongoClient[dict[str, Any]] = MongoClient(os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27017/"))
     coll = client[db][tag]
-    env = {
+    schemas: list[str] = []
+    base_env = {
         **os.environ,
-        "ETL_PG_SCHEMA": tag,
         "MONGODB_DATABASE": db,
         "MONGODB_COLLECTION": tag,
         "ETL_SETTLE_SECONDS": "1",
         "ETL_READ_PARTS": args.read_parts,
         "ETL_SPARK_SHUFFLE_PARTITIONS": "4",
     }
+    if ferret_pg:
+        base_env["ETL_FERRETDB_POSTGRESQL_URL"] = ferret_pg
 
-    async def ddl() -> None:
+    async def pg(sql: str, schema: str | None = None) -> None:
         conn = await asyncpg.connect(dsn)
         try:
-            await apply_ddl(conn, tag)
+            if schema:
+                await apply_ddl(conn, schema)
+            else:
+                await conn.execute(sql)
         finally:
             await conn.close()
 
-    async def drop() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{tag}" CASCADE')
-        finally:
-            await conn.close()
-
+    results: list[tuple[int, str, dict[str, Any]]] = []
+    notes: list[str] = []
+    print(f"ETL benchmark {tag}: sizes {sizes}, read_parts={args.read_parts}, {os.cpu_count()} cores, load {loadavg()}", flush=True)
     try:
-        asyncio.run(ddl())
-        dates = [date(2020, 5, 1) + timedelta(days=i) for i in range(30)]
-        t_ins = insert_events(coll, args.events, dates, datetime.now(UTC) - timedelta(minutes=5), seed=1)
-        print(f"inserted {args.events} events in {t_ins:.1f}s", flush=True)
-        time.sleep(1.5)
-        full = asyncio.run(run_job(dsn, tag, "full", env))
-        extra = max(1, args.events // 100)
-        insert_events(coll, extra // 2, [dates[3]], datetime.now(UTC), seed=2)
-        insert_events(coll, extra - extra // 2, [date(2020, 5, 31)], datetime.now(UTC), seed=3)
-        time.sleep(1.5)
-        incr = asyncio.run(run_job(dsn, tag, "incremental", env))
-        peer = None if args.no_peer else peer_driver_read(coll)
+        for index in INDEXES:
+            coll.create_indexes([index])
+        have = 0
+        for size in sizes:
+            t_ins = insert_events(
+                coll,
+                size - have,
+                DATES,
+                past_stamps(datetime.now(UTC) - timedelta(hours=2)),
+                seed=size,
+                batch=args.batch,
+                in_flight=args.in_flight,
+            )
+            notes.append(f"seeded {size - have:,} events in {t_ins:.0f} s ({(size - have) / t_ins:,.0f} docs/s), load {loadavg()}")
+            print(notes[-1], flush=True)
+            have = size
+            if ferret_pg:
+                t = time.monotonic()
+                name = asyncio.run(ensure_read_indexes(ferret_pg, db, tag))
+                notes.append(f"read index {name} ready in {time.monotonic() - t:.0f} s at {size:,} events")
+                print(notes[-1], flush=True)
+            schema = f"{tag}_{size}"
+            schemas.append(schema)
+            asyncio.run(pg("", schema))
+            env = {**base_env, "ETL_PG_SCHEMA": schema}
+            time.sleep(1.5)
+            full = asyncio.run(run_job(dsn, schema, "full", env))
+            print(row(size, "full", full), flush=True)
+            extra = max(2, size // 100)
+            insert_events(coll, extra // 2, [DATES[3]], now_stamps(), seed=size + 1, batch=args.batch, in_flight=args.in_flight)
+            insert_events(coll, extra - extra // 2, [NEW_DATE], now_stamps(), seed=size + 2, batch=args.batch, in_flight=args.in_flight)
+            have += extra
+            time.sleep(1.5)
+            incr = asyncio.run(run_job(dsn, schema, "incremental", env))
+            print(row(size, "incremental (+1 %)", incr), flush=True)
+            results += [(size, "full", full), (size, "incremental (+1 %)", incr)]
+        peer = peer_driver_read(coll, args.peer_events) if args.peer_events else None
     finally:
         if not args.keep:
             coll.drop()
-            asyncio.run(drop())
+            for schema in schemas:
+                asyncio.run(pg(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
 
-    def row(name: str, r: dict[str, Any]) -> str:
-        t, rec = r["timings"], r["rec"]
-        return (
-            f"| {name} | {rec['events_new']} | {rec['events_read']} | {r['wall']:.1f} | {rec['events_read'] / r['wall']:.0f} | "
-            f"{t.get('spark_start_seconds', 0):.1f} | {t['extract_seconds']:.1f} | {t['transform_seconds']:.1f} | {t['load_seconds']:.1f} | "
-            f"{t.get('driver_python_peak_rss_mb')} | {t.get('driver_jvm_peak_rss_mb')} |"
-        )
-
-    print(f"\nETL benchmark: {args.events} events (+{extra} new), read_parts={args.read_parts}, {os.cpu_count()} cores")
+    print(f"\nETL benchmark: read_parts={args.read_parts}, read index: {'yes' if ferret_pg else 'no'}, {os.cpu_count()} cores")
+    print(*notes, sep="\n")
     print(
-        "| run | new events | events read | wall s | events/s | spark start s | extract s | transform s | load s | driver py RSS MB | driver JVM RSS MB |"
+        "| events | run | new events | events read | wall s | events/s | spark start s | extract s | transform s | load s | driver py RSS MB | driver JVM RSS MB | load avg before → after |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    print(row("full", full))
-    print(row("incremental (+1 %)", incr))
-    print(f"\nincremental / full wall time: {incr['wall'] / full['wall']:.1%}")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for size, name, r in results:
+        print(row(size, name, r))
+    for i in range(0, len(results), 2):
+        size, _, full = results[i]
+        incr = results[i + 1][2]
+        print(f"{size:,} events: incremental / full wall time = {incr['wall'] / full['wall']:.1%}")
     if peer:
-        print(f"peer (seed: whole collection into the driver): {peer[2]} docs in {peer[0]:.1f}s, driver RSS +{peer[1]:.0f} MB")
+        print(f"peer (seed: documents into the driver): {peer[2]:,} docs in {peer[0]:.1f}s, driver RSS +{peer[1]:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -20,13 +20,11 @@ import csv
 import functools
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import tldextract
 from ua_parser import parse as ua_parse
-
-DATA_DIR = Path(__file__).resolve().parent / "data"
 
 # ---------------------------------------------------------------------------- user agents
 
@@ -241,12 +239,12 @@ class Country:
 def _country_tables() -> tuple[dict[str, Country], dict[str, Country]]:
     by_tld: dict[str, Country] = {}
     by_code: dict[str, Country] = {}
-    with (DATA_DIR / "site_countries.csv").open(newline="") as fh:
-        rows = csv.DictReader(line for line in fh if not line.startswith("#"))
-        for row in rows:
-            country = Country(row["country_code"], row["country_name"], row["region"])
-            by_tld[row["tld"]] = country
-            by_code.setdefault(row["country_code"], country)
+    # importlib.resources, not a path: on a cluster this module runs from the zip the job ships
+    text = resources.files("etl_api").joinpath("data", "site_countries.csv").read_text(encoding="utf-8")
+    for row in csv.DictReader(line for line in text.splitlines() if not line.startswith("#")):
+        country = Country(row["country_code"], row["country_name"], row["region"])
+        by_tld[row["tld"]] = country
+        by_code.setdefault(row["country_code"], country)
     return by_tld, by_code
 
 

@@ -3,7 +3,8 @@
 The raw store is read with **equality filters only** (FerretDB pushes nothing else down):
 ``{ingest_hour, part, collection}`` for events ingested in a window, ``{event_date, part,
 collection}`` for every event of a date, ``{part, collection}`` for everything. Each
-:class:`ReadTask` is one Spark partition; :func:`read_task` runs on an executor with its own
+:class:`ReadTask` is one Spark partition (with ``read_parts`` < 16, a task covers a slice of
+parts and makes one such query per part, :func:`task_queries`); :func:`read_task` runs on an executor with its own
 PyMongo client, so the driver only ever holds the list of tasks, never documents.
 
 A document becomes a flat tuple of strings (:data:`RAW_FIELDS`) by :func:`document_to_row`;
@@ -47,7 +48,7 @@ class ReadTask:
     filter: dict[str, Any]
     ingested_after: str | None = None  # exclusive, ISO-8601 UTC
     ingested_until: str | None = None  # inclusive
-    parts: tuple[int, ...] = field(default=())  # when the filter has no `part`: keep only these (empty = all)
+    parts: tuple[int, ...] = field(default=())  # when the filter has no `part`: one `{…, part: p}` query per p (empty = all, one query)
 
 
 def parse_utc(text: str) -> datetime:
@@ -147,7 +148,17 @@ def read_task(task: ReadTask, mongodb_uri: str, database: str, collection: str, 
     projection = {**_PROJECTION, "part": 1}
     client: MongoClient[dict[str, Any]]
     with MongoClient(mongodb_uri, serverSelectionTimeoutMS=30_000) as client:
-        cursor: Iterable[dict[str, Any]] = client[database][collection].find(task.filter, projection, batch_size=batch_size)
-        for doc in cursor:
-            if keep_document(doc, task, after, until):
-                yield document_to_row(doc)
+        for query in task_queries(task):
+            cursor: Iterable[dict[str, Any]] = client[database][collection].find(query, projection, batch_size=batch_size)
+            for doc in cursor:
+                if keep_document(doc, task, after, until):
+                    yield document_to_row(doc)
+
+
+def task_queries(task: ReadTask) -> list[dict[str, Any]]:
+    """The equality queries of a task: one per part of its slice, so the server sends each
+    document once (``part`` in ``$in`` would not be pushed down: every task would fetch the whole
+    hour/date, or the whole collection, and drop the other slices' documents client-side)."""
+    if task.parts and "part" not in task.filter:
+        return [{**task.filter, "part": p} for p in task.parts]
+    return [task.filter]

@@ -37,7 +37,7 @@ import asyncpg
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.storagelevel import StorageLevel
 
-from etl_api import extract, transform
+from etl_api import extract, ferretdb, transform
 from etl_api.load import DIMENSIONS, FACT_STAGE_COLUMNS, LoadInput, load_star, stage_columns
 from etl_api.schema import quote_ident
 from etl_api.settings import EtlSettings
@@ -157,6 +157,8 @@ class Job:
             f"etl-{self.run_id}",
             shuffle_partitions=s.spark_shuffle_partitions,
             driver_memory=s.spark_driver_memory,
+            python=s.spark_python,
+            conf=s.spark_conf,
         )
         self.timings["spark_start_seconds"] = round(time.monotonic() - t_start, 3)
         try:
@@ -183,6 +185,13 @@ class Job:
         s = self.settings
         types = s.product_view_types
         t0 = time.monotonic()
+        if s.ferretdb_postgresql_url is not None and (mode == "range" or (mode == "incremental" and low is not None)):
+            # these modes read by {ingest_hour|event_date, part}: make FerretDB able to use an index
+            index = await ferretdb.ensure_read_indexes(
+                s.ferretdb_postgresql_url.get_secret_value(), s.mongodb_database, s.mongodb_collection
+            )
+            self.timings["read_index_seconds"] = round(time.monotonic() - t0, 3)
+            log.info("run %s: FerretDB read index %s", self.run_id, index)
         new_events: int
         replace_all = False
         if mode == "range":

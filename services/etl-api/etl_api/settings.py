@@ -6,6 +6,7 @@ Connection settings keep the names every service shares (``MONGODB_URI``, ``MONG
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any
 
@@ -41,9 +42,14 @@ class EtlSettings(BaseSettings):
     internal_domains: Annotated[tuple[str, ...], NoDecode] = ("glamira",)  # registered-domain names of the shop's own sites
     settle_seconds: float = 120.0  # events ingested in the last N seconds wait for the next run (see README)
     read_parts: int = PARTS  # split every hour/date read into this many `part` equality slices (1 = no split)
+    # FerretDB on PostgreSQL only: its PostgreSQL URL, so runs add the GIN read index its own
+    # btree indexes lack (etl_api/ferretdb.py). Unset with MongoDB.
+    ferretdb_postgresql_url: SecretStr | None = None
 
     # --- Spark
-    spark_master: str = "local[*]"
+    spark_master: str = "local[*]"  # local[*], spark://host:7077, yarn, k8s://… (non-local: the code is shipped, see README)
+    spark_python: str | None = None  # executors' Python (PYSPARK_PYTHON); default: this interpreter
+    spark_conf: dict[str, str] = {}  # extra Spark properties, JSON: {"spark.executor.memory": "2g", "spark.driver.host": "10.0.0.5"}
     spark_driver_memory: str = "1g"
     spark_shuffle_partitions: int = 8
     load_batch_rows: int = 10_000  # rows per COPY chunk streamed from Spark to PostgreSQL
@@ -87,11 +93,21 @@ class EtlSettings(BaseSettings):
             "POSTGRES_DSN": self.postgres_dsn.get_secret_value(),
         }
         for name, value in self.model_dump(
-            exclude={"mongodb_uri", "mongodb_database", "mongodb_collection", "postgres_dsn", "api_token"}
+            exclude={"mongodb_uri", "mongodb_database", "mongodb_collection", "postgres_dsn", "api_token", "ferretdb_postgresql_url"}
         ).items():
-            env[f"ETL_{name.upper()}"] = ",".join(value) if isinstance(value, tuple) else str(value)
+            if value is None:
+                continue
+            if isinstance(value, tuple):
+                env[f"ETL_{name.upper()}"] = ",".join(value)
+            elif isinstance(value, dict):
+                env[f"ETL_{name.upper()}"] = json.dumps(value)
+            else:
+                env[f"ETL_{name.upper()}"] = str(value)
+        if self.ferretdb_postgresql_url is not None:
+            env["ETL_FERRETDB_POSTGRESQL_URL"] = self.ferretdb_postgresql_url.get_secret_value()
         return env
 
     def masked(self) -> dict[str, Any]:
         """For logging: secrets masked."""
-        return self.model_dump(mode="json", exclude={"postgres_dsn", "api_token"}) | {"postgres_dsn": "***", "api_token": "***"}
+        masked = {"postgres_dsn": "***", "api_token": "***", "ferretdb_postgresql_url": "***"}
+        return self.model_dump(mode="json", exclude=set(masked)) | masked

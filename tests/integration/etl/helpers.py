@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from shared.event import SEED_COLLECTION, part_of
+from sink.documents import IngestStamp, build_document
+
+from shared.event import SEED_COLLECTION
 
 # user agent → (device_type, browser, browser_info, os, is_bot)
 USER_AGENTS: dict[str, tuple[str, str | None, str | None, str | None, bool]] = {
@@ -110,20 +112,19 @@ def iso_ms(ts: datetime) -> str:
 
 
 def sink_document(event: dict[str, Any], ingested_at: datetime) -> dict[str, Any]:
-    """The sink's document of a bridged event (shared/event.py): _id, ingested_at, ingest_hour, event_date, part."""
-    event_id = event["event_id"]
-    doc = {"_id": event_id, **event}
-    doc["ingested_at"] = iso_ms(ingested_at)
-    doc["ingest_hour"] = f"{ingested_at.astimezone(UTC):%Y-%m-%dT%H}"
-    doc["event_date"] = event["event_time"][:10]
-    doc["part"] = part_of(event_id)
-    return doc
+    """The sink's document of a bridged event, built by the sink's own builder (``sink.documents``):
+    ``_id``, ``ingested_at``, ``ingest_hour``, ``event_date``, ``part``."""
+    return build_document(event, IngestStamp.at(ingested_at))
 
 
 def make_events(rng: random.Random, n: int, dates: list[date], ingested_at: datetime, *, devices: int = 25) -> list[Doc]:
     """n events over ``dates``: mostly product views, some bots, some other types, a few seed-shaped."""
     out = []
     device_ua = {f"dev-{i:03d}": rng.choice(HUMAN_UAS) for i in range(devices)}
+    device_ids = list(device_ua)
+    referrer_urls = list(REFERRERS)
+    product_ids = [p for p in PRODUCTS if p != "P001"]
+    store_ids = [s for s in STORES if s != "US"]
     for _ in range(n):
         d = rng.choice(dates)
         ts = datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(milliseconds=rng.randrange(86_400_000))
@@ -133,9 +134,9 @@ def make_events(rng: random.Random, n: int, dates: list[date], ingested_at: date
             event = {
                 "event_id": event_id,
                 "product_id": "P001",
-                "device_id": rng.choice(list(device_ua)),
+                "device_id": rng.choice(device_ids),
                 "store_id": "US",
-                "referrer_url": rng.choice(list(REFERRERS)),
+                "referrer_url": rng.choice(referrer_urls),
                 "local_time": ts.strftime("%Y-%m-%dT%H:%M:%S.%f"),
                 "remote_ip": "192.0.2.1",
                 "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -144,11 +145,11 @@ def make_events(rng: random.Random, n: int, dates: list[date], ingested_at: date
             }
             ts = ts.replace(microsecond=0)  # the seed's timestamp has whole seconds
         else:
-            product_id = rng.choice([p for p in PRODUCTS if p != "P001"])
-            store_id = rng.choice([s for s in STORES if s != "US"])
+            product_id = rng.choice(product_ids)
+            store_id = rng.choice(store_ids)
             site = STORES[store_id][0]
             slug = PRODUCTS[product_id][0]
-            device_id: str | None = rng.choice(list(device_ua))
+            device_id: str | None = rng.choice(device_ids)
             ua = device_ua[device_id] if device_id else rng.choice(HUMAN_UAS)
             if roll < 0.16:
                 ua = rng.choice(BOT_UAS)
@@ -168,7 +169,7 @@ def make_events(rng: random.Random, n: int, dates: list[date], ingested_at: date
                 "local_time": ts.strftime("%Y-%m-%d %H:%M:%S"),
                 "show_recommendation": "false",
                 "current_url": f"https://www.{site}/{slug}.html?alloy=yellow-375",
-                "referrer_url": rng.choice(list(REFERRERS)),
+                "referrer_url": rng.choice(referrer_urls),
                 "email_address": "",
                 "collection": collection,
                 "product_id": product_id,

@@ -14,6 +14,7 @@ from etl_api.extract import (
     plan_all_tasks,
     plan_date_tasks,
     plan_window_tasks,
+    task_queries,
 )
 
 
@@ -42,6 +43,19 @@ def test_part_slices_when_fewer_read_parts() -> None:
     assert len(tasks) == 2 * 2 * 4
     assert tasks[0] == ReadTask({"event_date": "2020-06-01", "collection": "a"}, None, high.isoformat(), (0, 1, 2, 3))
     assert plan_all_tasks(high, ("a",), read_parts=1) == [ReadTask({"collection": "a"}, None, high.isoformat(), ())]
+
+
+def test_a_slice_is_read_with_one_equality_query_per_part() -> None:
+    high = datetime(2026, 11, 27, 11, tzinfo=UTC)
+    tasks = plan_all_tasks(high, ("a",), read_parts=4)
+    assert [task_queries(t) for t in tasks[:2]] == [
+        [{"collection": "a", "part": 0}, {"collection": "a", "part": 1}, {"collection": "a", "part": 2}, {"collection": "a", "part": 3}],
+        [{"collection": "a", "part": 4}, {"collection": "a", "part": 5}, {"collection": "a", "part": 6}, {"collection": "a", "part": 7}],
+    ]
+    assert sorted(q["part"] for t in tasks for q in task_queries(t)) == list(range(16))
+    one = plan_window_tasks(datetime(2026, 11, 27, 10, tzinfo=UTC), datetime(2026, 11, 27, 10, 5, tzinfo=UTC), ("a",))[3]
+    assert task_queries(one) == [{"ingest_hour": "2026-11-27T10", "part": 3, "collection": "a"}]
+    assert task_queries(plan_all_tasks(high, ("a",), read_parts=1)[0]) == [{"collection": "a"}]
 
 
 def test_document_to_row_flattens_messy_values() -> None:
