@@ -148,14 +148,19 @@ class Proc:
     env: dict[str, str] = field(default_factory=dict)
     user: str | None = None
     marker: str = ""  # text the process's command line must contain; default: the stack home
+    home: Path | None = None  # where its PID file and log live (and its cwd); default: the stack home
+
+    @property
+    def base(self) -> Path:
+        return self.home or HOME
 
     @property
     def pid_file(self) -> Path:
-        return HOME / "run" / f"{self.name}.pid"
+        return self.base / "run" / f"{self.name}.pid"
 
     @property
     def log_file(self) -> Path:
-        return HOME / "logs" / f"{self.name}.log"
+        return self.base / "logs" / f"{self.name}.log"
 
     def pid(self) -> int | None:
         try:
@@ -167,7 +172,7 @@ class Proc:
         except FileNotFoundError:
             return None
         # A recycled PID belongs to someone else: ours always mention the stack home (or marker).
-        return pid if (self.marker or str(HOME)) in cmdline.replace("\0", " ") else None
+        return pid if (self.marker or str(self.base)) in cmdline.replace("\0", " ") else None
 
     def running(self) -> bool:
         return self.pid() is not None
@@ -189,7 +194,7 @@ class Proc:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 env={**os.environ, **self.env},
-                cwd=HOME,
+                cwd=self.base,
             )
         self.pid_file.write_text(str(p.pid))
         return True
@@ -263,7 +268,7 @@ def pg_jdbc_jar() -> Path:
     return jar
 
 
-def _java_argv(main: str, *args: str, heap: str = "512m") -> list[str]:
+def _java_argv(main: str, *args: str, heap: str = "512m", home: Path | None = None) -> list[str]:
     return [
         "java",
         "-Xms128m",
@@ -272,7 +277,7 @@ def _java_argv(main: str, *args: str, heap: str = "512m") -> list[str]:
         "-XX:MaxGCPauseMillis=20",
         "-Djava.awt.headless=true",
         f"-Dlog4j.configuration=file:{REPO / 'infra/kafka/log4j.properties'}",
-        f"-Dkafka.logs.dir={HOME / 'logs'}",
+        f"-Dkafka.logs.dir={(home or HOME) / 'logs'}",
         "-cp",
         str(kafka_libs() / "*"),
         main,
@@ -288,6 +293,11 @@ class KafkaNode:
     controller_port: int
     internal_port: int | None
     voters: str
+    # A cluster outside the stack (tests start private ones): its own home directory, its own
+    # credentials and cluster ids (the keys of stack.env), its own heap. Defaults: the stack's.
+    home: Path | None = None
+    env: dict[str, str] | None = None
+    heap: str = "512m"
 
     @property
     def name(self) -> str:
@@ -295,7 +305,7 @@ class KafkaNode:
 
     @property
     def dir(self) -> Path:
-        return HOME / "data" / self.name
+        return (self.home or HOME) / "data" / self.name
 
     def properties(self, env: dict[str, str]) -> str:
         if self.cluster == "local":
@@ -348,21 +358,26 @@ class KafkaNode:
         return "".join(f"{k}={v}\n" for k, v in lines.items())
 
     def prepare(self) -> None:
-        env = load_env()
+        env = self.env if self.env is not None else load_env()
         self.dir.mkdir(parents=True, exist_ok=True)
         props = self.dir / "server.properties"
         props.write_text(self.properties(env))
         props.chmod(0o600)
         if not (self.dir / "log" / "meta.properties").exists():
             cid = env["KAFKA_LOCAL_CLUSTER_ID" if self.cluster == "local" else "KAFKA_REMOTE_CLUSTER_ID"]
-            run(_java_argv("kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props), "--ignore-formatted", heap="256m"))
+            run(
+                _java_argv(
+                    "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props), "--ignore-formatted", heap="256m", home=self.home
+                )
+            )
 
     def proc(self) -> Proc:
         return Proc(
             self.name,
-            lambda: _java_argv("kafka.Kafka", str(self.dir / "server.properties")),
+            lambda: _java_argv("kafka.Kafka", str(self.dir / "server.properties"), heap=self.heap, home=self.home),
             lambda: port_open(self.client_port),
             self.prepare,
+            home=self.home,
         )
 
 

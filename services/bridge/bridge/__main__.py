@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import signal
 import sys
@@ -15,7 +16,17 @@ from shared.service import run_service
 log = logging.getLogger("bridge")
 
 
+def dump_tasks() -> None:
+    """SIGUSR1: logs the stack of every asyncio task (where is a stuck bridge waiting?)."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        out.write(f"--- {task.get_name()}\n")
+        task.print_stack(file=out)
+    log.warning("asyncio tasks:\n%s", out.getvalue())
+
+
 async def serve(settings: BridgeSettings) -> None:
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
     state, bridge = create_bridge(settings)
     await run_service(state, bridge.run, host=settings.http_host, port=settings.http_port, shutdown_timeout=settings.shutdown_timeout_s)
 

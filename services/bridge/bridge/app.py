@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.structs import ConsumerRecord
 
@@ -243,11 +243,15 @@ class Bridge:
                 starts = await (consumer.beginning_offsets(unstored) if first else consumer.end_offsets(unstored))
                 stored.update({(tp.topic, tp.partition): starts[tp] for tp in unstored})
         except BaseException:
-            await asyncio.gather(*(c.producer.stop() for c in copies.values()), return_exceptions=True)
+            await asyncio.gather(
+                *(close_producer(c.producer, self.settings.close_timeout_s) for c in copies.values()), return_exceptions=True
+            )
             raise
         if generation != self._generation:  # another rebalance meanwhile: its take-over follows
             log.info("assignment %s superseded before it was taken over", sorted(resume))
-            await asyncio.gather(*(c.producer.stop() for c in copies.values()), return_exceptions=True)
+            await asyncio.gather(
+                *(close_producer(c.producer, self.settings.close_timeout_s) for c in copies.values()), return_exceptions=True
+            )
             return
         # No await from here on: seek, register and resume as one step, so no fetched record
         # can slip between a seek and its copy (records fetched before were dropped: no copy).
@@ -267,6 +271,9 @@ class Bridge:
         self._pending = None
         await self._close_copies([tp for tp in revoked if tp in self._copies])
 
+    async def _close_producers(self, producers: Sequence[AIOKafkaProducer]) -> None:
+        await asyncio.gather(*(close_producer(p, self.settings.close_timeout_s) for p in producers), return_exceptions=True)
+
     async def _start_producer(self, tp: TopicPartition) -> AIOKafkaProducer:
         s = self.settings
         producer = AIOKafkaProducer(
@@ -284,7 +291,7 @@ class Bridge:
             # start() runs init_transactions: this is the fencing of the previous owner.
             await asyncio.wait_for(producer.start(), s.init_timeout_s)
         except BaseException:
-            await producer.stop()
+            await close_producer(producer, s.close_timeout_s)
             raise
         return producer
 
@@ -300,7 +307,7 @@ class Bridge:
             for gauge in (self.metrics.lag, self.metrics.stored_offset):
                 with contextlib.suppress(KeyError):
                     gauge.remove(str(copy.tp.partition))
-        results = await asyncio.gather(*(c.producer.stop() for c in copies), return_exceptions=True)
+        results = await asyncio.gather(*(close_producer(c.producer, self.settings.close_timeout_s) for c in copies), return_exceptions=True)
         for copy, result in zip(copies, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("closing the producer of partition %s: %s", copy.tp.partition, result)
@@ -348,28 +355,32 @@ class Bridge:
         next_offset = records[-1].offset + 1
         producer = copy.producer
         try:
-            async with producer.transaction():
-                futures = await send_batches(producer, s.local_topic, self._partitioner, events)
-                for record, error in dead:
-                    headers = dead_letter_headers(
-                        source_topic=tp.topic,
-                        source_partition=tp.partition,
-                        source_offset=record.offset,
-                        stage=STAGE_PREFIX + error.stage,
-                        error_class=error.error_class,
-                        error_message=error.reason,
-                        original_headers=list(record.headers or ()),
+            # Bounded: aiokafka retries a produce to an unreachable leader, and EndTxn to an
+            # unreachable coordinator, forever (its batches expire only when the leader is
+            # unknown). Past the deadline the session ends; the next owner's init_transactions
+            # fences this producer and settles its transaction, so its outcome need not be known.
+            # Not ``producer.transaction()``: on the deadline's cancellation its exit awaits an
+            # abort that waits for the same unreachable brokers, and nothing cancels it again.
+            async with asyncio.timeout(s.transaction_deadline_s):
+                await producer.begin_transaction()
+                try:
+                    futures = await send_batches(producer, s.local_topic, self._partitioner, events)
+                    for record, error in dead:
+                        futures.append(await self._send_dead_letter(producer, tp, record, error))
+                    futures.append(
+                        await producer.send(s.offsets_topic, key=offset_key(tp.topic, tp.partition), value=offset_value(next_offset))
                     )
-                    value = record.value
-                    if value is not None and len(value) > s.max_request_bytes - DLQ_HEADROOM_BYTES:
-                        # Larger than a local record may be: keep the head, say so (never a poison pill).
-                        headers.append((HEADER_TRUNCATED_FROM, str(len(value)).encode()))
-                        value = value[: s.max_request_bytes - DLQ_HEADROOM_BYTES]
-                    futures.append(await producer.send(s.dlq_topic, value=value, key=record.key, headers=headers))
-                futures.append(
-                    await producer.send(s.offsets_topic, key=offset_key(tp.topic, tp.partition), value=offset_value(next_offset))
-                )
-                await asyncio.gather(*futures)
+                    await asyncio.gather(*futures)
+                except KafkaError:
+                    if not producer._txn_manager.is_fatal_error():
+                        await producer.abort_transaction()  # still under the deadline
+                    raise
+                await producer.commit_transaction()
+        except TimeoutError:
+            self.metrics.transactions.labels("aborted").inc()
+            raise BackendUnavailableError(
+                f"transaction of partition {tp.partition} did not end within {s.transaction_deadline_s:.0f}s (local cluster unreachable?)"
+            ) from None
         except BaseException:
             self.metrics.transactions.labels("aborted").inc()
             raise
@@ -380,6 +391,27 @@ class Bridge:
         self.metrics.dead_lettered.inc(len(dead))
         self.metrics.stored_offset.labels(str(tp.partition)).set(next_offset)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def _send_dead_letter(
+        self, producer: AIOKafkaProducer, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], error: InvalidEventError
+    ) -> asyncio.Future[Any]:
+        s = self.settings
+        headers = dead_letter_headers(
+            source_topic=tp.topic,
+            source_partition=tp.partition,
+            source_offset=record.offset,
+            stage=STAGE_PREFIX + error.stage,
+            error_class=error.error_class,
+            error_message=error.reason,
+            original_headers=list(record.headers or ()),
+        )
+        value = record.value
+        if value is not None and len(value) > s.max_request_bytes - DLQ_HEADROOM_BYTES:
+            # Larger than a local record may be: keep the head, say so (never a poison pill).
+            headers.append((HEADER_TRUNCATED_FROM, str(len(value)).encode()))
+            value = value[: s.max_request_bytes - DLQ_HEADROOM_BYTES]
+        future: asyncio.Future[Any] = await producer.send(s.dlq_topic, value=value, key=record.key, headers=headers)
+        return future
 
     # ------------------------------------------------------------------ health, lag, monitoring
 
@@ -426,6 +458,29 @@ class Bridge:
                 "owned_here": tp in self._copies,
             }
         return {"topic": s.remote_topic, "partitions": out, "total_lag": sum(p["lag"] for p in out.values())}
+
+
+async def close_producer(producer: AIOKafkaProducer, timeout_s: float) -> None:
+    """Closes ``producer`` within about ``timeout_s`` seconds.
+
+    ``AIOKafkaProducer.stop`` first waits until every pending batch is delivered, which never
+    happens while the brokers are down. Past the timeout the pending batches are failed, the
+    sender task cancelled and the connections closed. Nothing is lost: an unfinished transaction
+    is aborted by the broker (or by the next ``init_transactions`` of the same id) and its
+    records are copied again from the stored offset.
+    """
+    try:
+        await asyncio.wait_for(producer.stop(), timeout_s)
+        return
+    except TimeoutError:
+        log.warning("producer %s did not flush within %.0fs; closing it anyway", producer.client._client_id, timeout_s)
+    producer._message_accumulator.fail_all(KafkaConnectionError("producer closed while its cluster was unreachable"))
+    sender_task = producer._sender.sender_task if producer._sender is not None else None
+    if sender_task is not None and not sender_task.done():
+        sender_task.cancel()
+        await asyncio.wait([sender_task], timeout=timeout_s)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(producer.client.close(), timeout_s)
 
 
 async def wait_for_leaders(conn: KafkaConnection, topics: Sequence[str], *, timeout_s: float) -> None:

@@ -52,6 +52,11 @@ class BridgeSettings(BaseSettings):
     transaction_timeout_ms: int = 60_000
     # Seconds to wait for a producer's init_transactions (fencing the previous owner).
     init_timeout_s: float = 30.0
+    # A transaction (sends and commit) not ended after this many seconds ends the session
+    # (not-ready, backoff, restart from the stored offsets): the local cluster is unreachable.
+    transaction_deadline_s: float = 20.0
+    # Seconds a producer may take to flush and close before it is closed anyway.
+    close_timeout_s: float = 5.0
     # How often remote end offsets are read for the lag gauges (and the remote group committed).
     lag_interval_s: float = 2.0
 
