@@ -7,8 +7,14 @@ Guarantees (see ../README.md):
   (``acks=all``). A crash anywhere before that redelivers the batch; because ``_id = event_id``
   and a duplicate key counts as "already written", redelivery never stores an event twice.
 - Reads are ``read_committed``: records of aborted bridge transactions are never seen.
-- At most one batch is being written while the next one is being collected (a two-stage
-  pipeline); batches are committed in order, so a committed offset never skips unwritten data.
+- Up to ``max_inflight_batches`` batches are written at the same time (each its own
+  ``insert_many``) while the next one is collected. Each batch's offsets are committed only after
+  it *and every earlier batch* were acknowledged and committed (a batch waits for its predecessor
+  before committing), so a committed offset never skips unwritten data.
+- ``ingested_at`` is stamped at the start of each write attempt (not when the batch is built): a
+  batch retried for minutes still lands with a stamp no older than one attempt
+  (``write_attempt_timeout_s``), so the ETL's incremental window (watermark minus settle margin)
+  cannot pass it by before it is visible.
 - MongoDB down: the batch is retried with bounded backoff, the service is not ready, nothing is
   committed, the consumer stops fetching (back-pressure) and the sink resumes by itself.
 - Rebalance (several sinks in one group): on revocation the batch being written gets
@@ -24,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,7 +52,7 @@ from shared.dlq import dead_letter_headers
 from shared.errors import InvalidEventError
 from shared.kafka import create_topics
 from shared.service import ServiceState
-from sink.documents import IngestStamp, document_of
+from sink.documents import IngestStamp, document_of, restamp
 from sink.metrics import SinkMetrics
 from sink.mongo import MongoUnavailableError, MongoWriter
 from sink.settings import SinkSettings
@@ -116,7 +123,8 @@ class Sink(ConsumerRebalanceListener):
         self._pending: list[ConsumerRecord[bytes | None, bytes | None]] = []
         self._pending_bytes = 0
         self._epoch = 0  # bumped on every revocation: batches of an older epoch are not written
-        self._inflight: asyncio.Task[None] | None = None
+        # Batches being written, oldest first; each task commits only after the one before it.
+        self._inflight: deque[asyncio.Task[None]] = deque()
         self._committed: dict[TopicPartition, int] = {}
         # A batch was given up uncommitted since the last assignment: positions are then ahead of
         # what is written, so committing positions (see _commit_positions) would lose it.
@@ -221,10 +229,12 @@ class Sink(ConsumerRebalanceListener):
         self._admin = None
 
     async def _close(self) -> None:
-        if self._inflight is not None and not self._inflight.done():
-            self._inflight.cancel()
-            with contextlib.suppress(BaseException):
-                await self._inflight
+        tasks = [t for t in self._inflight if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        self._inflight.clear()
         await self._close_kafka()
         if self.writer is not None:
             with contextlib.suppress(Exception):
@@ -238,46 +248,50 @@ class Sink(ConsumerRebalanceListener):
             await self._collect(stop)
             if stop.is_set():
                 break  # what is buffered is flushed by _drain
-            # Build the next batch's documents while the previous batch is still being written.
+            # Build the next batch's documents while earlier batches are still being written.
             batch = self._cut_batch() if self._pending else None
-            if self._inflight is not None:
-                await self._await_inflight()
+            await self._reap()
             if batch is not None:
+                while len(self._inflight) >= self.settings.max_inflight_batches:
+                    await self._await_oldest()
                 self._start_write(batch)  # dropped there if a revocation came meanwhile
-            elif self._inflight is None:
+            elif not self._inflight:
                 await self._commit_positions()
 
     async def _drain(self) -> None:
-        """After SIGTERM: finish the batch in flight, flush what is buffered, commit; bounded in time."""
-        if self._inflight is not None:
-            await self._await_inflight()
+        """After SIGTERM: finish the batches in flight, flush what is buffered, commit; bounded in time."""
         while self._pending and self._give_up_at is not None and time.monotonic() < self._give_up_at:
+            await self._reap()
+            while len(self._inflight) >= self.settings.max_inflight_batches:
+                await self._await_oldest()
             self._start_write(self._cut_batch())
-            await self._await_inflight()
+        while self._inflight:
+            await self._await_oldest()
         if self._pending:
             log.warning("stopping with %d records unwritten and uncommitted; they will be read again", len(self._pending))
-        elif self._inflight is None and self._give_up_at is not None and time.monotonic() < self._give_up_at:
+        elif self._give_up_at is not None and time.monotonic() < self._give_up_at:
             with contextlib.suppress(KafkaError, IllegalStateError):
                 await self._commit_positions()
 
     async def _collect(self, stop: asyncio.Event) -> None:
-        """Fills ``_pending`` until a batch is full, or its wait expired and no write is in flight."""
+        """Fills ``_pending`` until a batch is full, or its wait expired and a write slot is free."""
         assert self.consumer is not None
         s = self.settings
         first_at: float | None = time.monotonic() if self._pending else None
         while not stop.is_set():
             if len(self._pending) >= s.max_batch_events or self._pending_bytes >= s.max_batch_bytes:
                 return
-            writing = self._inflight is not None and not self._inflight.done()
+            running = sum(1 for t in self._inflight if not t.done())
+            writing, busy = running > 0, running >= s.max_inflight_batches
             now = time.monotonic()
-            if first_at is not None and not writing and now - first_at >= s.max_batch_wait_ms / 1000:
+            if first_at is not None and not busy and now - first_at >= s.max_batch_wait_ms / 1000:
                 return
             if first_at is None:
-                if not writing and self._inflight is not None:
+                if self._inflight and self._inflight[0].done():
                     return  # a write just finished: let the loop collect its result
                 timeout_ms = IDLE_POLL_MS
             else:
-                timeout_ms = min(IDLE_POLL_MS, max(1, int(s.max_batch_wait_ms - (now - first_at) * 1000))) if not writing else 20
+                timeout_ms = min(IDLE_POLL_MS, max(1, int(s.max_batch_wait_ms - (now - first_at) * 1000))) if not busy else 20
             # Whatever getmany returns belongs to the current assignment (aiokafka checks each
             # partition's position), even across a rebalance: it must never be dropped here, as
             # the positions have moved past it and an idle commit would skip it.
@@ -312,14 +326,18 @@ class Sink(ConsumerRebalanceListener):
         if batch.epoch != self._epoch:
             self.metrics.abandoned.inc()
             return
-        self._inflight = asyncio.create_task(self._write_and_commit(batch), name="sink-write")
+        previous = self._inflight[-1] if self._inflight else None
+        self._inflight.append(asyncio.create_task(self._write_and_commit(batch, previous), name="sink-write"))
 
-    async def _await_inflight(self) -> None:
-        task = self._inflight
-        if task is None:
-            return
+    async def _reap(self) -> None:
+        """Collects the results of the finished writes at the head of the queue (in order)."""
+        while self._inflight and self._inflight[0].done():
+            await self._await_oldest()
+
+    async def _await_oldest(self) -> None:
+        task = self._inflight[0]
         await asyncio.wait({task})
-        self._inflight = None
+        self._inflight.popleft()
         if task.cancelled():
             return  # revoked while MongoDB was slow: redelivered to the next owner
         exc = task.exception()
@@ -331,10 +349,18 @@ class Sink(ConsumerRebalanceListener):
 
     # ------------------------------------------------------------------ one batch
 
-    async def _write_and_commit(self, batch: Batch) -> None:
-        """Dead letters and documents acknowledged, then the batch's offsets committed."""
+    async def _write_and_commit(self, batch: Batch, previous: asyncio.Task[None] | None) -> None:
+        """Dead letters and documents acknowledged, then — once ``previous`` (the batch before this
+        one) is acknowledged and committed — the batch's offsets committed. If ``previous`` failed
+        or was cancelled, this batch is not committed either (it is written, and rewritten
+        idempotently when redelivered)."""
         started = time.monotonic()
         await asyncio.gather(self._send_dead_letters(batch.dead_letters), self._write_documents(batch))
+        if previous is not None:
+            await asyncio.wait({previous})  # never cancels previous, even when this task is cancelled
+            if previous.cancelled() or previous.exception() is not None:
+                self.metrics.abandoned.inc()
+                raise BatchAbandonedError(f"batch of {batch.records} records written but not committed: an earlier batch was not")
         await self._commit(batch.offsets)
         self.metrics.batch_size.observe(batch.records)
         self.metrics.batch_latency.observe(time.monotonic() - started)
@@ -348,9 +374,12 @@ class Sink(ConsumerRebalanceListener):
         todo = list(range(len(docs)))
         while todo:
             self._check_give_up(batch)
+            attempt = [docs[i] for i in todo]
+            # Stamped now, not when the batch was built: see the module docstring.
+            restamp(attempt, IngestStamp.at(datetime.now(UTC)))
             try:
-                with pymongo.timeout(self._remaining()):
-                    outcome = await self.writer.insert([docs[i] for i in todo])
+                with pymongo.timeout(self._attempt_timeout()):
+                    outcome = await self.writer.insert(attempt)
             except MongoUnavailableError as exc:
                 self.metrics.write_retries.labels("unavailable").inc()
                 self.state.set_not_ready(f"mongodb: {exc}"[:300])
@@ -479,13 +508,19 @@ class Sink(ConsumerRebalanceListener):
                 pos = await self.consumer.position(tp)
                 if self._committed.get(tp, -1) < pos:
                     positions[tp] = pos
-        if positions and not self._pending and self._inflight is None:
+        if positions and not self._pending and not self._inflight:
             await self._commit(positions)
 
     # ------------------------------------------------------------------ retries and deadlines
 
     def _remaining(self) -> float | None:
         return None if self._give_up_at is None else max(0.05, self._give_up_at - time.monotonic())
+
+    def _attempt_timeout(self) -> float:
+        """One insert_many attempt: at most ``write_attempt_timeout_s``, less once stopping."""
+        remaining = self._remaining()
+        limit = self.settings.write_attempt_timeout_s
+        return limit if remaining is None else min(limit, remaining)
 
     def _check_give_up(self, batch: Batch | None) -> None:
         if self._give_up_at is not None and time.monotonic() >= self._give_up_at:
@@ -506,13 +541,21 @@ class Sink(ConsumerRebalanceListener):
         dropped = len(self._pending)
         self._pending, self._pending_bytes = [], 0
         self.metrics.buffered.set(0)
-        task = self._inflight
-        if task is not None and not task.done():
-            done, _ = await asyncio.wait({task}, timeout=self.settings.revoke_flush_timeout_s)
-            if not done:
-                log.warning("revoked; batch still being written after %.1fs: abandoned uncommitted", self.settings.revoke_flush_timeout_s)
-                task.cancel()
-                self.metrics.abandoned.inc()
+        tasks = [t for t in self._inflight if not t.done()]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=self.settings.revoke_flush_timeout_s)
+            if late:
+                log.warning(
+                    "revoked; %d batch(es) still being written after %.1fs: abandoned uncommitted",
+                    len(late),
+                    self.settings.revoke_flush_timeout_s,
+                )
+                for task in late:
+                    task.cancel()
+                self.metrics.abandoned.inc(len(late))
+                # Cancelled tasks finish at once; done before the new assignment's first batch
+                # chains onto them (a cancelled predecessor would make it uncommittable).
+                await asyncio.wait(late)
         self._committed.clear()
         self._lost_batch = True  # until the new assignment resets positions to the committed offsets
         self.metrics.assigned.set(0)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -68,7 +69,8 @@ _UNESCAPE_RE = re.compile("%25|%2E|%24|%00")
 
 @dataclass(frozen=True)
 class IngestStamp:
-    """When a batch was ingested; one stamp for every document of a batch."""
+    """When documents were ingested: taken at the start of each ``insert_many`` attempt, for every
+    document of that attempt (see :func:`restamp`)."""
 
     ingested_at: str
     ingest_hour: str
@@ -77,6 +79,22 @@ class IngestStamp:
     def at(cls, now: datetime) -> IngestStamp:
         utc = now.astimezone(UTC)
         return cls(f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z", f"{utc:%Y-%m-%dT%H}")
+
+
+def restamp(docs: Iterable[dict[str, Any]], stamp: IngestStamp) -> None:
+    """Sets ``ingested_at`` and ``ingest_hour`` of ``docs`` (built by :func:`build_document`, so
+    both keys exist and keep their place) to ``stamp``, in place.
+
+    The sink calls it at the start of every write attempt: a document becomes visible in MongoDB
+    during the attempt that inserts it, never long after its ``ingested_at``, however long the
+    batch was retried before. The ETL reads ``watermark < ingested_at <= now - settle margin``, so
+    a stamp taken when the batch was built could fall behind a watermark the ETL already moved
+    past while MongoDB was down, and its events would never be read.
+    """
+    at, hour = stamp.ingested_at, stamp.ingest_hour
+    for doc in docs:
+        doc["ingested_at"] = at
+        doc["ingest_hour"] = hour
 
 
 def key_needs_escape(key: str) -> bool:

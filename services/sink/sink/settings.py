@@ -43,11 +43,21 @@ class SinkSettings(BaseSettings):
     # Documents whose BSON is larger than this go to the dead-letter topic (MongoDB refuses > 16 MiB).
     max_document_bytes: int = BSON_MAX_DOCUMENT_BYTES
 
+    # Batches written at the same time (each its own insert_many). Offsets are still committed in
+    # batch order, each batch's only after it and every earlier batch were acknowledged. 1 = the
+    # plain two-stage pipeline (one write in flight while the next batch is collected).
+    max_inflight_batches: int = Field(default=2, ge=1)
+
     # MongoDB writes. "auto": "majority" when the server is a replica-set member, else 1
     # (FerretDB and a standalone mongod have no replica set, so "majority" means nothing there).
     write_concern: str = "auto"
     write_journal: bool | None = None
     mongodb_timeout_ms: int = 5_000  # server selection and connect timeout of each attempt
+    # One insert_many attempt is given up after this long (client-side timeout, sent to the server
+    # as maxTimeMS) and retried. Each attempt stamps its documents' ingested_at when it starts, so
+    # a document becomes visible at most this long after its stamp: the ETL's settle margin
+    # (ETL_SETTLE_SECONDS, 120 s) must be larger than this plus the clocks' skew.
+    write_attempt_timeout_s: float = Field(default=60.0, gt=0)
     # A document MongoDB refuses with a non-transient error is retried this many times, then
     # dead-lettered (stage "sink.write"). Whole-batch failures (connection, timeout) are retried
     # with backoff for as long as it takes: they are outages, not bad records.

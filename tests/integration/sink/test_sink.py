@@ -9,16 +9,19 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
+from etl_api.extract import parse_utc, plan_window_tasks, read_task
 from pymongo import AsyncMongoClient
 
 from shared.dlq import read_dead_letter_headers
 from shared.kafka import KafkaConnection
 from tests.integration.sink.conftest import PrivateFerretDB, SinkNames
 from tests.integration.sink.helpers import (
+    COLLECTIONS,
     TEST_DATABASE,
     SinkProcess,
     check_documents,
@@ -287,3 +290,66 @@ async def test_sigterm_while_mongodb_is_down_exits_0_in_time_and_commits_nothing
     await wait_caught_up(again, 150)
     check_documents(await stored_documents(private_ferretdb.uri, names.collection), events)
     assert again.terminate()[0] == 0
+
+
+@pytest.mark.timeout(300)
+async def test_batch_retried_longer_than_the_etl_settle_margin_is_read_by_the_next_incremental_run(
+    names: SinkNames, local_kafka: KafkaConnection, private_ferretdb: PrivateFerretDB, sinks: StartSink
+) -> None:
+    """The ETL reads ``watermark < ingested_at <= run start - settle`` (etl_api.job). A batch built
+    while MongoDB is down and written only after longer than the settle margin must still land
+    inside the *next* run's window: its ``ingested_at`` is stamped by the attempt that wrote it, not
+    when the batch was built. Read here with the ETL's own planner and reader (etl_api.extract)."""
+    # The sink's bound: an attempt stamps its documents when it starts and lasts at most
+    # write_attempt_timeout_s (server selection included), so a document becomes visible at most
+    # that long after its stamp; the ETL's settle margin must be larger.
+    attempt_timeout, settle = timedelta(seconds=2), timedelta(seconds=5)
+    events = make_events(1000, seed=8)
+    env = names.env(SINK_MAX_BATCH_EVENTS="500", SINK_WRITE_ATTEMPT_TIMEOUT_S=str(attempt_timeout.total_seconds()))
+    sink = sinks("sink", {**env, "MONGODB_URI": private_ferretdb.uri})
+    await produce(local_kafka, names.topic, encode(events[:500]))
+    await wait_caught_up(sink, 120)
+    visible_before = await stored_documents(private_ferretdb.uri, names.collection)
+    assert set(visible_before) == {e["event_id"] for e in events[:500]}
+
+    await asyncio.to_thread(private_ferretdb.stop)  # from here until restart nothing new is visible
+    await produce(local_kafka, names.topic, encode(events[500:]))
+    await wait_until(
+        "the second batch built and its write retried",
+        lambda: (m := sink.metrics())["sink_consumed_records_total"] == 1000
+        and m.get('sink_write_retries_total{reason="unavailable"}', 0) >= 1,
+        60,
+    )
+    built_by = datetime.now(UTC)
+    await asyncio.sleep(settle.total_seconds() + 2)  # the batch is now older than the settle margin
+
+    # Incremental run 1 starts now (before the restart): it sees exactly what was visible, i.e.
+    # the first 500, and moves the watermark to its high end.
+    run1_start = datetime.now(UTC)
+    high1 = run1_start - settle
+    assert high1 > built_by
+    run1 = {d["_id"] for d in visible_before.values() if parse_utc(d["ingested_at"]) <= high1}
+    assert len(run1) == 500
+
+    await asyncio.to_thread(private_ferretdb.start)
+    await wait_caught_up(sink, 120)
+    stored = await stored_documents(private_ferretdb.uri, names.collection)
+    check_documents(stored, events)
+    # Stamped by the attempt that wrote them (which began at most attempt_timeout before run 1's
+    # start, while MongoDB was still down), not when the batch was built: after run 1's high end.
+    floor = run1_start - attempt_timeout - timedelta(milliseconds=1)  # stamps are truncated to ms
+    late = sorted(parse_utc(d["ingested_at"]) for d in stored.values() if d["_id"] not in visible_before)
+    assert len(late) == 500 and late[0] >= floor and late[0] > high1, (late[0], floor, high1, built_by)
+
+    # Incremental run 2, once every stamp is older than its high end: (high1, high2].
+    await asyncio.sleep(settle.total_seconds() + 1)
+    high2 = datetime.now(UTC) - settle
+    tasks = plan_window_tasks(high1, high2, COLLECTIONS)
+    rows = []
+    for task in tasks:
+        rows.extend(await asyncio.to_thread(lambda t=task: list(read_task(t, private_ferretdb.uri, TEST_DATABASE, names.collection))))
+    run2 = [row[0] for row in rows]
+    assert len(run2) == len(set(run2)) == 500
+    assert run1.isdisjoint(run2)
+    assert run1 | set(run2) == {e["event_id"] for e in events}
+    assert sink.terminate()[0] == 0

@@ -18,6 +18,7 @@ from sink.documents import (
     encoding_error,
     escape_fields,
     escape_key,
+    restamp,
     unescape_fields,
     unescape_key,
 )
@@ -64,6 +65,32 @@ def test_document_has_id_first_event_fields_then_sink_fields() -> None:
     assert next(iter(doc)) == "_id"
     assert list(doc)[-4:] == ["ingested_at", "ingest_hour", "event_date", "part"]
     assert part_of("5ed8cb2bc671fc36b74653ad") == 0  # pinned: part_of must never change for stored data
+
+
+def test_restamp_replaces_both_stamp_fields_in_place_keeping_field_order() -> None:
+    docs = [build_document(dict(EVENT), STAMP), build_document({**EVENT, "event_id": "other"}, STAMP)]
+    later = IngestStamp.at(datetime(2026, 11, 27, 22, 0, 0, 5000, tzinfo=UTC))
+    restamp(docs, later)
+    assert docs == [
+        {
+            "_id": "5ed8cb2bc671fc36b74653ad",
+            **EVENT,
+            "ingested_at": "2026-11-27T22:00:00.005Z",
+            "ingest_hour": "2026-11-27T22",
+            "event_date": "2020-06-04",
+            "part": part_of("5ed8cb2bc671fc36b74653ad"),
+        },
+        {
+            "_id": "other",
+            **EVENT,
+            "event_id": "other",
+            "ingested_at": "2026-11-27T22:00:00.005Z",
+            "ingest_hour": "2026-11-27T22",
+            "event_date": "2020-06-04",
+            "part": part_of("other"),
+        },
+    ]
+    assert [list(d) for d in docs] == [["_id", *EVENT, "ingested_at", "ingest_hour", "event_date", "part"]] * 2
 
 
 def test_document_of_decodes_bytes_exactly_like_build_document() -> None:
