@@ -85,7 +85,11 @@ def make_values(count: int, *, clean_keys: bool, seed: int = 7) -> list[bytes]:
 
 
 async def produce(conn: KafkaConnection, topic: str, values: list[bytes]) -> float:
-    producer = AIOKafkaProducer(**conn.client_kwargs(), acks="all", enable_idempotence=True, linger_ms=20, max_batch_size=524_288)
+    # request_timeout_ms: the shared brokers stall for tens of seconds under load (load average > 10);
+    # aiokafka's default (40 s) then fails the whole run in the middle of producing.
+    producer = AIOKafkaProducer(
+        **conn.client_kwargs(), acks="all", enable_idempotence=True, linger_ms=20, max_batch_size=524_288, request_timeout_ms=300_000
+    )
     await producer.start()
     t0 = time.monotonic()
     try:
@@ -159,7 +163,7 @@ async def wait_done(
     try:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+                raise RuntimeError(f"process {proc.pid} exited with {proc.returncode}")
             reason = failed() if failed else None
             if reason:
                 raise RuntimeError(reason)
@@ -234,8 +238,9 @@ async def drop(uri: str, *collections: str) -> None:
         await client.close()
 
 
-async def run_ceiling(uri: str, collection: str, values: list[bytes], batch: int) -> float:
-    """Seconds to insert the sink's documents of ``values`` from memory (building not timed)."""
+async def run_ceiling(uri: str, collection: str, values: list[bytes], batch: int, concurrency: int = 1) -> float:
+    """Seconds to insert the sink's documents of ``values`` from memory (building not timed), with
+    ``concurrency`` insert_many calls of ``batch`` documents in flight at a time."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
     coll = client[DATABASE][collection]
     elapsed = 0.0
@@ -244,9 +249,14 @@ async def run_ceiling(uri: str, collection: str, values: list[bytes], batch: int
         for start in range(0, len(values), chunk):
             stamp = IngestStamp.at(datetime.now(UTC))
             docs = [document_of(v, stamp, 16 << 20) for v in values[start : start + chunk]]
+            batches = [docs[i : i + batch] for i in range(0, len(docs), batch)]
             t0 = time.monotonic()
-            for i in range(0, len(docs), batch):
-                await coll.insert_many(docs[i : i + batch], ordered=False)
+
+            async def worker(mine: list[list[dict[str, Any]]]) -> None:
+                for b in mine:
+                    await coll.insert_many(b, ordered=False)
+
+            await asyncio.gather(*(worker(batches[w::concurrency]) for w in range(concurrency)))
             elapsed += time.monotonic() - t0
     finally:
         await client.close()
@@ -294,11 +304,12 @@ def peak_rss_mib(pid: int) -> float:
 
 
 async def run_sink(
-    conn: KafkaConnection, topic: str, collection: str, end: dict[TopicPartition, int], last_ids: list[str], log: Path
+    conn: KafkaConnection, topic: str, collection: str, end: dict[TopicPartition, int], last_ids: list[str], log: Path, inflight: int
 ) -> tuple[float, float]:
-    group = f"{topic}_sink"
+    group = f"{collection}_group"
     env = {
         **os.environ,
+        "SINK_MAX_INFLIGHT_BATCHES": str(inflight),
         "SINK_TOPIC": topic,
         "SINK_GROUP_ID": group,
         "SINK_DLQ_TOPIC": f"{topic}.dlq",
@@ -479,6 +490,16 @@ async def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--batch", type=int, default=5000, help="insert_many batch of the ceiling (the sink's default batch)")
+    ap.add_argument(
+        "--ceiling-concurrency",
+        default="1,2",
+        help="comma list: one ceiling run per value, with that many insert_many in flight (the sink's default is 2)",
+    )
+    ap.add_argument(
+        "--sink-inflight",
+        default="2",
+        help="comma list: one sink run per value of SINK_MAX_INFLIGHT_BATCHES (default 2; 1 = one write in flight)",
+    )
     ap.add_argument("--connector-tasks", type=int, default=1)
     ap.add_argument(
         "--connector-mode",
@@ -508,33 +529,43 @@ async def main() -> None:
     values = make_values(args.events, clean_keys=not args.realistic_keys)
     mean = sum(map(len, values)) / len(values)
     print(f"events built: mean {mean:.0f} B of JSON", flush=True)
-    await create_topics(conn, [topic], partitions=args.partitions, replication_factor=3)
-    took = await produce(conn, topic, values)
-    end = await end_offsets(conn, topic)
-    last_ids = await last_event_ids(conn, end)
-    assert sum(end.values()) == args.events, (sum(end.values()), args.events)
-    print(f"produced in {took:.1f}s ({args.events / took:,.0f}/s)", flush=True)
-
     results: dict[str, float] = {}
-    rss = float("nan")
-    colls = {k: f"{k}_{run_id}" for k in ("ceiling", "sink", "connector")}
-    await create_indexes(uri, colls["ceiling"], colls["connector"])  # the sink creates its own at start
+    rss: dict[int, float] = {}
+    concurrencies = [int(c) for c in args.ceiling_concurrency.split(",") if c]
+    inflights = [int(n) for n in args.sink_inflight.split(",") if n]
+    colls = {"connector": f"connector_{run_id}"}
+    colls.update({f"sink{n}": f"sink{n}_{run_id}" for n in inflights})
+    colls.update({f"ceiling{c}": f"ceiling{c}_{run_id}" for c in concurrencies})
     try:
+        await create_topics(conn, [topic], partitions=args.partitions, replication_factor=3)
+        took = await produce(conn, topic, values)
+        end = await end_offsets(conn, topic)
+        last_ids = await last_event_ids(conn, end)
+        assert sum(end.values()) == args.events, (sum(end.values()), args.events)
+        print(f"produced in {took:.1f}s ({args.events / took:,.0f}/s)", flush=True)
+        # the sink creates its own indexes at start
+        await create_indexes(uri, *(c for k, c in colls.items() if not k.startswith("sink")))
         if "ceiling" not in skip:
-            print("(c) ceiling: insert_many from memory …", flush=True)
-            f0 = cpu_seconds(ferretdb_pid())
-            secs = await run_ceiling(uri, colls["ceiling"], values, args.batch)
-            print(f"    FerretDB CPU: {cpu_seconds(ferretdb_pid()) - f0:.1f}s", flush=True)
-            results["ceiling"] = args.events / secs
-            print(f"    {secs:.1f}s", flush=True)
+            for c in concurrencies:
+                print(f"(c) ceiling: insert_many from memory, {c} in flight …", flush=True)
+                f0 = cpu_seconds(ferretdb_pid())
+                secs = await run_ceiling(uri, colls[f"ceiling{c}"], values, args.batch, c)
+                print(f"    FerretDB CPU: {cpu_seconds(ferretdb_pid()) - f0:.1f}s", flush=True)
+                results[f"ceiling{c}"] = args.events / secs
+                print(f"    {secs:.1f}s; load average {os.getloadavg()}", flush=True)
+                if not (args.keep or args.verify_count):
+                    await drop(uri, colls[f"ceiling{c}"])  # FerretDB's PostgreSQL must not fill up
         del values
         if "sink" not in skip:
-            print("(a) sink: python -m sink …", flush=True)
-            f0 = cpu_seconds(ferretdb_pid())
-            secs, rss = await run_sink(conn, topic, colls["sink"], end, last_ids, logs / f"sink-{run_id}.log")
-            print(f"    FerretDB CPU: {cpu_seconds(ferretdb_pid()) - f0:.1f}s", flush=True)
-            results["sink"] = args.events / secs
-            print(f"    {secs:.1f}s, peak RSS {rss:.0f} MiB", flush=True)
+            for n in inflights:
+                print(f"(a) sink: python -m sink, SINK_MAX_INFLIGHT_BATCHES={n} …", flush=True)
+                f0 = cpu_seconds(ferretdb_pid())
+                secs, rss[n] = await run_sink(conn, topic, colls[f"sink{n}"], end, last_ids, logs / f"sink{n}-{run_id}.log", n)
+                print(f"    FerretDB CPU: {cpu_seconds(ferretdb_pid()) - f0:.1f}s", flush=True)
+                results[f"sink{n}"] = args.events / secs
+                print(f"    {secs:.1f}s, peak RSS {rss[n]:.0f} MiB; load average {os.getloadavg()}", flush=True)
+                if not (args.keep or args.verify_count):
+                    await drop(uri, colls[f"sink{n}"])
         if "connector" not in skip:
             print(
                 f"(b) connector: mongo-kafka-connect on Connect standalone, tasks.max={args.connector_tasks}, {args.connector_mode} …",
@@ -556,15 +587,16 @@ async def main() -> None:
             )
             results["connector"] = done / secs
             print(f"    {secs:.1f}s for {done:,} events; FerretDB CPU: {cpu_seconds(ferretdb_pid()) - f0:.1f}s", flush=True)
+            print(f"    load average {os.getloadavg()}", flush=True)
             if done < args.events:
                 del results["connector"]
                 partial = done / secs
                 print(f"    connector incomplete: {partial:,.0f} events/s over what it did", flush=True)
                 results["connector (partial)"] = partial
         if args.verify_count:  # FerretDB counts by reading every document: minutes for a million
-            for name in ("ceiling", "sink", "connector"):
+            for name, coll in colls.items():
                 if name in results:
-                    n = await count(uri, colls[name])
+                    n = await count(uri, coll)
                     assert n == args.events, f"{name}: {n} documents, expected {args.events}"
     finally:
         if not args.keep:
@@ -581,20 +613,24 @@ async def main() -> None:
     print()
     print(f"{'run':<44}{'events/s':>12}")
     labels = {
-        "ceiling": "(c) ceiling insert_many (memory)",
-        "sink": "(a) sink (python -m sink)",
+        **{f"ceiling{c}": f"(c) ceiling insert_many (memory, {c} in flight)" for c in concurrencies},
+        **{f"sink{n}": f"(a) sink (python -m sink, {n} in flight)" for n in inflights},
         "connector": f"(b) mongo-kafka-connect {args.connector_mode}",
         "connector (partial)": f"(b) mongo-kafka-connect {args.connector_mode} (partial)",
     }
     for name, rate in results.items():
         print(f"{labels[name]:<44}{rate:>12,.0f}")
     connector = results.get("connector", results.get("connector (partial)"))
-    if "sink" in results and connector:
-        print(f"sink / connector: {results['sink'] / connector:.2f}×  (target ≥ 1.5×)")
-    if "sink" in results and "ceiling" in results:
-        print(f"sink / ceiling:   {results['sink'] / results['ceiling']:.0%}  (target ≥ 70 %)")
-    if "sink" in results:
-        print(f"sink peak RSS:    {rss:.0f} MiB")
+    for n in inflights:
+        sink = results.get(f"sink{n}")
+        if sink is None:
+            continue
+        if connector:
+            print(f"sink ({n} in flight) / connector: {sink / connector:.2f}×  (target ≥ 1.5×)")
+        for c in concurrencies:
+            if f"ceiling{c}" in results:
+                print(f"sink ({n} in flight) / ceiling ({c} in flight): {sink / results[f'ceiling{c}']:.0%}  (target ≥ 70 %)")
+        print(f"sink ({n} in flight) peak RSS: {rss[n]:.0f} MiB")
     print(f"load average at end: {os.getloadavg()}")
 
 
