@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -29,11 +29,12 @@ from aiokafka.errors import KafkaError
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse, Response
 
-from live.counting import counts_by_window, iso, parse_iso, series, top_n, totals, window_start
+from live.counting import WindowEntry, counts_by_window, iso, parse_iso, series, top_n, totals, window_start
 from live.page import live_section, render_page
 from live.settings import LiveSettings
 from live.star import read_star
-from live.streams import LiveCounters, prepare_topics
+from live.streams import PRODUCT_TABLE, STORE_TABLE, LiveCounters, changelog_topics, prepare_topics
+from live.view import ChangelogView
 from shared.backoff import Backoff
 from shared.errors import PipelineError
 from shared.service import ServiceState, create_http_app, run_service
@@ -47,10 +48,16 @@ Minutes = Annotated[int | None, Query(ge=1, le=24 * 60)]
 
 
 class LiveReader:
-    """Read-side queries over the counters, against an injectable clock."""
+    """Read-side queries over the counters, against an injectable clock.
 
-    def __init__(self, settings: LiveSettings, counters: LiveCounters | None = None, clock: Clock = time.time) -> None:
-        self.settings, self._live_counters, self.clock = settings, counters, clock
+    Counts come from the replica's :class:`~live.view.ChangelogView` (every partition, whichever
+    replica counted it); the per-process statistics from its own :class:`LiveCounters`.
+    """
+
+    def __init__(
+        self, settings: LiveSettings, counters: LiveCounters | None = None, view: ChangelogView | None = None, clock: Clock = time.time
+    ) -> None:
+        self.settings, self._live_counters, self._view, self.clock = settings, counters, view, clock
 
     @property
     def counters(self) -> LiveCounters:
@@ -58,8 +65,29 @@ class LiveReader:
             raise HTTPException(503, "starting: Kafka topics not prepared yet")
         return self._live_counters
 
-    def attach(self, counters: LiveCounters) -> None:
-        self._live_counters = counters
+    @property
+    def view(self) -> ChangelogView:
+        if self._view is None:
+            raise HTTPException(503, "starting: Kafka topics not prepared yet")
+        return self._view
+
+    def attach(self, counters: LiveCounters, view: ChangelogView) -> None:
+        self._live_counters, self._view = counters, view
+
+    async def sync(self) -> None:
+        """Read-your-writes: waits until the view holds everything the changelogs held when called."""
+        try:
+            await self.view.sync()
+        except TimeoutError as exc:
+            raise HTTPException(503, "changelog view behind the changelog topics; try again") from exc
+        except KafkaError as exc:
+            raise HTTPException(503, f"Kafka unreachable: {type(exc).__name__}: {exc}") from exc
+
+    def product_entries(self) -> Iterator[WindowEntry]:
+        return self.view.entries(PRODUCT_TABLE)
+
+    def store_entries(self) -> Iterator[WindowEntry]:
+        return self.view.entries(STORE_TABLE)
 
     def _last_window(self, until: str | None) -> int:
         try:
@@ -72,7 +100,7 @@ class LiveReader:
         w = self.settings.window_s
         last = self._last_window(until)
         start, end = last + w - minutes * 60, last + w
-        counts = totals(counts_by_window(self.counters.product_entries(), start, end))
+        counts = totals(counts_by_window(self.product_entries(), start, end))
         return {
             "span_minutes": minutes,
             "window_start": iso(start),
@@ -86,7 +114,7 @@ class LiveReader:
         span = (minutes or self.settings.series_minutes) * 60
         start, end = last + w - span, last + w
         # Totals per window come from the store table: one row per store, far fewer than products.
-        by_window = counts_by_window(self.counters.store_entries(), start, end)
+        by_window = counts_by_window(self.store_entries(), start, end)
         return {
             "until": iso(end),
             "window_s": w,
@@ -102,7 +130,7 @@ class LiveReader:
             lo, hi = int(parse_iso(start)), int(parse_iso(end))
         except ValueError as exc:
             raise HTTPException(422, "start/end: ISO-8601 times") from exc
-        entries = self.counters.product_entries() if table == "products" else self.counters.store_entries()
+        entries = self.product_entries() if table == "products" else self.store_entries()
         by_window = counts_by_window(entries, lo, hi)
         return {
             "window_s": self.settings.window_s,
@@ -120,16 +148,19 @@ def create_app(settings: LiveSettings, state: ServiceState, reader: LiveReader) 
 
     @app.get("/api/live")
     async def api_live(until: Until = None, minutes: Minutes = None) -> dict[str, Any]:
+        await reader.sync()
         return reader.live(until, minutes)
 
     @app.get("/api/top")
     async def api_top(
         minutes: Annotated[int, Query(ge=1, le=24 * 60)] = 5, until: Until = None, n: Annotated[int, Query(ge=1, le=1000)] = 10
     ) -> dict[str, Any]:
+        await reader.sync()
         return reader.top(minutes, until, n)
 
     @app.get("/api/views/{table}")
     async def api_views(table: Literal["products", "stores"], start: str, end: str) -> dict[str, Any]:
+        await reader.sync()
         return reader.views(table, start, end)
 
     @app.get("/api/star")
@@ -138,10 +169,12 @@ def create_app(settings: LiveSettings, state: ServiceState, reader: LiveReader) 
 
     @app.get("/partials/live", response_class=HTMLResponse)
     async def partial_live(until: Until = None, minutes: Minutes = None) -> str:
+        await reader.sync()
         return live_section(reader.live(until, minutes))
 
     @app.get("/", response_class=HTMLResponse)
     async def page(until: Until = None, minutes: Minutes = None) -> str:
+        await reader.sync()
         return render_page(reader.live(until, minutes), await star(), refresh_s=settings.refresh_s)
 
     @app.get("/favicon.ico")
@@ -186,11 +219,24 @@ async def run(settings: LiveSettings) -> None:
         if partitions is None:
             return
         counters = LiveCounters(settings, partitions, registry=state.registry)
+        topics = dict(zip((PRODUCT_TABLE, STORE_TABLE), changelog_topics(settings), strict=True))
+        view = ChangelogView(
+            settings.local_kafka,
+            topics,
+            partitions,
+            window_s=settings.window_s,
+            retention_s=settings.retention_s,
+        )
+        await view.start()
         await counters.start()
-        reader.attach(counters)
+        reader.attach(counters, view)
         try:
             while not stop.is_set():
-                if counters.ready:
+                if not view.caught_up:
+                    state.set_not_ready("reading the changelog topics")
+                    with contextlib.suppress(TimeoutError, KafkaError):
+                        await view.sync()
+                elif counters.ready:
                     state.set_ready()
                 else:
                     state.set_not_ready(counters.not_ready_reason())
@@ -199,6 +245,7 @@ async def run(settings: LiveSettings) -> None:
         finally:
             state.set_not_ready("stopping")
             await counters.stop()
+            await view.stop()
 
     await run_service(
         state, worker, host=settings.http_host, port=settings.http_port, shutdown_timeout=settings.shutdown_timeout_s, app=app

@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any, ClassVar, cast
 
 import aiokafka
@@ -46,6 +46,7 @@ import faust
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 from faust.types.auth import SASLMechanism
 from faust.types.transports import ConsumerT, TransportT
 from prometheus_client import CollectorRegistry, Counter
@@ -125,8 +126,61 @@ class _ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class _ReadCommittedConsumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer with read_committed and two fixes to its offset bookkeeping.
+
+    **Resume after seek, not before.** At the end of a rebalance, faust's table recovery
+    (``Recovery.on_recovery_completed`` / ``_resume_streams``) resumes the source partitions and
+    *then* awaits ``perform_seek()`` (a round trip for the committed offsets). The fetcher is
+    already running (it read the changelogs) and flow is on, so records aiokafka prefetched for
+    the newly assigned partitions are delivered and acked while faust does not know the
+    partitions' committed offsets yet; ``perform_seek`` then sets ``_committed_offset`` /
+    ``_read_offset`` under them and the same offsets are delivered again. The bookkeeping ends up
+    with acked offsets starting above the committed one (``_new_offset`` refuses to commit across
+    that "gap" forever: the partition is counted but its offset never moves, lag frozen) or with
+    the same offset acked twice (commits crawl one offset at a time). It needs a backlog on a
+    newly assigned partition and a slow seek, i.e. a restart after kill -9 under load, or a
+    replica taking over a killed one's partitions. Here, while a rebalance is running, source
+    partitions that are resumed stay paused until ``perform_seek`` has returned.
+
+    **No duplicates in the acked list.** Any other double delivery of an offset (faust pops a
+    committed batch from ``_acked`` before the commit round trip, then updates
+    ``_committed_offset``; an ack in between re-adds it) is dropped before computing the next
+    offset to commit.
+    """
+
+    _deferred_resume: set[TP]
+
     def _new_consumer_thread(self) -> Any:
         return _ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def resume_partitions(self, tps: Iterable[TP]) -> None:
+        tps = set(tps)
+        if self.app.rebalancing:
+            source = {tp for tp in tps if not self._is_changelog_tp(tp)}
+            self._deferred().update(source)
+            tps -= source
+        super().resume_partitions(tps)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        deferred, self._deferred_resume = self._deferred(), set()
+        super().resume_partitions(deferred & self.assignment())
+
+    def _deferred(self) -> set[TP]:
+        if not hasattr(self, "_deferred_resume"):
+            self._deferred_resume = set()
+        return self._deferred_resume
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        self._deferred().difference_update(revoked)
+        await super().on_partitions_revoked(revoked)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        acked = self._acked[tp]
+        if acked:
+            committed = self._committed_offset[tp]
+            acked[:] = sorted({offset for offset in acked if committed is None or offset >= committed})
+        return super()._new_offset(tp)
 
 
 class _ReadCommittedTransport(faust_aiokafka.Transport):

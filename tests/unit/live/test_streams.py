@@ -3,9 +3,12 @@ consumer (faust 0.11 offers it only with exactly_once), tables windowed by minut
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiokafka
 import faust
 import pytest
+from faust.types import TP
 from live.settings import LiveSettings
 from live.streams import LiveCounters, _faust_broker
 from pydantic import SecretStr
@@ -49,3 +52,46 @@ def test_tables_are_one_minute_tumbling_windows_with_retention() -> None:
         assert table.window.size == 60 and table.window.expires == 7200
         assert table.window.current(120.5) == (120, 179.9)
         assert table.partitions == 6
+
+
+def _consumer_and_tps() -> tuple[Any, TP, TP]:
+    counters = LiveCounters(settings(app_id="unit-live", local_topic="src"), partitions=6)
+    consumer = counters.app.consumer
+    return consumer, TP("src", 0), TP("unit-live-views_per_product-changelog", 0)
+
+
+async def test_during_a_rebalance_source_partitions_resume_only_after_the_seek(monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer, source, changelog = _consumer_and_tps()
+    app = consumer.app
+    assigned = {source, changelog}
+    monkeypatch.setattr(consumer, "assignment", lambda: assigned)
+    seeks: list[set[TP]] = []
+
+    async def seek_to_committed() -> dict[TP, int]:
+        seeks.append(set(consumer._get_active_partitions()))  # what the fetcher may deliver while seeking
+        return {source: 10}
+
+    monkeypatch.setattr(consumer, "seek_to_committed", seek_to_committed)
+    consumer.pause_partitions(assigned)
+    app.rebalancing = True
+    consumer.resume_partitions(assigned)
+    assert consumer._get_active_partitions() == {changelog}  # changelogs resume at once (recovery reads them)
+    await consumer.perform_seek()
+    assert seeks == [{changelog}]  # the source partition was not fetchable during the seek
+    assert consumer._get_active_partitions() == assigned and not consumer._paused_partitions
+    assert consumer._committed_offset[source] == 10 and consumer._read_offset[source] == 10
+
+    # Outside a rebalance, resuming is immediate.
+    app.rebalancing = False
+    consumer.pause_partitions({source})
+    consumer.resume_partitions({source})
+    assert consumer._get_active_partitions() == assigned
+
+
+def test_next_commit_offset_ignores_duplicate_and_already_committed_acks() -> None:
+    consumer, source, _ = _consumer_and_tps()
+    consumer._committed_offset[source] = 100
+    # 98 and 99: acks of a copy delivered before the last commit landed; 101, 102 acked twice.
+    consumer._acked[source].extend([98, 100, 101, 101, 99, 102, 102, 103])
+    assert consumer._new_offset(source) == 104  # faust alone: 102 (a duplicate ends its run of consecutive offsets)
+    assert list(consumer._acked[source]) == []
