@@ -13,7 +13,9 @@ cluster to the local one, in the same run, on the same clusters:
 
 Throughput is events/s seen by a ``read_committed`` consumer of the target topic: "total" from
 process start to the last event, "steady" between 10 % and 90 % of the events. Latency (bridge
-only) is target receive time minus the remote record's timestamp, at a fixed produce rate.
+only) is the time a ``read_committed`` consumer of the target topic receives a record minus the
+remote broker's append time (the latency source topic uses ``LogAppendTime``), at a fixed
+produce rate; the bridge's own per-phase timings (``/metrics``) are printed with it.
 Not a test: it prints a table and writes ``bench/results/bridge_vs_mirrormaker.json``.
 """
 
@@ -32,6 +34,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -42,13 +45,14 @@ import eventgen  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from bridge.app import wait_for_leaders  # noqa: E402
 
-from shared.kafka import KafkaConnection  # noqa: E402
+from shared.kafka import KafkaConnection, create_topics  # noqa: E402
 
 STACK_ENV = Path(os.environ.get("STACK_HOME", REPO / ".stack")) / "stack.env"
 CACHE = Path(os.environ.get("PIPELINE_CACHE", REPO / ".cache"))
 KAFKA_VERSION = "3.9.1"
 MM2_LIBS = CACHE / f"mm2-{KAFKA_VERSION}" / "libs"
 OUT = REPO / "bench" / "results"
+BRIDGE_ENV: dict[str, str] = {}  # --bridge-env KEY=VALUE: settings to try (e.g. BRIDGE_LINGER_MS=1)
 
 
 def load_stack_env() -> None:
@@ -91,6 +95,7 @@ class Run:
     peak_rss_mb: float = 0.0
     note: str = ""
     latencies_ms: list[float] = field(default_factory=list, repr=False)
+    profile: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def total_eps(self) -> float:
@@ -189,6 +194,7 @@ def start_bridge(base: str, remote_topic: str, partitions: int, port: int, log: 
         "BRIDGE_HTTP_HOST": "127.0.0.1",
         "BRIDGE_HTTP_PORT": str(port),
         "PYTHONPATH": f"{REPO}:{REPO / 'services' / 'bridge'}",
+        **BRIDGE_ENV,
     }
     return spawn([sys.executable, "-m", "bridge"], log, env, REPO), local_topic
 
@@ -281,8 +287,11 @@ async def bench_latency(remote: KafkaConnection, local: KafkaConnection, base: s
     topic = f"{base}.latency"
     count = int(rate * seconds)
     run = Run(f"bridge latency at {rate:.0f} ev/s", count)
-    await eventgen.produce([], remote, topic, progress=False, partitions=partitions)  # creates the topic
-    proc, local_topic = start_bridge(base + "l", topic, partitions, free_port(), OUT / f"{base}.latency.log")
+    # The remote broker stamps each record when it appends it (LogAppendTime), so latency runs
+    # from the remote append, not from whenever the generator's producer built its batch.
+    await create_topics(remote, [topic], partitions=partitions, replication_factor=1, configs={"message.timestamp.type": "LogAppendTime"})
+    port = free_port()
+    proc, local_topic = start_bridge(base + "l", topic, partitions, port, OUT / f"{base}.latency.log")
     consumer = AIOKafkaConsumer(**local.client_kwargs(), enable_auto_commit=False, isolation_level="read_committed")
     try:
         await asyncio.sleep(8)  # joined and idle
@@ -304,6 +313,7 @@ async def bench_latency(remote: KafkaConnection, local: KafkaConnection, base: s
                     received[(event["source_partition"], event["source_offset"])] = now_ms
         await producing
         run.peak_rss_mb = peak_rss_mb(proc.pid)
+        run.profile = await bridge_profile(port)
     finally:
         await consumer.stop()
         stop(proc)
@@ -327,6 +337,41 @@ async def bench_latency(remote: KafkaConnection, local: KafkaConnection, base: s
     return run
 
 
+async def bridge_profile(port: int) -> dict[str, dict[str, float]]:
+    """The bridge's own timings from ``/metrics``: per transaction phase and per record stage,
+    the count, mean and (bucket upper bound) p50/p99, in milliseconds."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    series: dict[str, dict[str, Any]] = {}
+    for line in text.splitlines():
+        for metric, label in (("bridge_transaction_phase_seconds", "phase"), ("bridge_record_age_seconds", "stage")):
+            if not line.startswith(metric):
+                continue
+            name = line.split(f'{label}="', 1)[1].split('"', 1)[0]
+            entry = series.setdefault(f"{label} {name}", {"buckets": []})
+            value = float(line.rsplit(" ", 1)[1])
+            if line.startswith(f"{metric}_bucket"):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                entry["buckets"].append((float(le), value))
+            elif line.startswith(f"{metric}_sum"):
+                entry["sum"] = value
+            elif line.startswith(f"{metric}_count"):
+                entry["count"] = value
+    out: dict[str, dict[str, float]] = {}
+    for name, entry in series.items():
+        count = entry.get("count", 0.0)
+        if not count:
+            continue
+
+        def quantile(q: float, buckets: list[tuple[float, float]] = entry["buckets"], n: float = count) -> float:
+            return next((le for le, c in sorted(buckets) if c >= q * n), float("inf")) * 1000
+
+        out[name] = {"count": count, "mean_ms": entry["sum"] / count * 1000, "p50_ms": quantile(0.5), "p99_ms": quantile(0.99)}
+    return out
+
+
 def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
@@ -338,7 +383,10 @@ async def main() -> None:
     parser.add_argument("--latency-rate", type=float, default=5000)
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--mm2-mode", choices=("eos", "default", "skip"), default="eos")
+    parser.add_argument("--latency-only", action="store_true", help="only the fixed-rate latency run (no throughput runs)")
+    parser.add_argument("--bridge-env", action="append", default=[], metavar="KEY=VALUE", help="a bridge setting to try (repeatable)")
     args = parser.parse_args()
+    BRIDGE_ENV.update(dict(kv.split("=", 1) for kv in args.bridge_env))
     load_stack_env()
     from shared.settings import local_kafka_from_env, remote_kafka_from_env
 
@@ -346,14 +394,16 @@ async def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     base = f"bench_bridge_{uuid.uuid4().hex[:6]}"
     topic = f"{base}.source"
-    t0 = time.monotonic()
-    records = eventgen.generate(args.events, seed=42)
-    manifest = await eventgen.produce(records, remote, topic, progress=False, partitions=args.partitions)
-    print(f"produced {manifest.total} events to {topic} in {time.monotonic() - t0:.0f}s", flush=True)
-
-    runs = [await bench_bridge(remote, local, base, topic, args.events, args.partitions)]
-    print(f"bridge: {runs[0].total_eps:.0f} ev/s total, {runs[0].steady_eps:.0f} steady", flush=True)
-    if args.mm2_mode != "skip":
+    load_before = os.getloadavg()
+    runs: list[Run] = []
+    if not args.latency_only:
+        t0 = time.monotonic()
+        records = eventgen.generate(args.events, seed=42)
+        manifest = await eventgen.produce(records, remote, topic, progress=False, partitions=args.partitions)
+        print(f"produced {manifest.total} events to {topic} in {time.monotonic() - t0:.0f}s", flush=True)
+        runs.append(await bench_bridge(remote, local, base, topic, args.events, args.partitions))
+        print(f"bridge: {runs[0].total_eps:.0f} ev/s total, {runs[0].steady_eps:.0f} steady", flush=True)
+    if args.mm2_mode != "skip" and not args.latency_only:
         try:
             runs.append(await bench_mm2(remote, local, base, topic, args.events, args.partitions, eos=args.mm2_mode == "eos"))
         except RuntimeError as exc:
@@ -371,14 +421,25 @@ async def main() -> None:
     worst = lat[-1] if lat else float("nan")
     print(
         f"{latency.name}: p50 {percentile(lat, 0.5):.0f} ms, p99 {percentile(lat, 0.99):.0f} ms, max {worst:.0f} ms "
-        f"({latency.note}); peak RSS {latency.peak_rss_mb:.0f} MB"
+        f"({latency.note}); peak RSS {latency.peak_rss_mb:.0f} MB; settings {BRIDGE_ENV or 'default'}"
     )
+    print("  bridge's own timings (ms; p50/p99 are histogram bucket bounds):")
+    for name, p in latency.profile.items():
+        print(f"    {name:22} n={p['count']:>6.0f} mean {p['mean_ms']:>7.1f} p50 <= {p['p50_ms']:>6.0f} p99 <= {p['p99_ms']:>6.0f}")
+    print(f"load average before {load_before}, after {os.getloadavg()}")
     result = {
         "events": args.events,
         "partitions": args.partitions,
         "runs": [{**asdict(r), "total_eps": r.total_eps, "latencies_ms": None} for r in runs],
-        "latency": {"rate": args.latency_rate, "p50_ms": percentile(lat, 0.5), "p99_ms": percentile(lat, 0.99), "note": latency.note},
-        "load_average": os.getloadavg(),
+        "latency": {
+            "rate": args.latency_rate,
+            "p50_ms": percentile(lat, 0.5),
+            "p99_ms": percentile(lat, 0.99),
+            "note": latency.note,
+            "profile": latency.profile,
+            "bridge_env": BRIDGE_ENV,
+        },
+        "load_average": {"before": load_before, "after": os.getloadavg()},
     }
     (OUT / "bridge_vs_mirrormaker.json").write_text(json.dumps(result, indent=2))
 

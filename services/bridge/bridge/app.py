@@ -191,10 +191,12 @@ class Bridge:
         """Queues fetched records for their partition's copy task; pauses a partition whose
         queue is full (back-pressure: the task resumes it once it has caught up)."""
         limit = self.settings.max_pending_records
+        now_ms = time.time() * 1000
         for tp, fetched in batch.items():
             copy = self._copies.get(tp)
             if copy is None or copy.stopping or not fetched:
                 continue  # revoked: the new owner copies these from the stored offset
+            self.metrics.record_age_seconds.labels("fetched").observe(max(0.0, now_ms - fetched[0].timestamp) / 1000)
             expected = copy.queued_next
             records = fetched if expected is None or fetched[0].offset >= expected else [r for r in fetched if r.offset >= expected]
             if not records:
@@ -339,6 +341,8 @@ class Bridge:
         tp = copy.tp
         bridged_at = datetime.now(UTC)
         started = time.perf_counter()
+        oldest_ms = records[0].timestamp
+        self.metrics.record_age_seconds.labels("txn_start").observe(max(0.0, time.time() * 1000 - oldest_ms) / 1000)
         events: list[tuple[bytes, bytes]] = []
         dead: list[tuple[ConsumerRecord[bytes, bytes], InvalidEventError]] = []
         for i, record in enumerate(records):
@@ -354,6 +358,9 @@ class Bridge:
             events.append((output_key(event), orjson.dumps(event)))
         next_offset = records[-1].offset + 1
         producer = copy.producer
+        phases = self.metrics.phase_seconds
+        built = time.perf_counter()
+        phases.labels("build").observe(built - started)
         try:
             # Bounded: aiokafka retries a produce to an unreachable leader, and EndTxn to an
             # unreachable coordinator, forever (its batches expire only when the leader is
@@ -370,12 +377,15 @@ class Bridge:
                     futures.append(
                         await producer.send(s.offsets_topic, key=offset_key(tp.topic, tp.partition), value=offset_value(next_offset))
                     )
+                    sent = time.perf_counter()
                     await asyncio.gather(*futures)
+                    produced = time.perf_counter()
                 except KafkaError:
                     if not producer._txn_manager.is_fatal_error():
                         await producer.abort_transaction()  # still under the deadline
                     raise
                 await producer.commit_transaction()
+                committed = time.perf_counter()
         except TimeoutError:
             self.metrics.transactions.labels("aborted").inc()
             raise BackendUnavailableError(
@@ -385,6 +395,10 @@ class Bridge:
             self.metrics.transactions.labels("aborted").inc()
             raise
         copy.next_offset = next_offset
+        phases.labels("send").observe(sent - built)
+        phases.labels("produce").observe(produced - sent)
+        phases.labels("commit").observe(committed - produced)
+        self.metrics.record_age_seconds.labels("committed").observe(max(0.0, time.time() * 1000 - oldest_ms) / 1000)
         self.metrics.transactions.labels("committed").inc()
         self.metrics.consumed.inc(len(records))
         self.metrics.produced.inc(len(events))

@@ -18,6 +18,8 @@ class BridgeMetrics:
     stored_offset: Gauge
     rebalances: Counter
     restarts: Counter
+    phase_seconds: Histogram
+    record_age_seconds: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> BridgeMetrics:
@@ -38,4 +40,25 @@ class BridgeMetrics:
             ),
             rebalances=Counter("bridge_rebalances", "Partition assignments received", registry=registry),
             restarts=Counter("bridge_session_restarts", "Client sessions restarted after an error", registry=registry),
+            # Where a transaction's time goes: build (transform), send (queue the batches),
+            # produce (AddPartitionsToTxn + produce with acks=all), commit (EndTxn, markers).
+            phase_seconds=Histogram(
+                "bridge_transaction_phase_seconds",
+                "Time per transaction phase (build, send, produce, commit)",
+                ["phase"],
+                buckets=_LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            # How old a record is (remote record timestamp → now) when fetched, when its
+            # transaction starts, and when that transaction is committed.
+            record_age_seconds=Histogram(
+                "bridge_record_age_seconds",
+                "Age of the oldest record of a fetch or transaction at each stage (fetched, txn_start, committed)",
+                ["stage"],
+                buckets=_LATENCY_BUCKETS,
+                registry=registry,
+            ),
         )
+
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
