@@ -238,29 +238,42 @@ async def drop(uri: str, *collections: str) -> None:
         await client.close()
 
 
-async def run_ceiling(uri: str, collection: str, values: list[bytes], batch: int, concurrency: int = 1) -> float:
+async def run_ceiling(
+    uri: str, collection: str, values: list[bytes], batch: int, concurrency: int = 1, max_seconds: float = 0
+) -> tuple[float, int]:
     """Seconds to insert the sink's documents of ``values`` from memory (building not timed), with
-    ``concurrency`` insert_many calls of ``batch`` documents in flight at a time."""
+    ``concurrency`` insert_many calls of ``batch`` documents in flight at a time, and how many were
+    inserted: all, or fewer when ``max_seconds`` (> 0) of insert time ran out (no batch is started
+    after that; the rate is then over what was done)."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
     coll = client[DATABASE][collection]
     elapsed = 0.0
+    done = 0
     try:
         chunk = 100_000  # documents built per chunk, to bound the benchmark's own memory
         for start in range(0, len(values), chunk):
+            if max_seconds and elapsed >= max_seconds:
+                break
             stamp = IngestStamp.at(datetime.now(UTC))
             docs = [document_of(v, stamp, 16 << 20) for v in values[start : start + chunk]]
             batches = [docs[i : i + batch] for i in range(0, len(docs), batch)]
             t0 = time.monotonic()
 
-            async def worker(mine: list[list[dict[str, Any]]]) -> None:
+            async def worker(mine: list[list[dict[str, Any]]], stop_at: float) -> int:
+                n = 0
                 for b in mine:
+                    if time.monotonic() >= stop_at:
+                        break
                     await coll.insert_many(b, ordered=False)
+                    n += len(b)
+                return n
 
-            await asyncio.gather(*(worker(batches[w::concurrency]) for w in range(concurrency)))
+            stop_at = t0 + max_seconds - elapsed if max_seconds else float("inf")
+            done += sum(await asyncio.gather(*(worker(batches[w::concurrency], stop_at) for w in range(concurrency))))
             elapsed += time.monotonic() - t0
     finally:
         await client.close()
-    return elapsed
+    return elapsed, done
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -509,6 +522,10 @@ async def main() -> None:
     )
     ap.add_argument("--connector-timeout", type=float, default=1800, help="seconds; the rate is then measured on what was done")
     ap.add_argument("--skip", default="", help="comma list of runs to skip: ceiling,sink,connector")
+    ap.add_argument("--order", default="ceiling,sink,connector", help="order of the runs")
+    ap.add_argument(
+        "--ceiling-seconds", type=float, default=0, help="cap each ceiling run's insert time (rate over what was done); 0 = no cap"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the collections and topic")
     ap.add_argument("--verify-count", action="store_true", help="count each collection at the end (slow on FerretDB)")
     ap.add_argument("--realistic-keys", action="store_true", help="keep 'utm.source'/'$meta' fields (the connector fails on them)")
@@ -536,63 +553,76 @@ async def main() -> None:
     colls = {"connector": f"connector_{run_id}"}
     colls.update({f"sink{n}": f"sink{n}_{run_id}" for n in inflights})
     colls.update({f"ceiling{c}": f"ceiling{c}_{run_id}" for c in concurrencies})
+    cleanup = not (args.keep or args.verify_count)  # drop each big collection after its run
+    end: dict[TopicPartition, int] = {}
+    last_ids: list[str] = []
+
+    async def ceiling_phase() -> None:
+        for c in concurrencies:
+            print(f"(c) ceiling: insert_many from memory, {c} in flight …", flush=True)
+            f0 = cpu_seconds(ferretdb_pid())
+            secs, done = await run_ceiling(uri, colls[f"ceiling{c}"], values, args.batch, c, args.ceiling_seconds)
+            print(f"    FerretDB CPU: {cpu_seconds(ferretdb_pid()) - f0:.1f}s", flush=True)
+            results[f"ceiling{c}"] = done / secs
+            print(f"    {secs:.1f}s for {done:,} documents; load average {os.getloadavg()}", flush=True)
+            if cleanup:
+                await drop(uri, colls[f"ceiling{c}"])  # FerretDB's PostgreSQL must not fill up
+
+    async def sink_phase() -> None:
+        for n in inflights:
+            print(f"(a) sink: python -m sink, SINK_MAX_INFLIGHT_BATCHES={n} …", flush=True)
+            f0 = cpu_seconds(ferretdb_pid())
+            secs, rss[n] = await run_sink(conn, topic, colls[f"sink{n}"], end, last_ids, logs / f"sink{n}-{run_id}.log", n)
+            print(f"    FerretDB CPU: {cpu_seconds(ferretdb_pid()) - f0:.1f}s", flush=True)
+            results[f"sink{n}"] = args.events / secs
+            print(f"    {secs:.1f}s, peak RSS {rss[n]:.0f} MiB; load average {os.getloadavg()}", flush=True)
+            if cleanup:
+                await drop(uri, colls[f"sink{n}"])
+
+    async def connector_phase() -> None:
+        print(
+            f"(b) connector: mongo-kafka-connect on Connect standalone, tasks.max={args.connector_tasks}, {args.connector_mode} …",
+            flush=True,
+        )
+        f0 = cpu_seconds(ferretdb_pid())
+        secs, done = await run_connector(
+            conn,
+            topic,
+            colls["connector"],
+            uri,
+            end,
+            last_ids,
+            args.connector_tasks,
+            logs / f"connector-{run_id}.log",
+            args.connector_mode,
+            args.batch,
+            args.connector_timeout,
+        )
+        print(f"    {secs:.1f}s for {done:,} events; FerretDB CPU: {cpu_seconds(ferretdb_pid()) - f0:.1f}s", flush=True)
+        print(f"    load average {os.getloadavg()}", flush=True)
+        if done < args.events:
+            print(f"    connector incomplete: {done / secs:,.0f} events/s over what it did", flush=True)
+            results["connector (partial)"] = done / secs
+        else:
+            results["connector"] = done / secs
+        if cleanup:
+            await drop(uri, colls["connector"])
+
+    phases = {"ceiling": ceiling_phase, "sink": sink_phase, "connector": connector_phase}
+    order = [p for p in args.order.split(",") if p and p not in skip]
+    if unknown := [p for p in order if p not in phases]:
+        raise SystemExit(f"unknown runs in --order: {unknown}")
     try:
         await create_topics(conn, [topic], partitions=args.partitions, replication_factor=3)
         took = await produce(conn, topic, values)
-        end = await end_offsets(conn, topic)
-        last_ids = await last_event_ids(conn, end)
+        end.update(await end_offsets(conn, topic))
+        last_ids.extend(await last_event_ids(conn, end))
         assert sum(end.values()) == args.events, (sum(end.values()), args.events)
         print(f"produced in {took:.1f}s ({args.events / took:,.0f}/s)", flush=True)
         # the sink creates its own indexes at start
         await create_indexes(uri, *(c for k, c in colls.items() if not k.startswith("sink")))
-        if "ceiling" not in skip:
-            for c in concurrencies:
-                print(f"(c) ceiling: insert_many from memory, {c} in flight …", flush=True)
-                f0 = cpu_seconds(ferretdb_pid())
-                secs = await run_ceiling(uri, colls[f"ceiling{c}"], values, args.batch, c)
-                print(f"    FerretDB CPU: {cpu_seconds(ferretdb_pid()) - f0:.1f}s", flush=True)
-                results[f"ceiling{c}"] = args.events / secs
-                print(f"    {secs:.1f}s; load average {os.getloadavg()}", flush=True)
-                if not (args.keep or args.verify_count):
-                    await drop(uri, colls[f"ceiling{c}"])  # FerretDB's PostgreSQL must not fill up
-        del values
-        if "sink" not in skip:
-            for n in inflights:
-                print(f"(a) sink: python -m sink, SINK_MAX_INFLIGHT_BATCHES={n} …", flush=True)
-                f0 = cpu_seconds(ferretdb_pid())
-                secs, rss[n] = await run_sink(conn, topic, colls[f"sink{n}"], end, last_ids, logs / f"sink{n}-{run_id}.log", n)
-                print(f"    FerretDB CPU: {cpu_seconds(ferretdb_pid()) - f0:.1f}s", flush=True)
-                results[f"sink{n}"] = args.events / secs
-                print(f"    {secs:.1f}s, peak RSS {rss[n]:.0f} MiB; load average {os.getloadavg()}", flush=True)
-                if not (args.keep or args.verify_count):
-                    await drop(uri, colls[f"sink{n}"])
-        if "connector" not in skip:
-            print(
-                f"(b) connector: mongo-kafka-connect on Connect standalone, tasks.max={args.connector_tasks}, {args.connector_mode} …",
-                flush=True,
-            )
-            f0 = cpu_seconds(ferretdb_pid())
-            secs, done = await run_connector(
-                conn,
-                topic,
-                colls["connector"],
-                uri,
-                end,
-                last_ids,
-                args.connector_tasks,
-                logs / f"connector-{run_id}.log",
-                args.connector_mode,
-                args.batch,
-                args.connector_timeout,
-            )
-            results["connector"] = done / secs
-            print(f"    {secs:.1f}s for {done:,} events; FerretDB CPU: {cpu_seconds(ferretdb_pid()) - f0:.1f}s", flush=True)
-            print(f"    load average {os.getloadavg()}", flush=True)
-            if done < args.events:
-                del results["connector"]
-                partial = done / secs
-                print(f"    connector incomplete: {partial:,.0f} events/s over what it did", flush=True)
-                results["connector (partial)"] = partial
+        for phase in order:
+            await phases[phase]()
         if args.verify_count:  # FerretDB counts by reading every document: minutes for a million
             for name, coll in colls.items():
                 if name in results:
