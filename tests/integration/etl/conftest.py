@@ -126,7 +126,7 @@ def services(tmp_path: Path) -> Iterator[list[EtlService]]:
 
 
 @pytest.fixture
-def make_service(services: list[EtlService], schemas: list[str], tmp_path: Path, mongo_collection: Any) -> Any:
+def make_service(services: list[EtlService], schemas: list[str], tmp_path: Path, mongo_collection: Any, postgres_dsn: str) -> Any:
     def make(schema: str, **extra: str) -> EtlService:
         if schema not in schemas:
             schemas.append(schema)
@@ -141,6 +141,8 @@ def make_service(services: list[EtlService], schemas: list[str], tmp_path: Path,
             "ETL_READ_PARTS": "2",  # 2 `part` slices per hour/date: the real read path, fewer tiny tasks
             "ETL_RUN_LOG_DIR": str(tmp_path / "runs"),
             "ETL_REAPER_INTERVAL_SECONDS": "1",
+            # the local stack's FerretDB runs on this PostgreSQL server (database ferretdb): runs add the read index
+            "ETL_FERRETDB_POSTGRESQL_URL": postgres_dsn.rsplit("/", 1)[0] + "/ferretdb",
             **extra,
         }
         svc = EtlService(env=env, log_path=tmp_path / f"api-{schema}-{len(services)}.log")
