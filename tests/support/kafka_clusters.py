@@ -155,9 +155,15 @@ class PrivateKafka:
                 deadline = time.monotonic() + 30
             assert time.monotonic() < deadline + 60, f"brokers {alive} survive SIGKILL"
             time.sleep(0.1)
+        # A JVM's main thread turns zombie before its other threads have exited (and closed the
+        # sockets): wait for the ports too.
+        deadline = time.monotonic() + 30
         for node in self.nodes(cluster):
             self._procs[node.name].pid_file.unlink(missing_ok=True)
-            assert not port_open(node.client_port), f"{node.name} stopped but something listens on {node.client_port}"
+            for port in (node.client_port, node.controller_port, node.internal_port):
+                while port is not None and port_open(port):
+                    assert time.monotonic() < deadline, f"{node.name} stopped but something still listens on {port}"
+                    time.sleep(0.1)
         return killed
 
     def running(self, cluster: str) -> list[bool]:

@@ -55,6 +55,9 @@ STAGE_PREFIX = "bridge."
 # head is kept and this header holds the original length.
 HEADER_TRUNCATED_FROM = "dlq.value.truncated_from_bytes"
 DLQ_HEADROOM_BYTES = 65_536  # for key, headers and batch overhead
+# Transactional producers per owned partition: all are fenced on take-over; with
+# BRIDGE_PIPELINE_TRANSACTIONS the transactions alternate between them.
+TRANSACTIONAL_SLOTS = 2
 
 
 @dataclass
@@ -63,7 +66,9 @@ class PartitionCopy:
     copied, and the task that copies them, one transaction after the other."""
 
     tp: TopicPartition
-    producer: AIOKafkaProducer
+    # Two transactional producers (ids "…{partition}" and "…{partition}.1"): transactions
+    # alternate between them, so one can produce while the other's commit completes.
+    producers: tuple[AIOKafkaProducer, ...]
     next_offset: int | None = None  # stored (committed); None until the first commit when nothing was stored
     queued_next: int | None = None  # the next offset expected from the consumer
     pending: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
@@ -71,6 +76,19 @@ class PartitionCopy:
     task: asyncio.Task[None] | None = None
     stopping: bool = False
     paused: bool = False
+
+
+@dataclass
+class _Txn:
+    """A produced, not yet committed transaction."""
+
+    records: int
+    events: int
+    dead: int
+    next_offset: int
+    oldest_ms: int
+    started: float = 0.0
+    produced: float = 0.0
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -228,13 +246,18 @@ class Bridge:
         if consumer is None or not assigned:
             return
         self.metrics.rebalances.inc()
-        started = await asyncio.gather(*(self._start_producer(tp) for tp in assigned), return_exceptions=True)
-        copies = {tp: PartitionCopy(tp, p) for tp, p in zip(assigned, started, strict=True) if isinstance(p, AIOKafkaProducer)}
+        slots = range(TRANSACTIONAL_SLOTS)
+        started = await asyncio.gather(*(self._start_producer(tp, slot) for tp in assigned for slot in slots), return_exceptions=True)
+        producers = [p for p in started if isinstance(p, AIOKafkaProducer)]
+        copies: dict[TopicPartition, PartitionCopy] = {}
+        if len(producers) == len(started):
+            copies = {tp: PartitionCopy(tp, tuple(producers[i * len(slots) : (i + 1) * len(slots)])) for i, tp in enumerate(assigned)}
         try:
             failures = [r for r in started if isinstance(r, BaseException)]
             if failures:
+                await self._close_producers(producers)
                 raise failures[0]
-            some = next(iter(copies.values())).producer
+            some = producers[0]
             self._partitioner = KeyPartitioner(len(await some.partitions_for(self.settings.local_topic)))
             # Only now, with every previous owner fenced, is the stored offset final.
             stored = await read_stored_offsets(self.settings.local_kafka, self.settings.offsets_topic)
@@ -245,15 +268,11 @@ class Bridge:
                 starts = await (consumer.beginning_offsets(unstored) if first else consumer.end_offsets(unstored))
                 stored.update({(tp.topic, tp.partition): starts[tp] for tp in unstored})
         except BaseException:
-            await asyncio.gather(
-                *(close_producer(c.producer, self.settings.close_timeout_s) for c in copies.values()), return_exceptions=True
-            )
+            await self._close_producers([p for c in copies.values() for p in c.producers])
             raise
         if generation != self._generation:  # another rebalance meanwhile: its take-over follows
             log.info("assignment %s superseded before it was taken over", sorted(resume))
-            await asyncio.gather(
-                *(close_producer(c.producer, self.settings.close_timeout_s) for c in copies.values()), return_exceptions=True
-            )
+            await self._close_producers([p for c in copies.values() for p in c.producers])
             return
         # No await from here on: seek, register and resume as one step, so no fetched record
         # can slip between a seek and its copy (records fetched before were dropped: no copy).
@@ -276,12 +295,12 @@ class Bridge:
     async def _close_producers(self, producers: Sequence[AIOKafkaProducer]) -> None:
         await asyncio.gather(*(close_producer(p, self.settings.close_timeout_s) for p in producers), return_exceptions=True)
 
-    async def _start_producer(self, tp: TopicPartition) -> AIOKafkaProducer:
+    async def _start_producer(self, tp: TopicPartition, slot: int) -> AIOKafkaProducer:
         s = self.settings
         producer = AIOKafkaProducer(
             **s.local_kafka.client_kwargs(),
-            client_id=f"bridge-{s.group_id}-{tp.partition}",
-            transactional_id=s.transactional_id(tp.partition),
+            client_id=f"bridge-{s.group_id}-{tp.partition}-{slot}",
+            transactional_id=s.transactional_id(tp.partition, slot),
             transaction_timeout_ms=s.transaction_timeout_ms,
             enable_idempotence=True,
             acks="all",
@@ -309,34 +328,66 @@ class Bridge:
             for gauge in (self.metrics.lag, self.metrics.stored_offset):
                 with contextlib.suppress(KeyError):
                     gauge.remove(str(copy.tp.partition))
-        results = await asyncio.gather(*(close_producer(c.producer, self.settings.close_timeout_s) for c in copies), return_exceptions=True)
-        for copy, result in zip(copies, results, strict=True):
-            if isinstance(result, BaseException):
-                log.warning("closing the producer of partition %s: %s", copy.tp.partition, result)
+        await self._close_producers([p for c in copies for p in c.producers])
 
     # ------------------------------------------------------------------ copying
 
     async def _copy_loop(self, copy: PartitionCopy) -> None:
-        """Copies the partition's queued records, one transaction per batch, until stopped."""
-        limit = self.settings.max_batch_records
+        """Copies the partition's queued records, one transaction per batch, until stopped.
+
+        Pipelined (``BRIDGE_PIPELINE_TRANSACTIONS``): transaction k+1 is begun and produced on
+        the other producer while k's commit completes; k+1 is committed only after k committed,
+        and aborted if k failed. So the stored offset never gets ahead of a committed batch, and
+        each local partition receives k's records before k+1's (k's produce was acknowledged
+        before k+1's began). A new owner fences both producers before it reads the offsets.
+        """
+        s = self.settings
+        limit = s.max_batch_records
+        previous: asyncio.Task[None] | None = None  # the previous transaction's commit
+        slot = 0
         try:
             while not copy.stopping:
-                await copy.wake.wait()
-                copy.wake.clear()
-                while copy.pending and not copy.stopping:
-                    records = copy.pending[:limit]
-                    del copy.pending[:limit]
-                    if copy.paused and len(copy.pending) < self.settings.max_pending_records // 2 and self._consumer is not None:
-                        self._consumer.resume(copy.tp)
-                        copy.paused = False
-                    await self._copy_partition(copy, records)
-                    self._backoff.reset()
+                if not copy.pending:
+                    if previous is not None:
+                        await previous
+                        previous = None
+                    await copy.wake.wait()
+                    copy.wake.clear()
+                    continue
+                records = copy.pending[:limit]
+                del copy.pending[:limit]
+                if copy.paused and len(copy.pending) < s.max_pending_records // 2 and self._consumer is not None:
+                    self._consumer.resume(copy.tp)
+                    copy.paused = False
+                producer = copy.producers[slot]
+                if s.pipeline_transactions:
+                    slot = (slot + 1) % len(copy.producers)
+                txn = await self._produce(copy, producer, records)
+                if previous is not None:
+                    try:
+                        await previous
+                    except BaseException:
+                        await self._abort(producer)
+                        raise
+                    finally:
+                        previous = None
+                previous = asyncio.create_task(self._commit(copy, producer, txn), name=f"commit-{copy.tp.partition}")
+                if not s.pipeline_transactions:
+                    await previous
+                    previous = None
+                self._backoff.reset()
+            if previous is not None:  # stopping: finish the open transaction
+                await previous
         except Exception as exc:  # ends the session: everything is closed and restarted
+            if previous is not None:
+                with contextlib.suppress(Exception):
+                    await previous  # bounded by the transaction deadline; its outcome is settled by the next owner
             log.warning("copying partition %s failed: %s: %s", copy.tp.partition, type(exc).__name__, exc)
             self._failure = self._failure or exc
 
-    async def _copy_partition(self, copy: PartitionCopy, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        """One transaction: the batch's events, dead letters and next offset, or nothing."""
+    async def _produce(self, copy: PartitionCopy, producer: AIOKafkaProducer, records: list[ConsumerRecord[bytes, bytes]]) -> _Txn:
+        """Begins a transaction and produces the batch's events, dead letters and next offset
+        (acknowledged); the commit is :meth:`_commit`."""
         s = self.settings
         tp = copy.tp
         bridged_at = datetime.now(UTC)
@@ -356,8 +407,8 @@ class Bridge:
                 dead.append((record, exc))
                 continue
             events.append((output_key(event), orjson.dumps(event)))
-        next_offset = records[-1].offset + 1
-        producer = copy.producer
+        txn = _Txn(records=len(records), events=len(events), dead=len(dead), next_offset=records[-1].offset + 1, oldest_ms=oldest_ms)
+        txn.started = started
         phases = self.metrics.phase_seconds
         built = time.perf_counter()
         phases.labels("build").observe(built - started)
@@ -375,36 +426,58 @@ class Bridge:
                     for record, error in dead:
                         futures.append(await self._send_dead_letter(producer, tp, record, error))
                     futures.append(
-                        await producer.send(s.offsets_topic, key=offset_key(tp.topic, tp.partition), value=offset_value(next_offset))
+                        await producer.send(s.offsets_topic, key=offset_key(tp.topic, tp.partition), value=offset_value(txn.next_offset))
                     )
                     sent = time.perf_counter()
                     await asyncio.gather(*futures)
-                    produced = time.perf_counter()
                 except KafkaError:
                     if not producer._txn_manager.is_fatal_error():
                         await producer.abort_transaction()  # still under the deadline
                     raise
-                await producer.commit_transaction()
-                committed = time.perf_counter()
         except TimeoutError:
             self.metrics.transactions.labels("aborted").inc()
             raise BackendUnavailableError(
-                f"transaction of partition {tp.partition} did not end within {s.transaction_deadline_s:.0f}s (local cluster unreachable?)"
+                f"transaction of partition {tp.partition} not produced within {s.transaction_deadline_s:.0f}s (local cluster unreachable?)"
             ) from None
         except BaseException:
             self.metrics.transactions.labels("aborted").inc()
             raise
-        copy.next_offset = next_offset
+        txn.produced = time.perf_counter()
         phases.labels("send").observe(sent - built)
-        phases.labels("produce").observe(produced - sent)
-        phases.labels("commit").observe(committed - produced)
-        self.metrics.record_age_seconds.labels("committed").observe(max(0.0, time.time() * 1000 - oldest_ms) / 1000)
+        phases.labels("produce").observe(txn.produced - sent)
+        return txn
+
+    async def _commit(self, copy: PartitionCopy, producer: AIOKafkaProducer, txn: _Txn) -> None:
+        s = self.settings
+        tp = copy.tp
+        try:
+            async with asyncio.timeout(s.transaction_deadline_s):
+                await producer.commit_transaction()
+        except TimeoutError:
+            self.metrics.transactions.labels("aborted").inc()
+            raise BackendUnavailableError(
+                f"transaction of partition {tp.partition} not committed within {s.transaction_deadline_s:.0f}s (local cluster unreachable?)"
+            ) from None
+        except BaseException:
+            self.metrics.transactions.labels("aborted").inc()
+            raise
+        committed = time.perf_counter()
+        copy.next_offset = txn.next_offset
+        self.metrics.phase_seconds.labels("commit").observe(committed - txn.produced)
+        self.metrics.record_age_seconds.labels("committed").observe(max(0.0, time.time() * 1000 - txn.oldest_ms) / 1000)
         self.metrics.transactions.labels("committed").inc()
-        self.metrics.consumed.inc(len(records))
-        self.metrics.produced.inc(len(events))
-        self.metrics.dead_lettered.inc(len(dead))
-        self.metrics.stored_offset.labels(str(tp.partition)).set(next_offset)
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.consumed.inc(txn.records)
+        self.metrics.produced.inc(txn.events)
+        self.metrics.dead_lettered.inc(txn.dead)
+        self.metrics.stored_offset.labels(str(tp.partition)).set(txn.next_offset)
+        self.metrics.batch_seconds.observe(committed - txn.started)
+
+    async def _abort(self, producer: AIOKafkaProducer) -> None:
+        """Aborts ``producer``'s open transaction, bounded; if that fails the session ends anyway
+        and the next owner's fencing aborts it."""
+        self.metrics.transactions.labels("aborted").inc()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.abort_transaction(), self.settings.close_timeout_s)
 
     async def _send_dead_letter(
         self, producer: AIOKafkaProducer, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], error: InvalidEventError

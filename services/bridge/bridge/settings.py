@@ -57,6 +57,10 @@ class BridgeSettings(BaseSettings):
     transaction_deadline_s: float = 20.0
     # Seconds a producer may take to flush and close before it is closed anyway.
     close_timeout_s: float = 5.0
+    # Begin and produce the next transaction while the previous one commits (on the
+    # partition's second producer). A transaction cannot begin on the same producer before the
+    # coordinator has written the previous one's markers; pipelining hides that wait.
+    pipeline_transactions: bool = True
     # How often remote end offsets are read for the lag gauges (and the remote group committed).
     lag_interval_s: float = 2.0
 
@@ -70,6 +74,8 @@ class BridgeSettings(BaseSettings):
     shutdown_timeout_s: float = 8.0
     log_level: str = "INFO"
 
-    def transactional_id(self, partition: int) -> str:
-        """The id that fences the previous owner of one remote partition (pre-KIP-447 pattern)."""
-        return f"{self.transactional_id_prefix or self.group_id}.{self.remote_topic}.{partition}"
+    def transactional_id(self, partition: int, slot: int = 0) -> str:
+        """An id that fences the previous owner of one remote partition (pre-KIP-447 pattern);
+        each partition has two (slot 0 and 1), both fenced on take-over."""
+        base = f"{self.transactional_id_prefix or self.group_id}.{self.remote_topic}.{partition}"
+        return base if slot == 0 else f"{base}.{slot}"

@@ -38,3 +38,6 @@ def test_transactional_id_is_derived_from_the_remote_partition() -> None:
     assert settings.transactional_id(4) == "bridge.product_views.4"
     other = BridgeSettings(remote_kafka=conn, local_kafka=conn, remote_topic="t", group_id="g", transactional_id_prefix="p")
     assert other.transactional_id(0) == "p.t.0"
+    # the partition's second producer (pipelined transactions): fenced on take-over too
+    assert settings.transactional_id(4, 1) == "bridge.product_views.4.1"
+    assert other.transactional_id(0, 0) == "p.t.0"
