@@ -367,14 +367,21 @@ class Sink(ConsumerRebalanceListener):
 
     async def _write_documents(self, batch: Batch) -> None:
         """Inserts every document of the batch; returns only once each is inserted, a duplicate or
-        dead-lettered. Whole-batch failures are retried with bounded backoff for as long as they last."""
+        dead-lettered. Whole-batch failures are retried with bounded backoff for as long as they last.
+
+        Each attempt is bounded by ``write_attempt_timeout_s``; an attempt that runs out of time is
+        retried with half as many documents (down to one), so a MongoDB too slow for a whole batch
+        within the bound (e.g. FerretDB's one-by-one path for duplicates, under load) still makes
+        progress instead of timing out on the same batch forever."""
         assert self.writer is not None
         docs, records = batch.docs, batch.doc_records
         attempts = [0] * len(docs)
         todo = list(range(len(docs)))
+        size = len(todo)  # documents per attempt
         while todo:
             self._check_give_up(batch)
-            attempt = [docs[i] for i in todo]
+            part = todo[:size]
+            attempt = [docs[i] for i in part]
             # Stamped now, not when the batch was built: see the module docstring.
             restamp(attempt, IngestStamp.at(datetime.now(UTC)))
             try:
@@ -383,6 +390,9 @@ class Sink(ConsumerRebalanceListener):
             except MongoUnavailableError as exc:
                 self.metrics.write_retries.labels("unavailable").inc()
                 self.state.set_not_ready(f"mongodb: {exc}"[:300])
+                if exc.timed_out and size > 1:
+                    size = (size + 1) // 2
+                    log.warning("insert_many of %d documents timed out: retrying %d per attempt", len(part), size)
                 await self._sleep_backoff()
                 continue
             self.metrics.written.inc(outcome.inserted)
@@ -390,18 +400,18 @@ class Sink(ConsumerRebalanceListener):
             refused: list[DeadLetter] = []
             retry: list[int] = []
             for j, (stage, error_class, message) in outcome.refused.items():
-                i = todo[j]
+                i = part[j]
                 attempts[i] += 1
                 if stage != "sink.write" or attempts[i] >= self.settings.document_write_attempts:
                     refused.append(DeadLetter(records[i], stage, error_class, message))
                 else:
                     retry.append(i)
-            retry.extend(todo[j] for j in outcome.retry)
+            retry.extend(part[j] for j in outcome.retry)
             if refused:
                 log.warning("mongodb refused %d document(s), dead-lettering: %s", len(refused), refused[0].message[:200])
                 await self._send_dead_letters(refused)
-            todo = sorted(retry)
-            if todo:
+            todo = sorted(retry + todo[len(part) :])
+            if retry:
                 self.metrics.write_retries.labels("document").inc()
                 await self._sleep_backoff()
             else:

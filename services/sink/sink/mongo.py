@@ -33,9 +33,14 @@ INDEXES = (
 
 
 class MongoUnavailableError(Exception):
-    """The attempt failed as a whole (connection, timeout, server busy): retry the batch later."""
+    """The attempt failed as a whole (connection, timeout, server busy): retry the batch later.
+    ``timed_out``: it ran out of time (the caller then retries with fewer documents per attempt)."""
 
     retriable = True
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 @dataclass
@@ -118,7 +123,7 @@ class MongoWriter:
                     out.refused[i] = (STAGE_ENCODE, reason.split(":", 1)[0], reason)
             return out
         except PyMongoError as exc:
-            raise MongoUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+            raise MongoUnavailableError(f"{type(exc).__name__}: {exc}", timed_out=exc.timeout) from exc
         out.inserted = len(result.inserted_ids)
         return out
 

@@ -124,3 +124,34 @@ async def test_every_write_attempt_restamps_ingested_at_and_ingest_hour() -> Non
     assert at1 != "2000-01-01T00:00:00.000Z" and at1 < at2  # the build-time stamp is never written
     assert (hour1, hour2) == (at1[:13], at2[:13])
     assert consumer.commits == [{TopicPartition(TOPIC, 0): 10}]
+
+
+class SlowForBigWriter:
+    """Times out (as pymongo.timeout would) on any attempt of more than ``limit`` documents."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.sizes: list[int] = []
+        self.inserted: list[str] = []
+
+    async def insert(self, docs: list[dict[str, Any]]) -> InsertOutcome:
+        self.sizes.append(len(docs))
+        if len(docs) > self.limit:
+            raise MongoUnavailableError("NetworkTimeout: timed out", timed_out=True)
+        self.inserted.extend(d["_id"] for d in docs)
+        return InsertOutcome(inserted=len(docs))
+
+
+async def test_an_attempt_that_times_out_is_retried_with_half_the_documents_until_it_fits() -> None:
+    sink, _, consumer = make_sink(inflight=1)
+    writer = SlowForBigWriter(limit=2)
+    sink.writer = writer  # type: ignore[assignment]
+    b = batch("d0", {0: 5})
+    b.docs = [{"_id": f"d{i}", "ingested_at": "", "ingest_hour": "", "part": 0} for i in range(5)]
+    b.doc_records = [None] * 5  # type: ignore[list-item]
+    sink._start_write(b)
+    await sink._await_oldest()
+    assert writer.sizes == [5, 3, 2, 2, 1]
+    assert writer.inserted == ["d0", "d1", "d2", "d3", "d4"]
+    assert consumer.commits == [{TopicPartition(TOPIC, 0): 5}]
+    assert sink.metrics.write_retries.labels("unavailable")._value.get() == 2
