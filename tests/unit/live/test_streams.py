@@ -9,6 +9,7 @@ import aiokafka
 import faust
 import pytest
 from faust.types import TP
+from live.counting import View
 from live.settings import LiveSettings
 from live.streams import LiveCounters, _faust_broker
 from pydantic import SecretStr
@@ -44,6 +45,9 @@ async def test_worker_consumer_reads_committed_with_at_least_once() -> None:
     consumer = thread._create_worker_consumer(app.transport)
     assert consumer._isolation_level == "read_committed"
     assert consumer._group_id == "unit-live" and consumer._enable_auto_commit is False
+    # faust's own assignor (co-partitioning, changelog actives for recovery): with 0 standbys
+    # faust 0.11.3 would use aiokafka's round-robin assignor and never recover the tables.
+    assert app.conf.table_standby_replicas == 1 and thread._assignor is app.assignor
 
 
 def test_tables_are_one_minute_tumbling_windows_with_retention() -> None:
@@ -95,3 +99,21 @@ def test_next_commit_offset_ignores_duplicate_and_already_committed_acks() -> No
     consumer._acked[source].extend([98, 100, 101, 101, 99, 102, 102, 103])
     assert consumer._new_offset(source) == 104  # faust alone: 102 (a duplicate ends its run of consecutive offsets)
     assert list(consumer._acked[source]) == []
+
+
+async def test_count_batches_skip_counted_offsets_and_register_each_window_end_once_for_expiry() -> None:
+    counters = LiveCounters(settings(app_id="unit-live", window_s=60, retention_s=7200), partitions=6)
+    a, b = View(130.0, "p1", "7"), View(150.0, "p2", "7")
+    records = counters.count([(a, 0, 10), (b, 0, 11), (a, 3, 4)])
+    products = {(key, value[0]) for table, _, key, value in records if table is counters.by_product}
+    assert products == {(("0/p1", (120, 179.9)), 1), (("0/p2", (120, 179.9)), 1), (("3/p1", (120, 179.9)), 1)}
+    stores = [(p, key, value) for table, p, key, value in records if table is counters.by_store]
+    assert sorted(stores) == [(0, ("0/7", (120, 179.9)), [2, 11]), (3, ("3/7", (120, 179.9)), [1, 4])]
+    # A second batch: offset 11 again (redelivered) is skipped, offset 12 counted.
+    records = counters.count([(b, 0, 11), (a, 0, 12)])
+    assert {(key, tuple(value)) for table, _, key, value in records if table is counters.by_product} == {(("0/p1", (120, 179.9)), (2, 12))}
+    assert (counters.views_counted, counters.views_redelivered) == (4, 1)
+    # Expiry bookkeeping: one heap entry per (partition, window end), every key registered under it.
+    table = counters.by_product
+    assert {p: list(h) for p, h in table._partition_timestamps.items() if h} == {0: [179.9], 3: [179.9]}
+    assert table._partition_timestamp_keys[(0, 179.9)] == {("0/p1", (120, 179.9)), ("0/p2", (120, 179.9))}
