@@ -163,6 +163,52 @@ def row(size: int, name: str, r: dict[str, Any]) -> str:
     )
 
 
+def again(args: argparse.Namespace) -> None:
+    """One more incremental run after +1 % new events on a collection and schema a run kept."""
+    load_stack_env()
+    name, schema, size_text = args.again.split(":")
+    size = int(size_text)
+    dsn = os.environ["POSTGRES_DSN"]
+    ferret_pg = None if args.no_read_index else (args.ferretdb_pg_url or dsn.rsplit("/", 1)[0] + "/ferretdb")
+    db = "etl_bench"
+    client: MongoClient[dict[str, Any]] = MongoClient(os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27017/"))
+    coll = client[db][name]
+    env = {
+        **os.environ,
+        "MONGODB_DATABASE": db,
+        "MONGODB_COLLECTION": name,
+        "ETL_PG_SCHEMA": schema,
+        "ETL_SETTLE_SECONDS": "1",
+        "ETL_READ_PARTS": args.read_parts,
+        "ETL_SPARK_SHUFFLE_PARTITIONS": "4",
+    }
+    if ferret_pg:
+        env["ETL_FERRETDB_POSTGRESQL_URL"] = ferret_pg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    try:
+        if ferret_pg:
+            t = time.monotonic()
+            index = asyncio.run(ensure_read_indexes(ferret_pg, db, name))
+            print(f"read index {index} ready in {time.monotonic() - t:.0f} s, load {loadavg()}", flush=True)
+        extra = max(2, size // 100)
+        insert_events(coll, extra // 2, [DATES[3]], now_stamps(), seed=size + 3, batch=args.batch, in_flight=args.in_flight)
+        insert_events(coll, extra - extra // 2, [NEW_DATE], now_stamps(), seed=size + 4, batch=args.batch, in_flight=args.in_flight)
+        time.sleep(1.5)
+        incr = asyncio.run(run_job(dsn, schema, "incremental", env))
+        print(row(size, "incremental (+1 %), again", incr), flush=True)
+    finally:
+        if not args.keep:
+            coll.drop()
+            asyncio.run(drop())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", default="100000", help="comma list of sizes, ascending (the collection grows)")
@@ -175,7 +221,15 @@ def main() -> None:
     )
     parser.add_argument("--peer-events", type=int, default=100_000)
     parser.add_argument("--keep", action="store_true", help="keep the collection and schemas")
+    parser.add_argument(
+        "--again",
+        metavar="COLLECTION:SCHEMA:SIZE",
+        help="no seeding, no full run: one more +1 %% incremental run on a kept collection and schema (then dropped unless --keep)",
+    )
     args = parser.parse_args()
+    if args.again:
+        again(args)
+        return
     sizes = sorted(int(x) for x in args.events.split(","))
     load_stack_env()
     dsn = os.environ["POSTGRES_DSN"]

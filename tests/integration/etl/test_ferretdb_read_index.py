@@ -30,6 +30,13 @@ def nodes(node: dict[str, Any]) -> list[tuple[str, str | None]]:
     return [(node["Node Type"], node.get("Index Name")), *(n for child in node.get("Plans", []) for n in nodes(child))]
 
 
+def index_conditions(node: dict[str, Any]) -> list[str]:
+    return [
+        *([node["Index Cond"]] if "Index Cond" in node else []),
+        *(c for child in node.get("Plans", []) for c in index_conditions(child)),
+    ]
+
+
 async def test_read_index_turns_the_etl_reads_into_index_scans(mongo_collection, postgres_dsn) -> None:
     for index in INDEXES:
         mongo_collection.create_indexes([index])
@@ -53,8 +60,12 @@ async def test_read_index_turns_the_etl_reads_into_index_scans(mongo_collection,
     assert name is not None and name.startswith("etl_read_")
     assert await ensure_read_indexes(url, mongo_collection.database.name, mongo_collection.name) == name  # idempotent
     for query in (by_hour, by_date):
-        after = nodes(plan(mongo_collection, query)["queryPlanner"]["Plan"])
+        explained = plan(mongo_collection, query)["queryPlanner"]["Plan"]
+        after = nodes(explained)
         assert ("Bitmap Index Scan", name) in after and not {t for t, _ in after} & {"Seq Scan", "Parallel Seq Scan"}
+        # the index narrows by the hour/date *and* the part (not only the hour/date, rechecking the part on the heap)
+        (cond,) = index_conditions(explained)
+        assert "'part'" in cond and ("'ingest_hour'" in cond or "'event_date'" in cond), cond
         # same documents as before, the exact ones the filter names
         expected = sorted(d["_id"] for d in docs if all(d.get(k) == v for k, v in query.items()))
         assert expected and sorted(d["_id"] for d in mongo_collection.find(query, {"_id": 1})) == expected
@@ -69,6 +80,6 @@ async def test_read_index_turns_the_etl_reads_into_index_scans(mongo_collection,
     finally:
         await conn.close()
     ours = [r["indexdef"] for r in defs if r["indexname"].startswith("etl_read_")]
-    assert len(ours) == 1 and "USING gin" in ours[0] and "'ingest_hour'" in ours[0] and "'event_date'" in ours[0]
+    assert len(ours) == 1 and "USING gin" in ours[0] and all(f"'{f}'" in ours[0] for f in ("ingest_hour", "event_date", "part"))
 
     assert await ensure_read_indexes(url, mongo_collection.database.name, "no_such_collection_xyz") is None
