@@ -46,7 +46,7 @@ async def assert_exactly_once(local: KafkaConnection, names: BridgeNames, produc
     assert not duplicated, f"{len(duplicated)} events duplicated, e.g. {list(duplicated.items())[:3]}"
     assert not missing, f"{len(missing)} events missing, e.g. {sorted(missing)[:3]}"
     assert not unexpected, f"{len(unexpected)} unexpected events"
-    dead = Counter()
+    dead: Counter[tuple[int, int]] = Counter()
     for record in await read_topic(local, names.dlq_topic):
         headers = read_dead_letter_headers(record.headers)
         dead[(int(headers["dlq.source.partition"]), int(headers["dlq.source.offset"]))] += 1
