@@ -1,11 +1,13 @@
-"""Wires the bridge: remote consumer → one transactional producer per remote partition → local.
+"""Wires the bridge: remote consumer → two transactional producers per remote partition → local.
 
 Exactly once across two clusters, without KIP-447 (which needs input and output on one cluster):
 
-- Each remote partition this process owns has its own transactional producer whose
-  ``transactional.id`` is derived from the partition. Starting it runs ``init_transactions``,
-  which bumps the id's epoch: the previous owner (dead, or a zombie that has not noticed the
-  rebalance) is fenced and its open transaction aborted.
+- Each remote partition this process owns has its own two transactional producers whose
+  ``transactional.id`` is derived from the partition (and a slot, 0 or 1). Starting them runs
+  ``init_transactions``, which bumps the ids' epochs: the previous owner (dead, or a zombie that
+  has not noticed the rebalance) is fenced and its open transactions aborted. Transactions
+  alternate between the two (pipelined: one produces while the other commits; see
+  :meth:`Bridge._copy_loop`).
 - Each partition batch is one local transaction holding the normalized events, the dead
   letters and the partition's next remote offset (in the compacted offsets topic).
 - On assignment the position is read back from the offsets topic (``read_committed``), after
