@@ -232,6 +232,7 @@ async def run(settings: LiveSettings) -> None:
         reader.attach(counters, view)
         try:
             while not stop.is_set():
+                view.raise_if_failed()  # a dead reader would serve stale counts: crash, be restarted
                 if not view.caught_up:
                     state.set_not_ready("reading the changelog topics")
                     with contextlib.suppress(TimeoutError, KafkaError):

@@ -94,6 +94,12 @@ class ChangelogView:
             await self._consumer.stop()
             self._consumer = None
 
+    def raise_if_failed(self) -> None:
+        """Re-raises what stopped the reader task (anything but a retried KafkaError)."""
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            self._task.result()
+            raise RuntimeError("changelog view stopped")
+
     @property
     def caught_up(self) -> bool:
         """True once the reader has reached the end offsets it saw at some point after start."""

@@ -3,7 +3,10 @@ value ``[count, offset]``) as faust's recovery would, and expires windows by fau
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
+import pytest
 from live.counting import counts_by_window
 from live.view import ChangelogView
 
@@ -46,3 +49,16 @@ def test_prune_drops_what_faust_expires_and_keeps_the_rest() -> None:
         ChangelogView._apply(table, *record("1/7", start, [1, 1]))
     assert v.prune(now) == 2  # windows ending 6299.9 and 6359.9 (<= 6360)
     assert sorted(k[1][0] for k in table) == [6360.0, 9960.0]
+
+
+async def test_a_reader_that_died_is_reported() -> None:
+    v = view()
+    v.raise_if_failed()  # not started: nothing to report
+
+    async def broken() -> None:
+        raise ValueError("undecodable changelog record")
+
+    v._task = asyncio.create_task(broken())
+    await asyncio.sleep(0)
+    with pytest.raises(ValueError, match="undecodable"):
+        v.raise_if_failed()
