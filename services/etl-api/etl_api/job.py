@@ -71,6 +71,13 @@ def read_events(spark: SparkSession, settings: EtlSettings, tasks: list[extract.
     return spark.createDataFrame(rdd, transform.RAW_SCHEMA)
 
 
+def count_by_date(df: DataFrame) -> tuple[int, list[date]]:
+    """Rows of ``df`` and its distinct non-null ``event_date`` values, sorted: one Spark job (was a
+    count and a distinct, two passes)."""
+    rows = df.groupBy("event_date").count().collect()
+    return sum(int(r["count"]) for r in rows), sorted(r["event_date"] for r in rows if r["event_date"] is not None)
+
+
 async def _chunks(rows: Iterator[Any], size: int, convert: Callable[[Any], tuple[Any, ...]]) -> AsyncIterator[list[tuple[Any, ...]]]:
     """Spark's row iterator (blocking, one partition in memory at a time) as async chunks."""
 
@@ -208,23 +215,15 @@ class Job:
             window = transform.clean_events(read_events(spark, s, extract.plan_window_tasks(low, high, types, s.read_parts))).select(
                 "event_date"
             )
-            window = window.persist(StorageLevel.MEMORY_AND_DISK)
-            new_events = await asyncio.to_thread(window.count)
-            dates = await asyncio.to_thread(lambda: [r[0] for r in window.where("event_date IS NOT NULL").distinct().collect()])
-            window.unpersist()
-            touched = sorted(dates)
+            new_events, touched = await asyncio.to_thread(count_by_date, window)  # one pass over the window
             tasks = extract.plan_date_tasks(touched, high, types, s.read_parts)
         raw = read_events(spark, s, tasks)
         events = transform.clean_events(raw).persist(StorageLevel.MEMORY_AND_DISK)
-        events_read = await asyncio.to_thread(events.count)
+        events_read, dates_read = await asyncio.to_thread(count_by_date, events)  # one pass, fills the cache
         if new_events < 0:
             new_events = events_read
         if replace_all:
-            touched = sorted(
-                await asyncio.to_thread(
-                    lambda: [r[0] for r in events.where("event_date IS NOT NULL").select("event_date").distinct().collect()]
-                )
-            )
+            touched = dates_read
         self.timings["extract_seconds"] = round(time.monotonic() - t0, 3)
         log.info("run %s: %s mode, %d new events, %d events read for %d dates", self.run_id, mode, new_events, events_read, len(touched))
 
