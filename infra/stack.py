@@ -586,6 +586,11 @@ def ferretdb_backend() -> str:
     return os.environ.get("FERRETDB_BACKEND", "postgresql")
 
 
+def ferretdb_postgresql_url(env: dict[str, str]) -> str:
+    """FerretDB's own database on the stack's PostgreSQL server (its PostgreSQL backend)."""
+    return env["POSTGRES_DSN"].rsplit("/", 1)[0] + "/ferretdb"
+
+
 def ferretdb_argv() -> list[str]:
     data = HOME / "data" / "ferretdb"
     data.mkdir(parents=True, exist_ok=True)
@@ -598,9 +603,7 @@ def ferretdb_argv() -> list[str]:
         "--debug-addr=-",
     ]
     if ferretdb_backend() == "postgresql":
-        env = load_env()
-        url = env["POSTGRES_DSN"].rsplit("/", 1)[0] + "/ferretdb"
-        return [*argv, "--handler=postgresql", f"--postgresql-url={url}"]
+        return [*argv, "--handler=postgresql", f"--postgresql-url={ferretdb_postgresql_url(load_env())}"]
     (data / "sqlite").mkdir(exist_ok=True)
     return [*argv, "--handler=sqlite", f"--sqlite-url=file:{data / 'sqlite'}/"]
 
