@@ -10,7 +10,8 @@ Windows (all instants are the sink's ``ingested_at``, UTC):
 - ``high`` = start of the run − ``ETL_SETTLE_SECONDS``. The sink stamps a batch *before* MongoDB
   acknowledges it, so a batch stamped at t may become visible a little after t; reading only up to
   now − settle margin means such a late-committed batch is still in the *next* run's window
-  (settle ≥ the sink's longest batch write, 120 s by default).
+  (settle > the sink's longest write attempt, SINK_WRITE_ATTEMPT_TIMEOUT_S, plus clock skew;
+  120 s by default: the sink restamps ``ingested_at`` on each attempt).
 - incremental: new events are ``watermark < ingested_at ≤ high``; their dates are the touched
   dates, whose facts are recomputed from **all** their events ingested ≤ high. Without a
   watermark (first run) it reads everything ≤ high and rebuilds all facts.
