@@ -248,3 +248,17 @@ def diff_windows(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> str:
         if bad:
             out.append(f"{ws}: total {sum(a.values())} vs {sum(b.values())}; {dict(list(bad.items())[:6])}")
     return "\n".join(out) or "equal"
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def assert_counts(proc: LiveProcess, start: float, expected: Expected) -> None:
+    """The per-window product and store counts of ``proc`` equal ``expected`` exactly."""
+    lo, hi = iso(start - 3600), iso(start + 3600)
+    products = (await proc.get("/api/views/products", start=lo, end=hi))["windows"]
+    stores = (await proc.get("/api/views/stores", start=lo, end=hi))["windows"]
+    want_products, want_stores = Expected.as_api(expected.products), Expected.as_api(expected.stores)
+    assert products == want_products, diff_windows(products, want_products)
+    assert stores == want_stores, diff_windows(stores, want_stores)

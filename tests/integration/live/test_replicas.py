@@ -5,27 +5,27 @@ survivor takes its partitions over and is exact again."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 import pytest
 
 from shared.kafka import KafkaConnection
-from tests.integration.live.conftest import Expected, LiveProcess, LiveSetup, diff_windows, free_port, make_events, minute_floor, produce
+from tests.integration.live.conftest import (
+    Expected,
+    LiveProcess,
+    LiveSetup,
+    assert_counts,
+    free_port,
+    iso,
+    make_events,
+    minute_floor,
+    produce,
+)
 
 pytestmark = pytest.mark.timeout(480)
 
 
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 async def assert_exact(proc: LiveProcess, start: float, span_s: int, expected: Expected) -> None:
-    lo, hi = iso(start - 3600), iso(start + 3600)
-    products = (await proc.get("/api/views/products", start=lo, end=hi))["windows"]
-    stores = (await proc.get("/api/views/stores", start=lo, end=hi))["windows"]
-    want_products, want_stores = Expected.as_api(expected.products), Expected.as_api(expected.stores)
-    assert products == want_products, diff_windows(products, want_products)
-    assert stores == want_stores, diff_windows(stores, want_stores)
+    await assert_counts(proc, start, expected)
     last = minute_floor(start + span_s - 1)
     for minutes in (5, 60):
         top = await proc.get("/api/top", minutes=minutes, until=iso(last + 30), n=10)

@@ -4,27 +4,13 @@ source) and never counts an event twice: after a graceful stop and after kill -9
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 import pytest
 
 from shared.kafka import KafkaConnection
-from tests.integration.live.conftest import Expected, LiveProcess, LiveSetup, diff_windows, make_events, produce
+from tests.integration.live.conftest import Expected, LiveSetup, assert_counts, make_events, produce
 
 pytestmark = pytest.mark.timeout(420)
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-async def assert_counts(proc: LiveProcess, start: float, expected: Expected) -> None:
-    lo, hi = iso(start - 3600), iso(start + 3600)
-    products = (await proc.get("/api/views/products", start=lo, end=hi))["windows"]
-    stores = (await proc.get("/api/views/stores", start=lo, end=hi))["windows"]
-    want_products, want_stores = Expected.as_api(expected.products), Expected.as_api(expected.stores)
-    assert products == want_products, diff_windows(products, want_products)
-    assert stores == want_stores, diff_windows(stores, want_stores)
 
 
 async def test_restart_recovers_tables_without_double_counting(live: LiveSetup, local_kafka: KafkaConnection, recent_start: float) -> None:
