@@ -59,6 +59,7 @@ from etl_api.schema import apply_ddl  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
 from sink.mongo import INDEXES  # noqa: E402
 
+from infra.stack import ferretdb_postgresql_url  # noqa: E402
 from tests.conftest import STACK_ENV  # noqa: E402
 from tests.integration.etl.helpers import make_events  # noqa: E402
 
@@ -163,27 +164,39 @@ def row(size: int, name: str, r: dict[str, Any]) -> str:
     )
 
 
-def again(args: argparse.Namespace) -> None:
-    """One more incremental run after +1 % new events on a collection and schema a run kept."""
-    load_stack_env()
-    name, schema, size_text = args.again.split(":")
-    size = int(size_text)
-    dsn = os.environ["POSTGRES_DSN"]
-    ferret_pg = None if args.no_read_index else (args.ferretdb_pg_url or dsn.rsplit("/", 1)[0] + "/ferretdb")
-    db = "etl_bench"
-    client: MongoClient[dict[str, Any]] = MongoClient(os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27017/"))
-    coll = client[db][name]
+def read_index_url(args: argparse.Namespace) -> str | None:
+    """FerretDB's PostgreSQL database for the ETL's read index, unless --no-read-index."""
+    if args.no_read_index:
+        return None
+    return str(args.ferretdb_pg_url or ferretdb_postgresql_url(dict(os.environ)))
+
+
+def job_env(args: argparse.Namespace, db: str, collection: str, ferret_pg: str | None) -> dict[str, str]:
+    """The ETL job's environment for a bench run over ``db.collection``."""
     env = {
         **os.environ,
         "MONGODB_DATABASE": db,
-        "MONGODB_COLLECTION": name,
-        "ETL_PG_SCHEMA": schema,
+        "MONGODB_COLLECTION": collection,
         "ETL_SETTLE_SECONDS": "1",
         "ETL_READ_PARTS": args.read_parts,
         "ETL_SPARK_SHUFFLE_PARTITIONS": "4",
     }
     if ferret_pg:
         env["ETL_FERRETDB_POSTGRESQL_URL"] = ferret_pg
+    return env
+
+
+def again(args: argparse.Namespace) -> None:
+    """One more incremental run after +1 % new events on a collection and schema a run kept."""
+    load_stack_env()
+    name, schema, size_text = args.again.split(":")
+    size = int(size_text)
+    dsn = os.environ["POSTGRES_DSN"]
+    ferret_pg = read_index_url(args)
+    db = "etl_bench"
+    client: MongoClient[dict[str, Any]] = MongoClient(os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27017/"))
+    coll = client[db][name]
+    env = {**job_env(args, db, name, ferret_pg), "ETL_PG_SCHEMA": schema}
 
     async def drop() -> None:
         conn = await asyncpg.connect(dsn)
@@ -233,22 +246,13 @@ def main() -> None:
     sizes = sorted(int(x) for x in args.events.split(","))
     load_stack_env()
     dsn = os.environ["POSTGRES_DSN"]
-    ferret_pg = None if args.no_read_index else (args.ferretdb_pg_url or dsn.rsplit("/", 1)[0] + "/ferretdb")
+    ferret_pg = read_index_url(args)
     tag = f"bench_etl_{uuid.uuid4().hex[:6]}"
     db = "etl_bench"
     client: MongoClient[dict[str, Any]] = MongoClient(os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27017/"))
     coll = client[db][tag]
     schemas: list[str] = []
-    base_env = {
-        **os.environ,
-        "MONGODB_DATABASE": db,
-        "MONGODB_COLLECTION": tag,
-        "ETL_SETTLE_SECONDS": "1",
-        "ETL_READ_PARTS": args.read_parts,
-        "ETL_SPARK_SHUFFLE_PARTITIONS": "4",
-    }
-    if ferret_pg:
-        base_env["ETL_FERRETDB_POSTGRESQL_URL"] = ferret_pg
+    base_env = job_env(args, db, tag, ferret_pg)
 
     async def pg(sql: str, schema: str | None = None) -> None:
         conn = await asyncpg.connect(dsn)
