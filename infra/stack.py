@@ -297,7 +297,9 @@ class KafkaNode:
     # credentials and cluster ids (the keys of stack.env), its own heap. Defaults: the stack's.
     home: Path | None = None
     env: dict[str, str] | None = None
-    heap: str = "512m"
+    # 1 GiB: with 512 MiB a broker of a long-lived dev stack (thousands of test partitions, a
+    # 300 k-event benchmark) died of OutOfMemoryError in its controller thread.
+    heap: str = "1g"
 
     @property
     def name(self) -> str:
