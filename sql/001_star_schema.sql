@@ -93,6 +93,11 @@ ALTER TABLE fact_product_views ALTER COLUMN product_key SET NOT NULL;
 ALTER TABLE fact_product_views ALTER COLUMN country_key SET NOT NULL;
 ALTER TABLE fact_product_views ALTER COLUMN referrer_key SET NOT NULL;
 ALTER TABLE fact_product_views ALTER COLUMN device_key SET NOT NULL;
+-- The exact integer sum of the group's event times (UTC epoch ms): avg_view_timestamp is derived
+-- from it, and it is what lets an incremental run merge new events into existing rows exactly
+-- (a stored average cannot be merged). NULL only in rows written before the column existed; an
+-- incremental run recomputes such a date from all its events instead of merging into it.
+ALTER TABLE fact_product_views ADD COLUMN IF NOT EXISTS view_time_sum_ms BIGINT;
 
 -- Which event a member's attributes come from: zero-padded epoch ms ':' event_id of the latest
 -- event carrying them. An upsert overwrites attributes only with newer evidence, so a

@@ -42,3 +42,13 @@ CREATE TABLE IF NOT EXISTS etl_date_loads (
     view_count BIGINT NOT NULL,
     loaded_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+-- The ingested_at high a date's facts cover: every event of the date ingested up to it is counted.
+-- Every run sets it to its window_high for the dates it wrote; an incremental run merges only
+-- window events ingested after greatest(watermark, this), so events a range run already
+-- counted (range runs do not move the watermark) are never counted twice.
+ALTER TABLE etl_date_loads ADD COLUMN IF NOT EXISTS ingested_high TIMESTAMPTZ;
+-- Rows from before the column: the run that last loaded a date read every event of that date up
+-- to its window_high, so that is exactly what the date covers.
+UPDATE etl_date_loads d SET ingested_high = r.window_high
+FROM etl_runs r
+WHERE r.run_id = d.run_id AND d.ingested_high IS NULL AND r.window_high IS NOT NULL;

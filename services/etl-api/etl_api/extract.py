@@ -49,6 +49,10 @@ class ReadTask:
     ingested_after: str | None = None  # exclusive, ISO-8601 UTC
     ingested_until: str | None = None  # inclusive
     parts: tuple[int, ...] = field(default=())  # when the filter has no `part`: one `{…, part: p}` query per p (empty = all, one query)
+    # event_date (YYYY-MM-DD) → ISO-8601 UTC instant up to which that date's facts already count
+    # its events (a range run past the watermark): a document of such a date is kept only if
+    # ingested after it too. Incremental windows only; see :func:`plan_window_tasks`.
+    covered_until: dict[str, str] = field(default_factory=dict)
 
 
 def parse_utc(text: str) -> datetime:
@@ -72,21 +76,39 @@ def _part_slices(read_parts: int) -> list[tuple[int, ...]]:
     return [tuple(range(i, i + step)) for i in range(0, PARTS, step)]
 
 
-def _tasks(base: dict[str, Any], types: Iterable[str], read_parts: int, after: str | None, until: str | None) -> list[ReadTask]:
+def _tasks(
+    base: dict[str, Any],
+    types: Iterable[str],
+    read_parts: int,
+    after: str | None,
+    until: str | None,
+    covered: dict[str, str] | None = None,
+) -> list[ReadTask]:
     out = []
+    cov = dict(covered or {})
     for collection in types:
         for parts in _part_slices(read_parts):
             if len(parts) == 1:
-                out.append(ReadTask({**base, "part": parts[0], "collection": collection}, after, until))
+                out.append(ReadTask({**base, "part": parts[0], "collection": collection}, after, until, covered_until=cov))
             else:
-                out.append(ReadTask({**base, "collection": collection}, after, until, parts if len(parts) < PARTS else ()))
+                sliced = parts if len(parts) < PARTS else ()
+                out.append(ReadTask({**base, "collection": collection}, after, until, sliced, covered_until=cov))
     return out
 
 
-def plan_window_tasks(low: datetime, high: datetime, types: Iterable[str], read_parts: int = PARTS) -> list[ReadTask]:
-    """Events ingested in (low, high]: one task per (ingest_hour, part slice, collection)."""
+def plan_window_tasks(
+    low: datetime, high: datetime, types: Iterable[str], read_parts: int = PARTS, covered: dict[date, datetime] | None = None
+) -> list[ReadTask]:
+    """Events ingested in (low, high]: one task per (ingest_hour, part slice, collection).
+
+    ``covered``: event date → the ``ingested_at`` up to which that date's facts already count its
+    events (``etl_date_loads.ingested_high``); a date's events are kept only if ingested after
+    ``max(low, covered[date])``. Only entries after ``low`` matter (the others are dropped, so
+    the tasks stay small): those are dates a range run rebuilt after the watermark was set.
+    """
     after, until = low.isoformat(), high.isoformat()
-    return [t for hour in hours_between(low, high) for t in _tasks({"ingest_hour": hour}, types, read_parts, after, until)]
+    cov = {d.isoformat(): at.astimezone(UTC).isoformat() for d, at in sorted((covered or {}).items()) if at > low}
+    return [t for hour in hours_between(low, high) for t in _tasks({"ingest_hour": hour}, types, read_parts, after, until, cov)]
 
 
 def plan_date_tasks(dates: Iterable[date], high: datetime, types: Iterable[str], read_parts: int = PARTS) -> list[ReadTask]:
@@ -123,8 +145,12 @@ def document_to_row(doc: dict[str, Any]) -> tuple[str | None, ...]:
     return (_as_text(doc.get("_id")), *(_as_text(doc.get(f)) for f in RAW_FIELDS[1:]))
 
 
-def keep_document(doc: dict[str, Any], task: ReadTask, after: datetime | None, until: datetime | None) -> bool:
-    """The client-side part of a task: the ingestion window and the part slice."""
+def keep_document(
+    doc: dict[str, Any], task: ReadTask, after: datetime | None, until: datetime | None, covered: dict[str, datetime] | None = None
+) -> bool:
+    """The client-side part of a task: the ingestion window, the part slice and, per event date,
+    the instant up to which that date is already counted (``covered``, parsed from
+    ``task.covered_until``; a document of such a date must be ingested after it too)."""
     if task.parts and doc.get("part") not in task.parts:
         return False
     if after is None and until is None:
@@ -136,6 +162,10 @@ def keep_document(doc: dict[str, Any], task: ReadTask, after: datetime | None, u
         at = parse_utc(raw)
     except ValueError:
         return False
+    if covered:
+        done = covered.get(doc.get("event_date"))  # type: ignore[arg-type]
+        if done is not None and at <= done:
+            return False
     return (after is None or at > after) and (until is None or at <= until)
 
 
@@ -145,13 +175,14 @@ def read_task(task: ReadTask, mongodb_uri: str, database: str, collection: str, 
 
     after = parse_utc(task.ingested_after) if task.ingested_after else None
     until = parse_utc(task.ingested_until) if task.ingested_until else None
+    covered = {d: parse_utc(at) for d, at in task.covered_until.items()}
     projection = {**_PROJECTION, "part": 1}
     client: MongoClient[dict[str, Any]]
     with MongoClient(mongodb_uri, serverSelectionTimeoutMS=30_000) as client:
         for query in task_queries(task):
             cursor: Iterable[dict[str, Any]] = client[database][collection].find(query, projection, batch_size=batch_size)
             for doc in cursor:
-                if keep_document(doc, task, after, until):
+                if keep_document(doc, task, after, until, covered):
                     yield document_to_row(doc)
 
 

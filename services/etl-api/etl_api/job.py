@@ -12,11 +12,21 @@ Windows (all instants are the sink's ``ingested_at``, UTC):
   now − settle margin means such a late-committed batch is still in the *next* run's window
   (settle > the sink's longest write attempt, SINK_WRITE_ATTEMPT_TIMEOUT_S, plus clock skew;
   120 s by default: the sink restamps ``ingested_at`` on each attempt).
-- incremental: new events are ``watermark < ingested_at ≤ high``; their dates are the touched
-  dates, whose facts are recomputed from **all** their events ingested ≤ high. Without a
-  watermark (first run) it reads everything ≤ high and rebuilds all facts.
+- per date, ``etl_date_loads.ingested_high`` records the ``ingested_at`` up to which that date's
+  facts count its events: every run sets it to its ``high`` for the dates it wrote.
+- incremental: reads **only** the new events, ``watermark < ingested_at ≤ high``, and of those
+  only the ones ingested after their date's ``ingested_high`` too (a range run may have counted
+  them already: it does not move the watermark); their dates are the touched dates. Their
+  aggregates are **merged** into the touched dates' existing facts inside PostgreSQL
+  (:mod:`etl_api.load`), exactly — every stored aggregate is mergeable — so the result is the
+  one a rebuild from all events would give. A touched date with fact rows written before
+  ``view_time_sum_ms`` existed cannot be merged exactly: it is recomputed from all its events
+  ≤ high instead (``reconciliation.recomputed_dates``). Without a watermark (first run) it reads
+  everything ≤ high and rebuilds all facts.
 - full: every event ≤ high; every fact replaced; watermark := high.
 - range: every event of the given dates ≤ high; those dates' facts replaced; watermark unchanged.
+  Its high is never below the watermark (only if ``ETL_SETTLE_SECONDS`` grew between runs
+  could it be), so a range run never drops events the watermark says are counted.
 """
 
 from __future__ import annotations
@@ -36,10 +46,11 @@ from typing import Any
 
 import asyncpg
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.storagelevel import StorageLevel
 
 from etl_api import extract, ferretdb, transform
-from etl_api.load import DIMENSIONS, FACT_STAGE_COLUMNS, LoadInput, load_star, stage_columns
+from etl_api.load import DIMENSIONS, FACT_STAGE_COLUMNS, LoadInput, date_key, load_star, stage_columns
 from etl_api.schema import quote_ident
 from etl_api.settings import EtlSettings
 from etl_api.spark import build_spark_session
@@ -154,8 +165,11 @@ class Job:
         t_start = time.monotonic()
         high = datetime.now(UTC) - timedelta(seconds=s.settle_seconds)
         low: datetime | None = None
+        watermark = await conn.fetchval("SELECT ingested_high FROM etl_watermark WHERE name = 'events'")
         if mode == "incremental":
-            low = await conn.fetchval("SELECT ingested_high FROM etl_watermark WHERE name = 'events'")
+            low = watermark
+        elif mode == "range" and watermark is not None and watermark > high:
+            high = watermark  # a range run must cover at least what the watermark says is counted
         await conn.execute("UPDATE etl_runs SET window_low = $2, window_high = $3 WHERE run_id = $1", self.run_id, low, high)
 
         await self._enter_phase(conn, "extract")
@@ -202,6 +216,7 @@ class Job:
             log.info("run %s: FerretDB read index %s", self.run_id, index)
         new_events: int
         replace_all = False
+        merge = False
         if mode == "range":
             assert date_from is not None and date_to is not None
             touched = [date_from + timedelta(days=i) for i in range((date_to - date_from).days + 1)]
@@ -213,18 +228,33 @@ class Job:
             touched = []  # every date read (below)
             new_events = -1
         else:
-            window = transform.clean_events(read_events(spark, s, extract.plan_window_tasks(low, high, types, s.read_parts))).select(
-                "event_date"
-            )
-            new_events, touched = await asyncio.to_thread(count_by_date, window)  # one pass over the window
-            tasks = extract.plan_date_tasks(touched, high, types, s.read_parts)
+            # only the new events, minus those a range run already counted (its dates' ingested_high)
+            covered = {
+                r["event_date"]: r["ingested_high"]
+                for r in await conn.fetch("SELECT event_date, ingested_high FROM etl_date_loads WHERE ingested_high > $1", low)
+            }
+            tasks = extract.plan_window_tasks(low, high, types, s.read_parts, covered)
+            merge = True
+            new_events = -1
         raw = read_events(spark, s, tasks)
         events = transform.clean_events(raw).persist(StorageLevel.MEMORY_AND_DISK)
         events_read, dates_read = await asyncio.to_thread(count_by_date, events)  # one pass, fills the cache
         if new_events < 0:
             new_events = events_read
-        if replace_all:
+        if replace_all or merge:
             touched = dates_read
+        merge_dates: list[date] = []
+        recomputed: list[date] = []
+        if merge and touched:
+            recomputed = await unmergeable_dates(conn, touched)
+            merge_dates = [d for d in touched if d not in set(recomputed)]
+            if recomputed:  # legacy rows: read all events of those dates instead of merging
+                log.info("run %s: %d touched dates have rows without view_time_sum_ms: recomputed", self.run_id, len(recomputed))
+                whole = transform.clean_events(read_events(spark, s, extract.plan_date_tasks(recomputed, high, types, s.read_parts)))
+                mixed = events.where(~F.col("event_date").isin(recomputed)).unionByName(whole).persist(StorageLevel.MEMORY_AND_DISK)
+                events_read, _ = await asyncio.to_thread(count_by_date, mixed)
+                events.unpersist()
+                events = mixed
         self.timings["extract_seconds"] = round(time.monotonic() - t0, 3)
         log.info("run %s: %s mode, %d new events, %d events read for %d dates", self.run_id, mode, new_events, events_read, len(touched))
 
@@ -245,12 +275,13 @@ class Job:
         self.timings["transform_seconds"] = round(time.monotonic() - t1, 3)  # lazy parts run while loading
 
         await self._enter_phase(conn, "load")
-        reconciliation = {
+        reconciliation: dict[str, Any] = {
             "events_new": new_events,
             "events_read": events_read,
             "valid_views": valid,
             "skipped": dict(sorted(skips.items())),
             "skipped_total": sum(skips.values()),
+            "recomputed_dates": [d.isoformat() for d in recomputed],
         }
         spec_cols = {d.table: stage_columns(d) for d in DIMENSIONS}
         fact_cols = [c for c, _ in FACT_STAGE_COLUMNS]
@@ -267,6 +298,8 @@ class Job:
             facts=_chunks(rows_of(facts, fact_cols), size, tuple),
             valid_views=valid,
             watermark=None if mode == "range" else high,
+            ingested_high=high,
+            merge_dates=merge_dates,
             run_fields={"timings": self.timings, "reconciliation": reconciliation},
             fault_pause_seconds=s.fault_pause_in_load_seconds,
         )
@@ -280,6 +313,17 @@ class Job:
         finally:
             await load_conn.close()
         log.info("run %s succeeded: %s", self.run_id, counts)
+
+
+async def unmergeable_dates(conn: asyncpg.Connection, dates: list[date]) -> list[date]:
+    """Of ``dates``, those with fact rows written before ``view_time_sum_ms`` existed (NULL): their
+    facts cannot be merged with new events exactly, so the run recomputes them from all events."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT to_date(date_key::text, 'YYYYMMDD') AS d FROM fact_product_views
+           WHERE date_key = ANY($1::int[]) AND view_time_sum_ms IS NULL ORDER BY 1""",
+        [date_key(d) for d in dates],
+    )
+    return [r["d"] for r in rows]
 
 
 async def mark_failed(settings: EtlSettings, run_id: str, error: str) -> None:

@@ -10,9 +10,15 @@ Inside the transaction (holding the per-schema ETL advisory lock):
 3. ``dim_date`` rows for dates outside the pre-built calendar;
 4. the facts of every touched date (every date in full mode) deleted and re-inserted with
    ``fact_key = date_key * 10^9 + rank within the date``: deterministic, so a re-run writes the
-   same keys;
-5. reconciliation (``sum(view_count)`` of the touched dates = valid views read), the watermark,
-   ``etl_date_loads`` and the run's ``succeeded`` row; then COMMIT.
+   same keys. A *replaced* date gets the staged aggregates (Spark read all its events); a
+   *merged* date (an incremental run: Spark read only its new events) gets its existing rows
+   combined with the staged aggregates per grain (:data:`FACT_MERGE_OLD_SQL`: every stored
+   aggregate is mergeable), then the same delete + insert, so the rows and keys are those a
+   rebuild from all events would write. The derived measures (average, duration) are computed
+   by :data:`FACT_INSERT_SQL` in both cases, in one place;
+5. reconciliation (``sum(view_count)`` of the touched dates after − that of the merged dates
+   before = valid views read), the watermark, ``etl_date_loads`` (with the ``ingested_high``
+   each written date now covers) and the run's ``succeeded`` row; then COMMIT.
 
 A crash anywhere before COMMIT leaves every table as it was: that, plus deterministic keys, is
 what makes a re-run after a crash identical to one clean run.
@@ -68,8 +74,7 @@ FACT_STAGE_COLUMNS = (
     ("unique_visitors", "integer"),
     ("first_ms", "bigint"),
     ("last_ms", "bigint"),
-    ("avg_view_timestamp", "double precision"),
-    ("view_duration_seconds", "integer"),
+    ("sum_ms", "bigint"),
 )
 
 
@@ -112,26 +117,51 @@ def upsert_sql(spec: DimSpec) -> str:
     """
 
 
+# The staged aggregates with surrogate keys (unknown natural keys → the key-0 members).
+FACT_RESOLVE_SQL = """
+    CREATE TEMP TABLE fact_parts ON COMMIT DROP AS
+    SELECT s.date_key, coalesce(p.product_key, 0) AS product_key, coalesce(c.country_key, 0) AS country_key,
+           coalesce(r.referrer_key, 0) AS referrer_key, coalesce(v.device_key, 0) AS device_key,
+           s.view_count, s.unique_visitors, s.first_ms, s.last_ms, s.sum_ms
+    FROM stg_fact s
+    LEFT JOIN dim_product p ON p.product_id = s.product_id
+    LEFT JOIN dim_country c ON c.store_id = s.store_id
+    LEFT JOIN dim_referrer r ON r.referrer_url = s.referrer_url
+    LEFT JOIN dim_device v ON v.device_id = s.device_id
+"""
+
+# A merged date's existing rows as aggregates (timestamps were written from whole ms: exact).
+FACT_MERGE_OLD_SQL = """
+    INSERT INTO fact_parts (date_key, product_key, country_key, referrer_key, device_key,
+        view_count, unique_visitors, first_ms, last_ms, sum_ms)
+    SELECT date_key, product_key, country_key, referrer_key, device_key, view_count, unique_visitors,
+           (extract(epoch FROM first_view_time) * 1000)::bigint, (extract(epoch FROM last_view_time) * 1000)::bigint,
+           view_time_sum_ms
+    FROM fact_product_views
+    WHERE date_key = ANY($1::int[])
+"""
+
+# One row per grain from fact_parts (one part per grain when replacing, old + new when merging),
+# with the derived measures computed here only: avg = (sum_ms / view_count) / 1000 in IEEE
+# double, duration = whole seconds from first to last (non-negative, so integer division floors).
 FACT_INSERT_SQL = f"""
     INSERT INTO fact_product_views (fact_key, date_key, product_key, country_key, referrer_key, device_key,
         view_count, unique_visitors, view_duration_seconds, first_view_time, last_view_time, avg_view_timestamp,
-        data_source, batch_id)
+        view_time_sum_ms, data_source, batch_id)
     SELECT k.date_key::bigint * {FACT_KEY_DATE_FACTOR}
                + row_number() OVER (PARTITION BY k.date_key ORDER BY k.product_key, k.country_key, k.referrer_key, k.device_key),
            k.date_key, k.product_key, k.country_key, k.referrer_key, k.device_key,
-           k.view_count, k.unique_visitors, k.view_duration_seconds,
+           k.view_count, k.unique_visitors, ((k.last_ms - k.first_ms) / 1000)::int,
            TIMESTAMP 'epoch' + k.first_ms * INTERVAL '1 millisecond',
            TIMESTAMP 'epoch' + k.last_ms * INTERVAL '1 millisecond',
-           k.avg_view_timestamp, 'kafka_mongodb', $1
+           (k.sum_ms::float8 / k.view_count::float8) / 1000.0::float8,
+           k.sum_ms, 'kafka_mongodb', $1
     FROM (
-        SELECT s.date_key, coalesce(p.product_key, 0) AS product_key, coalesce(c.country_key, 0) AS country_key,
-               coalesce(r.referrer_key, 0) AS referrer_key, coalesce(v.device_key, 0) AS device_key,
-               s.view_count, s.unique_visitors, s.view_duration_seconds, s.first_ms, s.last_ms, s.avg_view_timestamp
-        FROM stg_fact s
-        LEFT JOIN dim_product p ON p.product_id = s.product_id
-        LEFT JOIN dim_country c ON c.store_id = s.store_id
-        LEFT JOIN dim_referrer r ON r.referrer_url = s.referrer_url
-        LEFT JOIN dim_device v ON v.device_id = s.device_id
+        SELECT date_key, product_key, country_key, referrer_key, device_key,
+               sum(view_count)::int AS view_count, max(unique_visitors) AS unique_visitors,
+               min(first_ms) AS first_ms, max(last_ms) AS last_ms, sum(sum_ms)::bigint AS sum_ms
+        FROM fact_parts
+        GROUP BY date_key, product_key, country_key, referrer_key, device_key
     ) k
     ORDER BY 1
 """
@@ -156,13 +186,17 @@ class LoadInput:
 
     run_id: str
     replace_all_facts: bool
-    touched_dates: Sequence[date]
+    touched_dates: Sequence[date]  # dates whose facts this run writes
     dims: dict[str, AsyncIterator[list[tuple[Any, ...]]]]
     facts: AsyncIterator[list[tuple[Any, ...]]]
     valid_views: int
     watermark: datetime | None  # set the incremental watermark to this (None: leave it)
+    ingested_high: datetime  # the run's window high: what the written dates now cover (etl_date_loads)
     run_fields: dict[str, Any]  # extra etl_runs fields stored with the success (timings, reconciliation, …)
     fault_pause_seconds: float = 0.0
+    # touched dates whose existing facts are merged with the staged ones (the run read only their
+    # new events); the other touched dates are replaced. Empty unless incremental.
+    merge_dates: Sequence[date] = ()
 
 
 async def load_star(conn: asyncpg.Connection, schema: str, data: LoadInput) -> dict[str, dict[str, int]]:
@@ -198,6 +232,21 @@ async def load_star(conn: asyncpg.Connection, schema: str, data: LoadInput) -> d
             await conn.copy_records_to_table("stg_fact", records=chunk, columns=[c for c, _ in FACT_STAGE_COLUMNS])
             staged += len(chunk)
         keys = [date_key(d) for d in data.touched_dates]
+        merge_keys = sorted({date_key(d) for d in data.merge_dates})
+        if not set(merge_keys) <= set(keys) or (merge_keys and data.replace_all_facts):
+            raise ValueError("merge dates must be touched dates of a run that does not replace all facts")
+        await conn.execute(FACT_RESOLVE_SQL)
+        before = 0
+        if merge_keys:
+            legacy = await conn.fetchval(
+                "SELECT count(*) FROM fact_product_views WHERE date_key = ANY($1::int[]) AND view_time_sum_ms IS NULL", merge_keys
+            )
+            if legacy:  # the job recomputes such dates instead (cannot be merged exactly)
+                raise ReconciliationError(f"{legacy} fact rows of the merged dates have no view_time_sum_ms")
+            before = await conn.fetchval(
+                "SELECT coalesce(sum(view_count), 0) FROM fact_product_views WHERE date_key = ANY($1::int[])", merge_keys
+            )
+            await conn.execute(FACT_MERGE_OLD_SQL, merge_keys)
         if data.replace_all_facts:
             deleted = await conn.execute("DELETE FROM fact_product_views")
         else:
@@ -210,8 +259,10 @@ async def load_star(conn: asyncpg.Connection, schema: str, data: LoadInput) -> d
             written_all = await conn.fetchval("SELECT coalesce(sum(view_count), 0) FROM fact_product_views")
             if written_all != written:
                 raise ReconciliationError(f"facts outside the touched dates after a full rebuild: {written_all} != {written}")
-        if written != data.valid_views:
-            raise ReconciliationError(f"sum(view_count) written {written} != valid product views read {data.valid_views}")
+        if written - before != data.valid_views:
+            raise ReconciliationError(
+                f"sum(view_count) written {written} - before {before} (merged dates) != valid product views read {data.valid_views}"
+            )
 
         if data.fault_pause_seconds > 0:  # crash tests only: everything written, nothing committed
             log.warning("fault injection: pausing %.0fs inside the open load transaction", data.fault_pause_seconds)
@@ -227,20 +278,23 @@ async def load_star(conn: asyncpg.Connection, schema: str, data: LoadInput) -> d
         if data.replace_all_facts:
             await conn.execute("DELETE FROM etl_date_loads")
         await conn.execute(
-            """INSERT INTO etl_date_loads (event_date, run_id, fact_rows, view_count, loaded_at)
-               SELECT d, $2, count(f.fact_key), coalesce(sum(f.view_count), 0), now()
+            """INSERT INTO etl_date_loads (event_date, run_id, fact_rows, view_count, loaded_at, ingested_high)
+               SELECT d, $2, count(f.fact_key), coalesce(sum(f.view_count), 0), now(), $3
                FROM unnest($1::date[]) AS u(d)
                LEFT JOIN fact_product_views f ON f.date_key = to_char(d, 'YYYYMMDD')::int
                GROUP BY d
                ON CONFLICT (event_date) DO UPDATE SET run_id = EXCLUDED.run_id, fact_rows = EXCLUDED.fact_rows,
-                   view_count = EXCLUDED.view_count, loaded_at = EXCLUDED.loaded_at""",
+                   view_count = EXCLUDED.view_count, loaded_at = EXCLUDED.loaded_at, ingested_high = EXCLUDED.ingested_high""",
             list(data.touched_dates),
             data.run_id,
+            data.ingested_high,
         )
         fields = {**data.run_fields, "counts": counts}
         fields["timings"] = {**(fields.get("timings") or {}), "load_seconds": round(time.monotonic() - started, 3)}
         reconciliation = dict(fields.get("reconciliation") or {})
         reconciliation["view_count_written"] = int(written)
+        reconciliation["view_count_before"] = int(before)  # of the merged dates, before this run
+        reconciliation["merged_dates"] = [d.isoformat() for d in sorted(set(data.merge_dates))]
         fields["reconciliation"] = reconciliation
         await conn.execute(
             """UPDATE etl_runs SET status = 'succeeded', phase = NULL, finished_at = now(), heartbeat_at = now(),

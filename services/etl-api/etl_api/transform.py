@@ -275,17 +275,20 @@ FACT_GRAIN = ("event_date", "product_id", "store_id", "referrer_url", "device_id
 
 
 def build_facts(views: DataFrame) -> DataFrame:
-    """One row per grain (date × product × store × referrer × device) with the measures.
+    """One row per grain (date × product × store × referrer × device) with the **mergeable**
+    aggregates of its events (two such rows of one grain combine exactly: sum, max, min, max, sum):
 
     - ``view_count``: valid product-view events in the group;
     - ``unique_visitors``: distinct ``device_id`` in the group (device is part of the grain, so
       1, or 0 for views without a device id; distinct visitors over coarser groups are
       ``COUNT(DISTINCT device_key)``, as the ``v_daily_*`` views do);
     - ``first_ms`` / ``last_ms``: earliest / latest event time (UTC epoch ms);
-    - ``avg_view_timestamp``: mean event time in epoch seconds, from an exact integer sum of ms
-      (so the value never depends on the order Spark adds rows in);
-    - ``view_duration_seconds``: whole seconds from first to last view (0 for one view): the span
-      of the visitor's interest that day, not a page dwell time (events carry none).
+    - ``sum_ms``: exact integer sum of the event times (ms).
+
+    The derived measures — ``avg_view_timestamp`` (``sum_ms / view_count / 1000``) and
+    ``view_duration_seconds`` (whole seconds from first to last) — are computed in one place, by
+    the load in PostgreSQL (:data:`etl_api.load.FACT_INSERT_SQL`), for a rebuilt row and for a
+    row merged with the new events of an incremental run alike.
     """
     agg = views.groupBy(*FACT_GRAIN).agg(
         F.count(F.lit(1)).alias("view_count"),
@@ -301,8 +304,7 @@ def build_facts(views: DataFrame) -> DataFrame:
         F.col("unique_visitors").cast("int").alias("unique_visitors"),
         "first_ms",
         "last_ms",
-        (F.col("sum_ms").cast("double") / F.col("view_count").cast("double") / F.lit(1000.0)).alias("avg_view_timestamp"),
-        F.floor((F.col("last_ms") - F.col("first_ms")) / 1000).cast("int").alias("view_duration_seconds"),
+        F.col("sum_ms").cast("long").alias("sum_ms"),
     )
 
 

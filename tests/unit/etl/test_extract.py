@@ -106,3 +106,34 @@ def test_keep_document_window_is_exclusive_low_inclusive_high() -> None:
     assert not keep_document({"part": 2, "ingested_at": "2026-11-27T20:30:00.000Z"}, task, after, until)
     assert not keep_document({**base}, task, after, until)  # never stamped by the sink
     assert not keep_document({**base, "ingested_at": "yesterday"}, task, after, until)
+
+
+def test_window_tasks_carry_only_the_coverage_past_the_watermark() -> None:
+    low = datetime(2026, 11, 27, 10, 30, tzinfo=UTC)
+    high = datetime(2026, 11, 27, 11, 5, tzinfo=UTC)
+    covered = {
+        date(2020, 6, 1): datetime(2026, 11, 27, 10, 45, tzinfo=UTC),  # a range run after the watermark
+        date(2020, 6, 2): low,  # covered up to the watermark: nothing to add
+        date(2020, 6, 3): datetime(2026, 11, 27, 9, tzinfo=UTC),  # older than the watermark
+    }
+    tasks = plan_window_tasks(low, high, ("a",), read_parts=1, covered=covered)
+    assert len(tasks) == 2
+    assert all(t.covered_until == {"2020-06-01": "2026-11-27T10:45:00+00:00"} for t in tasks)
+    assert plan_window_tasks(low, high, ("a",), read_parts=1)[0].covered_until == {}
+    assert plan_window_tasks(low, high, ("a",), read_parts=1, covered={}) == plan_window_tasks(low, high, ("a",), read_parts=1)
+
+
+def test_keep_document_skips_events_a_range_run_already_counted() -> None:
+    after, until = parse_utc("2026-11-27T20:00:00.000Z"), parse_utc("2026-11-27T21:00:00.000Z")
+    task = ReadTask({}, after.isoformat(), until.isoformat(), covered_until={"2020-06-01": "2026-11-27T20:30:00+00:00"})
+    covered = {d: parse_utc(at) for d, at in task.covered_until.items()}
+    d1 = {"event_date": "2020-06-01"}
+    assert not keep_document({**d1, "ingested_at": "2026-11-27T20:10:00.000Z"}, task, after, until, covered)
+    assert not keep_document({**d1, "ingested_at": "2026-11-27T20:30:00.000Z"}, task, after, until, covered)  # inclusive
+    assert keep_document({**d1, "ingested_at": "2026-11-27T20:30:00.001Z"}, task, after, until, covered)
+    assert not keep_document({**d1, "ingested_at": "2026-11-27T21:00:00.001Z"}, task, after, until, covered)  # window still applies
+    # other dates: only the window
+    assert keep_document({"event_date": "2020-06-02", "ingested_at": "2026-11-27T20:10:00.000Z"}, task, after, until, covered)
+    assert keep_document({"ingested_at": "2026-11-27T20:10:00.000Z"}, task, after, until, covered)
+    # without the parsed map the document is judged by the window only
+    assert keep_document({**d1, "ingested_at": "2026-11-27T20:10:00.000Z"}, task, after, until)
