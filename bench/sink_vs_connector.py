@@ -60,6 +60,7 @@ KAFKA_LIBS = REPO / ".cache" / "kafka-3.9.1" / "libs"
 PLUGINS = REPO / ".cache" / "connect-plugins"
 POM = REPO / "bench" / "sink_connector_pom.xml"
 DATABASE = "bench_sink"
+STAGES = ("fetch", "build", "slot_wait", "insert", "commit_wait", "commit")  # the sink's sink_stage_seconds labels
 
 
 def load_stack_env() -> None:
@@ -306,7 +307,8 @@ def sink_batches(port: int) -> str:
     if not n:
         return "no batches"
     size, latency = m["sink_batch_size_records_sum"] / n, m["sink_batch_latency_seconds_sum"] / n
-    return f"{n:.0f} batches, mean {size:.0f} records, mean write+commit {latency:.2f}s"
+    stages = ", ".join(f"{stage} {m[key]:.1f}s" for stage in STAGES if (key := f'sink_stage_seconds_total{{stage="{stage}"}}') in m)
+    return f"{n:.0f} batches, mean {size:.0f} records, mean write+commit {latency:.2f}s; time per stage: {stages}"
 
 
 def peak_rss_mib(pid: int) -> float:

@@ -34,4 +34,12 @@ class SinkMetrics:
         self.lag = Gauge("sink_lag_records", "End offset (last stable) minus committed offset", ["partition"], registry=registry)
         self.lag_total = Gauge("sink_lag_records_total", "Sum of sink_lag_records over the topic's partitions", registry=registry)
         self.buffered = Gauge("sink_buffered_records", "Records fetched and waiting for the next batch", registry=registry)
+        # Where a sink's time goes (seconds, summed): tells a slow sink's bottleneck from /metrics.
+        # fetch: waiting in the consumer's getmany; build: decoding records into documents (on the
+        # event loop); slot_wait: a full batch waiting for a free write slot; insert: insert_many
+        # attempts; commit_wait: a written batch waiting for its predecessor's commit; commit: the
+        # offset commit itself.
+        self.stage_seconds = Counter(
+            "sink_stage_seconds", "Seconds spent per stage of the consume-write-commit path", ["stage"], registry=registry
+        )
         self.assigned = Gauge("sink_assigned_partitions", "Partitions assigned to this process", registry=registry)
