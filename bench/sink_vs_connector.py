@@ -507,13 +507,13 @@ async def main() -> None:
     ap.add_argument("--batch", type=int, default=5000, help="insert_many batch of the ceiling (the sink's default batch)")
     ap.add_argument(
         "--ceiling-concurrency",
-        default="1,2",
-        help="comma list: one ceiling run per value, with that many insert_many in flight (the sink's default is 2)",
+        default="1,2,4",
+        help="comma list: one ceiling run per value, with that many insert_many in flight (the sink's default is 4)",
     )
     ap.add_argument(
         "--sink-inflight",
-        default="2",
-        help="comma list: one sink run per value of SINK_MAX_INFLIGHT_BATCHES (default 2; 1 = one write in flight)",
+        default="4",
+        help="comma list: one sink run per value of SINK_MAX_INFLIGHT_BATCHES (the sink's default is 4; 1 = one write in flight)",
     )
     ap.add_argument("--connector-tasks", type=int, default=1)
     ap.add_argument(

@@ -46,7 +46,7 @@ class SinkSettings(BaseSettings):
     # Batches written at the same time (each its own insert_many). Offsets are still committed in
     # batch order, each batch's only after it and every earlier batch were acknowledged. 1 = the
     # plain two-stage pipeline (one write in flight while the next batch is collected).
-    max_inflight_batches: int = Field(default=2, ge=1)
+    max_inflight_batches: int = Field(default=4, ge=1)
 
     # MongoDB writes. "auto": "majority" when the server is a replica-set member, else 1
     # (FerretDB and a standalone mongod have no replica set, so "majority" means nothing there).
