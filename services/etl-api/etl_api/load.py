@@ -12,10 +12,10 @@ Inside the transaction (holding the per-schema ETL advisory lock):
    ``fact_key = date_key * 10^9 + rank within the date``: deterministic, so a re-run writes the
    same keys. A *replaced* date gets the staged aggregates (Spark read all its events); a
    *merged* date (an incremental run: Spark read only its new events) gets its existing rows
-   combined with the staged aggregates per grain (:data:`FACT_MERGE_OLD_SQL`: every stored
-   aggregate is mergeable), then the same delete + insert, so the rows and keys are those a
-   rebuild from all events would write. The derived measures (average, duration) are computed
-   by :data:`FACT_INSERT_SQL` in both cases, in one place;
+   combined with the staged aggregates per grain (kept by :data:`FACT_KEEP_OLD_SQL` before the
+   delete; every stored aggregate is mergeable), then the same insert, so the rows and keys are
+   those a rebuild from all events would write. The derived measures (average, duration) are
+   computed by :func:`fact_insert_sql` in both cases, in one place;
 5. reconciliation (``sum(view_count)`` of the touched dates after − that of the merged dates
    before = valid views read), the watermark, ``etl_date_loads`` (with the ``ingested_high``
    each written date now covers) and the run's ``succeeded`` row; then COMMIT.
@@ -118,8 +118,7 @@ def upsert_sql(spec: DimSpec) -> str:
 
 
 # The staged aggregates with surrogate keys (unknown natural keys → the key-0 members).
-FACT_RESOLVE_SQL = """
-    CREATE TEMP TABLE fact_parts ON COMMIT DROP AS
+_FACT_STAGED = """
     SELECT s.date_key, coalesce(p.product_key, 0) AS product_key, coalesce(c.country_key, 0) AS country_key,
            coalesce(r.referrer_key, 0) AS referrer_key, coalesce(v.device_key, 0) AS device_key,
            s.view_count, s.unique_visitors, s.first_ms, s.last_ms, s.sum_ms
@@ -130,21 +129,34 @@ FACT_RESOLVE_SQL = """
     LEFT JOIN dim_device v ON v.device_id = s.device_id
 """
 
-# A merged date's existing rows as aggregates (timestamps were written from whole ms: exact).
-FACT_MERGE_OLD_SQL = """
-    INSERT INTO fact_parts (date_key, product_key, country_key, referrer_key, device_key,
-        view_count, unique_visitors, first_ms, last_ms, sum_ms)
+# A merged date's stored rows as aggregates, kept before they are deleted (the timestamps were
+# written from whole ms, so they convert back exactly).
+FACT_KEEP_OLD_SQL = """
+    CREATE TEMP TABLE fact_old ON COMMIT DROP AS
     SELECT date_key, product_key, country_key, referrer_key, device_key, view_count, unique_visitors,
-           (extract(epoch FROM first_view_time) * 1000)::bigint, (extract(epoch FROM last_view_time) * 1000)::bigint,
-           view_time_sum_ms
+           (extract(epoch FROM first_view_time) * 1000)::bigint AS first_ms, (extract(epoch FROM last_view_time) * 1000)::bigint AS last_ms,
+           view_time_sum_ms AS sum_ms
     FROM fact_product_views
     WHERE date_key = ANY($1::int[])
 """
 
-# One row per grain from fact_parts (one part per grain when replacing, old + new when merging),
-# with the derived measures computed here only: avg = (sum_ms / view_count) / 1000 in IEEE
-# double, duration = whole seconds from first to last (non-negative, so integer division floors).
-FACT_INSERT_SQL = f"""
+# Stored + new aggregates, one row per grain: every aggregate is mergeable.
+_FACT_MERGED = f"""
+    SELECT date_key, product_key, country_key, referrer_key, device_key,
+           sum(view_count)::int AS view_count, max(unique_visitors) AS unique_visitors,
+           min(first_ms) AS first_ms, max(last_ms) AS last_ms, sum(sum_ms)::bigint AS sum_ms
+    FROM ({_FACT_STAGED} UNION ALL SELECT * FROM fact_old) u
+    GROUP BY date_key, product_key, country_key, referrer_key, device_key
+"""
+
+
+def fact_insert_sql(merge: bool) -> str:
+    """The facts' INSERT from the staged aggregates (``merge``: combined with ``fact_old``).
+
+    The derived measures are computed here only, for rebuilt and merged rows alike: average =
+    ``(sum_ms / view_count) / 1000`` in IEEE double, duration = whole seconds from first to last
+    (non-negative, so integer division floors)."""
+    return f"""
     INSERT INTO fact_product_views (fact_key, date_key, product_key, country_key, referrer_key, device_key,
         view_count, unique_visitors, view_duration_seconds, first_view_time, last_view_time, avg_view_timestamp,
         view_time_sum_ms, data_source, batch_id)
@@ -156,15 +168,10 @@ FACT_INSERT_SQL = f"""
            TIMESTAMP 'epoch' + k.last_ms * INTERVAL '1 millisecond',
            (k.sum_ms::float8 / k.view_count::float8) / 1000.0::float8,
            k.sum_ms, 'kafka_mongodb', $1
-    FROM (
-        SELECT date_key, product_key, country_key, referrer_key, device_key,
-               sum(view_count)::int AS view_count, max(unique_visitors) AS unique_visitors,
-               min(first_ms) AS first_ms, max(last_ms) AS last_ms, sum(sum_ms)::bigint AS sum_ms
-        FROM fact_parts
-        GROUP BY date_key, product_key, country_key, referrer_key, device_key
-    ) k
+    FROM ({_FACT_MERGED if merge else _FACT_STAGED}) k
     ORDER BY 1
 """
+
 
 DIM_DATE_SQL = """
     INSERT INTO dim_date (date_key, date, year, month, day, day_of_week, week_of_year, quarter, is_weekend, month_name, created_at)
@@ -235,7 +242,6 @@ async def load_star(conn: asyncpg.Connection, schema: str, data: LoadInput) -> d
         merge_keys = sorted({date_key(d) for d in data.merge_dates})
         if not set(merge_keys) <= set(keys) or (merge_keys and data.replace_all_facts):
             raise ValueError("merge dates must be touched dates of a run that does not replace all facts")
-        await conn.execute(FACT_RESOLVE_SQL)
         before = 0
         if merge_keys:
             legacy = await conn.fetchval(
@@ -246,12 +252,12 @@ async def load_star(conn: asyncpg.Connection, schema: str, data: LoadInput) -> d
             before = await conn.fetchval(
                 "SELECT coalesce(sum(view_count), 0) FROM fact_product_views WHERE date_key = ANY($1::int[])", merge_keys
             )
-            await conn.execute(FACT_MERGE_OLD_SQL, merge_keys)
+            await conn.execute(FACT_KEEP_OLD_SQL, merge_keys)
         if data.replace_all_facts:
             deleted = await conn.execute("DELETE FROM fact_product_views")
         else:
             deleted = await conn.execute("DELETE FROM fact_product_views WHERE date_key = ANY($1::int[])", keys)
-        inserted = await conn.execute(FACT_INSERT_SQL, data.run_id)
+        inserted = await conn.execute(fact_insert_sql(bool(merge_keys)), data.run_id)
         counts["fact_product_views"] = {"staged": staged, "deleted": int(deleted.split()[-1]), "inserted": int(inserted.split()[-1])}
 
         written = await conn.fetchval("SELECT coalesce(sum(view_count), 0) FROM fact_product_views WHERE date_key = ANY($1::int[])", keys)

@@ -287,7 +287,7 @@ def build_facts(views: DataFrame) -> DataFrame:
 
     The derived measures — ``avg_view_timestamp`` (``sum_ms / view_count / 1000``) and
     ``view_duration_seconds`` (whole seconds from first to last) — are computed in one place, by
-    the load in PostgreSQL (:data:`etl_api.load.FACT_INSERT_SQL`), for a rebuilt row and for a
+    the load in PostgreSQL (:func:`etl_api.load.fact_insert_sql`), for a rebuilt row and for a
     row merged with the new events of an incremental run alike.
     """
     agg = views.groupBy(*FACT_GRAIN).agg(
