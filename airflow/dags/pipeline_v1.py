@@ -54,12 +54,15 @@ def run_finished(response: Any) -> bool:
 
 
 def reconciled(response: Any) -> bool:
-    """The run's own reconciliation: valid product views read == sum(view_count) written for
-    the dates the run recomputed. Anything else fails the task, loudly, without retry."""
+    """The run's own reconciliation: valid product views read == what the run added to
+    sum(view_count) of the dates it wrote (written after − before: an incremental run merges
+    its new views into the dates' existing facts; ``view_count_before`` is 0 when it replaced
+    them, and absent in runs from before merging). Anything else fails the task, loudly, without
+    retry."""
     body = response.json()
     rec = body.get("reconciliation") or {}
-    views, written = rec.get("valid_views"), rec.get("view_count_written")
-    if body.get("status") != "succeeded" or views is None or views != written:
+    views, written, before = rec.get("valid_views"), rec.get("view_count_written"), rec.get("view_count_before", 0)
+    if body.get("status") != "succeeded" or views is None or written is None or views != written - before:
         raise AirflowFailException(f"ETL run {body.get('run_id')} does not reconcile: {json.dumps(rec)}")
     return True
 

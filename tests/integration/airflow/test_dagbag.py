@@ -1,4 +1,5 @@
-"""The DAG imports cleanly in the real Airflow 2.10 virtualenv and has the expected task graph."""
+"""The DAG imports cleanly in the real Airflow 2.10 virtualenv and has the expected task graph;
+its reconciliation check accepts a run that replaced or merged facts and refuses anything else."""
 
 from __future__ import annotations
 
@@ -17,6 +18,34 @@ import json
 from airflow.models import DagBag
 bag = DagBag(dag_folder="airflow/dags", include_examples=False)
 dag = bag.get_dag("pipeline_v1")
+
+def reconciled_cases():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("pipeline_v1_probe", "airflow/dags/pipeline_v1.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    class Response:
+        def __init__(self, body):
+            self.body = body
+
+        def json(self):
+            return self.body
+
+    def ok(rec, status="succeeded"):
+        try:
+            return mod.reconciled(Response({"status": status, "reconciliation": rec}))
+        except Exception as exc:
+            return type(exc).__name__
+
+    return [
+        ok({"valid_views": 5, "view_count_written": 5}),  # replaced dates (or a run from before merging)
+        ok({"valid_views": 5, "view_count_written": 12, "view_count_before": 7}),  # merged into 7 existing views
+        ok({"valid_views": 5, "view_count_written": 12, "view_count_before": 0}),
+        ok({"valid_views": 5, "view_count_written": 11, "view_count_before": 7}),
+        ok({"valid_views": 5}),
+        ok({"valid_views": 5, "view_count_written": 5}, status="failed"),
+    ]
 print(json.dumps({
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
     "dag_ids": sorted(bag.dag_ids),
@@ -25,6 +54,7 @@ print(json.dumps({
     "timeout": str(dag.default_args.get("execution_timeout")),
     "catchup": dag.catchup,
     "max_active_runs": dag.max_active_runs,
+    "reconciled": reconciled_cases(),
 }))
 """
 
@@ -49,3 +79,5 @@ def test_dagbag_imports_pipeline_v1_with_the_expected_graph(tmp_path) -> None:
         ["wait_etl_run", "reconcile"],
     ]
     assert (info["retries"], info["timeout"], info["catchup"], info["max_active_runs"]) == (2, "0:30:00", False, 1)
+    fail = "AirflowFailException"
+    assert info["reconciled"] == [True, True, fail, fail, fail, fail]
