@@ -288,6 +288,24 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def backend_cpu_seconds() -> float:
+    """CPU seconds used so far by FerretDB plus every live PostgreSQL process (its backends,
+    checkpointer, autovacuum workers, …): the database side of a phase, as a difference."""
+    total = cpu_seconds(ferretdb_pid())
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if (proc / "comm").read_text().startswith("postgres"):
+                    total += cpu_seconds(int(proc.name))
+            except OSError:
+                continue
+    return total
+
+
+def backend_line(seconds: float, documents: int) -> str:
+    return f"FerretDB + PostgreSQL CPU: {seconds:.1f}s = {seconds / max(1, documents) * 1e6:.0f} µs per document"
+
+
 def ferretdb_pid() -> int | None:
     try:
         return int((Path(os.environ.get("STACK_HOME", REPO / ".stack")) / "run" / "ferretdb.pid").read_text().split()[0])
@@ -562,9 +580,10 @@ async def main() -> None:
     async def ceiling_phase() -> None:
         for c in concurrencies:
             print(f"(c) ceiling: insert_many from memory, {c} in flight …", flush=True)
-            f0 = cpu_seconds(ferretdb_pid())
+            f0, b0 = cpu_seconds(ferretdb_pid()), backend_cpu_seconds()
             secs, done = await run_ceiling(uri, colls[f"ceiling{c}"], values, args.batch, c, args.ceiling_seconds)
-            print(f"    FerretDB CPU: {cpu_seconds(ferretdb_pid()) - f0:.1f}s", flush=True)
+            backend = backend_cpu_seconds() - b0
+            print(f"    FerretDB CPU: {cpu_seconds(ferretdb_pid()) - f0:.1f}s; {backend_line(backend, done)}", flush=True)
             results[f"ceiling{c}"] = done / secs
             print(f"    {secs:.1f}s for {done:,} documents; load average {os.getloadavg()}", flush=True)
             if cleanup:
@@ -573,9 +592,10 @@ async def main() -> None:
     async def sink_phase() -> None:
         for n in inflights:
             print(f"(a) sink: python -m sink, SINK_MAX_INFLIGHT_BATCHES={n} …", flush=True)
-            f0 = cpu_seconds(ferretdb_pid())
+            f0, b0 = cpu_seconds(ferretdb_pid()), backend_cpu_seconds()
             secs, rss[n] = await run_sink(conn, topic, colls[f"sink{n}"], end, last_ids, logs / f"sink{n}-{run_id}.log", n)
-            print(f"    FerretDB CPU: {cpu_seconds(ferretdb_pid()) - f0:.1f}s", flush=True)
+            backend = backend_cpu_seconds() - b0
+            print(f"    FerretDB CPU: {cpu_seconds(ferretdb_pid()) - f0:.1f}s; {backend_line(backend, args.events)}", flush=True)
             results[f"sink{n}"] = args.events / secs
             print(f"    {secs:.1f}s, peak RSS {rss[n]:.0f} MiB; load average {os.getloadavg()}", flush=True)
             if cleanup:
@@ -586,7 +606,7 @@ async def main() -> None:
             f"(b) connector: mongo-kafka-connect on Connect standalone, tasks.max={args.connector_tasks}, {args.connector_mode} …",
             flush=True,
         )
-        f0 = cpu_seconds(ferretdb_pid())
+        f0, b0 = cpu_seconds(ferretdb_pid()), backend_cpu_seconds()
         secs, done = await run_connector(
             conn,
             topic,
@@ -600,7 +620,9 @@ async def main() -> None:
             args.batch,
             args.connector_timeout,
         )
-        print(f"    {secs:.1f}s for {done:,} events; FerretDB CPU: {cpu_seconds(ferretdb_pid()) - f0:.1f}s", flush=True)
+        backend = backend_cpu_seconds() - b0
+        ferret = cpu_seconds(ferretdb_pid()) - f0
+        print(f"    {secs:.1f}s for {done:,} events; FerretDB CPU: {ferret:.1f}s; {backend_line(backend, done)}", flush=True)
         print(f"    load average {os.getloadavg()}", flush=True)
         if done < args.events:
             print(f"    connector incomplete: {done / secs:,.0f} events/s over what it did", flush=True)
