@@ -45,6 +45,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import pymongo
+import pymongo.errors
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.storagelevel import StorageLevel
@@ -74,13 +76,34 @@ def _rss_peak_mb(pid: int | str = "self") -> float | None:
     return None
 
 
-def read_events(spark: SparkSession, settings: EtlSettings, tasks: list[extract.ReadTask]) -> DataFrame:
-    """The raw rows of every task, one Spark partition per task, read on the executors."""
+def read_events(spark: SparkSession, settings: EtlSettings, tasks: list[extract.ReadTask], partitions: int = 0) -> DataFrame:
+    """The raw rows of every task, one Spark partition per task, read on the executors; spread
+    over ``partitions`` partitions (a streaming shuffle) when that is more than the tasks."""
     uri, db, coll = settings.mongodb_uri, settings.mongodb_database, settings.mongodb_collection
     if not tasks:
         return spark.createDataFrame([], transform.RAW_SCHEMA)
     rdd = spark.sparkContext.parallelize(tasks, len(tasks)).flatMap(lambda task: extract.read_task(task, uri, db, coll))
-    return spark.createDataFrame(rdd, transform.RAW_SCHEMA)
+    df = spark.createDataFrame(rdd, transform.RAW_SCHEMA)
+    # hashed on event_id: a round-robin repartition would sort every read partition first
+    # (spark.sql.execution.sortBeforeRepartition), which doubled a 1 M-event extract
+    return df.repartition(partitions, "event_id") if partitions > len(tasks) else df
+
+
+def read_partitions(documents: int, rows_per_partition: int) -> int:
+    """Spark partitions for reading ``documents``: none under ``rows_per_partition`` each."""
+    return -(-documents // rows_per_partition)
+
+
+def estimated_documents(settings: EtlSettings) -> int:
+    """The collection's document count from its metadata (no scan); 0 when unknown."""
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=10_000)
+    try:
+        return int(client[settings.mongodb_database][settings.mongodb_collection].estimated_document_count())
+    except pymongo.errors.PyMongoError as exc:
+        log.warning("could not estimate the collection's size (%s): one Spark partition per read task", exc)
+        return 0
+    finally:
+        client.close()
 
 
 def count_by_date(df: DataFrame) -> tuple[int, list[date]]:
@@ -236,7 +259,11 @@ class Job:
             tasks = extract.plan_window_tasks(low, high, types, s.read_parts, covered)
             merge = True
             new_events = -1
-        raw = read_events(spark, s, tasks)
+        partitions = 0
+        if replace_all:  # a full read: bound the rows per partition, whatever the collection's size
+            partitions = read_partitions(await asyncio.to_thread(estimated_documents, s), s.read_partition_rows)
+            self.timings["read_partitions"] = max(partitions, len(tasks))
+        raw = read_events(spark, s, tasks, partitions)
         events = transform.clean_events(raw).persist(StorageLevel.MEMORY_AND_DISK)
         events_read, dates_read = await asyncio.to_thread(count_by_date, events)  # one pass, fills the cache
         if new_events < 0:

@@ -52,6 +52,10 @@ class EtlSettings(BaseSettings):
     spark_conf: dict[str, str] = {}  # extra Spark properties, JSON: {"spark.executor.memory": "2g", "spark.driver.host": "10.0.0.5"}
     spark_driver_memory: str = "1g"
     spark_shuffle_partitions: int = 8
+    # Full runs: the events read are spread over at least (collection size / this) Spark
+    # partitions, so one partition (read, cached and aggregated in one task) stays this small
+    # whatever the data size; with 4 read tasks a 3 M-event full run ran out of a 1 g heap.
+    read_partition_rows: int = Field(default=100_000, ge=1_000)
     load_batch_rows: int = 10_000  # rows per COPY chunk streamed from Spark to PostgreSQL
 
     # --- run management
