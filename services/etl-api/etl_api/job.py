@@ -93,6 +93,12 @@ def read_partitions(documents: int, rows_per_partition: int) -> int:
     return -(-documents // rows_per_partition)
 
 
+def shuffle_partitions(setting: int, read: int) -> int:
+    """Shuffle partitions for a full run: never fewer than its read partitions, so the rows per
+    aggregated partition stay bounded as the collection grows."""
+    return max(setting, read)
+
+
 def estimated_documents(settings: EtlSettings) -> int:
     """The collection's document count from its storage statistics (``collStats``: MongoDB's
     metadata, PostgreSQL's row estimate under FerretDB); 0 when unknown. Not
@@ -265,6 +271,10 @@ class Job:
         if replace_all:  # a full read: bound the rows per partition, whatever the collection's size
             partitions = read_partitions(await asyncio.to_thread(estimated_documents, s), s.read_partition_rows)
             self.timings["read_partitions"] = max(partitions, len(tasks))
+            # the aggregates' shuffles too: adaptive execution merges small partitions but never
+            # splits one, and the load fetches the facts into the driver a partition at a time
+            self.timings["shuffle_partitions"] = shuffle_partitions(s.spark_shuffle_partitions, partitions)
+            spark.conf.set("spark.sql.shuffle.partitions", str(self.timings["shuffle_partitions"]))
         raw = read_events(spark, s, tasks, partitions)
         events = transform.clean_events(raw).persist(StorageLevel.MEMORY_AND_DISK)
         events_read, dates_read = await asyncio.to_thread(count_by_date, events)  # one pass, fills the cache

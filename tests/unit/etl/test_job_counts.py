@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from etl_api.job import count_by_date, read_partitions
+from etl_api.job import count_by_date, read_partitions, shuffle_partitions
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
@@ -18,3 +18,7 @@ def test_count_by_date_counts_every_row_and_lists_non_null_dates_sorted(spark: S
 
 def test_read_partitions_bound_the_rows_of_each_partition() -> None:
     assert [read_partitions(n, 100_000) for n in (0, 1, 100_000, 100_001, 3_000_000)] == [0, 1, 1, 2, 30]
+
+
+def test_a_full_run_never_shuffles_into_fewer_partitions_than_it_reads() -> None:
+    assert [shuffle_partitions(8, n) for n in (0, 8, 9, 30)] == [8, 8, 9, 30]
