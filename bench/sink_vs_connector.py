@@ -44,16 +44,19 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "services" / "sink")]
+sys.path[:0] = [str(REPO), str(REPO / "services" / "sink"), str(REPO / "services" / "etl-api")]
 
+import asyncpg  # noqa: E402
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from aiokafka.errors import KafkaError  # noqa: E402
+from etl_api.ferretdb import collection_table  # noqa: E402
 from pymongo import AsyncMongoClient  # noqa: E402
 from sink.documents import IngestStamp, document_of  # noqa: E402
 from sink.mongo import INDEXES  # noqa: E402
 
+from infra.stack import ferretdb_backend, ferretdb_postgresql_url  # noqa: E402
 from shared.kafka import KafkaConnection, create_topics  # noqa: E402
 
 KAFKA_LIBS = REPO / ".cache" / "kafka-3.9.1" / "libs"
@@ -134,6 +137,47 @@ async def last_event_ids(conn: KafkaConnection, end: dict[TopicPartition, int]) 
         await consumer.stop()
 
 
+class PresentIds:
+    """Which of some ``_id`` values a collection holds, found without scanning it.
+
+    FerretDB 1.24 on PostgreSQL turns ``find_one({"_id": x})`` into ``_jsonb -> '_id' @> x``, a
+    sequential scan of the whole table (its ``explain`` says so), which its unique ``_id`` index
+    cannot serve. Polling the last ids that way (6 ids, 4 times a second) made PostgreSQL read the
+    growing collection over and over during the sink's and the connector's runs, not the
+    ceiling's: it was most of the "3x PostgreSQL CPU per document" of session 3. On FerretDB's
+    PostgreSQL backend the ids are asked of its table by that index (``_jsonb -> '_id' = ANY``);
+    elsewhere (MongoDB, where ``_id`` lookups are indexed) with ``find``."""
+
+    def __init__(self, uri: str, collection: str) -> None:
+        self.client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+        self.coll = self.client[DATABASE][collection]
+        self.collection = collection
+        self.pg: asyncpg.Connection | None = None
+        self.table: str | None = None
+
+    async def start(self) -> None:
+        if ferretdb_backend() == "postgresql":
+            self.pg = await asyncpg.connect(ferretdb_postgresql_url(dict(os.environ)))
+
+    async def present(self, ids: list[str]) -> set[str]:
+        if self.pg is None:
+            return {d["_id"] for d in await self.coll.find({"_id": {"$in": ids}}, {"_id": 1}).to_list(None)}
+        if self.table is None:
+            self.table = await collection_table(self.pg, DATABASE, self.collection)
+            if self.table is None:
+                return set()
+        rows = await self.pg.fetch(
+            f"""SELECT _jsonb ->> '_id' AS id FROM "{DATABASE}"."{self.table}" WHERE _jsonb -> '_id' = ANY($1::jsonb[])""",
+            [orjson.dumps(i).decode() for i in ids],
+        )
+        return {r["id"] for r in rows}
+
+    async def close(self) -> None:
+        await self.client.close()
+        if self.pg is not None:
+            await self.pg.close()
+
+
 async def wait_done(
     uri: str,
     collection: str,
@@ -152,8 +196,8 @@ async def wait_done(
     ("Commit of offsets timed out" while its task is busy) and FerretDB counts by reading every
     document (minutes for a million). ``failed()`` (optional) returns a reason when the consumer
     died without its process exiting."""
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
-    coll = client[DATABASE][collection]
+    ids = PresentIds(uri, collection)
+    await ids.start()
     admin = AIOKafkaAdminClient(**conn.client_kwargs())
     await admin.start()
     total = sum(end.values())
@@ -168,9 +212,7 @@ async def wait_done(
             reason = failed() if failed else None
             if reason:
                 raise RuntimeError(reason)
-            for event_id in list(missing):
-                if await coll.find_one({"_id": event_id}, {"_id": 1}) is not None:
-                    missing.discard(event_id)
+            missing -= await ids.present(sorted(missing))
             now = time.monotonic()
             if not missing:
                 return now, total
@@ -184,7 +226,7 @@ async def wait_done(
                 last_print = now
             await asyncio.sleep(0.25)
     finally:
-        await client.close()
+        await ids.close()
         await admin.close()
     print(f"    timed out after {timeout:.0f}s at {done:,}/{total:,}", flush=True)
     return time.monotonic(), done
@@ -277,29 +319,74 @@ async def run_ceiling(
     return elapsed, done
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds a process used so far (NaN when unknown)."""
+def cpu_seconds(pid: int | None, *, children: bool = False) -> float:
+    """User + system CPU seconds a process used so far (NaN when unknown); ``children``: plus
+    those of its exited children it waited for."""
     if pid is None:
         return float("nan")
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def backend_cpu_seconds() -> float:
-    """CPU seconds used so far by FerretDB plus every live PostgreSQL process (its backends,
-    checkpointer, autovacuum workers, …): the database side of a phase, as a difference."""
+    """CPU seconds used so far by FerretDB plus every PostgreSQL process (its backends,
+    checkpointer, autovacuum workers, …, and through the postmaster's children times those that
+    exited meanwhile): the database side of a phase, as a difference."""
     total = cpu_seconds(ferretdb_pid())
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 if (proc / "comm").read_text().startswith("postgres"):
-                    total += cpu_seconds(int(proc.name))
+                    total += cpu_seconds(int(proc.name), children=True)
             except OSError:
                 continue
     return total
+
+
+PG_COUNTERS = """
+SELECT d.xact_commit, d.xact_rollback, d.tup_inserted, d.blks_read, d.blks_hit,
+       w.wal_records, w.wal_fpi, w.wal_bytes::bigint, b.checkpoints_timed + b.checkpoints_req AS checkpoints,
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker') AS autovacuum_now
+FROM pg_stat_database d, pg_stat_wal w, pg_stat_bgwriter b WHERE d.datname = current_database()
+"""
+
+
+async def pg_counters() -> dict[str, int]:
+    """FerretDB's PostgreSQL database counters (pg_stat_database, pg_stat_wal, checkpoints), after
+    a 1.5 s pause so the backends have flushed their statistics; empty when unreachable."""
+    import asyncpg
+
+    from infra.stack import ferretdb_postgresql_url
+
+    await asyncio.sleep(1.5)
+    try:
+        conn = await asyncpg.connect(ferretdb_postgresql_url(dict(os.environ)))
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"    (no PostgreSQL counters: {exc})", flush=True)
+        return {}
+    try:
+        row = await conn.fetchrow(PG_COUNTERS)
+        return dict(row) if row else {}
+    finally:
+        await conn.close()
+
+
+def pg_line(before: dict[str, int], after: dict[str, int], documents: int) -> str:
+    """What PostgreSQL did during a phase, per document where it is a rate."""
+    if not before or not after:
+        return "PostgreSQL counters: n/a"
+    d = {k: after[k] - before[k] for k in before if k != "autovacuum_now"}
+    per = max(1, documents)
+    return (
+        f"PostgreSQL: {d['xact_commit']:,} commits ({d['xact_commit'] / per * 1000:.1f} per 1 000 docs), "
+        f"{d['xact_rollback']:,} rollbacks, {d['tup_inserted'] / per:.2f} rows inserted per doc, "
+        f"WAL {d['wal_bytes'] / per:,.0f} B/doc ({d['wal_fpi']:,} full-page images), {d['blks_read']:,} blocks read, "
+        f"{d['checkpoints']} checkpoints, autovacuum workers at end {after['autovacuum_now']}"
+    )
 
 
 def backend_line(seconds: float, documents: int) -> str:
@@ -580,10 +667,12 @@ async def main() -> None:
     async def ceiling_phase() -> None:
         for c in concurrencies:
             print(f"(c) ceiling: insert_many from memory, {c} in flight …", flush=True)
+            p0 = await pg_counters()
             f0, b0 = cpu_seconds(ferretdb_pid()), backend_cpu_seconds()
             secs, done = await run_ceiling(uri, colls[f"ceiling{c}"], values, args.batch, c, args.ceiling_seconds)
             backend = backend_cpu_seconds() - b0
             print(f"    FerretDB CPU: {cpu_seconds(ferretdb_pid()) - f0:.1f}s; {backend_line(backend, done)}", flush=True)
+            print(f"    {pg_line(p0, await pg_counters(), done)}", flush=True)
             results[f"ceiling{c}"] = done / secs
             print(f"    {secs:.1f}s for {done:,} documents; load average {os.getloadavg()}", flush=True)
             if cleanup:
@@ -592,10 +681,12 @@ async def main() -> None:
     async def sink_phase() -> None:
         for n in inflights:
             print(f"(a) sink: python -m sink, SINK_MAX_INFLIGHT_BATCHES={n} …", flush=True)
+            p0 = await pg_counters()
             f0, b0 = cpu_seconds(ferretdb_pid()), backend_cpu_seconds()
             secs, rss[n] = await run_sink(conn, topic, colls[f"sink{n}"], end, last_ids, logs / f"sink{n}-{run_id}.log", n)
             backend = backend_cpu_seconds() - b0
             print(f"    FerretDB CPU: {cpu_seconds(ferretdb_pid()) - f0:.1f}s; {backend_line(backend, args.events)}", flush=True)
+            print(f"    {pg_line(p0, await pg_counters(), args.events)}", flush=True)
             results[f"sink{n}"] = args.events / secs
             print(f"    {secs:.1f}s, peak RSS {rss[n]:.0f} MiB; load average {os.getloadavg()}", flush=True)
             if cleanup:
@@ -606,6 +697,7 @@ async def main() -> None:
             f"(b) connector: mongo-kafka-connect on Connect standalone, tasks.max={args.connector_tasks}, {args.connector_mode} …",
             flush=True,
         )
+        p0 = await pg_counters()
         f0, b0 = cpu_seconds(ferretdb_pid()), backend_cpu_seconds()
         secs, done = await run_connector(
             conn,
@@ -623,6 +715,7 @@ async def main() -> None:
         backend = backend_cpu_seconds() - b0
         ferret = cpu_seconds(ferretdb_pid()) - f0
         print(f"    {secs:.1f}s for {done:,} events; FerretDB CPU: {ferret:.1f}s; {backend_line(backend, done)}", flush=True)
+        print(f"    {pg_line(p0, await pg_counters(), done)}", flush=True)
         print(f"    load average {os.getloadavg()}", flush=True)
         if done < args.events:
             print(f"    connector incomplete: {done / secs:,.0f} events/s over what it did", flush=True)
