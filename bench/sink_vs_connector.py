@@ -9,9 +9,10 @@ Same events, same FerretDB, same run:
 
 (c) ceiling: the sink's own documents, built beforehand, inserted with ``insert_many`` (unordered,
     batches of ``--batch``) straight from memory: no Kafka, no decoding;
-All three collections carry the sink's two ETL indexes ({ingest_hour, part}, {event_date, part}):
-FerretDB's index upkeep costs about as much as the insert itself, so an unindexed peer would not
-be comparable.
+All three collections carry the indexes the sink creates: its two ETL read indexes
+({ingest_hour, part}, {event_date, part}) when ``SINK_READ_INDEXES`` says so (by default on
+MongoDB, not on FerretDB, where no query can use them), else only ``_id``. Index upkeep is a
+large part of FerretDB's cost per document, so peers with other indexes would not be comparable.
 (a) the sink: ``python -m sink`` (default settings), timed from process start until the
     collection holds every event (its committed offsets are then checked to reach the end);
 (b) the connector: ``org.mongodb.kafka:mongo-kafka-connect`` (resolved from Maven Central by
@@ -54,7 +55,7 @@ from aiokafka.errors import KafkaError  # noqa: E402
 from etl_api.ferretdb import collection_table  # noqa: E402
 from pymongo import AsyncMongoClient  # noqa: E402
 from sink.documents import IngestStamp, document_of  # noqa: E402
-from sink.mongo import INDEXES  # noqa: E402
+from sink.mongo import INDEXES, wants_read_indexes  # noqa: E402
 
 from infra.stack import ferretdb_backend, ferretdb_postgresql_url  # noqa: E402
 from shared.kafka import KafkaConnection, create_topics  # noqa: E402
@@ -268,6 +269,15 @@ async def create_indexes(uri: str, *collections: str) -> None:
         for c in collections:
             for index in INDEXES:
                 await client[DATABASE][c].create_indexes([index])
+    finally:
+        await client.close()
+
+
+async def ferretdb_version(uri: str) -> str | None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    try:
+        version: str | None = (await client.admin.command("buildInfo")).get("ferretdbVersion")
+        return version
     finally:
         await client.close()
 
@@ -736,8 +746,13 @@ async def main() -> None:
         last_ids.extend(await last_event_ids(conn, end))
         assert sum(end.values()) == args.events, (sum(end.values()), args.events)
         print(f"produced in {took:.1f}s ({args.events / took:,.0f}/s)", flush=True)
-        # the sink creates its own indexes at start
-        await create_indexes(uri, *(c for k, c in colls.items() if not k.startswith("sink")))
+        # the sink creates its own indexes at start; the peers get the same ones
+        setting = os.environ.get("SINK_READ_INDEXES", "auto")
+        if wants_read_indexes(setting, await ferretdb_version(uri)):
+            await create_indexes(uri, *(c for k, c in colls.items() if not k.startswith("sink")))
+            print(f"read indexes on every collection (SINK_READ_INDEXES={setting})", flush=True)
+        else:
+            print(f"no read indexes, only _id (SINK_READ_INDEXES={setting})", flush=True)
         for phase in order:
             await phases[phase]()
         if args.verify_count:  # FerretDB counts by reading every document: minutes for a million

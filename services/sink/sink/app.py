@@ -188,7 +188,7 @@ class Sink(ConsumerRebalanceListener):
         while not stop.is_set():
             try:
                 how = await self.writer.prepare()
-                log.info("mongodb ready, indexes in place, write concern %s", how)
+                log.info("mongodb ready: write concern %s", how)
                 break
             except MongoUnavailableError as exc:
                 self.state.set_not_ready(f"mongodb: {exc}")

@@ -32,6 +32,16 @@ INDEXES = (
 )
 
 
+def wants_read_indexes(setting: str, ferretdb_version: str | None) -> bool:
+    """Whether to create ``INDEXES`` (``SINK_READ_INDEXES``): "create", "skip", or "auto" = on
+    MongoDB only. FerretDB 1.24 serves no query from them: it turns an equality filter into
+    jsonb containment (``_jsonb -> 'f' @> v``), which a btree cannot serve, on PostgreSQL (where
+    the ETL builds its own GIN read index) and pushes no filter down at all on SQLite."""
+    if setting == "auto":
+        return ferretdb_version is None
+    return setting == "create"
+
+
 class MongoUnavailableError(Exception):
     """The attempt failed as a whole (connection, timeout, server busy): retry the batch later.
     ``timed_out``: it ran out of time (the caller then retries with fewer documents per attempt)."""
@@ -80,15 +90,20 @@ class MongoWriter:
             self.write_concern = WriteConcern(w=w, j=self.settings.write_journal)
             base = self.client[self.settings.mongodb_database][self.settings.mongodb_collection]
             self.collection = base.with_options(write_concern=self.write_concern)
-            # One index per command, and only missing ones: FerretDB 1.24 panics (and drops the
-            # connection) on a createIndexes naming two indexes that both exist already.
-            existing = {tuple(spec["key"]) for spec in (await base.index_information()).values()}
-            for index in INDEXES:
-                if tuple(index.document["key"].items()) not in existing:
-                    await base.create_indexes([index])
+            ferretdb = (await self.client.admin.command("buildInfo")).get("ferretdbVersion")
+            indexes = wants_read_indexes(self.settings.read_indexes, ferretdb)
+            if indexes:
+                # One index per command, and only missing ones: FerretDB 1.24 panics (and drops the
+                # connection) on a createIndexes naming two indexes that both exist already.
+                existing = {tuple(spec["key"]) for spec in (await base.index_information()).values()}
+                for index in INDEXES:
+                    if tuple(index.document["key"].items()) not in existing:
+                        await base.create_indexes([index])
         except PyMongoError as exc:
             raise MongoUnavailableError(f"{type(exc).__name__}: {exc}") from exc
-        return f"w={w} (replica set: {replica_set or 'none'})"
+        server = f"FerretDB {ferretdb}" if ferretdb else "MongoDB"
+        done = "ensured" if indexes else "not created"
+        return f"w={w} (replica set: {replica_set or 'none'}); {server}, read indexes {done} (read_indexes={self.settings.read_indexes})"
 
     async def insert(self, docs: list[dict[str, Any]]) -> InsertOutcome:
         """One unordered ``insert_many`` of ``docs``. Raises ``MongoUnavailableError`` when it failed as a whole."""

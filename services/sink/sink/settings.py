@@ -6,6 +6,8 @@ MongoDB is addressed by the unprefixed ``MONGODB_URI``, ``MONGODB_DATABASE`` and
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -52,6 +54,9 @@ class SinkSettings(BaseSettings):
     # (FerretDB and a standalone mongod have no replica set, so "majority" means nothing there).
     write_concern: str = "auto"
     write_journal: bool | None = None
+    # The ETL's read indexes (mongo.INDEXES). "auto": created on MongoDB, not on FerretDB, where
+    # no query can use them while every insert pays for their upkeep (see the README, "Indexes").
+    read_indexes: Literal["auto", "create", "skip"] = "auto"
     mongodb_timeout_ms: int = 5_000  # server selection and connect timeout of each attempt
     # One insert_many attempt is given up after this long (client-side timeout, sent to the server
     # as maxTimeMS) and retried. Each attempt stamps its documents' ingested_at when it starts, so

@@ -16,6 +16,8 @@ import orjson
 import pytest
 from etl_api.extract import parse_utc, plan_window_tasks, read_task
 from pymongo import AsyncMongoClient
+from sink.mongo import MongoWriter
+from sink.settings import SinkSettings
 
 from shared.dlq import read_dead_letter_headers
 from shared.kafka import KafkaConnection
@@ -27,6 +29,7 @@ from tests.integration.sink.helpers import (
     check_documents,
     committed_offsets,
     count_documents,
+    drop_collection,
     encode,
     make_events,
     produce,
@@ -38,6 +41,59 @@ from tests.integration.sink.helpers import (
 )
 
 StartSink = Callable[[str, dict[str, str]], SinkProcess]
+READ_INDEXES = {
+    "_id_": [("_id", 1)],
+    "ingest_hour_1_part_1": [("ingest_hour", 1), ("part", 1)],
+    "event_date_1_part_1": [("event_date", 1), ("part", 1)],
+}
+
+
+async def index_keys(mongodb_uri: str, collection: str) -> dict[str, list[tuple[str, int]]]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
+    try:
+        info = await client[TEST_DATABASE][collection].index_information()
+    finally:
+        await client.close()
+    return {name: spec["key"] for name, spec in info.items()}
+
+
+@pytest.mark.timeout(60)
+async def test_read_indexes_follow_the_setting_and_the_server(names: SinkNames, mongodb_uri: str) -> None:
+    """auto on FerretDB: none (no query could use them); create: both, and again on a collection
+    that has them (FerretDB 1.24 panics on a createIndexes naming two existing ones); skip: none."""
+
+    async def prepare(collection: str, read_indexes: str) -> str:
+        # by the environment's names: the connection fields are aliased (MONGODB_*)
+        env = {"MONGODB_URI": mongodb_uri, "MONGODB_DATABASE": TEST_DATABASE, "MONGODB_COLLECTION": collection}
+        writer = MongoWriter(SinkSettings(**env, read_indexes=read_indexes))  # type: ignore[arg-type]
+        assert (writer.settings.mongodb_database, writer.settings.mongodb_collection) == (TEST_DATABASE, collection)
+        try:
+            return await writer.prepare()
+        finally:
+            await writer.close()
+
+    auto, skip = f"{names.collection}_auto", f"{names.collection}_skip"
+    try:
+        how = await prepare(auto, "auto")
+        assert how.endswith("FerretDB v1.24.2, read indexes not created (read_indexes=auto)"), how
+        await prepare(skip, "skip")
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
+        try:
+            for collection in (auto, skip):  # the collections exist once written to
+                await client[TEST_DATABASE][collection].insert_one({"_id": "x"})
+        finally:
+            await client.close()
+        assert await index_keys(mongodb_uri, auto) == {"_id_": [("_id", 1)]}
+        assert await index_keys(mongodb_uri, skip) == {"_id_": [("_id", 1)]}
+        assert (await prepare(names.collection, "create")).endswith("read indexes ensured (read_indexes=create)")
+        assert await index_keys(mongodb_uri, names.collection) == READ_INDEXES
+        await prepare(names.collection, "create")  # both exist: must not send them together
+        assert await index_keys(mongodb_uri, names.collection) == READ_INDEXES
+    finally:
+        await drop_collection(mongodb_uri, auto)
+        await drop_collection(mongodb_uri, skip)
+
+
 FAST_GROUP = {"SINK_SESSION_TIMEOUT_MS": "6000", "SINK_HEARTBEAT_INTERVAL_MS": "1000"}
 
 
@@ -114,17 +170,9 @@ async def test_every_event_exactly_once_full_documents_bad_records_dead_lettered
         oversized: ("sink.size", "DocumentTooLarge"),
     }
 
-    # The ETL's indexes exist.
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
-    try:
-        info = await client[TEST_DATABASE][names.collection].index_information()
-    finally:
-        await client.close()
-    assert {name: spec["key"] for name, spec in info.items()} == {
-        "_id_": [("_id", 1)],
-        "ingest_hour_1_part_1": [("ingest_hour", 1), ("part", 1)],
-        "event_date_1_part_1": [("event_date", 1), ("part", 1)],
-    }
+    # FerretDB (the stack's server): SINK_READ_INDEXES=auto leaves the ETL's read indexes out
+    # (test_read_indexes_* below for the other settings)
+    assert await index_keys(mongodb_uri, names.collection) == {"_id_": [("_id", 1)]}
 
     rc, took = sink.terminate()
     assert rc == 0 and took < 10
