@@ -21,8 +21,9 @@ Seeding is the slow part on FerretDB: the documents are the sink's own (``sink.d
 build_document`` via the integration tests' generator), written with ``insert_many(ordered=
 False)`` in ``--batch`` documents, ``--in-flight`` batches at once, while the next ones are
 generated. The seeded events are stamped as ingested over the 3 days before the last 2 hours
-(as a live sink would have: one hour's traffic per ``ingest_hour``), the new ones now; the sink's
-MongoDB indexes are created first (the sink's ``INDEXES``). With FerretDB on PostgreSQL the
+(as a live sink would have: one hour's traffic per ``ingest_hour``), the new ones now; the indexes
+the sink would create are created first (its ``INDEXES`` when ``SINK_READ_INDEXES`` says so: on
+MongoDB, not on FerretDB). With FerretDB on PostgreSQL the
 ETL's GIN read index (``etl_api/ferretdb.py``) is built once after seeding (timed and printed;
 ``--no-read-index`` leaves it out, to see the runs without it). Every collection and schema is
 dropped at the end, also on failure or Ctrl-C (``--keep`` keeps them).
@@ -57,7 +58,7 @@ import asyncpg  # noqa: E402
 from etl_api.ferretdb import ensure_read_indexes  # noqa: E402
 from etl_api.schema import apply_ddl  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
-from sink.mongo import INDEXES  # noqa: E402
+from sink.mongo import INDEXES, wants_read_indexes  # noqa: E402
 
 from infra.stack import ferretdb_postgresql_url  # noqa: E402
 from tests.conftest import STACK_ENV  # noqa: E402
@@ -270,8 +271,10 @@ def main() -> None:
     notes: list[str] = []
     print(f"ETL benchmark {tag}: sizes {sizes}, read_parts={args.read_parts}, {os.cpu_count()} cores, load {loadavg()}", flush=True)
     try:
-        for index in INDEXES:
-            coll.create_indexes([index])
+        if wants_read_indexes(os.environ.get("SINK_READ_INDEXES", "auto"), client.admin.command("buildInfo").get("ferretdbVersion")):
+            for index in INDEXES:
+                coll.create_indexes([index])
+            notes.append("the sink's read indexes created")
         have = 0
         for size in sizes:
             t_ins = insert_events(
