@@ -368,10 +368,6 @@ FROM pg_stat_database d, pg_stat_wal w, pg_stat_bgwriter b WHERE d.datname = cur
 async def pg_counters() -> dict[str, int]:
     """FerretDB's PostgreSQL database counters (pg_stat_database, pg_stat_wal, checkpoints), after
     a 1.5 s pause so the backends have flushed their statistics; empty when unreachable."""
-    import asyncpg
-
-    from infra.stack import ferretdb_postgresql_url
-
     await asyncio.sleep(1.5)
     try:
         conn = await asyncpg.connect(ferretdb_postgresql_url(dict(os.environ)))
