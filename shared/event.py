@@ -63,3 +63,50 @@ MAX_EVENT_BYTES = 1_000_000
 
 # Kinds of malformed records the generator makes; each must end in the DLQ with its reason.
 BAD_KINDS = ("not_json", "not_utf8", "json_array", "missing_product_id", "wrong_types", "oversized", "empty")
+
+
+# ---- names the pipeline owns (issue 14: a source field never overwrites or is overwritten) ----
+
+# Fields the bridge adds to every event (``collection`` is not here: a Glamira event's own
+# ``collection`` *is* the event type, kept stripped; a seed-shape event has none by definition).
+BRIDGE_FIELDS = ("event_id", "event_time", "source_shape", "source_topic", "source_partition", "source_offset", "bridged_at")
+# Fields the sink adds to the MongoDB document (``_id`` aside).
+SINK_FIELDS = ("ingested_at", "ingest_hour", "event_date", "part")
+RESERVED_FIELDS = frozenset((*BRIDGE_FIELDS, *SINK_FIELDS))
+# A source field whose name is reserved, or already starts with the prefix, is kept under the
+# prefix: ``event_id`` → ``orig_event_id``, ``orig_x`` → ``orig_orig_x``. The rule is injective
+# (no two source fields can end up with one name) and reversible: :func:`original_field_name`.
+SOURCE_FIELD_PREFIX = "orig_"
+
+
+def kept_field_name(name: str) -> str:
+    """The name a top-level source field is stored under (see ``SOURCE_FIELD_PREFIX``)."""
+    return SOURCE_FIELD_PREFIX + name if name in RESERVED_FIELDS or name.startswith(SOURCE_FIELD_PREFIX) else name
+
+
+def original_field_name(name: str) -> str:
+    """The inverse of :func:`kept_field_name` for a field of a stored event that the pipeline did not add."""
+    return name[len(SOURCE_FIELD_PREFIX) :] if name.startswith(SOURCE_FIELD_PREFIX) else name
+
+
+# Fields that say *when and where from* a copy was made, not what the event is: two documents
+# with one ``event_id`` that differ only here are the same event (a duplicate), otherwise they
+# conflict (the newcomer is dead-lettered with stage ``sink.conflict``).
+DELIVERY_FIELDS = frozenset({"source_topic", "source_partition", "source_offset", "bridged_at", "ingested_at", "ingest_hour"})
+
+# ---- structure limits (checked by the bridge; the sink checks again for other producers) ----
+
+# Objects and arrays nested deeper than this are refused (the event object itself is level 1).
+# MongoDB stores at most 100 levels and orjson encodes at most 1 024; real events use 3.
+MAX_EVENT_DEPTH = 64
+# BSON's integer is signed 64-bit: an integer outside this range fits no BSON type. In the id
+# fields (STRING_ID_FIELDS) it is kept exactly, as a string; anywhere else it is refused.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+# ---- plausible event times (defaults of the bridge's and the ETL's settings) ----
+
+# An event time before the floor, or later than its bridging (resp. ingestion) time by more than
+# the tolerance, is refused by the bridge (``ImplausibleEventTime``) and skipped by the ETL
+# (``skip_reason = 'implausible_event_time'``): never counted, never a dimension's newest evidence.
+EVENT_TIME_FLOOR = "2000-01-01T00:00:00Z"
+EVENT_TIME_MAX_AHEAD_S = 86_400.0
