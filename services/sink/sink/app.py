@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import pymongo
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
@@ -54,14 +53,16 @@ from shared.dlq import dead_letter_headers
 from shared.errors import InvalidEventError
 from shared.kafka import create_topics
 from shared.service import ServiceState
-from sink.documents import IngestStamp, document_of, restamp
+from sink.documents import STAGE_BUILD, STAGE_WRITE, IngestStamp, document_of
 from sink.metrics import SinkMetrics
-from sink.mongo import MongoUnavailableError, MongoWriter
+from sink.mongo import STORE_CODE_RE, MongoUnavailableError, MongoWriter
 from sink.settings import SinkSettings
+from sink.writes import CONFLICT_ERROR_CLASS, STAGE_CONFLICT, write_documents
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_MS = 250  # how long one poll waits when nothing is buffered (bounds the reaction to SIGTERM)
+HEADER_STORE_CODE = "dlq.error.code"  # sink.write dead letters: the store's error code (e.g. 1 for FerretDB's InternalError)
 DLQ_MAX_VALUE_BYTES = 1_000_000  # a dead letter the brokers refuse as too large is resent truncated to this
 CLOSE_TIMEOUT_S = 2.0  # closing the clients after SIGTERM (leave group, flush producer)
 COMMIT_TIMEOUT_S = 30.0  # aiokafka retries a commit while the coordinator is away; we move on after this
@@ -95,7 +96,9 @@ class Batch:
 def build_batch(
     records: Iterable[ConsumerRecord[bytes | None, bytes | None]], stamp: IngestStamp, max_document_bytes: int, epoch: int
 ) -> Batch:
-    """Documents and dead letters of ``records``; ``offsets`` = next offset per partition."""
+    """Documents and dead letters of ``records``; ``offsets`` = next offset per partition. Each
+    record is isolated: an ``InvalidEventError`` is dead-lettered with its stage, any other
+    exception from building its document with stage ``sink.build`` (its class and message)."""
     batch = Batch(epoch=epoch)
     for record in records:
         batch.records += 1
@@ -103,6 +106,9 @@ def build_batch(
             doc = document_of(record.value, stamp, max_document_bytes)
         except InvalidEventError as exc:
             batch.dead_letters.append(DeadLetter(record, exc.stage, exc.error_class, exc.reason))
+        except Exception as exc:  # one record never fails the batch: whatever it raises, it is dead-lettered
+            log.warning("record %s/%d/%d could not be built: %r", record.topic, record.partition, record.offset, exc)
+            batch.dead_letters.append(DeadLetter(record, STAGE_BUILD, type(exc).__name__, str(exc) or repr(exc)))
         else:
             batch.docs.append(doc)
             batch.doc_records.append(record)
@@ -427,60 +433,47 @@ class Sink(ConsumerRebalanceListener):
         return batch
 
     async def _write_documents(self, batch: Batch) -> None:
-        """Inserts every document of the batch; returns only once each is inserted, a duplicate or
-        dead-lettered. Whole-batch failures are retried with bounded backoff for as long as they last.
+        """Inserts every document of the batch (:func:`sink.writes.write_documents`); returns only
+        once each is inserted, a duplicate, or dead-lettered (refused: ``sink.write``/``sink.encode``;
+        same ``_id`` with different content: ``sink.conflict``). Outages are retried with bounded
+        backoff for as long as they last (not ready meanwhile); at shutdown the batch is abandoned.
 
-        Each attempt is bounded by ``write_attempt_timeout_s``; an attempt that runs out of time is
-        retried with half as many documents (down to one), so a MongoDB too slow for a whole batch
-        within the bound (e.g. FerretDB's one-by-one path for duplicates, under load) still makes
-        progress instead of timing out on the same batch forever."""
+        Each attempt is bounded by ``write_attempt_timeout_s`` (less once stopping); an attempt that
+        runs out of time is retried with half as many documents (down to one), so a MongoDB too
+        slow for a whole batch within the bound (e.g. FerretDB's one-by-one path for duplicates,
+        under load) still makes progress instead of timing out on the same batch forever."""
         assert self.writer is not None
-        docs, records = batch.docs, batch.doc_records
-        attempts = [0] * len(docs)
-        todo = list(range(len(docs)))
-        size = len(todo)  # documents per attempt
-        while todo:
+        self.writer.attempt_timeout = self._attempt_timeout
+        records = batch.doc_records
+
+        async def on_unavailable(exc: Exception) -> None:
             self._check_give_up(batch)
-            part = todo[:size]
-            attempt = [docs[i] for i in part]
-            # Stamped now, not when the batch was built: see the module docstring.
-            restamp(attempt, IngestStamp.at(datetime.now(UTC)))
-            inserting = time.monotonic()
-            try:
-                with pymongo.timeout(self._attempt_timeout()):
-                    outcome = await self.writer.insert(attempt)
-            except MongoUnavailableError as exc:
-                self.metrics.stage_seconds.labels("insert").inc(time.monotonic() - inserting)
-                self.metrics.write_retries.labels("unavailable").inc()
-                self.state.set_not_ready(f"mongodb: {exc}"[:300])
-                if exc.timed_out and size > 1:
-                    size = (size + 1) // 2
-                    log.warning("insert_many of %d documents timed out: retrying %d per attempt", len(part), size)
-                await self._sleep_backoff()
-                continue
+            self.metrics.write_retries.labels("unavailable").inc()
+            self.state.set_not_ready(f"mongodb: {exc}"[:300])
+            await self._sleep_backoff()
+
+        self._check_give_up(batch)
+        inserting = time.monotonic()
+        try:
+            result = await write_documents(
+                self.writer, batch.docs, max_attempts=self.settings.document_write_attempts, on_unavailable=on_unavailable
+            )
+        finally:
             self.metrics.stage_seconds.labels("insert").inc(time.monotonic() - inserting)
-            self.metrics.written.inc(outcome.inserted)
-            self.metrics.duplicates.inc(outcome.duplicates)
-            refused: list[DeadLetter] = []
-            retry: list[int] = []
-            for j, (stage, error_class, message) in outcome.refused.items():
-                i = part[j]
-                attempts[i] += 1
-                if stage != "sink.write" or attempts[i] >= self.settings.document_write_attempts:
-                    refused.append(DeadLetter(records[i], stage, error_class, message))
-                else:
-                    retry.append(i)
-            retry.extend(part[j] for j in outcome.retry)
-            if refused:
-                log.warning("mongodb refused %d document(s), dead-lettering: %s", len(refused), refused[0].message[:200])
-                await self._send_dead_letters(refused)
-            todo = sorted(retry + todo[len(part) :])
-            if retry:
-                self.metrics.write_retries.labels("document").inc()
-                await self._sleep_backoff()
-            else:
-                self._backoff.reset()
-                self.state.set_ready()
+        self.metrics.written.inc(len(result.inserted))
+        self.metrics.duplicates.inc(len(result.duplicates))
+        self.metrics.conflicting_duplicates.inc(len(result.conflicts))
+        dead = [DeadLetter(records[i], stage, error_class, message) for i, (stage, error_class, message) in sorted(result.refused.items())]
+        dead += [DeadLetter(records[i], STAGE_CONFLICT, CONFLICT_ERROR_CLASS, message) for i, message in sorted(result.conflicts.items())]
+        if result.refused:
+            log.warning("mongodb refused %d document(s), dead-lettering: %s", len(result.refused), dead[0].message[:200])
+        if result.conflicts:
+            first = next(iter(result.conflicts.values()))
+            log.warning("%d conflicting duplicate(s), dead-lettering: %s", len(result.conflicts), first[:200])
+        if dead:
+            await self._send_dead_letters(dead)
+        self._backoff.reset()
+        self.state.set_ready()
 
     async def _send_dead_letters(self, dead: list[DeadLetter]) -> None:
         """Produces each dead letter (``acks=all``) and waits for every acknowledgement."""
@@ -511,6 +504,9 @@ class Sink(ConsumerRebalanceListener):
 
     def _dead_letter_record(self, d: DeadLetter, value: bytes | None = None, extra: tuple[tuple[str, bytes], ...] = ()) -> dict[str, Any]:
         r = d.record
+        code = STORE_CODE_RE.match(d.message) if d.stage == STAGE_WRITE else None
+        if code is not None:  # the store's own error code, machine-readable beside the message
+            extra = (*extra, (HEADER_STORE_CODE, code.group(1).encode()))
         headers = dead_letter_headers(
             source_topic=r.topic,
             source_partition=r.partition,

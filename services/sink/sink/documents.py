@@ -27,7 +27,8 @@ NUL (anywhere)        ``%00``    BSON field names are C strings
 without any of these characters is stored as is (the common case).
 
 Records that cannot become a document raise :class:`InvalidEventError` whose ``stage`` goes into
-the dead-letter headers: ``sink.decode`` (not JSON), ``sink.validate`` (not an object, no usable
+the dead-letter headers: ``sink.decode`` (not JSON, nested too deep, an integer beyond int64, a
+lone surrogate, NaN), ``sink.validate`` (not an object, no usable
 ``event_id`` or ``event_time``, an own ``_id`` or a sink-owned field name), ``sink.size`` (the
 BSON document is larger than the limit).
 """
@@ -47,15 +48,16 @@ import orjson
 from bson.errors import InvalidDocument
 
 from shared.errors import InvalidEventError
-from shared.event import part_of
+from shared.event import MAX_EVENT_DEPTH, SINK_FIELDS, part_of
+from shared.jsonvalues import JsonValueError, loads_checked
 
 STAGE_DECODE = "sink.decode"
 STAGE_VALIDATE = "sink.validate"
 STAGE_SIZE = "sink.size"
 STAGE_ENCODE = "sink.encode"  # the driver could not encode the document (e.g. an int beyond 64 bits)
-STAGE_WRITE = "sink.write"  # MongoDB refused the document itself, repeatedly
-
-SINK_FIELDS = ("ingested_at", "ingest_hour", "event_date", "part")
+STAGE_WRITE = "sink.write"  # the store refused the document itself (found by bisection, see sink.writes)
+STAGE_CONFLICT = "sink.conflict"  # its _id is stored with different content (see sink.writes)
+STAGE_BUILD = "sink.build"  # building its document raised something unexpected (see sink.app.build_batch)
 
 # A JSON text expands at most ~6.5× into BSON (a 1-digit number in a long array costs 2 bytes in
 # JSON and up to 13 in BSON). Values below limit / 8 cannot exceed the limit, so the exact (and
@@ -140,23 +142,45 @@ def unescape_fields(value: Any) -> Any:
 
 
 def decode_event(value: bytes | None) -> dict[str, Any]:
-    """The JSON object of a record value; raises ``InvalidEventError`` (decode/validate)."""
+    """The JSON object of a record value; raises ``InvalidEventError`` (decode/validate).
+
+    :func:`shared.jsonvalues.loads_checked` (orjson): nesting deeper than
+    ``shared.event.MAX_EVENT_DEPTH`` (``TooDeep``) and integers outside BSON's signed 64 bits
+    (``IntegerOutOfRange``; the bridge already turned id integers into strings) are refused here,
+    not stored inexactly. What orjson refuses is refused, with a clearer reason where the standard
+    library would have read it: a lone surrogate (``\\ud800``) has no UTF-8 form, so the driver could
+    not encode it (``LoneSurrogate``); ``NaN``/``Infinity`` are not JSON (RFC 8259), and FerretDB
+    drops the connection on a NaN, which would look like an outage forever (``NonFiniteNumber``)."""
     if value is None:
         raise InvalidEventError("record has no value (tombstone)", stage=STAGE_VALIDATE, error_class="EmptyRecord")
     try:
-        event = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        # orjson is strict where the bridge's parser may not be (lone surrogates, NaN): ask the
-        # standard library before calling the record undecodable. Numbers beyond the unsigned
-        # 64-bit range come back as doubles (as from MongoDB's own JSON tools); an integer between
-        # 2**63 and 2**64 fits no BSON type and is refused when encoded (stage sink.encode).
-        try:
-            event = json.loads(value)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidEventError(f"value is not JSON: {exc}", stage=STAGE_DECODE, error_class=type(exc).__name__) from exc
+        event = loads_checked(value, max_depth=MAX_EVENT_DEPTH)
+    except JsonValueError as exc:
+        raise InvalidEventError(exc.reason, stage=STAGE_DECODE, error_class=exc.error_class) from None
+    except orjson.JSONDecodeError as exc:
+        raise _not_json(value, exc) from None
     if type(event) is not dict:
         raise InvalidEventError(f"value is a JSON {type(event).__name__}, not an object", stage=STAGE_VALIDATE, error_class="NotAnObject")
     return event
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _not_json(value: bytes, exc: orjson.JSONDecodeError) -> InvalidEventError:
+    """Why orjson refused ``value``: not JSON at all, or a lone surrogate / non-finite number."""
+    try:
+        json.loads(value)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return InvalidEventError(f"value is not JSON: {exc}", stage=STAGE_DECODE, error_class=type(exc).__name__)
+    if _SURROGATE_ESCAPE.search(value):
+        reason = f"a string holds a lone UTF-16 surrogate escape, which has no UTF-8 form: {exc}"
+        return InvalidEventError(reason, stage=STAGE_DECODE, error_class="LoneSurrogate")
+    return InvalidEventError(
+        f"a number is NaN or infinite, which JSON does not allow and the store cannot keep: {exc}",
+        stage=STAGE_DECODE,
+        error_class="NonFiniteNumber",
+    )
 
 
 def event_date_of(event_time: Any) -> str:

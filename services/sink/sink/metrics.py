@@ -12,6 +12,12 @@ class SinkMetrics:
         self.duplicates = Counter(
             "sink_duplicate_documents", "Documents already in MongoDB (duplicate _id): redelivered, counted as written", registry=registry
         )
+        self.conflicting_duplicates = Counter(
+            "sink_conflicting_duplicates",
+            "Documents whose _id was already stored with different content (outside the delivery fields): "
+            "dead-lettered (stage sink.conflict), the stored one kept",
+            registry=registry,
+        )
         self.dead_lettered = Counter("sink_dead_lettered_records", "Records sent to the dead-letter topic", ["stage"], registry=registry)
         self.batch_size = Histogram(
             "sink_batch_size_records",

@@ -1,29 +1,177 @@
-"""MongoDB side of the sink: one client, the indexes the ETL reads by, and one idempotent write.
+"""MongoDB side of the sink: one client, the indexes the ETL reads by, one classified write.
 
-:meth:`MongoWriter.insert` is a single attempt that classifies what happened to each document:
-inserted, duplicate (``_id`` already there, code 11000: an event written before, e.g. by a run
-whose offsets were not committed), refused (MongoDB will never take it), or to retry (outage,
-transient server error, write-concern error). The retry policy lives in the caller.
+:meth:`MongoWriter.insert` is a single unordered ``insert_many`` attempt that tells, from what the
+server (or the driver) answered, what happened (see ``ERROR_CODES`` and :func:`classify`):
+
+- per document (``BulkWriteError.writeErrors``): inserted, duplicate ``_id`` (11000), refused
+  (a code that says the document is bad), to retry (a code that says "not now"), or uncertain (a
+  code this table does not know: the caller confirms it by retrying before dead-lettering);
+- for the attempt as a whole: an outage (:class:`MongoUnavailableError`: no connection, timeout,
+  server shutting down, not primary, FerretDB's backend unreachable …) or a refusal of the whole
+  batch (:class:`MongoBatchRefusedError`: FerretDB on PostgreSQL refuses the whole
+  ``insert_many`` for one bad document, e.g. a NUL in a string value). Which documents are bad,
+  and the retry policy, are the caller's (``sink.writes``).
+
+The classification is a table, not a guess: codes from MongoDB's documented error codes
+(``src/mongo/base/error_codes.yml``) and FerretDB 1.24.2's answers captured against the real
+server (``tests/unit/sink/fixtures/ferretdb_errors.json``).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pymongo
 from bson.errors import InvalidDocument
+from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel, WriteConcern
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, ConnectionFailure, OperationFailure, PyMongoError, WriteConcernError
 
 from sink.documents import STAGE_ENCODE, STAGE_WRITE, encoding_error
 from sink.settings import BSON_MAX_DOCUMENT_BYTES, SinkSettings
 
 log = logging.getLogger(__name__)
 
+
+class Verdict(enum.StrEnum):
+    """What a server's answer means for the documents it was about."""
+
+    OUTAGE = "outage"  # the store cannot write now: retry with bounded backoff, not ready, never dead-letter
+    REFUSAL = "refusal"  # the store refuses this document: find it (bisect), dead-letter it
+    DUPLICATE = "duplicate"  # _id already stored: compare the contents (duplicate or conflict)
+    UNKNOWN = "unknown"  # a server that answers, with a code not in the table: a possible refusal, confirmed by retries
+
+
 DUPLICATE_KEY = 11000
-# Server error codes that say "try again later", not "this document is bad".
-TRANSIENT_CODES = frozenset({6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 50, 16500, 112, 117, 133, 134, 64, 79, 100})
+FERRETDB_INTERNAL_ERROR = 1  # FerretDB wraps every backend (PostgreSQL) error into code 1, InternalError
+
+# MongoDB's documented error codes (name, verdict). Codes absent here are UNKNOWN.
+ERROR_CODES: dict[int, tuple[str, Verdict]] = {
+    # duplicates
+    11000: ("DuplicateKey", Verdict.DUPLICATE),
+    # the document is bad
+    2: ("BadValue", Verdict.REFUSAL),  # FerretDB: "$"/"." keys, +-Infinity; MongoDB: invalid values
+    9: ("FailedToParse", Verdict.REFUSAL),
+    14: ("TypeMismatch", Verdict.REFUSAL),
+    15: ("Overflow", Verdict.REFUSAL),
+    17: ("ProtocolError", Verdict.REFUSAL),
+    22: ("InvalidBSON", Verdict.REFUSAL),
+    52: ("DollarPrefixedFieldName", Verdict.REFUSAL),
+    53: ("InvalidIdField", Verdict.REFUSAL),
+    56: ("EmptyFieldName", Verdict.REFUSAL),
+    57: ("DottedFieldName", Verdict.REFUSAL),
+    121: ("DocumentValidationFailure", Verdict.REFUSAL),
+    10334: ("BSONObjectTooLarge", Verdict.REFUSAL),
+    17280: ("KeyTooLong", Verdict.REFUSAL),
+    # the store cannot write now
+    6: ("HostUnreachable", Verdict.OUTAGE),
+    7: ("HostNotFound", Verdict.OUTAGE),
+    13: ("Unauthorized", Verdict.OUTAGE),  # a configuration problem: no document is to blame
+    18: ("AuthenticationFailed", Verdict.OUTAGE),
+    24: ("LockTimeout", Verdict.OUTAGE),
+    46: ("LockBusy", Verdict.OUTAGE),
+    50: ("MaxTimeMSExpired", Verdict.OUTAGE),
+    64: ("WriteConcernFailed", Verdict.OUTAGE),
+    79: ("UnknownReplWriteConcern", Verdict.OUTAGE),
+    89: ("NetworkTimeout", Verdict.OUTAGE),
+    91: ("ShutdownInProgress", Verdict.OUTAGE),
+    100: ("UnsatisfiableWriteConcern", Verdict.OUTAGE),
+    112: ("WriteConflict", Verdict.OUTAGE),
+    117: ("ConflictingOperationInProgress", Verdict.OUTAGE),
+    133: ("FailedToSatisfyReadPreference", Verdict.OUTAGE),
+    134: ("ReadConcernMajorityNotAvailableYet", Verdict.OUTAGE),
+    189: ("PrimarySteppedDown", Verdict.OUTAGE),
+    202: ("NetworkInterfaceExceededTimeLimit", Verdict.OUTAGE),
+    262: ("ExceededTimeLimit", Verdict.OUTAGE),
+    9001: ("SocketException", Verdict.OUTAGE),
+    10107: ("NotWritablePrimary", Verdict.OUTAGE),
+    11600: ("InterruptedAtShutdown", Verdict.OUTAGE),
+    11601: ("Interrupted", Verdict.OUTAGE),
+    11602: ("InterruptedDueToReplStateChange", Verdict.OUTAGE),
+    13435: ("NotPrimaryNoSecondaryOk", Verdict.OUTAGE),
+    13436: ("NotPrimaryOrSecondary", Verdict.OUTAGE),
+    14031: ("OutOfDiskSpace", Verdict.OUTAGE),
+    16500: ("RequestRateTooLarge", Verdict.OUTAGE),  # Azure Cosmos DB's MongoDB API throttling
+}
+
+# FerretDB code 1 (InternalError) carries PostgreSQL's error. Its SQLSTATE class tells who is to
+# blame: 22 data exception (22P05 "unsupported Unicode escape sequence" = a NUL in a string,
+# 22021 character not in repertoire, 22003 numeric out of range …) and 54 program limit exceeded
+# → the document; 08 connection, 53 insufficient resources, 57 operator intervention (shutdown,
+# cancel), 58 system error, 40 transaction rollback (serialization, deadlock) → an outage.
+SQLSTATE_REFUSAL_CLASSES = frozenset({"22", "54"})
+SQLSTATE_OUTAGE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+_SQLSTATE = re.compile(r"\(SQLSTATE ([0-9A-Z]{5})\)")
+# Backend connection failures FerretDB reports without a SQLSTATE (captured: "unexpected EOF" when
+# its PostgreSQL connections were cut, "failed to connect to `user=… database=…`: … dial error"
+# while PostgreSQL is unreachable), plus Go's usual network and context errors.
+_BACKEND_DOWN = re.compile(
+    r"unexpected EOF|\bEOF\b|failed to connect|dial error|dial tcp|connection refused|connection reset|broken pipe|"
+    r"conn closed|closed pool|i/o timeout|context deadline exceeded|context canceled|no such host|server closed the connection|"
+    r"the database system is (starting up|shutting down|in recovery mode)|too many clients",
+    re.IGNORECASE,
+)
+# Error labels that mark an answer as transient, whatever its code.
+OUTAGE_LABELS = ("RetryableWriteError", "NetworkError", "SystemOverloadedError", "RetryableError")
+
+
+def classify_code(code: int | None, message: str = "") -> Verdict:
+    """The verdict for one server error ``code`` (with its message: FerretDB's code 1 depends on it)."""
+    if code == FERRETDB_INTERNAL_ERROR:
+        match = _SQLSTATE.search(message)
+        if match is not None:
+            sqlstate_class = match.group(1)[:2]
+            if sqlstate_class in SQLSTATE_REFUSAL_CLASSES:
+                return Verdict.REFUSAL
+            if sqlstate_class in SQLSTATE_OUTAGE_CLASSES:
+                return Verdict.OUTAGE
+            return Verdict.UNKNOWN
+        return Verdict.OUTAGE if _BACKEND_DOWN.search(message) else Verdict.UNKNOWN
+    if code is None:
+        return Verdict.UNKNOWN
+    entry = ERROR_CODES.get(code)
+    return entry[1] if entry is not None else Verdict.UNKNOWN
+
+
+def code_name(code: int | None, fallback: str | None = None) -> str:
+    """The documented name of a code (``InternalError`` for 1), else ``fallback`` or ``MongoError<code>``."""
+    if code == FERRETDB_INTERNAL_ERROR:
+        return "InternalError"
+    entry = ERROR_CODES.get(code) if code is not None else None
+    return entry[0] if entry is not None else (fallback or f"MongoError{code}")
+
+
+def classify(exc: BaseException) -> Verdict:
+    """The verdict for an exception that failed a whole ``insert_many`` (not its ``writeErrors``).
+
+    No answer (connection refused/reset/closed, server selection, any timeout) and write-concern
+    errors are outages; an ``OperationFailure`` is judged by its code (:func:`classify_code`) unless
+    it carries a transient error label. Anything else the driver raises is an outage too: nothing
+    says a document is to blame."""
+    if isinstance(exc, PyMongoError):
+        if isinstance(exc, ConnectionFailure | WriteConcernError) or exc.timeout:
+            return Verdict.OUTAGE
+        if any(exc.has_error_label(label) for label in OUTAGE_LABELS):
+            return Verdict.OUTAGE
+        if isinstance(exc, BulkWriteError):
+            return Verdict.OUTAGE if exc.details.get("writeConcernErrors") else Verdict.UNKNOWN
+        if isinstance(exc, OperationFailure):
+            details = exc.details or {}
+            return classify_code(exc.code, str(details.get("errmsg", exc)))
+    return Verdict.OUTAGE
+
+
+def store_message(code: int | None, errmsg: str) -> str:
+    """The dead-letter message of a store refusal: the server's code and its own words."""
+    return f"code {code} ({code_name(code)}): {errmsg}"
+
+
+STORE_CODE_RE = re.compile(r"^code (-?\d+) \(")
 
 # The indexes the ETL reads by: new events hour by hour, a date's events, each in PARTS slices.
 INDEXES = (
@@ -43,8 +191,9 @@ def wants_read_indexes(setting: str, ferretdb_version: str | None) -> bool:
 
 
 class MongoUnavailableError(Exception):
-    """The attempt failed as a whole (connection, timeout, server busy): retry the batch later.
-    ``timed_out``: it ran out of time (the caller then retries with fewer documents per attempt)."""
+    """The attempt failed as a whole and no document is to blame (connection, timeout, server
+    shutting down, backend unreachable): retry later, unchanged. ``timed_out``: it ran out of time
+    (the caller then retries with fewer documents per attempt)."""
 
     retriable = True
 
@@ -53,17 +202,36 @@ class MongoUnavailableError(Exception):
         self.timed_out = timed_out
 
 
+class MongoBatchRefusedError(Exception):
+    """The server answered and refused the whole ``insert_many`` (FerretDB on PostgreSQL refuses
+    a whole batch for one bad document). ``verdict`` is REFUSAL (a code that blames the data) or
+    UNKNOWN (a code not in the table). Documents before the bad one may have landed anyway."""
+
+    def __init__(self, code: int | None, error_class: str, message: str, verdict: Verdict) -> None:
+        super().__init__(message)
+        self.code = code
+        self.error_class = error_class
+        self.message = message
+        self.verdict = verdict
+
+
 @dataclass
 class InsertOutcome:
-    """What one ``insert_many`` attempt did to each document, by its index in the attempt."""
+    """What one ``insert_many`` attempt did to each document, by its index in the attempt.
+    Indices in none of the lists/dicts were inserted."""
 
     inserted: int = 0
-    duplicates: int = 0
-    retry: list[int] = field(default_factory=list)  # transient per-document errors
+    duplicates: list[int] = field(default_factory=list)  # duplicate _id: compare with the stored one
+    retry: list[int] = field(default_factory=list)  # transient per-document errors (outage codes)
     refused: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # index → (stage, class, message)
+    uncertain: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # unknown codes: confirm by retrying
 
 
 class MongoWriter:
+    """The sink's MongoDB client. ``attempt_timeout`` (seconds, asked before every call) bounds
+    each ``insert_many``, ``find`` and ``ping`` through ``pymongo.timeout``; the sink shortens it
+    once stopping."""
+
     def __init__(self, settings: SinkSettings) -> None:
         self.settings = settings
         timeout = settings.mongodb_timeout_ms
@@ -76,6 +244,7 @@ class MongoWriter:
         )
         self.write_concern: WriteConcern | None = None
         self.collection = self.client[settings.mongodb_database][settings.mongodb_collection]
+        self.attempt_timeout: Callable[[], float] = lambda: settings.write_attempt_timeout_s
 
     async def prepare(self) -> str:
         """Pings, picks the write concern, creates the indexes (idempotent). Raises ``MongoUnavailableError``."""
@@ -106,10 +275,12 @@ class MongoWriter:
         return f"w={w} (replica set: {replica_set or 'none'}); {server}, read indexes {done} (read_indexes={self.settings.read_indexes})"
 
     async def insert(self, docs: list[dict[str, Any]]) -> InsertOutcome:
-        """One unordered ``insert_many`` of ``docs``. Raises ``MongoUnavailableError`` when it failed as a whole."""
+        """One unordered ``insert_many`` of ``docs``, classified (see the module docstring).
+        Raises ``MongoUnavailableError`` (outage) or ``MongoBatchRefusedError`` (whole batch refused)."""
         out = InsertOutcome()
         try:
-            result = await self.collection.insert_many(docs, ordered=False)
+            with pymongo.timeout(self.attempt_timeout()):
+                result = await self.collection.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
             details = exc.details
             if details.get("writeConcernErrors"):
@@ -118,13 +289,16 @@ class MongoWriter:
                 raise MongoUnavailableError(f"write concern error: {details['writeConcernErrors'][0].get('errmsg')}") from exc
             out.inserted = details.get("nInserted", 0)
             for error in details.get("writeErrors", []):
-                index, code = error["index"], error.get("code")
-                if code == DUPLICATE_KEY:
-                    out.duplicates += 1
-                elif code in TRANSIENT_CODES:
+                index, code, errmsg = error["index"], error.get("code"), str(error.get("errmsg", ""))
+                verdict = classify_code(code, errmsg)
+                if verdict is Verdict.DUPLICATE:
+                    out.duplicates.append(index)
+                elif verdict is Verdict.OUTAGE:
                     out.retry.append(index)
+                elif verdict is Verdict.REFUSAL:
+                    out.refused[index] = (STAGE_WRITE, code_name(code), store_message(code, errmsg))
                 else:
-                    out.refused[index] = (STAGE_WRITE, f"MongoError{code}", str(error.get("errmsg", "")))
+                    out.uncertain[index] = (STAGE_WRITE, code_name(code), store_message(code, errmsg))
             return out
         except (InvalidDocument, OverflowError) as exc:
             # The driver could not encode some document; which ones, we find out one by one.
@@ -138,9 +312,43 @@ class MongoWriter:
                     out.refused[i] = (STAGE_ENCODE, reason.split(":", 1)[0], reason)
             return out
         except PyMongoError as exc:
-            raise MongoUnavailableError(f"{type(exc).__name__}: {exc}", timed_out=exc.timeout) from exc
+            raise _whole_batch_error(exc) from exc
         out.inserted = len(result.inserted_ids)
         return out
 
+    async def stored(self, ids: Sequence[Any]) -> dict[Any, RawBSONDocument]:
+        """The stored documents of ``ids``, as the server's exact BSON: one ``find`` with ``$in``
+        (FerretDB 1.24 scans the collection for an ``_id`` filter: call it once per set of ids).
+        Raises ``MongoUnavailableError``."""
+        raw = self.collection.with_options(codec_options=self.collection.codec_options.with_options(document_class=RawBSONDocument))
+        try:
+            with pymongo.timeout(self.attempt_timeout()):
+                found = await raw.find({"_id": {"$in": list(ids)}}).to_list(None)
+        except PyMongoError as exc:
+            raise MongoUnavailableError(f"{type(exc).__name__}: {exc}", timed_out=exc.timeout) from exc
+        return {doc["_id"]: doc for doc in found}
+
+    async def healthy(self) -> bool:
+        """Whether the server answers a ``ping`` now. FerretDB's ping asks its backend too (it
+        fails with code 1 while PostgreSQL is unreachable): a refusal confirmed while the server is
+        healthy is about the document, not the store."""
+        try:
+            with pymongo.timeout(self.attempt_timeout()):
+                await self.client.admin.command("ping")
+        except PyMongoError:
+            return False
+        return True
+
     async def close(self) -> None:
         await self.client.close()
+
+
+def _whole_batch_error(exc: PyMongoError) -> MongoUnavailableError | MongoBatchRefusedError:
+    verdict = classify(exc)
+    if verdict is Verdict.OUTAGE or not isinstance(exc, OperationFailure):
+        return MongoUnavailableError(f"{type(exc).__name__}: {exc}", timed_out=exc.timeout)
+    if verdict is Verdict.DUPLICATE:  # a duplicate key can only blame one document, not a whole batch
+        verdict = Verdict.UNKNOWN
+    details = exc.details or {}
+    errmsg = str(details.get("errmsg", exc))
+    return MongoBatchRefusedError(exc.code, code_name(exc.code, details.get("codeName")), store_message(exc.code, errmsg), verdict)

@@ -24,7 +24,7 @@ from sink.documents import (
 )
 
 from shared.errors import InvalidEventError
-from shared.event import part_of
+from shared.event import MAX_EVENT_DEPTH, part_of
 
 T = "2020-06-04T10:21:27.000Z"
 STAMP = IngestStamp.at(datetime(2026, 11, 27, 21, 5, 9, 123456, tzinfo=UTC))
@@ -226,15 +226,62 @@ def test_own_id_equal_to_event_id_is_accepted() -> None:
     assert doc["_id"] == "e" and list(doc)[:2] == ["_id", "event_id"]
 
 
-def test_integers_beyond_64_bits() -> None:
-    # Beyond the unsigned 64-bit range orjson reads a double (as MongoDB's own JSON tools do) ...
-    value = b'{"event_id": "big", "event_time": "2020-06-04T10:21:27.000Z", "n": 123456789012345678901234567890}'
-    assert document_of(value, STAMP, 16 << 20)["n"] == 1.2345678901234568e29
-    # ... between 2**63 and 2**64 an int that BSON cannot hold: refused at encoding → dead letter.
-    value = b'{"event_id": "big", "event_time": "2020-06-04T10:21:27.000Z", "n": 18446744073709551615}'
-    doc = document_of(value, STAMP, 16 << 20)
-    assert doc["n"] == 2**64 - 1
-    assert encoding_error(doc, 16 << 20) == "OverflowError: MongoDB can only handle up to 8-byte ints"
+def test_integers_beyond_64_bits_are_refused_at_decode_not_stored_inexactly() -> None:
+    # orjson would read a double (silently inexact); between 2**63 and 2**64 no BSON type fits.
+    for number in (b"123456789012345678901234567890", b"18446744073709551615", b"9223372036854775808", b"-9223372036854775809"):
+        value = b'{"event_id": "big", "event_time": "2020-06-04T10:21:27.000Z", "n": ' + number + b"}"
+        with pytest.raises(InvalidEventError) as info:
+            document_of(value, STAMP, 16 << 20)
+        assert (info.value.stage, info.value.error_class) == (STAGE_DECODE, "IntegerOutOfRange")
+        assert info.value.reason == f"n = {number.decode()} is outside the signed 64-bit range BSON can store"
+    # The int64 bounds themselves are kept exactly.
+    for number in (2**63 - 1, -(2**63)):
+        value = b'{"event_id": "big", "event_time": "2020-06-04T10:21:27.000Z", "n": ' + str(number).encode() + b"}"
+        assert document_of(value, STAMP, 16 << 20)["n"] == number
+    # The driver still refuses what it cannot encode (other producers' documents): stage sink.encode.
+    assert encoding_error({"n": 2**64 - 1}, 16 << 20) == "OverflowError: MongoDB can only handle up to 8-byte ints"
+
+
+def test_nesting_deeper_than_the_contract_is_refused_at_decode() -> None:
+    def nested(levels: int) -> bytes:  # the event object is level 1
+        return b'{"event_id": "d", "event_time": "2020-06-04T10:21:27.000Z", "x": ' + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}"
+
+    assert document_of(nested(MAX_EVENT_DEPTH), STAMP, 16 << 20)["event_id"] == "d"
+    with pytest.raises(InvalidEventError) as info:
+        document_of(nested(MAX_EVENT_DEPTH + 1), STAMP, 16 << 20)
+    assert (info.value.stage, info.value.error_class) == (STAGE_DECODE, "TooDeep")
+
+
+@pytest.mark.parametrize(
+    ("value", "error_class", "reason_start"),
+    [
+        (
+            b'{"event_id": "s", "event_time": "2020-06-04T10:21:27.000Z", "x": "a\\ud800b"}',
+            "LoneSurrogate",
+            "a string holds a lone UTF-16 surrogate",
+        ),
+        (
+            b'{"event_id": "s", "event_time": "2020-06-04T10:21:27.000Z", "x": "\\udfff"}',
+            "LoneSurrogate",
+            "a string holds a lone UTF-16 surrogate",
+        ),
+        (b'{"event_id": "n", "event_time": "2020-06-04T10:21:27.000Z", "x": NaN}', "NonFiniteNumber", "a number is NaN or infinite"),
+        (b'{"event_id": "n", "event_time": "2020-06-04T10:21:27.000Z", "x": -Infinity}', "NonFiniteNumber", "a number is NaN or infinite"),
+        (b'{"event_id": "n", "event_time": "2020-06-04T10:21:27.000Z", "x": 1e400}', "NonFiniteNumber", "a number is NaN or infinite"),
+    ],
+)
+def test_what_the_standard_library_would_read_but_no_store_can_keep_is_refused_with_a_reason(
+    value: bytes, error_class: str, reason_start: str
+) -> None:
+    with pytest.raises(InvalidEventError) as info:
+        document_of(value, STAMP, 16 << 20)
+    assert (info.value.stage, info.value.error_class) == (STAGE_DECODE, error_class)
+    assert info.value.reason.startswith(reason_start), info.value.reason
+
+
+def test_a_surrogate_pair_is_one_character_and_kept() -> None:
+    value = b'{"event_id": "p", "event_time": "2020-06-04T10:21:27.000Z", "x": "\\ud83d\\ude00"}'
+    assert document_of(value, STAMP, 16 << 20)["x"] == "\U0001f600"
 
 
 def test_size_limit_is_exact_on_bson_size() -> None:

@@ -1,0 +1,348 @@
+"""Writing a batch of documents: every document ends inserted, a duplicate, a conflict or refused.
+
+:func:`write_documents` drives :meth:`sink.mongo.MongoWriter.insert` (one classified unordered
+``insert_many``) until every document has an outcome, with no Kafka and no clock of its own:
+
+- **Outage** (:class:`~sink.mongo.MongoUnavailableError`: no connection, timeout, FerretDB's
+  PostgreSQL unreachable, not primary …): nothing is decided, ``on_unavailable`` is awaited (the
+  sink marks itself not ready, counts the retry, sleeps its backoff and gives up only at
+  shutdown) and the same part is sent again. An outage never refuses or conflicts a document.
+  An attempt that ran out of time is retried with half as many documents per attempt.
+- **Whole batch refused** (:class:`~sink.mongo.MongoBatchRefusedError`: FerretDB on PostgreSQL
+  refuses the whole ``insert_many`` for one document, e.g. a NUL in a string value): the part is
+  split in halves, recursively, first half first, down to the refused documents; the others are
+  written. Cost: about ``2·log2(n)`` attempts per refused document in a batch of ``n``.
+  A single document refused with a code that blames the data is refused at once. With an unknown
+  code it is first confirmed: the server must answer a ``ping`` (FerretDB's ping fails while its
+  backend is down; then it is an outage) and the insert must fail ``max_attempts`` times, with a
+  short backoff in between.
+- **Per-document errors** (``BulkWriteError.writeErrors``): refusal codes → refused; transient
+  codes → retried like an outage; unknown codes → retried ``max_attempts`` times, then refused;
+  duplicate ``_id`` (11000) → the stored documents of those ids are read (one ``find`` per
+  attempt) and compared with the new ones outside ``shared.event.DELIVERY_FIELDS``, exactly, as
+  BSON (types, key order as stored, nesting; ``-0.0`` equals the ``0.0`` FerretDB stores for
+  it): equal → duplicate, else → conflict (the stored one is kept).
+
+A document of a part that failed as a whole may have landed anyway (FerretDB stores the
+documents before the refused one); when its retry finds it stored with the stamp of that earlier
+attempt of this call, it counts as inserted, not as a duplicate.
+
+``ingested_at``/``ingest_hour`` are restamped at the start of every attempt
+(:func:`sink.documents.restamp`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import bson
+from bson.raw_bson import RawBSONDocument
+
+from shared.backoff import Backoff
+from shared.event import DELIVERY_FIELDS
+from sink.documents import STAGE_CONFLICT, STAGE_WRITE, IngestStamp, restamp
+from sink.mongo import InsertOutcome, MongoBatchRefusedError, MongoUnavailableError, MongoWriter, Verdict
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CONFLICT_ERROR_CLASS", "STAGE_CONFLICT", "WriteResult", "write_documents"]
+CONFLICT_ERROR_CLASS = "ConflictingDuplicate"
+# Default pause after an outage when the caller gives no ``on_unavailable``, and the pause between
+# confirmations of a document refused with an unknown code.
+DEFAULT_BACKOFF_INITIAL_S = 0.1
+DEFAULT_BACKOFF_MAX_S = 2.0
+
+
+class DocumentWriter(Protocol):
+    """What :func:`write_documents` needs of :class:`~sink.mongo.MongoWriter` (tests fake it)."""
+
+    async def insert(self, docs: list[dict[str, Any]]) -> InsertOutcome: ...
+    async def stored(self, ids: list[Any]) -> Mapping[Any, Any]: ...
+    async def healthy(self) -> bool: ...
+
+
+@dataclass
+class WriteResult:
+    inserted: list[int] = field(default_factory=list)  # indices into docs
+    duplicates: list[int] = field(default_factory=list)  # same event already stored (content equal outside DELIVERY_FIELDS)
+    conflicts: dict[int, str] = field(default_factory=dict)  # index → message (same _id, different content; stored one kept)
+    refused: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # index → (stage, error_class, message)
+
+
+def _default_on_unavailable() -> Callable[[Exception], Awaitable[None]]:
+    backoff = Backoff(DEFAULT_BACKOFF_INITIAL_S, DEFAULT_BACKOFF_MAX_S)
+
+    async def wait(exc: Exception) -> None:
+        log.warning("mongodb unavailable, retrying: %s", str(exc)[:300])
+        await asyncio.sleep(backoff.next_delay())
+
+    return wait
+
+
+async def write_documents(
+    writer: MongoWriter | DocumentWriter,
+    docs: list[dict[str, Any]],
+    *,
+    max_attempts: int = 3,
+    on_unavailable: Callable[[Exception], Awaitable[None]] | None = None,
+) -> WriteResult:
+    """Writes ``docs`` (see the module docstring); every index ends in exactly one bucket.
+
+    Returns only when each document has its outcome; raises only what ``on_unavailable`` (or the
+    writer, for a bug) raises."""
+    run = _Run(writer, docs, max(1, max_attempts), on_unavailable or _default_on_unavailable())
+    await run.go()
+    return run.result
+
+
+class _Run:
+    def __init__(
+        self,
+        writer: MongoWriter | DocumentWriter,
+        docs: list[dict[str, Any]],
+        max_attempts: int,
+        on_unavailable: Callable[[Exception], Awaitable[None]],
+    ) -> None:
+        self.writer = writer
+        self.docs = docs
+        self.max_attempts = max_attempts
+        self.on_unavailable = on_unavailable
+        self.result = WriteResult()
+        self.tries = [0] * len(docs)  # confirmations of a refusal with an unknown code
+        # Stamps of attempts that failed as a whole while holding the document: it may have landed then.
+        self.maybe_landed: dict[int, set[str]] = {}
+        self.claimed: set[Any] = set()  # _ids this run inserted (a batch may hold one _id twice)
+        self.retry_backoff = Backoff(DEFAULT_BACKOFF_INITIAL_S, DEFAULT_BACKOFF_MAX_S)
+        self.attempts = 0
+        self.bisections = 0
+
+    async def go(self) -> None:
+        docs = self.docs
+        queue: deque[list[int]] = deque([list(range(len(docs)))] if docs else [])
+        size = len(docs)  # documents per attempt; halved when an attempt runs out of time
+        while queue:
+            part = queue.popleft()
+            if len(part) > size:
+                queue.appendleft(part[size:])
+                part = part[:size]
+            attempt = [docs[i] for i in part]
+            stamp = IngestStamp.at(datetime.now(UTC))
+            restamp(attempt, stamp)  # see sink.documents.restamp: visible at most one attempt after its stamp
+            self.attempts += 1
+            try:
+                outcome = await self.writer.insert(attempt)
+            except MongoUnavailableError as exc:
+                self._maybe_landed(part, stamp)
+                if exc.timed_out and len(part) > 1:
+                    size = min(size, (len(part) + 1) // 2)
+                    log.warning("insert_many of %d documents timed out: retrying %d per attempt", len(part), size)
+                await self.on_unavailable(exc)
+                queue.appendleft(part)
+                continue
+            except MongoBatchRefusedError as exc:
+                self._maybe_landed(part, stamp)
+                if exc.verdict is not Verdict.REFUSAL and not await self.writer.healthy():
+                    # An unknown code from a server that does not answer a ping: an outage.
+                    await self.on_unavailable(MongoUnavailableError(f"server unhealthy after {exc.error_class}: {exc.message}"))
+                    queue.appendleft(part)
+                    continue
+                if len(part) > 1:
+                    self.bisections += 1
+                    mid = (len(part) + 1) // 2
+                    queue.appendleft(part[mid:])
+                    queue.appendleft(part[:mid])
+                    continue
+                if await self._refuse_single(part[0], exc):
+                    continue
+                queue.appendleft(part)
+                continue
+            again = await self._settle(part, outcome)
+            if again:
+                queue.appendleft(again)
+        if self.bisections:
+            log.warning(
+                "batch of %d: %d refused after %d bisection(s), %d insert_many attempt(s)",
+                len(docs),
+                len(self.result.refused),
+                self.bisections,
+                self.attempts,
+            )
+
+    def _maybe_landed(self, part: list[int], stamp: IngestStamp) -> None:
+        for i in part:
+            self.maybe_landed.setdefault(i, set()).add(stamp.ingested_at)
+
+    async def _refuse_single(self, i: int, exc: MongoBatchRefusedError) -> bool:
+        """Whether document ``i``, refused alone, is settled (refused); else it is to be sent again."""
+        refusal = (STAGE_WRITE, exc.error_class, exc.message)
+        if exc.verdict is Verdict.REFUSAL:
+            self.result.refused[i] = refusal
+            return True
+        # An unknown code (the server answered a ping just now): the document is to blame only
+        # after max_attempts refusals.
+        self.tries[i] += 1
+        if self.tries[i] >= self.max_attempts:
+            self.result.refused[i] = refusal
+            return True
+        await asyncio.sleep(self.retry_backoff.next_delay())
+        return False
+
+    async def _settle(self, part: list[int], outcome: InsertOutcome) -> list[int]:
+        """Books an attempt's per-document outcome; returns the indices to send again."""
+        docs, result = self.docs, self.result
+        duplicates = [part[j] for j in outcome.duplicates]
+        retry = [part[j] for j in outcome.retry]
+        decided = {*duplicates, *retry}
+        for j, refusal in outcome.refused.items():
+            result.refused[part[j]] = refusal
+            decided.add(part[j])
+        unsure = []
+        for j, refusal in outcome.uncertain.items():
+            i = part[j]
+            decided.add(i)
+            self.tries[i] += 1
+            if self.tries[i] >= self.max_attempts:
+                result.refused[i] = refusal
+            else:
+                unsure.append(i)
+        for i in part:
+            if i not in decided:
+                result.inserted.append(i)
+                self.claimed.add(docs[i]["_id"])
+        if duplicates:
+            retry.extend(await self._compare_duplicates(duplicates))
+        if retry:
+            await self.on_unavailable(MongoUnavailableError(f"{len(retry)} document(s) to retry (transient errors)"))
+        elif unsure:
+            await asyncio.sleep(self.retry_backoff.next_delay())
+        return sorted(retry + unsure)
+
+    async def _compare_duplicates(self, indices: list[int]) -> list[int]:
+        """Duplicate or conflict for each of ``indices`` (one ``find`` for all); returns the ones
+        not found stored (deleted meanwhile), to insert again."""
+        docs, result = self.docs, self.result
+        ids = list(dict.fromkeys(docs[i]["_id"] for i in indices))
+        while True:
+            try:
+                stored = await self.writer.stored(ids)
+                break
+            except MongoUnavailableError as exc:
+                await self.on_unavailable(exc)
+        missing = []
+        for i in indices:
+            doc = docs[i]
+            existing = stored.get(doc["_id"])
+            if existing is None:
+                missing.append(i)
+                continue
+            raw = existing.raw if isinstance(existing, RawBSONDocument) else bson.encode(existing)
+            differing = differing_fields(raw, bson.encode(doc))
+            if differing:
+                result.conflicts[i] = conflict_message(raw, differing)
+            elif doc["_id"] not in self.claimed and _stored_stamp(raw) in self.maybe_landed.get(i, ()):
+                # Landed during an attempt of this run that failed as a whole: ours.
+                result.inserted.append(i)
+                self.claimed.add(doc["_id"])
+            else:
+                result.duplicates.append(i)
+        return missing
+
+
+# ---------------------------------------------------------------------- exact comparison
+
+_FIXED = {0x01: 8, 0x06: 0, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8, 0x12: 8, 0x13: 16, 0x7F: 0, 0xFF: 0}
+
+
+def bson_elements(data: bytes) -> Iterator[tuple[str, bytes]]:
+    """The top-level elements of a BSON document as (field name, the element's exact bytes: type,
+    name and value), in stored order. Comparing these compares types and values exactly (an int32
+    is not an int64, 1 is not 1.0, key order inside objects counts)."""
+    view = memoryview(data)
+    pos, end = 4, len(data) - 1
+    while pos < end:
+        kind = data[pos]
+        name_end = data.index(b"\x00", pos + 1)
+        value = name_end + 1
+        if kind in _FIXED:
+            size = _FIXED[kind]
+        elif kind in (0x02, 0x0D, 0x0E):  # string, code, symbol: int32 length + bytes
+            size = 4 + int.from_bytes(data[value : value + 4], "little")
+        elif kind in (0x03, 0x04, 0x0F):  # document, array, code with scope: int32 total length
+            size = int.from_bytes(data[value : value + 4], "little", signed=True)
+        elif kind == 0x05:  # binary: int32 length, subtype, bytes
+            size = 5 + int.from_bytes(data[value : value + 4], "little")
+        elif kind == 0x0B:  # regex: two C strings
+            second = data.index(b"\x00", data.index(b"\x00", value) + 1)
+            size = second + 1 - value
+        elif kind == 0x0C:  # DBPointer: string + 12-byte ObjectId
+            size = 4 + int.from_bytes(data[value : value + 4], "little") + 12
+        else:
+            raise ValueError(f"unknown BSON element type 0x{kind:02x}")
+        yield data[pos + 1 : name_end].decode("utf-8", "surrogateescape"), bytes(view[pos : value + size])
+        pos = value + size
+
+
+def content_of(data: bytes) -> list[tuple[str, bytes]]:
+    """The elements that say what the event is: every top-level field but ``DELIVERY_FIELDS``."""
+    return [(name, element) for name, element in bson_elements(data) if name not in DELIVERY_FIELDS]
+
+
+def differing_fields(stored: bytes, new: bytes) -> list[str]:
+    """Field names whose value (or place) differs between two documents outside
+    ``DELIVERY_FIELDS``; empty when they are the same event.
+
+    Byte-equal elements are equal. Elements that differ in bytes are decoded and compared by
+    type and value (:func:`same_value`), which differs from bytes in one case only: a double
+    ``-0.0``, which FerretDB stores as ``0.0`` (captured on 1.24.2), equals ``0.0``."""
+    a, b = content_of(stored), content_of(new)
+    if a == b:
+        return []
+    da, db = dict(a), dict(b)
+    out = []
+    for name in dict.fromkeys([*da, *db]):
+        ea, eb = da.get(name), db.get(name)
+        if ea != eb and (ea is None or eb is None or not same_value(_element_value(ea), _element_value(eb))):
+            out.append(name)
+    if not out and [n for n, _ in a] != [n for n, _ in b]:
+        out.append("(field order)")
+    return out
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Type-aware equality of decoded BSON values: same Python types (int32 ``int`` vs int64
+    ``Int64``, ``float``, ``str`` …), same keys in the same order, equal values (so ``-0.0 == 0.0``)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return list(a) == list(b) and all(same_value(a[k], b[k]) for k in a)
+    if type(a) is list:
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def _element_value(element: bytes) -> Any:
+    """The decoded value of one BSON element (as :func:`bson_elements` yields it)."""
+    doc = bson.decode((len(element) + 5).to_bytes(4, "little") + element + b"\x00")
+    return next(iter(doc.values()))
+
+
+def _stored_stamp(raw: bytes) -> str | None:
+    for name, element in bson_elements(raw):
+        if name == "ingested_at":
+            value = _element_value(element)
+            return value if isinstance(value, str) else None
+    return None
+
+
+def conflict_message(stored: bytes, differing: list[str]) -> str:
+    shown = ", ".join(differing[:10]) + (f" (+{len(differing) - 10} more)" if len(differing) > 10 else "")
+    return (
+        f"an event with this _id is already stored (ingested_at {_stored_stamp(stored)}) with different content "
+        f"outside the delivery fields: {shown}; the stored one is kept"
+    )
