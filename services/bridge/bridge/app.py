@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -40,11 +39,11 @@ from aiokafka.structs import ConsumerRecord
 from bridge.batching import KeyPartitioner, send_batches
 from bridge.metrics import BridgeMetrics
 from bridge.offsets import offset_key, offset_value, read_stored_offsets
+from bridge.records import DLQ_HEADROOM_BYTES, Refusal, copy_record
 from bridge.settings import BridgeSettings
-from bridge.transform import normalize, output_key
 from shared.backoff import Backoff
 from shared.dlq import dead_letter_headers
-from shared.errors import BackendUnavailableError, InvalidEventError
+from shared.errors import BackendUnavailableError
 from shared.kafka import KafkaConnection, create_topics
 from shared.service import ServiceState
 
@@ -52,11 +51,11 @@ log = logging.getLogger(__name__)
 
 # Errors that end a session and start a new one after a backoff (brokers down, fencing, timeouts).
 RETRIABLE_ERRORS = (KafkaError, OSError, TimeoutError, BackendUnavailableError)
-STAGE_PREFIX = "bridge."
 # A dead letter keeps the original bytes unless they cannot fit in one local record: then the
-# head is kept and this header holds the original length.
+# head is kept and this header holds the original length (DLQ_HEADROOM_BYTES, from
+# bridge.records, is kept free for the key, the headers and the batch overhead).
 HEADER_TRUNCATED_FROM = "dlq.value.truncated_from_bytes"
-DLQ_HEADROOM_BYTES = 65_536  # for key, headers and batch overhead
+__all__ = ["DLQ_HEADROOM_BYTES", "HEADER_TRUNCATED_FROM", "Bridge", "create_bridge"]
 # Transactional producers per owned partition: all are fenced on take-over; with
 # BRIDGE_PIPELINE_TRANSACTIONS the transactions alternate between them.
 TRANSACTIONAL_SLOTS = 2
@@ -89,6 +88,7 @@ class _Txn:
     dead: int
     next_offset: int
     oldest_ms: int
+    dead_by_stage: dict[str, int] = field(default_factory=dict)
     started: float = 0.0
     produced: float = 0.0
 
@@ -122,6 +122,10 @@ class Bridge:
         self._pending: list[TopicPartition] | None = None
         self._generation = 0
         self._topics_ready = False
+        # Per record (bridge.records.copy_record): the plausible event times and the largest
+        # local record an event may become.
+        self._rules = settings.event_rules()
+        self._max_value_bytes = settings.max_request_bytes - DLQ_HEADROOM_BYTES
 
     # ------------------------------------------------------------------ run loop
 
@@ -397,19 +401,36 @@ class Bridge:
         oldest_ms = records[0].timestamp
         self.metrics.record_age_seconds.labels("txn_start").observe(max(0.0, time.time() * 1000 - oldest_ms) / 1000)
         events: list[tuple[bytes, bytes]] = []
-        dead: list[tuple[ConsumerRecord[bytes, bytes], InvalidEventError]] = []
+        dead: list[tuple[ConsumerRecord[bytes, bytes], Refusal]] = []
+        dead_by_stage: dict[str, int] = {}
+        rules, max_value_bytes = self._rules, self._max_value_bytes
         for i, record in enumerate(records):
             if i and i % 500 == 0:
                 await asyncio.sleep(0)  # let heartbeats and the other partitions' I/O through
-            try:
-                event = normalize(
-                    record.value, record.key, topic=tp.topic, partition=tp.partition, offset=record.offset, bridged_at=bridged_at
-                )
-            except InvalidEventError as exc:
-                dead.append((record, exc))
-                continue
-            events.append((output_key(event), orjson.dumps(event)))
-        txn = _Txn(records=len(records), events=len(events), dead=len(dead), next_offset=records[-1].offset + 1, oldest_ms=oldest_ms)
+            # The isolation boundary: never raises; whatever the record holds, it is an event or a dead letter.
+            result = copy_record(
+                record.value,
+                record.key,
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=record.offset,
+                bridged_at=bridged_at,
+                rules=rules,
+                max_value_bytes=max_value_bytes,
+            )
+            if isinstance(result, Refusal):
+                dead.append((record, result))
+                dead_by_stage[result.stage] = dead_by_stage.get(result.stage, 0) + 1
+            else:
+                events.append(result)
+        txn = _Txn(
+            records=len(records),
+            events=len(events),
+            dead=len(dead),
+            next_offset=records[-1].offset + 1,
+            oldest_ms=oldest_ms,
+            dead_by_stage=dead_by_stage,
+        )
         txn.started = started
         phases = self.metrics.phase_seconds
         built = time.perf_counter()
@@ -471,6 +492,8 @@ class Bridge:
         self.metrics.consumed.inc(txn.records)
         self.metrics.produced.inc(txn.events)
         self.metrics.dead_lettered.inc(txn.dead)
+        for stage, count in txn.dead_by_stage.items():
+            self.metrics.dead_lettered_by_stage.labels(stage).inc(count)
         self.metrics.stored_offset.labels(str(tp.partition)).set(txn.next_offset)
         self.metrics.batch_seconds.observe(committed - txn.started)
 
@@ -482,16 +505,16 @@ class Bridge:
             await asyncio.wait_for(producer.abort_transaction(), self.settings.close_timeout_s)
 
     async def _send_dead_letter(
-        self, producer: AIOKafkaProducer, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], error: InvalidEventError
+        self, producer: AIOKafkaProducer, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], refusal: Refusal
     ) -> asyncio.Future[Any]:
         s = self.settings
         headers = dead_letter_headers(
             source_topic=tp.topic,
             source_partition=tp.partition,
             source_offset=record.offset,
-            stage=STAGE_PREFIX + error.stage,
-            error_class=error.error_class,
-            error_message=error.reason,
+            stage=refusal.stage,
+            error_class=refusal.error_class,
+            error_message=refusal.message,
             original_headers=list(record.headers or ()),
         )
         value = record.value

@@ -12,6 +12,7 @@ class BridgeMetrics:
     consumed: Counter
     produced: Counter
     dead_lettered: Counter
+    dead_lettered_by_stage: Counter
     transactions: Counter
     batch_seconds: Histogram
     lag: Gauge
@@ -27,6 +28,14 @@ class BridgeMetrics:
             consumed=Counter("bridge_consumed", "Remote records consumed and handled in a committed transaction", registry=registry),
             produced=Counter("bridge_produced", "Events produced to the local topic (committed)", registry=registry),
             dead_lettered=Counter("bridge_dead_lettered", "Records produced to the dead-letter topic (committed)", registry=registry),
+            # The same records by the step that refused them (the dlq.stage header): bridge.decode,
+            # bridge.validate, bridge.encode, bridge.normalize. Sums to bridge_dead_lettered_total.
+            dead_lettered_by_stage=Counter(
+                "bridge_dead_lettered_by_stage",
+                "Records produced to the dead-letter topic (committed), by stage",
+                ["stage"],
+                registry=registry,
+            ),
             transactions=Counter("bridge_transactions", "Local transactions by result", ["result"], registry=registry),
             batch_seconds=Histogram(
                 "bridge_batch_seconds",

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.event import EVENT_TIME_FLOOR, EVENT_TIME_MAX_AHEAD_S
 from shared.kafka import KafkaConnection
 from shared.settings import local_kafka_from_env, remote_kafka_from_env
+
+if TYPE_CHECKING:
+    from bridge.transform import EventRules
+
+# The local brokers take up to 2 MiB per record batch (message.max.bytes); a request stays below.
+DEFAULT_MAX_REQUEST_BYTES = 2_000_000
 
 
 class BridgeSettings(BaseSettings):
@@ -41,7 +49,9 @@ class BridgeSettings(BaseSettings):
     poll_timeout_ms: int = 200
     linger_ms: int = 5
     max_batch_bytes: int = 1_048_576  # one record batch per local partition and transaction, typically
-    max_request_bytes: int = 2_000_000  # the local brokers take up to 2 MiB per record batch
+    # The largest request to the local brokers; an event's key and value may take this minus the
+    # dead-letter headroom (bridge.records.DLQ_HEADROOM_BYTES), larger ones are dead-lettered.
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     fetch_max_bytes: int = 52_428_800
     max_partition_fetch_bytes: int = 4_194_304
     session_timeout_ms: int = 10_000
@@ -64,6 +74,11 @@ class BridgeSettings(BaseSettings):
     # How often remote end offsets are read for the lag gauges (and the remote group committed).
     lag_interval_s: float = 2.0
 
+    # Plausible event times: an event time before the floor, or more than max_ahead_s seconds
+    # after the record is bridged, is refused (dead letter ImplausibleEventTime).
+    event_time_floor: AwareDatetime = datetime.fromisoformat(EVENT_TIME_FLOOR)
+    event_time_max_ahead_s: float = Field(default=EVENT_TIME_MAX_AHEAD_S, ge=0, le=100 * 365 * 86_400)
+
     # Outages.
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 15.0
@@ -73,6 +88,11 @@ class BridgeSettings(BaseSettings):
     http_port: int = 8101
     shutdown_timeout_s: float = 8.0
     log_level: str = "INFO"
+
+    def event_rules(self) -> EventRules:
+        from bridge.transform import EventRules
+
+        return EventRules(event_time_floor=self.event_time_floor, event_time_max_ahead_s=self.event_time_max_ahead_s)
 
     def transactional_id(self, partition: int, slot: int = 0) -> str:
         """An id that fences the previous owner of one remote partition (pre-KIP-447 pattern);
