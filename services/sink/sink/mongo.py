@@ -30,7 +30,14 @@ import pymongo
 from bson.errors import InvalidDocument
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel, WriteConcern
-from pymongo.errors import BulkWriteError, ConnectionFailure, OperationFailure, PyMongoError, WriteConcernError
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WriteConcernError,
+)
 
 from sink.documents import STAGE_ENCODE, STAGE_WRITE, encoding_error
 from sink.settings import BSON_MAX_DOCUMENT_BYTES, SinkSettings
@@ -346,7 +353,10 @@ class MongoWriter:
 def _whole_batch_error(exc: PyMongoError) -> MongoUnavailableError | MongoBatchRefusedError:
     verdict = classify(exc)
     if verdict is Verdict.OUTAGE or not isinstance(exc, OperationFailure):
-        return MongoUnavailableError(f"{type(exc).__name__}: {exc}", timed_out=exc.timeout)
+        # Out of time while the server was working on it (the caller then halves the attempt);
+        # not when no server could even be selected (down: a smaller attempt would not help).
+        timed_out = exc.timeout and not isinstance(exc, ServerSelectionTimeoutError)
+        return MongoUnavailableError(f"{type(exc).__name__}: {exc}", timed_out=timed_out)
     if verdict is Verdict.DUPLICATE:  # a duplicate key can only blame one document, not a whole batch
         verdict = Verdict.UNKNOWN
     details = exc.details or {}

@@ -302,3 +302,28 @@ def test_size_limit_is_exact_on_bson_size() -> None:
 def test_small_values_skip_the_exact_size_check() -> None:
     # Far below limit / 8: no BSON encoding needed, even if the doc would not be encodable.
     check_size({"n": 1 << 70}, 100, 16 << 20)
+
+
+def test_build_batch_isolates_any_exception_of_one_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sink.app
+    from aiokafka.structs import ConsumerRecord
+    from sink.app import build_batch
+
+    real = sink.app.document_of
+
+    def flaky(value: bytes | None, stamp: IngestStamp, limit: int) -> dict:
+        if value == b"boom":
+            raise KeyError("unexpected")
+        return real(value, stamp, limit)
+
+    monkeypatch.setattr(sink.app, "document_of", flaky)
+    good = b'{"event_id": "g", "event_time": "2020-06-04T10:21:27.000Z"}'
+    values = [good, b"boom", b"not json", b'{"event_id": "h", "event_time": "2020-06-04T10:21:27.000Z"}']
+    records = [ConsumerRecord("t", 0, i, 0, 0, b"k", v, None, 1, len(v), []) for i, v in enumerate(values)]
+    batch = build_batch(records, STAMP, 16 << 20, epoch=0)
+    assert [d["_id"] for d in batch.docs] == ["g", "h"]
+    assert [(d.record.offset, d.stage, d.error_class, d.message) for d in batch.dead_letters] == [
+        (1, "sink.build", "KeyError", "'unexpected'"),
+        (2, STAGE_DECODE, "JSONDecodeError", "value is not JSON: invalid literal: line 1 column 1 (char 0)"),
+    ]
+    assert batch.records == 4 and batch.offsets == {sink.app.TopicPartition("t", 0): 4}

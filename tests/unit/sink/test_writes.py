@@ -1,0 +1,232 @@
+"""sink.writes.write_documents, pure logic against a small fake store: bisection order and cost,
+outages during a bisection, confirmation of unknown codes, duplicates vs conflicts.
+
+The fake behaves like the captured FerretDB (fixtures/ferretdb_errors.json): a document holding
+a NUL makes the whole ``insert_many`` fail, after the documents before it landed. The proof
+against the real FerretDB is tests/integration/sink/test_sink_refusals.py."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import bson
+import pytest
+from bson.int64 import Int64
+from bson.raw_bson import RawBSONDocument
+from sink.mongo import InsertOutcome, MongoBatchRefusedError, MongoUnavailableError, Verdict
+from sink.writes import WriteResult, differing_fields, write_documents
+
+NUL_MESSAGE = "code 1 (InternalError): ERROR: unsupported Unicode escape sequence (SQLSTATE 22P05)"
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.docs: dict[Any, bytes] = {}
+        self.calls: list[list[Any]] = []  # _ids of every insert attempt
+        self.finds = 0
+        self.down_for = 0  # the next n calls (insert, find, ping) fail as an outage
+        self.unknown: set[Any] = set()  # _ids refused with an unknown code, whole batch
+        self.pings = 0
+
+    def _outage(self) -> None:
+        if self.down_for:
+            self.down_for -= 1
+            raise MongoUnavailableError("AutoReconnect: connection closed")
+
+    async def insert(self, docs: list[dict[str, Any]]) -> InsertOutcome:
+        self.calls.append([d["_id"] for d in docs])
+        self._outage()
+        out = InsertOutcome()
+        for j, doc in enumerate(docs):
+            if any("\x00" in v for v in doc.values() if isinstance(v, str)):
+                raise MongoBatchRefusedError(1, "InternalError", NUL_MESSAGE, Verdict.REFUSAL)
+            if doc["_id"] in self.unknown:
+                raise MongoBatchRefusedError(424242, "SomethingNew", "code 424242 (SomethingNew): new", Verdict.UNKNOWN)
+            if doc["_id"] in self.docs:
+                out.duplicates.append(j)
+            else:
+                self.docs[doc["_id"]] = bson.encode(doc)
+                out.inserted += 1
+        return out
+
+    async def stored(self, ids: list[Any]) -> dict[Any, RawBSONDocument]:
+        self.finds += 1
+        self._outage()
+        return {i: RawBSONDocument(self.docs[i]) for i in ids if i in self.docs}
+
+    async def healthy(self) -> bool:
+        self.pings += 1
+        if self.down_for:
+            self.down_for -= 1
+            return False
+        return True
+
+
+def doc(i: int, **extra: Any) -> dict[str, Any]:
+    return {"_id": f"e{i}", "event_id": f"e{i}", "n": i, "source_offset": i, "ingested_at": "", "ingest_hour": "", "part": 0, **extra}
+
+
+async def no_wait(exc: Exception) -> None:
+    OUTAGES.append(exc)
+
+
+OUTAGES: list[Exception] = []
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> None:
+    OUTAGES.clear()
+
+
+def buckets(result: WriteResult) -> list[int]:
+    return sorted([*result.inserted, *result.duplicates, *result.conflicts, *result.refused])
+
+
+async def test_bisection_finds_the_one_refused_document_first_half_first() -> None:
+    store = FakeStore()
+    docs = [doc(i) for i in range(16)]
+    docs[5]["s"] = "a\x00b"
+    result = await write_documents(store, docs, on_unavailable=no_wait)  # type: ignore[arg-type]
+    assert result.refused == {5: ("sink.write", "InternalError", NUL_MESSAGE)}
+    # e0-e4 landed in the failed attempts (as on FerretDB) and count as this call's inserts.
+    assert sorted(result.inserted) == [i for i in range(16) if i != 5]
+    assert result.duplicates == [] and result.conflicts == {} and buckets(result) == list(range(16))
+    sizes = [len(c) for c in store.calls]
+    # 16 ✗ → 8 (e0-e7) ✗ → 4 (e0-e3) ✓ → 4 (e4-e7) ✗ → 2 (e4,e5) ✗ → e4 ✓ → e5 ✗ → 2 (e6,e7) ✓ → 8 (e8-e15) ✓
+    assert sizes == [16, 8, 4, 4, 2, 1, 1, 2, 8]
+    assert [c[0] for c in store.calls] == ["e0", "e0", "e0", "e4", "e4", "e4", "e5", "e6", "e8"]
+    assert OUTAGES == []  # a refusal is not an outage
+
+
+@pytest.mark.parametrize(("n", "bad"), [(5000, 0), (5000, 2500), (5000, 4999), (1, 0), (2, 1), (3, 2)])
+async def test_bisection_cost_is_logarithmic(n: int, bad: int) -> None:
+    store = FakeStore()
+    docs = [doc(i) for i in range(n)]
+    docs[bad]["s"] = "\x00"
+    result = await write_documents(store, docs, on_unavailable=no_wait)  # type: ignore[arg-type]
+    assert list(result.refused) == [bad] and buckets(result) == list(range(n))
+    assert len(store.calls) <= 2 * math.ceil(math.log2(n)) + 1
+    assert len(store.docs) == n - 1
+
+
+async def test_an_outage_during_a_bisection_waits_and_never_refuses_a_valid_document() -> None:
+    store = FakeStore()
+    docs = [doc(i) for i in range(32)]
+    docs[20]["s"] = "\x00"
+    original = store.insert
+    count = 0
+
+    async def going_down(batch: list[dict[str, Any]]) -> InsertOutcome:
+        nonlocal count
+        count += 1
+        if count == 3:  # in the middle of the bisection
+            store.down_for = 4
+        return await original(batch)
+
+    store.insert = going_down  # type: ignore[method-assign]
+    result = await write_documents(store, docs, on_unavailable=no_wait)  # type: ignore[arg-type]
+    assert list(result.refused) == [20] and result.conflicts == {}
+    assert sorted(result.inserted) == [i for i in range(32) if i != 20]
+    assert len(OUTAGES) == 4 and all(isinstance(e, MongoUnavailableError) for e in OUTAGES)
+
+
+async def test_an_unknown_code_is_confirmed_by_retries_and_a_healthy_ping_before_refusing() -> None:
+    store = FakeStore()
+    store.unknown = {"e2"}
+    docs = [doc(i) for i in range(4)]
+    result = await write_documents(store, docs, max_attempts=3, on_unavailable=no_wait)  # type: ignore[arg-type]
+    assert result.refused == {2: ("sink.write", "SomethingNew", "code 424242 (SomethingNew): new")}
+    assert sorted(result.inserted) == [0, 1, 3]
+    assert [c for c in store.calls if c == ["e2"]] == [["e2"]] * 3  # refused alone three times
+    assert store.pings >= 3
+
+
+async def test_an_unknown_code_while_the_server_fails_its_ping_is_an_outage() -> None:
+    store = FakeStore()
+    store.unknown = {"e0"}
+    docs = [doc(0)]
+    # The first two pings fail (backend down): those two refusals do not count.
+    store_healthy = store.healthy
+    fails = 2
+
+    async def healthy() -> bool:
+        nonlocal fails
+        if fails:
+            fails -= 1
+            return False
+        return await store_healthy()
+
+    store.healthy = healthy  # type: ignore[method-assign]
+    result = await write_documents(store, docs, max_attempts=2, on_unavailable=no_wait)  # type: ignore[arg-type]
+    assert list(result.refused) == [0]
+    assert len(store.calls) == 4 and len(OUTAGES) == 2
+
+
+async def test_duplicates_equal_outside_the_delivery_fields_and_conflicts() -> None:
+    store = FakeStore()
+    first = [doc(i, f=1.5, a=[1, {"x": [2, 3]}], big=2**40) for i in range(4)]
+    await write_documents(store, first, on_unavailable=no_wait)  # type: ignore[arg-type]
+    again = [doc(i, f=1.5, a=[1, {"x": [2, 3]}], big=2**40) for i in range(4)]
+    for d in again:  # redelivered through another path: only the delivery fields differ
+        d["source_offset"] = 999
+        d["bridged_at"] = "2030-01-01T00:00:00.000Z"
+    again[1]["f"] = 2.5
+    again[2]["n"] = 2.0  # an int stored, a double now: different
+    again[3]["big"] = Int64(2**40)  # int64 both times (2**40 does not fit int32): equal
+    store.finds = 0
+    result = await write_documents(store, again, on_unavailable=no_wait)  # type: ignore[arg-type]
+    assert sorted(result.duplicates) == [0, 3] and result.inserted == [] and result.refused == {}
+    assert sorted(result.conflicts) == [1, 2]
+    assert "outside the delivery fields: f;" in result.conflicts[1]
+    assert "outside the delivery fields: n;" in result.conflicts[2]
+    assert store.finds == 1  # one find for the whole attempt's duplicates
+
+
+def test_differing_fields_is_exact_and_type_aware() -> None:
+    base = {"_id": "e", "a": 1, "b": [1.0, {"c": "x"}], "ingested_at": "t1", "source_offset": 1}
+    same = {"_id": "e", "a": 1, "b": [1.0, {"c": "x"}], "ingested_at": "t2", "source_offset": 7}
+    assert differing_fields(bson.encode(base), bson.encode(same)) == []
+    assert differing_fields(bson.encode(base), bson.encode({**same, "a": Int64(1)})) == ["a"]  # int32 vs int64
+    assert differing_fields(bson.encode(base), bson.encode({**same, "a": 1.0})) == ["a"]
+    assert differing_fields(bson.encode(base), bson.encode({**same, "b": [1.0, {"c": "y"}]})) == ["b"]
+    assert differing_fields(bson.encode(base), bson.encode({**same, "z": None})) == ["z"]
+    reordered = {"_id": "e", "b": [1.0, {"c": "x"}], "a": 1}
+    assert differing_fields(bson.encode(base), bson.encode(reordered)) == ["(field order)"]
+    # FerretDB stores -0.0 as 0.0 (captured): the same event.
+    assert differing_fields(bson.encode({"_id": "e", "z": 0.0}), bson.encode({"_id": "e", "z": -0.0})) == []
+
+
+async def test_a_timed_out_attempt_is_retried_smaller_and_counts_as_an_outage() -> None:
+    store = FakeStore()
+    original = store.insert
+
+    async def slow(batch: list[dict[str, Any]]) -> InsertOutcome:
+        if len(batch) > 3:
+            store.calls.append([d["_id"] for d in batch])
+            raise MongoUnavailableError("NetworkTimeout: timed out", timed_out=True)
+        return await original(batch)
+
+    store.insert = slow  # type: ignore[method-assign]
+    docs = [doc(i) for i in range(10)]
+    result = await write_documents(store, docs, on_unavailable=no_wait)  # type: ignore[arg-type]
+    assert sorted(result.inserted) == list(range(10))
+    assert [len(c) for c in store.calls] == [10, 5, 3, 2, 3, 2]
+    assert len(OUTAGES) == 2
+
+
+async def test_every_attempt_restamps() -> None:
+    store = FakeStore()
+    docs = [doc(i) for i in range(4)]
+    docs[3]["s"] = "\x00"
+    seen: list[str] = []
+    original = store.insert
+
+    async def record(batch: list[dict[str, Any]]) -> InsertOutcome:
+        seen.append(batch[0]["ingested_at"])
+        assert all(d["ingest_hour"] == d["ingested_at"][:13] for d in batch)
+        return await original(batch)
+
+    store.insert = record  # type: ignore[method-assign]
+    await write_documents(store, docs, on_unavailable=no_wait)  # type: ignore[arg-type]
+    assert all(s.endswith("Z") and len(s) == 24 for s in seen)
