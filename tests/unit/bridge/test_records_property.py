@@ -118,7 +118,7 @@ def records(draw: st.DrawFn) -> bytes:
     ids = st.sampled_from(GOOD_IDS) if clean else st.sampled_from(ID_VALUES)
     pairs: list[bytes] = []
     if draw(st.booleans()):
-        good_ids = ["5ed8cb2bc671fc36b74653ad", " x ", {"$oid": "ab"}, None]
+        good_ids: list[Any] = ["5ed8cb2bc671fc36b74653ad", " x ", {"$oid": "ab"}, None]
         pairs.append(b'"_id":' + encode(draw(st.sampled_from(good_ids if clean else [*good_ids, "", 17, [1]])), True))
     if kind == "seed":
         pairs.append(draw(time_field("seed", ascii_only, clean)))
