@@ -69,7 +69,7 @@ def copy_record(
         local_key = output_key(event)
         local_value = orjson.dumps(event)
     except InvalidEventError as exc:
-        return Refusal(STAGE_PREFIX + exc.stage, exc.error_class, exc.reason or exc.error_class)
+        return Refusal(STAGE_PREFIX + exc.stage, exc.error_class, _header_text(exc.reason) or exc.error_class)
     except Exception as exc:  # the isolation boundary: a surprise dead-letters this record only
         return Refusal(stage, type(exc).__name__, _describe(exc))
     size = len(local_key) + len(local_value)
@@ -85,7 +85,15 @@ def copy_record(
 
 def _describe(exc: BaseException) -> str:
     try:
-        text = str(exc)
+        text = _header_text(str(exc))
     except Exception:  # a broken __str__ must not escape either
         text = ""
     return text or type(exc).__name__
+
+
+def _header_text(text: str) -> str:
+    """``text`` as it can go into a UTF-8 header: a lone surrogate (which no UTF-8 encoder takes)
+    becomes its ``\\udXXX`` escape; the common case costs one ``isascii``."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -320,6 +320,16 @@ def test_a_surprise_while_encoding_is_a_refusal_at_encode(monkeypatch: pytest.Mo
     assert copy(event_of(b"")) == Refusal("bridge.encode", "KeyError", "KeyError")
 
 
+def test_a_message_that_cannot_be_utf_8_is_escaped_for_the_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+    def surrogate(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("bad \ud800 é")
+
+    monkeypatch.setattr(records, "normalize", surrogate)
+    got = refusal(b"{}")
+    assert got == Refusal("bridge.normalize", "ValueError", "bad \\ud800 é")
+    got.message.encode()
+
+
 def test_the_600_deep_record_of_issue_14_is_refused_not_raised() -> None:
     got = refusal(event_of(b',"nest":' + b"[" * 600 + b"]" * 600))
     assert got == Refusal("bridge.validate", "TooDeep", "objects/arrays nested 65+ levels deep, more than 64")
