@@ -39,10 +39,9 @@ from aiokafka.structs import ConsumerRecord
 from bridge.batching import KeyPartitioner, send_batches
 from bridge.metrics import BridgeMetrics
 from bridge.offsets import offset_key, offset_value, read_stored_offsets
-from bridge.records import DLQ_HEADROOM_BYTES, Refusal, copy_record
+from bridge.records import DLQ_HEADROOM_BYTES, HEADER_TRUNCATED_FROM, Refusal, copy_record, dead_letter_record
 from bridge.settings import BridgeSettings
 from shared.backoff import Backoff
-from shared.dlq import dead_letter_headers
 from shared.errors import BackendUnavailableError
 from shared.kafka import KafkaConnection, create_topics
 from shared.service import ServiceState
@@ -51,10 +50,6 @@ log = logging.getLogger(__name__)
 
 # Errors that end a session and start a new one after a backoff (brokers down, fencing, timeouts).
 RETRIABLE_ERRORS = (KafkaError, OSError, TimeoutError, BackendUnavailableError)
-# A dead letter keeps the original bytes unless they cannot fit in one local record: then the
-# head is kept and this header holds the original length (DLQ_HEADROOM_BYTES, from
-# bridge.records, is kept free for the key, the headers and the batch overhead).
-HEADER_TRUNCATED_FROM = "dlq.value.truncated_from_bytes"
 __all__ = ["DLQ_HEADROOM_BYTES", "HEADER_TRUNCATED_FROM", "Bridge", "create_bridge"]
 # Transactional producers per owned partition: all are fenced on take-over; with
 # BRIDGE_PIPELINE_TRANSACTIONS the transactions alternate between them.
@@ -508,21 +503,17 @@ class Bridge:
         self, producer: AIOKafkaProducer, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], refusal: Refusal
     ) -> asyncio.Future[Any]:
         s = self.settings
-        headers = dead_letter_headers(
-            source_topic=tp.topic,
-            source_partition=tp.partition,
-            source_offset=record.offset,
-            stage=refusal.stage,
-            error_class=refusal.error_class,
-            error_message=refusal.message,
-            original_headers=list(record.headers or ()),
+        key, value, headers = dead_letter_record(
+            record.value,
+            record.key,
+            list(record.headers or ()),
+            refusal,
+            topic=tp.topic,
+            partition=tp.partition,
+            offset=record.offset,
+            max_request_bytes=s.max_request_bytes,
         )
-        value = record.value
-        if value is not None and len(value) > s.max_request_bytes - DLQ_HEADROOM_BYTES:
-            # Larger than a local record may be: keep the head, say so (never a poison pill).
-            headers.append((HEADER_TRUNCATED_FROM, str(len(value)).encode()))
-            value = value[: s.max_request_bytes - DLQ_HEADROOM_BYTES]
-        future: asyncio.Future[Any] = await producer.send(s.dlq_topic, value=value, key=record.key, headers=headers)
+        future: asyncio.Future[Any] = await producer.send(s.dlq_topic, value=value, key=key, headers=headers)
         return future
 
     # ------------------------------------------------------------------ health, lag, monitoring

@@ -19,6 +19,7 @@ Steps and their DLQ stages:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,6 +27,7 @@ import orjson
 
 from bridge.settings import DEFAULT_MAX_REQUEST_BYTES
 from bridge.transform import EventRules, normalize, output_key
+from shared.dlq import dead_letter_headers
 from shared.errors import InvalidEventError
 
 STAGE_PREFIX = "bridge."
@@ -38,6 +40,13 @@ DLQ_HEADROOM_BYTES = 65_536
 # default) minus the headroom; :meth:`bridge.app.Bridge` derives it from its settings.
 DEFAULT_MAX_VALUE_BYTES = DEFAULT_MAX_REQUEST_BYTES - DLQ_HEADROOM_BYTES
 _DEFAULT_RULES = EventRules()
+# A dead letter keeps the original key, value and headers unless they cannot fit in one local
+# record: then the value's head is kept and this header holds the original length; original
+# headers that leave no room are dropped (their count in HEADER_HEADERS_DROPPED), and so is a key
+# that alone is too large (its length in HEADER_KEY_DROPPED).
+HEADER_TRUNCATED_FROM = "dlq.value.truncated_from_bytes"
+HEADER_HEADERS_DROPPED = "dlq.headers.dropped"
+HEADER_KEY_DROPPED = "dlq.key.dropped_bytes"
 
 
 @dataclass(frozen=True)
@@ -97,3 +106,48 @@ def _header_text(text: str) -> str:
     if text.isascii():
         return text
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def dead_letter_record(
+    value: bytes | None,
+    key: bytes | None,
+    original_headers: Sequence[tuple[str, bytes]],
+    refusal: Refusal,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """The DLQ record ``(key, value, headers)`` of a refused record: the original bytes with the
+    ``shared.dlq`` headers, cut so that it always fits in one local record (never a poison pill).
+
+    The headroom (``DLQ_HEADROOM_BYTES``) holds our headers, the batch overhead and up to half of
+    it of original key and headers; larger ones take their room from the value."""
+    limit = max_request_bytes - DLQ_HEADROOM_BYTES
+    extra: list[tuple[str, bytes]] = []
+    headers = list(original_headers)
+    key_size = len(key) if key is not None else 0
+    headers_size = sum(len(k.encode()) + len(v or b"") for k, v in headers)
+    budget = limit - max(0, key_size + headers_size - DLQ_HEADROOM_BYTES // 2)
+    if budget < 0 and headers:
+        extra.append((HEADER_HEADERS_DROPPED, str(len(headers)).encode()))
+        headers = []
+        budget = limit - max(0, key_size - DLQ_HEADROOM_BYTES // 2)
+    if budget < 0 and key is not None:
+        extra.append((HEADER_KEY_DROPPED, str(key_size).encode()))
+        key = None
+        budget = limit
+    if value is not None and len(value) > budget:
+        extra.append((HEADER_TRUNCATED_FROM, str(len(value)).encode()))
+        value = value[:budget]
+    ours = dead_letter_headers(
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        stage=refusal.stage,
+        error_class=refusal.error_class,
+        error_message=refusal.message,
+        original_headers=headers,
+    )
+    return key, value, [*ours, *extra]

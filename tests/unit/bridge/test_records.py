@@ -333,3 +333,57 @@ def test_a_message_that_cannot_be_utf_8_is_escaped_for_the_headers(monkeypatch: 
 def test_the_600_deep_record_of_issue_14_is_refused_not_raised() -> None:
     got = refusal(event_of(b',"nest":' + b"[" * 600 + b"]" * 600))
     assert got == Refusal("bridge.validate", "TooDeep", "objects/arrays nested 65+ levels deep, more than 64")
+
+
+# ---- dead letters always fit in one local record ----
+
+REFUSAL = Refusal("bridge.validate", "TooDeep", "too deep")
+DLQ_OURS = [
+    ("dlq.source.topic", b"product_views"),
+    ("dlq.source.partition", b"2"),
+    ("dlq.source.offset", b"99"),
+    ("dlq.stage", b"bridge.validate"),
+    ("dlq.error.class", b"TooDeep"),
+    ("dlq.error.message", b"too deep"),
+]
+LIMIT = 2_000_000 - 65_536  # what a dead letter's key, value and original headers may take together (about)
+
+
+def dead(
+    value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    return records.dead_letter_record(value, key, headers, REFUSAL, topic="product_views", partition=2, offset=99)
+
+
+def size(record: tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]) -> int:
+    key, value, headers = record
+    return len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers)
+
+
+def test_a_dead_letter_keeps_the_original_bytes_and_headers() -> None:
+    assert dead(b"{bad", b"k", [("trace", b"t-1")]) == (b"k", b"{bad", [("trace", b"t-1"), *DLQ_OURS])
+    assert dead(None, None, []) == (None, None, DLQ_OURS)
+
+
+def test_a_value_too_large_for_a_local_record_keeps_its_head() -> None:
+    value = bytes(range(256)) * 8000  # 2 048 000 bytes
+    assert dead(value, b"k", []) == (b"k", value[:LIMIT], [*DLQ_OURS, ("dlq.value.truncated_from_bytes", b"2048000")])
+
+
+def test_large_original_headers_take_their_room_from_the_value() -> None:
+    headers = [("h1", b"a" * 250_000), ("h2", b"b" * 250_000)]
+    value = b"v" * 1_500_000
+    key, got_value, got_headers = record = dead(value, b"0123456789", headers)
+    taken = 10 + 2 + 250_000 + 2 + 250_000 - 32_768  # key and headers beyond half the headroom
+    assert key == b"0123456789" and got_value == value[: LIMIT - taken]
+    assert got_headers == [*headers, *DLQ_OURS, ("dlq.value.truncated_from_bytes", b"1500000")]
+    assert size(record) <= LIMIT + 32_768 + 200  # + our headers: ~32 KB left for the batch overhead
+
+
+def test_headers_or_a_key_that_leave_no_room_are_dropped_and_counted() -> None:
+    headers = [("h", b"x" * 1_000_000)] * 2
+    assert dead(b"value", b"k", headers) == (b"k", b"value", [*DLQ_OURS, ("dlq.headers.dropped", b"2")])
+    key, value, got = record = dead(b"v" * 100, b"k" * 2_100_000, headers)
+    assert (key, value) == (None, b"v" * 100)
+    assert got == [*DLQ_OURS, ("dlq.headers.dropped", b"2"), ("dlq.key.dropped_bytes", b"2100000")]
+    assert size(record) < 2_000_000
