@@ -67,6 +67,8 @@ BAD: dict[str, tuple[bytes, bytes, str, str, str]] = {
         "more than the 1934464",
     ),
 }
+# 760 KB of input, 1.71 MB normalized: under the limit, so copied (sent alone, larger than a batch).
+LARGE_VALUE = head(106) + b',"n":[' + b",".join([b"1E5"] * 190_000) + b"]}"
 RESERVED_VALUE = head(105) + b',"event_id":"spoofed","bridged_at":"yesterday","part":3,"orig_x":1}'
 RESERVED_EXPECTED = {
     "time_stamp": T0,
@@ -97,6 +99,8 @@ async def test_poison_records_are_dead_lettered_and_the_bridge_keeps_copying(
         plan.append((f"valid{n}", *valid(n)))
         if bad == "big_int":
             plan.append(("reserved", b"p5", RESERVED_VALUE))
+        if bad == "grows":
+            plan.append(("large", b"p6", LARGE_VALUE))
     producer = AIOKafkaProducer(**remote_kafka.client_kwargs(), max_request_size=2_097_152)
     await producer.start()
     try:
@@ -136,8 +140,20 @@ async def test_poison_records_are_dead_lettered_and_the_bridge_keeps_copying(
     for n in range(len(BAD) + 1):
         want[f"{n:024x}"] = expected_valid(n, topic, offsets[f"valid{n}"])
     want[f"{105:024x}"] = {**RESERVED_EXPECTED, "source_topic": topic, "source_offset": offsets["reserved"]}
+    want[f"{106:024x}"] = {
+        "time_stamp": T0,
+        "collection": "view_home_page",
+        "n": [100000.0] * 190_000,
+        "event_id": f"{106:024x}",
+        "source_shape": "glamira",
+        "event_time": event_time(T0),
+        "source_topic": topic,
+        "source_partition": 0,
+        "source_offset": offsets["large"],
+    }
     out = await read_topic(local_kafka, names.local_topic)
     got: dict[str, dict[str, Any]] = {}
+    assert max(len(r.value) for r in out) > 1_700_000  # the large one made it whole
     for record in out:
         event = json.loads(record.value)
         bridged_at = event.pop("bridged_at")
