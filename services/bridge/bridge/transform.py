@@ -46,6 +46,10 @@ _PADDED_LOCAL_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{6})?")
 _NUMERIC = re.compile(r"[+-]?\d+(?:\.\d*)?")
 _HAS_SOURCE_PREFIX = operator.methodcaller("startswith", SOURCE_FIELD_PREFIX)
 DEFAULT_EVENT_TIME_FLOOR = datetime.fromisoformat(EVENT_TIME_FLOOR)
+# Digits → "0", every other byte → " ": a run of 19 digits (the shortest integer beyond int64 has
+# 19) is then a plain substring search.
+_DIGITS_TO_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_INT64_DIGITS_RUN = b"0" * 19
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,16 @@ def check_event_time(moment: datetime, bridged_at: datetime, rules: EventRules) 
         )
 
 
+def loads_event(value: bytes) -> Any:
+    """``shared.jsonvalues.loads_checked(value, max_depth=MAX_EVENT_DEPTH, exact_int_fields=STRING_ID_FIELDS)``,
+    with its common case decided here first: at most MAX_EVENT_DEPTH brackets and no run of 19
+    digits, where ``loads_checked`` returns ``orjson.loads(value)`` unchanged. Same result, but
+    ~1 µs instead of the ~15-20 µs its ``\\d{19}`` regex search takes on a 700-byte event."""
+    if value.count(b"{") + value.count(b"[") <= MAX_EVENT_DEPTH and _INT64_DIGITS_RUN not in value.translate(_DIGITS_TO_ZERO):
+        return orjson.loads(value)
+    return loads_checked(value, max_depth=MAX_EVENT_DEPTH, exact_int_fields=STRING_ID_FIELDS)
+
+
 def decode(value: bytes | None) -> dict[str, Any]:
     """The record's JSON object, or :class:`InvalidEventError` saying why there is none."""
     if not value:
@@ -110,7 +124,7 @@ def decode(value: bytes | None) -> dict[str, Any]:
     try:
         # Nesting deeper than MAX_EVENT_DEPTH and integers beyond int64 are refused here (orjson
         # would fail to encode the one and turn the other into a double); ids come back exact.
-        doc = loads_checked(value, max_depth=MAX_EVENT_DEPTH, exact_int_fields=STRING_ID_FIELDS)
+        doc = loads_event(value)
     except JsonValueError as exc:
         raise _invalid(exc.reason, exc.error_class) from None
     except orjson.JSONDecodeError as exc:
