@@ -3,6 +3,11 @@
 ``POST /runs`` (bearer token) → 202 ``{run_id}``; 409 while a run is queued/running; 422 on a
 bad body. ``GET /runs/{run_id}``, ``GET /runs``, ``GET /health`` (live), ``GET /ready`` (DDL
 applied and PostgreSQL answering), ``GET /metrics`` (Prometheus), OpenAPI at ``/docs``.
+
+``GET /runs`` and ``GET /runs/{run_id}`` answer anyone, but only with the bearer token do they show
+the run's full ``error`` (it can hold a job-log tail), ``host``, ``pid`` and ``owner_token``; an
+anonymous caller gets ``error`` = ``error_summary``, a short fixed-form summary (:func:`error_summary`),
+and those fields null (``detail: false``). A wrong token is refused (401).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -62,7 +68,41 @@ class RunAccepted(BaseModel):
     status: str = "queued"
 
 
+# First lines of run errors that are safe to show anyone, as written by runs.py and job.py.
+_SAFE_ERROR_LINES = (
+    re.compile(r"job process exited with code -?\d+"),
+    re.compile(r"job process exited 0 without finishing the run"),
+    re.compile(r"orphaned: job process \d+ is gone"),
+    re.compile(r"orphaned: no heartbeat for \d+s"),
+    re.compile(r"heartbeat could not be written for \d+s"),
+    re.compile(r"could not start the job process"),
+)
+_EXCEPTION_NAME = re.compile(r"([A-Z][A-Za-z0-9_]*(?:Error|Exception|Exit|Interrupt))\b")
+_DETAIL_HINT = "details with the bearer token"
+
+
+def error_summary(error: str | None) -> str | None:
+    """A short summary of a run's ``error`` that is safe for anonymous callers: a known fixed
+    form (exit code, orphaned, heartbeat), ``lost ownership: commit refused`` / ``… the job
+    stopped``, else only the exception's class name. Never a log tail, path, host or message text."""
+    if error is None:
+        return None
+    first = error.strip().splitlines()[0] if error.strip() else ""
+    for pattern in _SAFE_ERROR_LINES:
+        if m := pattern.match(first):
+            return f"{m.group(0)} ({_DETAIL_HINT})"
+    if first.startswith("lost ownership:"):
+        outcome = "commit refused" if "commit refused" in first else "the job stopped"
+        return f"lost ownership: {outcome} ({_DETAIL_HINT})"
+    if m := _EXCEPTION_NAME.match(first):
+        return f"failed: {m.group(1)} ({_DETAIL_HINT})"
+    return f"failed ({_DETAIL_HINT})"
+
+
 class RunView(BaseModel):
+    """A run. ``detail`` false (no bearer token): ``error`` is the safe summary and ``host``,
+    ``pid``, ``owner_token`` are null."""
+
     run_id: str
     mode: str
     date_from: date | None
@@ -82,10 +122,17 @@ class RunView(BaseModel):
     timings: dict[str, Any] | None
     reconciliation: dict[str, Any] | None
     error: str | None
+    error_summary: str | None
+    owner_token: str | None = None
+    detail: bool
 
     @classmethod
-    def of(cls, row: dict[str, Any]) -> RunView:
-        return cls(**{**row, "run_id": str(row["run_id"])})
+    def of(cls, row: dict[str, Any], detail: bool) -> RunView:
+        summary = error_summary(row["error"])
+        fields = {**row, "run_id": str(row["run_id"]), "error_summary": summary, "detail": detail}
+        if not detail:
+            fields.update(error=summary, host=None, pid=None, owner_token=None)
+        return cls(**fields)
 
 
 class Metrics:
@@ -125,6 +172,21 @@ def require_token(request: Request, credentials: Annotated[HTTPAuthorizationCred
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
 
+def has_token(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> bool:
+    """Reads: True with the right bearer token, False without one (or when no token is
+    configured); a wrong token is refused (401), not silently treated as anonymous."""
+    if credentials is None:
+        return False
+    settings = get_state(request).settings
+    expected = settings.api_token.get_secret_value() if settings.api_token else ""
+    if not expected or not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+    return True
+
+
+Detail = Annotated[bool, Depends(has_token)]
+
+
 async def connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
     state = get_state(request)
     pool = state.pool
@@ -155,7 +217,7 @@ def create_app(settings: EtlSettings) -> FastAPI:
                     )
                 async with state.pool.acquire() as conn:
                     applied = await apply_ddl(conn, settings.pg_schema)
-                log.info("DDL applied to schema %s: %s", settings.pg_schema, ", ".join(applied))
+                log.info("DDL applied to schema %s: %s", settings.pg_schema, ", ".join(applied) or "none (all up to date)")
                 state.launcher = runs.RunLauncher(
                     settings, state.pool, on_finished=lambda _run, st: state.metrics.finished.labels(st).inc()
                 )
@@ -204,19 +266,20 @@ def create_app(settings: EtlSettings) -> FastAPI:
         return RunAccepted(run_id=run_id)
 
     @app.get("/runs/{run_id}", response_model=RunView)
-    async def read_run(run_id: UUID, conn: Conn) -> RunView:
+    async def read_run(run_id: UUID, conn: Conn, detail: Detail) -> RunView:
         row = await runs.get_run(conn, str(run_id))
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such run")
-        return RunView.of(row)
+        return RunView.of(row, detail)
 
     @app.get("/runs", response_model=list[RunView])
     async def read_runs(
         conn: Conn,
+        detail: Detail,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         run_status: Annotated[Literal["queued", "running", "succeeded", "failed"] | None, Query(alias="status")] = None,
     ) -> list[RunView]:
-        return [RunView.of(r) for r in await runs.list_runs(conn, limit, run_status)]
+        return [RunView.of(r, detail) for r in await runs.list_runs(conn, limit, run_status)]
 
     @app.get("/health")
     async def health() -> dict[str, str]:

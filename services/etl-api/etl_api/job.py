@@ -1,9 +1,19 @@
 """One ETL run in its own process: ``python -m etl_api.job --run-id <uuid>``.
 
 The API inserts the run row (``queued``) and launches this process; the job claims the row
-(``running``), heartbeats while it works, and either commits the star schema together with the
-``succeeded`` row (one transaction, see :mod:`etl_api.load`) or marks the run ``failed`` with the
-error. If the process dies without doing either, the API's reaper marks it failed.
+(``running``) with an **owner token** of its own (``<host>:<pid>:<random hex>``), heartbeats while
+it works, and either commits the star schema together with the ``succeeded`` row (one
+transaction, see :mod:`etl_api.load`) or marks the run ``failed`` with the error. If the process
+dies without doing either, the API's reaper marks it failed.
+
+Ownership: a run commits only while it still owns its window. Every heartbeat and phase change
+writes the row only where it is still ``running`` with this process's token; a heartbeat that
+finds the row reaped or taken ends the job at once (``lost ownership: …``), and one that cannot be
+written for ``ETL_HEARTBEAT_TIMEOUT_SECONDS / 2`` (PostgreSQL unreachable: the reaper may be
+about to mark the run failed) ends it too (``heartbeat could not be written …``): the run work is
+cancelled (an open load transaction rolls back). The load's own guard
+(:func:`etl_api.load.check_ownership`) is the last word: under row locks it refuses to commit
+unless the run is still owned and the watermark and load generation are those read at the claim.
 
 Windows (all instants are the sink's ``ingested_at``, UTC):
 
@@ -36,6 +46,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import socket
 import sys
 import time
@@ -47,12 +58,24 @@ from typing import Any
 import asyncpg
 import pymongo
 import pymongo.errors
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.storagelevel import StorageLevel
 
 from etl_api import extract, ferretdb, transform
-from etl_api.load import DIMENSIONS, FACT_STAGE_COLUMNS, LoadInput, date_key, load_star, stage_columns
+from etl_api.load import (
+    DIMENSIONS,
+    FACT_STAGE_COLUMNS,
+    LoadInput,
+    Ownership,
+    OwnershipLostError,
+    date_key,
+    load_star,
+    lost_ownership_message,
+    read_ownership,
+    run_problems,
+    stage_columns,
+)
 from etl_api.schema import quote_ident
 from etl_api.settings import EtlSettings
 from etl_api.spark import build_spark_session
@@ -63,6 +86,24 @@ log = logging.getLogger("etl_api.job")
 
 class RunNotClaimableError(RuntimeError):
     """The run row is missing or not queued (another job took it, or it was already reaped)."""
+
+
+class HeartbeatError(RuntimeError):
+    """The heartbeat could not be written for too long: the job stops rather than work unowned."""
+
+
+JOB_STOPS = "the job stopped"
+
+
+def new_owner_token() -> str:
+    """``<host>:<pid>:<16 random hex>``: who claimed a run (readable) and unique per claim."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"
+
+
+def heartbeat_budget(settings: EtlSettings) -> float:
+    """How long the heartbeat may fail to be written before the job stops: half the silence after
+    which a reaper marks the run failed (at least one heartbeat interval)."""
+    return max(settings.heartbeat_timeout_seconds / 2, settings.heartbeat_seconds)
 
 
 def _rss_peak_mb(pid: int | str = "self") -> float | None:
@@ -114,11 +155,19 @@ def estimated_documents(settings: EtlSettings) -> int:
         client.close()
 
 
-def count_by_date(df: DataFrame) -> tuple[int, list[date]]:
+def count_by_date(df: DataFrame, never_counted: Column | None = None) -> tuple[int, list[date]]:
     """Rows of ``df`` and its distinct non-null ``event_date`` values, sorted: one Spark job (was a
-    count and a distinct, two passes)."""
-    rows = df.groupBy("event_date").count().collect()
-    return sum(int(r["count"]) for r in rows), sorted(r["event_date"] for r in rows if r["event_date"] is not None)
+    count and a distinct, two passes). ``never_counted``: rows that can never be counted (an
+    implausible event time); a date that has only such rows is not listed (its sink date, e.g.
+    2099-01-01, would otherwise become a touched date and a ``dim_date`` row)."""
+    if never_counted is None:
+        rows = df.groupBy("event_date").count().collect()
+        return sum(int(r["count"]) for r in rows), sorted(r["event_date"] for r in rows if r["event_date"] is not None)
+    counts = df.groupBy("event_date").agg(
+        F.count(F.lit(1)).alias("count"), F.count(F.when(~F.coalesce(never_counted, F.lit(False)), 1)).alias("countable")
+    )
+    rows = counts.collect()
+    return sum(int(r["count"]) for r in rows), sorted(r["event_date"] for r in rows if r["event_date"] is not None and r["countable"])
 
 
 async def _chunks(rows: Iterator[Any], size: int, convert: Callable[[Any], tuple[Any, ...]]) -> AsyncIterator[list[tuple[Any, ...]]]:
@@ -145,49 +194,110 @@ class Job:
         self.run_id = run_id
         self.phase = "starting"
         self.timings: dict[str, Any] = {}
+        self.owner_token = new_owner_token()
+        self.ownership: Ownership | None = None
 
     async def _connect(self) -> asyncpg.Connection:
         conn = await asyncpg.connect(self.settings.postgres_dsn.get_secret_value())
         await conn.execute(f"SET search_path TO {quote_ident(self.settings.pg_schema)}")
         return conn
 
+    async def _touch(self, conn: asyncpg.Connection, phase: str) -> bool:
+        """Heartbeat + phase, only on our own running row. False once our own load has committed
+        (the row is ``succeeded`` with our token: nothing left to beat for); raises
+        :class:`OwnershipLostError` when the row is no longer ours."""
+        done = await conn.execute(
+            "UPDATE etl_runs SET phase = $2, heartbeat_at = now() WHERE run_id = $1 AND status = 'running' AND owner_token = $3",
+            self.run_id,
+            phase,
+            self.owner_token,
+        )
+        if done == "UPDATE 1":
+            return True
+        row = await conn.fetchrow("SELECT status, owner_token, finished_at, error FROM etl_runs WHERE run_id = $1", self.run_id)
+        if row is not None and row["status"] == "succeeded" and row["owner_token"] == self.owner_token:
+            return False
+        problems = run_problems(self.owner_token, dict(row) if row else None) or ["the run's row was not updated"]
+        raise OwnershipLostError(lost_ownership_message(problems, JOB_STOPS))
+
     async def _enter_phase(self, conn: asyncpg.Connection, phase: str) -> None:
         """Record the phase now (the heartbeat repeats it), so observers never see a stale one."""
         self.phase = phase
-        await conn.execute(
-            "UPDATE etl_runs SET phase = $2, heartbeat_at = now() WHERE run_id = $1 AND status = 'running'", self.run_id, phase
-        )
+        if not await self._touch(conn, phase):
+            raise OwnershipLostError(lost_ownership_message(["the run already succeeded"], JOB_STOPS))
 
     async def _heartbeat(self) -> None:
-        conn = await self._connect()
+        """Write the heartbeat every ``heartbeat_seconds``; returns only once our load committed. Raises
+        :class:`OwnershipLostError` as soon as the row is no longer ours (reaped), and
+        :class:`HeartbeatError` when no heartbeat could be written for :func:`heartbeat_budget`
+        seconds (each attempt reconnects; an attempt is bounded by the budget too)."""
+        s = self.settings
+        budget = heartbeat_budget(s)
+        last_ok = time.monotonic()
+        conn: asyncpg.Connection | None = None
         try:
             while True:
-                await conn.execute(
-                    "UPDATE etl_runs SET heartbeat_at = now(), phase = $2 WHERE run_id = $1 AND status = 'running'", self.run_id, self.phase
-                )
-                await asyncio.sleep(self.settings.heartbeat_seconds)
+                try:
+                    left = max(budget - (time.monotonic() - last_ok), 0.1)
+                    if conn is None:
+                        conn = await asyncio.wait_for(self._connect(), timeout=left)
+                    if not await asyncio.wait_for(self._touch(conn, self.phase), timeout=left):
+                        return  # our load committed
+                except OwnershipLostError:
+                    raise
+                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    silent = time.monotonic() - last_ok
+                    if silent >= budget:
+                        raise HeartbeatError(
+                            f"heartbeat could not be written for {silent:.0f}s ({type(exc).__name__}: {exc}); {JOB_STOPS}"
+                            " rather than work on a run it may no longer own"
+                        ) from exc
+                    log.warning("run %s: heartbeat failed (%s: %s); retrying", self.run_id, type(exc).__name__, exc)
+                    if conn is not None:
+                        with contextlib.suppress(Exception):
+                            await conn.close(timeout=1)
+                        conn = None
+                    await asyncio.sleep(min(s.heartbeat_seconds, 1.0, max(budget - silent, 0.0)))
+                    continue
+                last_ok = time.monotonic()
+                await asyncio.sleep(s.heartbeat_seconds)
         finally:
-            await conn.close()
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=1)
 
     async def run(self) -> None:
         conn = await self._connect()
         try:
             row = await conn.fetchrow(
-                """UPDATE etl_runs SET status = 'running', phase = 'starting', started_at = now(), heartbeat_at = now(), pid = $2, host = $3
+                """UPDATE etl_runs SET status = 'running', phase = 'starting', started_at = now(), heartbeat_at = now(),
+                          pid = $2, host = $3, owner_token = $4
                    WHERE run_id = $1 AND status = 'queued' RETURNING mode, date_from, date_to""",
                 self.run_id,
                 os.getpid(),
                 socket.gethostname(),
+                self.owner_token,
             )
             if row is None:
                 raise RunNotClaimableError(f"run {self.run_id} is not queued")
-            beat = asyncio.create_task(self._heartbeat())
+            self.ownership = await read_ownership(conn, self.owner_token)
+            log.info("run %s claimed by %s (%s)", self.run_id, self.owner_token, self.ownership)
+            beat = asyncio.create_task(self._heartbeat(), name="heartbeat")
+            work = asyncio.create_task(self._run(conn, row["mode"], row["date_from"], row["date_to"]), name="run")
             try:
-                await self._run(conn, row["mode"], row["date_from"], row["date_to"])
+                await asyncio.wait({beat, work}, return_when=asyncio.FIRST_COMPLETED)
+                if not work.done() and beat.exception() is not None:  # lost ownership / no heartbeat: stop the work
+                    log.error("run %s: %s", self.run_id, beat.exception())
+                    work.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await work  # its finally blocks run: an open load transaction rolls back, Spark stops
+                    beat.result()
+                await work
             finally:
-                beat.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await beat
+                for task in (beat, work):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
         finally:
             await conn.close()
 
@@ -196,7 +306,8 @@ class Job:
         t_start = time.monotonic()
         high = datetime.now(UTC) - timedelta(seconds=s.settle_seconds)
         low: datetime | None = None
-        watermark = await conn.fetchval("SELECT ingested_high FROM etl_watermark WHERE name = 'events'")
+        assert self.ownership is not None
+        watermark = self.ownership.watermark  # read with the claim; the load refuses to commit if it moved
         if mode == "incremental":
             low = watermark
         elif mode == "range" and watermark is not None and watermark > high:
@@ -277,7 +388,8 @@ class Job:
             spark.conf.set("spark.sql.shuffle.partitions", str(self.timings["shuffle_partitions"]))
         raw = read_events(spark, s, tasks, partitions)
         events = transform.clean_events(raw).persist(StorageLevel.MEMORY_AND_DISK)
-        events_read, dates_read = await asyncio.to_thread(count_by_date, events)  # one pass, fills the cache
+        implausible = transform.implausible_event_time(s.event_time_floor_ms, int(s.event_time_max_ahead_s * 1000))
+        events_read, dates_read = await asyncio.to_thread(count_by_date, events, implausible)  # one pass, fills the cache
         if new_events < 0:
             new_events = events_read
         if replace_all or merge:
@@ -299,7 +411,13 @@ class Job:
 
         await self._enter_phase(conn, "transform")
         t1 = time.monotonic()
-        classified = transform.classify_events(transform.enrich_events(events, s.internal_domains), types, s.exclude_bots)
+        classified = transform.classify_events(
+            transform.enrich_events(events, s.internal_domains),
+            types,
+            s.exclude_bots,
+            time_floor_ms=s.event_time_floor_ms,
+            max_ahead_ms=int(s.event_time_max_ahead_s * 1000),
+        )
         classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
         skips = await asyncio.to_thread(lambda: {r["skip_reason"]: r["n"] for r in transform.skip_counts(classified).collect()})
         valid = int(skips.pop(None, 0))
@@ -329,8 +447,11 @@ class Job:
         def rows_of(df: DataFrame, cols: list[str]) -> Iterator[Any]:
             return df.select(*cols).toLocalIterator(prefetchPartitions=True)
 
+        assert self.ownership is not None
         data = LoadInput(
             run_id=self.run_id,
+            mode=mode,
+            ownership=self.ownership,
             replace_all_facts=replace_all,
             touched_dates=touched,
             dims={t: _chunks(rows_of(df, spec_cols[t]), size, tuple) for t, df in dim_frames.items()},
@@ -365,14 +486,21 @@ async def unmergeable_dates(conn: asyncpg.Connection, dates: list[date]) -> list
     return [r["d"] for r in rows]
 
 
-async def mark_failed(settings: EtlSettings, run_id: str, error: str) -> None:
+async def mark_failed(settings: EtlSettings, run_id: str, error: str, owner_token: str | None = None) -> None:
+    """The run ends ``failed`` with ``error``. A run that was already marked failed (reaped) by
+    someone else while this process still owned it gets ``error`` in front of the earlier one,
+    so it says why this process stopped too (e.g. its refused commit)."""
     conn = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
     try:
         await conn.execute(
-            f"UPDATE {quote_ident(settings.pg_schema)}.etl_runs SET status = 'failed', phase = NULL, finished_at = now(), error = $2 "
-            "WHERE run_id = $1 AND status IN ('queued', 'running')",
+            f"""UPDATE {quote_ident(settings.pg_schema)}.etl_runs
+                SET error = left(CASE WHEN status = 'failed' AND coalesce(error, '') <> '' THEN $2 || E'\nearlier: ' || error
+                                      ELSE $2 END, 8000),
+                    status = 'failed', phase = NULL, finished_at = coalesce(finished_at, now())
+                WHERE run_id = $1 AND (status IN ('queued', 'running') OR (status = 'failed' AND owner_token = $3))""",
             run_id,
             error[:4000],
+            owner_token,
         )
     finally:
         await conn.close()
@@ -385,16 +513,19 @@ def main(argv: list[str] | None = None) -> int:
     settings = EtlSettings()  # type: ignore[call-arg]
     setup_logging("etl-job", settings.log_level)
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    job = Job(settings, args.run_id)
     try:
-        asyncio.run(Job(settings, args.run_id).run())
+        asyncio.run(job.run())
     except RunNotClaimableError as exc:
         log.error("%s", exc)
         return 2
     except BaseException as exc:
         log.error("run %s failed: %s", args.run_id, exc)
         traceback.print_exc()
+        # lost ownership / heartbeat: the message says it all; anything else: the exception's type too
+        error = str(exc) if isinstance(exc, OwnershipLostError | HeartbeatError) else f"{type(exc).__name__}: {exc}"
         with contextlib.suppress(Exception):
-            asyncio.run(mark_failed(settings, args.run_id, f"{type(exc).__name__}: {exc}"))
+            asyncio.run(mark_failed(settings, args.run_id, error, job.owner_token))
         return 1
     return 0
 

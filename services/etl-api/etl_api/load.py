@@ -17,8 +17,19 @@ Inside the transaction (holding the per-schema ETL advisory lock):
    those a rebuild from all events would write. The derived measures (average, duration) are
    computed by :func:`fact_insert_sql` in both cases, in one place;
 5. reconciliation (``sum(view_count)`` of the touched dates after − that of the merged dates
-   before = valid views read), the watermark, ``etl_date_loads`` (with the ``ingested_high``
-   each written date now covers) and the run's ``succeeded`` row; then COMMIT.
+   before = valid views read);
+6. the **ownership guard** (:func:`check_ownership`, also run cheaply right after the advisory
+   lock, so a run that lost its window stops before staging anything): it locks the load
+   generation row, the watermark row and the run's own ``etl_runs`` row (``SELECT … FOR
+   UPDATE``) and refuses to commit — :class:`OwnershipLostError`, the transaction rolls back —
+   unless the run is still ``running``, still carries the owner token its process wrote when it
+   claimed it, the watermark is the one the run started from and no other run's load committed
+   since it started (``etl_load_generation``, the guard of range runs, which do not move the
+   watermark). The locks are taken last, so heartbeats and the reaper wait for them only
+   for the few statements up to COMMIT; a reaper that marks the run failed meanwhile waits for
+   the commit and then finds the run finished;
+7. the watermark, the load generation, ``etl_date_loads`` (with the ``ingested_high`` each
+   written date now covers) and the run's ``succeeded`` row; then COMMIT.
 
 A crash anywhere before COMMIT leaves every table as it was: that, plus deterministic keys, is
 what makes a re-run after a crash identical to one clean run.
@@ -29,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -80,6 +91,101 @@ FACT_STAGE_COLUMNS = (
 
 class ReconciliationError(RuntimeError):
     """What was written does not add up to what was read: the transaction is rolled back."""
+
+
+class OwnershipLostError(RuntimeError):
+    """The run no longer owns its window (reaped, taken over, or another load committed since it
+    started): nothing of it may be committed. The message starts with ``lost ownership:``."""
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """What a run owns, as read when it started: its owner token and the window's state."""
+
+    owner_token: str
+    watermark: datetime | None  # etl_watermark 'events'.ingested_high at the start (None: no watermark yet)
+    watermark_run_id: str | None
+    generation: int  # etl_load_generation.generation at the start
+
+
+# One statement, so the watermark and the generation come from one snapshot.
+OWNERSHIP_START_SQL = """
+    SELECT (SELECT ingested_high FROM etl_watermark WHERE name = 'events') AS watermark,
+           (SELECT run_id::text FROM etl_watermark WHERE name = 'events') AS watermark_run_id,
+           (SELECT generation FROM etl_load_generation WHERE id = 1) AS generation
+"""
+
+
+async def read_ownership(conn: asyncpg.Connection, owner_token: str) -> Ownership:
+    """The window's state now, for a run that has just claimed its row with ``owner_token``."""
+    row = await conn.fetchrow(OWNERSHIP_START_SQL)
+    return Ownership(owner_token, row["watermark"], row["watermark_run_id"], int(row["generation"] or 0))
+
+
+def _first_line(text: str | None, limit: int = 200) -> str:
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return line[:limit]
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat() if value is not None else "none"
+
+
+def run_problems(owner_token: str, run: Mapping[str, Any] | None) -> list[str]:
+    """Why the run row ``run`` (status, owner_token, finished_at, error) is not owned by ``owner_token``
+    any more (empty: it still is)."""
+    if run is None:
+        return ["the run's etl_runs row is gone"]
+    problems = []
+    if run["status"] != "running":
+        cause = _first_line(run.get("error"))
+        when = f" at {_iso(run['finished_at'])}" if run.get("finished_at") else ""
+        verb = "was reaped" if run["status"] == "failed" else f"is {run['status']}"
+        problems.append(f"run {verb}{when}" + (f" ({cause})" if cause else ""))
+    if run["owner_token"] != owner_token:
+        problems.append(f"run is owned by {run['owner_token'] or 'nobody'}, not by this process ({owner_token})")
+    return problems
+
+
+def ownership_problems(
+    expected: Ownership, run: Mapping[str, Any] | None, watermark: Mapping[str, Any] | None, generation: Mapping[str, Any] | None
+) -> list[str]:
+    """Why a run may not commit (empty: it may). ``run``: its ``etl_runs`` row (status, owner_token,
+    finished_at, error); ``watermark``: the 'events' row (ingested_high, run_id) or None;
+    ``generation``: the ``etl_load_generation`` row (generation, run_id, mode, committed_at)."""
+    problems = run_problems(expected.owner_token, run)
+    now_wm = watermark["ingested_high"] if watermark else None
+    now_wm_run = str(watermark["run_id"]) if watermark else None
+    if now_wm != expected.watermark or (now_wm is not None and now_wm_run != expected.watermark_run_id):
+        problems.append(f"watermark moved from {_iso(expected.watermark)} to {_iso(now_wm)} by run {now_wm_run}")
+    now_gen = int(generation["generation"]) if generation else 0
+    if now_gen != expected.generation:
+        who = f"run {generation['run_id']} ({generation['mode']}) at {_iso(generation['committed_at'])}" if generation else "another run"
+        problems.append(f"{who} committed a load since this run started (load generation {expected.generation} → {now_gen})")
+    return problems
+
+
+COMMIT_REFUSED = "commit refused, nothing of this run was written"
+
+
+def lost_ownership_message(problems: Sequence[str], outcome: str = COMMIT_REFUSED) -> str:
+    return "lost ownership: " + "; ".join(problems) + "; " + outcome
+
+
+async def check_ownership(conn: asyncpg.Connection, run_id: str, expected: Ownership, *, lock: bool) -> None:
+    """Raise :class:`OwnershipLostError` unless ``run_id`` still owns its window. ``lock``: inside
+    the load transaction, lock the generation, watermark and run rows (in that order) until COMMIT."""
+    suffix = " FOR UPDATE" if lock else ""
+    generation = await conn.fetchrow(
+        f"SELECT generation, run_id::text AS run_id, mode, committed_at FROM etl_load_generation WHERE id = 1{suffix}"
+    )
+    watermark = await conn.fetchrow(f"SELECT ingested_high, run_id::text AS run_id FROM etl_watermark WHERE name = 'events'{suffix}")
+    run = await conn.fetchrow(f"SELECT status, owner_token, finished_at, error FROM etl_runs WHERE run_id = $1{suffix}", run_id)
+    problems = ownership_problems(
+        expected, dict(run) if run else None, dict(watermark) if watermark else None, dict(generation) if generation else None
+    )
+    if problems:
+        raise OwnershipLostError(lost_ownership_message(problems))
 
 
 def stage_columns(spec: DimSpec) -> list[str]:
@@ -192,6 +298,8 @@ class LoadInput:
     """What a run hands to :func:`load_star`; row streams are chunks of tuples in stage-column order."""
 
     run_id: str
+    mode: str  # incremental | full | range (recorded in etl_load_generation)
+    ownership: Ownership  # checked before COMMIT (see check_ownership)
     replace_all_facts: bool
     touched_dates: Sequence[date]  # dates whose facts this run writes
     dims: dict[str, AsyncIterator[list[tuple[Any, ...]]]]
@@ -200,6 +308,8 @@ class LoadInput:
     watermark: datetime | None  # set the incremental watermark to this (None: leave it)
     ingested_high: datetime  # the run's window high: what the written dates now cover (etl_date_loads)
     run_fields: dict[str, Any]  # extra etl_runs fields stored with the success (timings, reconciliation, …)
+    # fault injection, tests only: sleep this long inside the open load transaction, after every
+    # write and before the ownership check (so a test can kill the job or reap the run meanwhile)
     fault_pause_seconds: float = 0.0
     # touched dates whose existing facts are merged with the staged ones (the run read only their
     # new events); the other touched dates are replaced. Empty unless incremental.
@@ -213,6 +323,9 @@ async def load_star(conn: asyncpg.Connection, schema: str, data: LoadInput) -> d
     async with conn.transaction():
         await conn.execute(f"SET LOCAL search_path TO {quote_ident(schema)}")
         await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_id("load", schema))
+        t_guard = time.monotonic()
+        await check_ownership(conn, data.run_id, data.ownership, lock=False)  # fail fast, before any work
+        guard_seconds = time.monotonic() - t_guard
         for spec in DIMENSIONS:
             cols = stage_columns(spec)
             defs = ", ".join(f"{c} {t}" for c, t in zip(cols, _stage_types(spec), strict=True))
@@ -270,9 +383,18 @@ async def load_star(conn: asyncpg.Connection, schema: str, data: LoadInput) -> d
                 f"sum(view_count) written {written} - before {before} (merged dates) != valid product views read {data.valid_views}"
             )
 
-        if data.fault_pause_seconds > 0:  # crash tests only: everything written, nothing committed
+        if data.fault_pause_seconds > 0:  # crash/ownership tests only: everything written, nothing committed
             log.warning("fault injection: pausing %.0fs inside the open load transaction", data.fault_pause_seconds)
             await asyncio.sleep(data.fault_pause_seconds)
+
+        t_guard = time.monotonic()
+        await check_ownership(conn, data.run_id, data.ownership, lock=True)  # rows locked until COMMIT
+        await conn.execute(
+            "UPDATE etl_load_generation SET generation = generation + 1, run_id = $1, mode = $2, committed_at = now() WHERE id = 1",
+            data.run_id,
+            data.mode,
+        )
+        guard_seconds += time.monotonic() - t_guard
 
         if data.watermark is not None:
             await conn.execute(
@@ -296,20 +418,27 @@ async def load_star(conn: asyncpg.Connection, schema: str, data: LoadInput) -> d
             data.ingested_high,
         )
         fields = {**data.run_fields, "counts": counts}
-        fields["timings"] = {**(fields.get("timings") or {}), "load_seconds": round(time.monotonic() - started, 3)}
+        fields["timings"] = {
+            **(fields.get("timings") or {}),
+            "load_seconds": round(time.monotonic() - started, 3),
+            "ownership_check_seconds": round(guard_seconds, 4),  # both checks + the generation row
+        }
         reconciliation = dict(fields.get("reconciliation") or {})
         reconciliation["view_count_written"] = int(written)
         reconciliation["view_count_before"] = int(before)  # of the merged dates, before this run
         reconciliation["merged_dates"] = [d.isoformat() for d in sorted(set(data.merge_dates))]
         fields["reconciliation"] = reconciliation
-        await conn.execute(
+        done = await conn.execute(
             """UPDATE etl_runs SET status = 'succeeded', phase = NULL, finished_at = now(), heartbeat_at = now(),
                    counts = $2::jsonb, timings = $3::jsonb, reconciliation = $4::jsonb, touched_dates = $5::jsonb, error = NULL
-               WHERE run_id = $1""",
+               WHERE run_id = $1 AND status = 'running' AND owner_token = $6""",
             data.run_id,
             orjson.dumps(fields["counts"]).decode(),
             orjson.dumps(fields.get("timings") or {}).decode(),
             orjson.dumps(fields["reconciliation"]).decode(),
             orjson.dumps([d.isoformat() for d in sorted(data.touched_dates)]).decode(),
+            data.ownership.owner_token,
         )
+        if done != "UPDATE 1":  # cannot happen while the row is locked; never commit without it
+            raise OwnershipLostError(lost_ownership_message(["the run's row was not updated to succeeded"]))
     return counts

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 RUN_COLUMNS = (
     "run_id, mode, date_from, date_to, status, phase, requested_at, started_at, finished_at, heartbeat_at, host, pid, "
-    "window_low, window_high, touched_dates, counts, timings, reconciliation, error"
+    "window_low, window_high, touched_dates, counts, timings, reconciliation, error, owner_token"
 )
 
 
@@ -110,7 +110,7 @@ class RunLauncher:
         log_dir = Path(self.settings.run_log_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{run_id}.log"
-        env = {**os.environ, **self.settings.job_environment()}
+        env = self.settings.job_process_environment(os.environ)  # never the API token
         with log_path.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,

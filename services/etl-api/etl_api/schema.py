@@ -1,7 +1,11 @@
 """The warehouse DDL (``sql/*.sql``) applied to a schema, and the checksum of the star schema.
 
 :func:`apply_ddl` is safe to call from many processes at once: it holds a PostgreSQL advisory
-lock (per schema) while the re-runnable files run, each file in its own transaction.
+lock (per schema) while the re-runnable files run, each file in its own transaction. A file
+whose content was applied before (``etl_ddl_applied``: file name and sha256) is skipped, so an API
+instance that starts while a run's load transaction is open does not queue its DDL behind that
+transaction's locks (an ``ALTER TABLE`` waits for every lock on its table, and every later
+statement on the table waits behind it): it becomes ready at once, and its reaper can act.
 """
 
 from __future__ import annotations
@@ -41,15 +45,32 @@ def quote_ident(name: str) -> str:
 
 
 async def apply_ddl(conn: asyncpg.Connection, schema: str, sql_dir: Path = SQL_DIR) -> list[str]:
-    """Create ``schema`` if missing and run every numbered file in it; returns the files run."""
+    """Create ``schema`` if missing and run every numbered file in it that was not applied with
+    its current content yet; returns the files run."""
     applied = []
+    q = quote_ident(schema)
     await conn.execute("SELECT pg_advisory_lock($1)", lock_id("ddl", schema))
     try:
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {q}")
+        await conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {q}.etl_ddl_applied "
+            "(file TEXT PRIMARY KEY, sha256 TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        done = {r["file"]: r["sha256"] for r in await conn.fetch(f"SELECT file, sha256 FROM {q}.etl_ddl_applied")}
         for path in ddl_files(sql_dir):
+            text = path.read_text()
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            if done.get(path.name) == digest:
+                continue
             async with conn.transaction():
-                await conn.execute(f"SET LOCAL search_path TO {quote_ident(schema)}")
-                await conn.execute(path.read_text())
+                await conn.execute(f"SET LOCAL search_path TO {q}")
+                await conn.execute(text)
+                await conn.execute(
+                    f"INSERT INTO {q}.etl_ddl_applied (file, sha256) VALUES ($1, $2) "
+                    "ON CONFLICT (file) DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = now()",
+                    path.name,
+                    digest,
+                )
             applied.append(path.name)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", lock_id("ddl", schema))

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from shared.event import DEFAULT_PRODUCT_VIEW_TYPES, PARTS
+from shared.event import DEFAULT_PRODUCT_VIEW_TYPES, EVENT_TIME_FLOOR, EVENT_TIME_MAX_AHEAD_S, PARTS
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+# Variables of the API's environment a job process never inherits (it does not need them: the
+# job writes no HTTP answers, and its environment is readable by its Spark JVM and workers).
+JOB_ENV_EXCLUDED = frozenset({"ETL_API_TOKEN"})
 
 
 class EtlSettings(BaseSettings):
@@ -42,6 +48,10 @@ class EtlSettings(BaseSettings):
     internal_domains: Annotated[tuple[str, ...], NoDecode] = ("glamira",)  # registered-domain names of the shop's own sites
     settle_seconds: float = 120.0  # events ingested in the last N seconds wait for the next run (see README)
     read_parts: int = PARTS  # split every hour/date read into this many `part` equality slices (1 = no split)
+    # Plausible event times: an event before the floor, or later than its document's ingested_at
+    # by more than max_ahead seconds, is skipped ('implausible_event_time'), never counted.
+    event_time_floor: str = EVENT_TIME_FLOOR  # ISO-8601 instant, UTC if no offset
+    event_time_max_ahead_s: float = Field(default=EVENT_TIME_MAX_AHEAD_S, ge=0)
     # FerretDB on PostgreSQL only: its PostgreSQL URL, so runs add the GIN read index its own
     # btree indexes lack (etl_api/ferretdb.py). Unset with MongoDB.
     ferretdb_postgresql_url: SecretStr | None = None
@@ -63,8 +73,9 @@ class EtlSettings(BaseSettings):
     heartbeat_seconds: float = 5.0
     heartbeat_timeout_seconds: float = 60.0  # a running run silent this long is marked failed
     reaper_interval_seconds: float = 5.0
-    # Fault injection for the crash tests only: the job sleeps this long inside the open load
-    # transaction (after writing, before commit) so a test can kill it mid-way. Keep 0.
+    # Fault injection, TESTS ONLY: the job sleeps this long inside the open load transaction
+    # (after writing, before the ownership check and commit) so a test can kill the job or reap
+    # the run meanwhile. Keep 0 in any deployment.
     fault_pause_in_load_seconds: float = 0.0
 
     @field_validator("pg_schema")
@@ -73,6 +84,22 @@ class EtlSettings(BaseSettings):
         if not _IDENT.match(value):
             raise ValueError(f"ETL_PG_SCHEMA {value!r} is not a plain lower-case SQL identifier")
         return value
+
+    @field_validator("event_time_floor")
+    @classmethod
+    def _floor_is_instant(cls, value: str) -> str:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"ETL_EVENT_TIME_FLOOR {value!r} is not an ISO-8601 instant") from exc
+        return value
+
+    @property
+    def event_time_floor_ms(self) -> int:
+        """The floor as UTC epoch milliseconds (naive = UTC)."""
+        parsed = datetime.fromisoformat(self.event_time_floor)
+        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+        return int(parsed.timestamp() * 1000)
 
     @field_validator("product_view_types", "internal_domains", mode="before")
     @classmethod
@@ -110,6 +137,12 @@ class EtlSettings(BaseSettings):
         if self.ferretdb_postgresql_url is not None:
             env["ETL_FERRETDB_POSTGRESQL_URL"] = self.ferretdb_postgresql_url.get_secret_value()
         return env
+
+    def job_process_environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """The whole environment of a job process: ``base`` (the API's) without
+        :data:`JOB_ENV_EXCLUDED` (any case: settings names are case-insensitive), plus
+        :meth:`job_environment`."""
+        return {k: v for k, v in base.items() if k.upper() not in JOB_ENV_EXCLUDED} | self.job_environment()
 
     def masked(self) -> dict[str, Any]:
         """For logging: secrets masked."""

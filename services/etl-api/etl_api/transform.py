@@ -5,16 +5,19 @@ Pipeline of a run::
     raw (extract.RAW_FIELDS, all strings)
       → clean_events        normalized types: trimmed ids, '' → NULL, ts_ms (UTC epoch ms), event_date
       → enrich_events       + device (user agent), referrer (domain, medium), site/country, product slug/name
-      → classify_events     + skip_reason (NULL = a valid product view)
+      → classify_events     + skip_reason (NULL = a valid product view; implausible event times are skipped)
       → build_dim_product / build_dim_country / build_dim_referrer / build_dim_device / build_facts
 
 Attributes of a dimension member come from the member's **latest** valid event (by ``ts_ms``,
-then ``event_id``) that carries the attribute, so the choice is deterministic.
+then ``event_id``) that carries the attribute, so the choice is deterministic. Dimensions and facts
+are built from valid views only, so a skipped event (a bot, an implausible event time) is never a
+member's evidence.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame
@@ -22,6 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from etl_api.extract import RAW_FIELDS
+from shared.event import EVENT_TIME_FLOOR, EVENT_TIME_MAX_AHEAD_S
 
 if TYPE_CHECKING:
     from pyspark.sql._typing import UserDefinedFunctionLike
@@ -31,7 +35,12 @@ RAW_SCHEMA = T.StructType([T.StructField(name, T.StringType(), True) for name in
 SKIP_NOT_PRODUCT_VIEW = "not_product_view"
 SKIP_MISSING_PRODUCT_ID = "missing_product_id"
 SKIP_MISSING_EVENT_TIME = "missing_event_time"
+SKIP_IMPLAUSIBLE_EVENT_TIME = "implausible_event_time"
 SKIP_BOT = "bot"
+
+# shared.event's plausible-time defaults (the ETL's settings ETL_EVENT_TIME_FLOOR / _MAX_AHEAD_S)
+DEFAULT_TIME_FLOOR_MS = int(datetime.fromisoformat(EVENT_TIME_FLOOR).timestamp() * 1000)
+DEFAULT_MAX_AHEAD_MS = int(EVENT_TIME_MAX_AHEAD_S * 1000)
 
 _NULL_TEXTS = ("", "null", "none", "nan", "undefined")
 
@@ -169,12 +178,29 @@ def enrich_events(events: DataFrame, internal_domains: tuple[str, ...] = ("glami
     )
 
 
-def classify_events(events: DataFrame, product_view_types: Iterable[str], exclude_bots: bool = True) -> DataFrame:
-    """Add ``skip_reason``: NULL for a valid product view, else why it is not counted (first that applies)."""
+def implausible_event_time(time_floor_ms: int = DEFAULT_TIME_FLOOR_MS, max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS) -> Column:
+    """True for an event time (``ts_ms``) before the floor or later than its document's
+    ``ingested_at`` (the sink's stamp) + ``max_ahead_ms``; NULL/False otherwise. Without a
+    parseable ``ingested_at`` only the floor applies."""
+    ingested_ms = F.unix_millis(F.col("ingested_at").cast("timestamp"))
+    return (F.col("ts_ms") < F.lit(time_floor_ms)) | (ingested_ms.isNotNull() & (F.col("ts_ms") > ingested_ms + F.lit(max_ahead_ms)))
+
+
+def classify_events(
+    events: DataFrame,
+    product_view_types: Iterable[str],
+    exclude_bots: bool = True,
+    time_floor_ms: int = DEFAULT_TIME_FLOOR_MS,
+    max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS,
+) -> DataFrame:
+    """Add ``skip_reason``: NULL for a valid product view, else why it is not counted (first that
+    applies): ``not_product_view``, ``missing_product_id``, ``missing_event_time``,
+    ``implausible_event_time`` (:func:`implausible_event_time`), ``bot``."""
     reason = (
         F.when(F.col("collection").isNull() | ~F.col("collection").isin(*list(product_view_types)), F.lit(SKIP_NOT_PRODUCT_VIEW))
         .when(F.col("product_id").isNull(), F.lit(SKIP_MISSING_PRODUCT_ID))
         .when(F.col("ts_ms").isNull() | F.col("event_date").isNull(), F.lit(SKIP_MISSING_EVENT_TIME))
+        .when(F.coalesce(implausible_event_time(time_floor_ms, max_ahead_ms), F.lit(False)), F.lit(SKIP_IMPLAUSIBLE_EVENT_TIME))
     )
     if exclude_bots:
         reason = reason.when(F.coalesce(F.col("is_bot"), F.lit(False)), F.lit(SKIP_BOT))
