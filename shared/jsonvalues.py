@@ -17,7 +17,6 @@ digits is parsed a second time (by the standard library, which keeps integers ex
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,7 +24,10 @@ import orjson
 
 from shared.event import INT64_MAX, INT64_MIN
 
-_LONG_DIGITS = re.compile(rb"\d{19}")  # |int| >= 10**18 may be beyond 2**63: look closer
+# Digits → "0", every other byte → " ": a run of 19 digits (the shortest integer beyond int64 has
+# 19) is then a plain substring search, ~1 µs on a 700-byte event where re's \d{19} took 15-20 µs.
+_DIGITS_TO_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_DIGITS_RUN = b"0" * 19
 
 
 class JsonValueError(ValueError):
@@ -89,7 +91,7 @@ def loads_checked(value: bytes, *, max_depth: int, exact_int_fields: Iterable[st
         depth = depth_of(doc, max_depth)
         if depth > max_depth:
             raise JsonValueError("TooDeep", f"objects/arrays nested {depth}+ levels deep, more than {max_depth}")
-    if _LONG_DIGITS.search(value) is None:
+    if _LONG_DIGITS_RUN not in value.translate(_DIGITS_TO_ZERO):
         return doc
     # A run of 19+ digits: perhaps an integer orjson turned into a double. The text is valid
     # JSON (orjson took it) and at most max_depth deep, so the standard library parses it the
