@@ -18,7 +18,9 @@ BSON_MAX_DOCUMENT_BYTES = 16 * 1024 * 1024  # MongoDB's (and FerretDB's) maxBson
 
 
 class SinkSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SINK_", extra="ignore")
+    # populate_by_name: SinkSettings(mongodb_uri=…, mongodb_database=…) works as it reads (the
+    # aliases alone would silently ignore those keyword arguments and take the environment's).
+    model_config = SettingsConfigDict(env_prefix="SINK_", extra="ignore", populate_by_name=True)
 
     local_kafka: KafkaConnection = Field(default_factory=local_kafka_from_env, exclude=True)
     mongodb_uri: SecretStr = Field(
