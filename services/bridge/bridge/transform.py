@@ -10,7 +10,6 @@ headers. :func:`bridge.records.copy_record` wraps all of it into one step that n
 
 from __future__ import annotations
 
-import operator
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,7 +43,9 @@ SHAPE_SEED = "seed"
 _LOCAL_TIME = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})[ T](\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,6}))?")
 _PADDED_LOCAL_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{6})?")
 _NUMERIC = re.compile(r"[+-]?\d+(?:\.\d*)?")
-_HAS_SOURCE_PREFIX = operator.methodcaller("startswith", SOURCE_FIELD_PREFIX)
+# "Does a key start with the prefix?" as one substring search over the NUL-joined keys (a quarter
+# of the cost of a startswith per key); a key holding NUL + prefix only makes it say yes needlessly.
+_PREFIX_AFTER_NUL = "\x00" + SOURCE_FIELD_PREFIX
 DEFAULT_EVENT_TIME_FLOOR = datetime.fromisoformat(EVENT_TIME_FLOOR)
 # Digits → "0", every other byte → " ": a run of 19 digits (the shortest integer beyond int64 has
 # 19) is then a plain substring search.
@@ -249,7 +250,7 @@ def normalize(
     """
     del key  # the output is re-keyed by visitor; the source key only travels on the DLQ path
     doc = decode(value)
-    if not RESERVED_FIELDS.isdisjoint(doc) or any(map(_HAS_SOURCE_PREFIX, doc)):
+    if not RESERVED_FIELDS.isdisjoint(doc) or _PREFIX_AFTER_NUL in "\x00" + "\x00".join(doc):
         # Before anything reads the fields: none of the names read below is reserved.
         doc = {kept_field_name(name): v for name, v in doc.items()}
     event_id = event_id_of(doc, topic, partition, offset)

@@ -146,6 +146,12 @@ def test_prefix_rule_is_injective_and_only_top_level_names_change() -> None:
     assert event["event_id"] == "5ed8cb2bc671fc36b74653ad"
 
 
+def test_a_key_that_only_contains_the_prefix_keeps_its_name() -> None:
+    _, event = copied(event_of(b',"a\\u0000orig_b":1,"x orig_":2'))
+    assert (event["a\x00orig_b"], event["x orig_"]) == (1, 2)
+    assert "orig_a\x00orig_b" not in event
+
+
 def test_reserved_names_do_not_change_what_is_read() -> None:
     """``_id``, ``collection``, ``time_stamp`` and the ids are read as before; an ``event_time``
     in the source is not the event time."""
