@@ -97,7 +97,7 @@ DELIVERY_FIELDS = frozenset({"source_topic", "source_partition", "source_offset"
 # ---- structure limits (checked by the bridge; the sink checks again for other producers) ----
 
 # Objects and arrays nested deeper than this are refused (the event object itself is level 1).
-# MongoDB stores at most 100 levels and orjson encodes at most 1 024; real events use 3.
+# MongoDB stores at most 100 levels; orjson reads 1 024 but encodes only 254 (the bridge crashed at 255); real events use 3.
 MAX_EVENT_DEPTH = 64
 # BSON's integer is signed 64-bit: an integer outside this range fits no BSON type. In the id
 # fields (STRING_ID_FIELDS) it is kept exactly, as a string; anywhere else it is refused.
