@@ -39,9 +39,16 @@ DEFAULT_PRODUCT_VIEW_TYPES = ("view_product_detail",)
 PARTS = 16  # parallel read partitions of the raw store; fixed: changing it re-buckets old data
 
 
-def event_id_from_coordinates(topic: str, partition: int, offset: int) -> str:
-    """A stable id for a source record that has no ``_id``: same coordinates, same id."""
-    return hashlib.sha256(f"{topic}/{partition}/{offset}".encode()).hexdigest()[:32]
+def event_id_from_coordinates(topic: str, partition: int, offset: int, source_epoch: int = 0) -> str:
+    """A stable id for a source record that has no ``_id``: same coordinates, same id.
+
+    ``source_epoch`` counts the resets of the source partition the bridge resumed after (the
+    topic deleted and recreated, or retention past its position: offsets start over, so the
+    coordinates alone would repeat old ids). Epoch 0 is the id as it always was; a later epoch
+    hashes ``topic/partition/offset/epoch``, which no epoch-0 text can equal (a topic name has no
+    ``/``)."""
+    text = f"{topic}/{partition}/{offset}" if not source_epoch else f"{topic}/{partition}/{offset}/{source_epoch}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def part_of(event_id: str, parts: int = PARTS) -> int:

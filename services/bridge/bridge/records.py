@@ -68,12 +68,16 @@ def copy_record(
     bridged_at: datetime,
     rules: EventRules = _DEFAULT_RULES,
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+    source_epoch: int = 0,
 ) -> tuple[bytes, bytes] | Refusal:
     """The local record ``(key, value)`` of one remote record, or the :class:`Refusal` saying why
-    there is none. Never raises an ``Exception``."""
+    there is none. Never raises an ``Exception``. ``source_epoch``: the remote partition's reset
+    epoch (see :func:`shared.event.event_id_from_coordinates`)."""
     stage = STAGE_NORMALIZE
     try:
-        event = normalize(value, key, topic=topic, partition=partition, offset=offset, bridged_at=bridged_at, rules=rules)
+        event = normalize(
+            value, key, topic=topic, partition=partition, offset=offset, bridged_at=bridged_at, rules=rules, source_epoch=source_epoch
+        )
         stage = STAGE_ENCODE
         local_key = output_key(event)
         local_value = orjson.dumps(event)
