@@ -230,6 +230,7 @@ class InsertOutcome:
     inserted: int = 0
     duplicates: list[int] = field(default_factory=list)  # duplicate _id: compare with the stored one
     retry: list[int] = field(default_factory=list)  # transient per-document errors (outage codes)
+    resend: list[int] = field(default_factory=list)  # not written for another document's sake (encoding): send again now
     refused: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # index → (stage, class, message)
     uncertain: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # unknown codes: confirm by retrying
 
@@ -314,7 +315,7 @@ class MongoWriter:
             for i, doc in enumerate(docs):
                 reason = encoding_error(doc, min(self.settings.max_document_bytes, BSON_MAX_DOCUMENT_BYTES))
                 if reason is None:
-                    out.retry.append(i)
+                    out.resend.append(i)
                 else:
                     out.refused[i] = (STAGE_ENCODE, reason.split(":", 1)[0], reason)
             return out

@@ -65,9 +65,10 @@ class SinkSettings(BaseSettings):
     # a document becomes visible at most this long after its stamp: the ETL's settle margin
     # (ETL_SETTLE_SECONDS, 120 s) must be larger than this plus the clocks' skew.
     write_attempt_timeout_s: float = Field(default=60.0, gt=0)
-    # A document MongoDB refuses with a non-transient error is retried this many times, then
-    # dead-lettered (stage "sink.write"). Whole-batch failures (connection, timeout) are retried
-    # with backoff for as long as it takes: they are outages, not bad records.
+    # A document refused with a code the table (sink.mongo.ERROR_CODES) does not know is tried this
+    # many times, the server answering a ping each time, then dead-lettered (stage "sink.write").
+    # Known refusals are dead-lettered at once; outages (connection, timeout, backend down) are
+    # retried with backoff for as long as they last: they are not bad records.
     document_write_attempts: int = 3
 
     # Consumer.

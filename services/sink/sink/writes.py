@@ -198,7 +198,8 @@ class _Run:
         docs, result = self.docs, self.result
         duplicates = [part[j] for j in outcome.duplicates]
         retry = [part[j] for j in outcome.retry]
-        decided = {*duplicates, *retry}
+        resend = [part[j] for j in outcome.resend]
+        decided = {*duplicates, *retry, *resend}
         for j, refusal in outcome.refused.items():
             result.refused[part[j]] = refusal
             decided.add(part[j])
@@ -215,13 +216,13 @@ class _Run:
             if i not in decided:
                 result.inserted.append(i)
                 self.claimed.add(docs[i]["_id"])
-        if duplicates:
-            retry.extend(await self._compare_duplicates(duplicates))
+        if duplicates:  # one not found stored (deleted meanwhile) is inserted again
+            resend.extend(await self._compare_duplicates(duplicates))
         if retry:
             await self.on_unavailable(MongoUnavailableError(f"{len(retry)} document(s) to retry (transient errors)"))
         elif unsure:
             await asyncio.sleep(self.retry_backoff.next_delay())
-        return sorted(retry + unsure)
+        return sorted(retry + unsure + resend)
 
     async def _compare_duplicates(self, indices: list[int]) -> list[int]:
         """Duplicate or conflict for each of ``indices`` (one ``find`` for all); returns the ones

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from pymongo import errors
+from pymongo.results import InsertManyResult
 from sink.mongo import (
     ERROR_CODES,
     STORE_CODE_RE,
@@ -185,3 +186,34 @@ def test_classify_code(code: int | None, message: str, verdict: Verdict) -> None
 def test_the_table_has_each_code_once_with_a_name() -> None:
     assert all(name and name[0].isupper() for name, _ in ERROR_CODES.values())
     assert ERROR_CODES[11000] == ("DuplicateKey", Verdict.DUPLICATE)
+
+
+async def test_a_document_the_driver_cannot_encode_is_refused_and_the_rest_sent_again_at_once() -> None:
+    from sink.writes import write_documents
+
+    class Collection:
+        def __init__(self) -> None:
+            self.sent: list[list[Any]] = []
+
+        async def insert_many(self, docs: list[dict[str, Any]], ordered: bool) -> Any:
+            self.sent.append([d["_id"] for d in docs])
+            if any(isinstance(d.get("n"), int) and d["n"] >= 2**63 for d in docs):
+                raise OverflowError("MongoDB can only handle up to 8-byte ints")
+            return InsertManyResult([d["_id"] for d in docs], acknowledged=True)
+
+    writer = MongoWriter(SinkSettings(mongodb_uri="mongodb://127.0.0.1:1/"))
+    collection = Collection()
+    writer.collection = collection  # type: ignore[assignment]
+    outages: list[Exception] = []
+
+    async def on_unavailable(exc: Exception) -> None:
+        outages.append(exc)
+
+    docs = [{"_id": f"e{i}", "n": 2**64 - 1 if i == 1 else i, "ingested_at": "", "ingest_hour": ""} for i in range(3)]
+    try:
+        result = await write_documents(writer, docs, on_unavailable=on_unavailable)
+    finally:
+        await writer.close()
+    assert result.refused == {1: ("sink.encode", "OverflowError", "OverflowError: MongoDB can only handle up to 8-byte ints")}
+    assert sorted(result.inserted) == [0, 2] and outages == []
+    assert collection.sent == [["e0", "e1", "e2"], ["e0", "e2"]]
