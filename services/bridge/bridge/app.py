@@ -32,13 +32,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.structs import ConsumerRecord
 
 from bridge.batching import KeyPartitioner, send_batches
+from bridge.incidents import SourceIncident, classify_position, reset_record, resume_position
 from bridge.metrics import BridgeMetrics
-from bridge.offsets import offset_key, offset_value, read_stored_offsets
+from bridge.offsets import StoredOffset, offset_key, offset_value, read_stored_states
 from bridge.records import DLQ_HEADROOM_BYTES, HEADER_TRUNCATED_FROM, Refusal, copy_record, dead_letter_record
 from bridge.settings import BridgeSettings
 from shared.backoff import Backoff
@@ -72,6 +73,9 @@ class PartitionCopy:
     task: asyncio.Task[None] | None = None
     stopping: bool = False
     paused: bool = False
+    # The partition's reset epoch and last resume (offsets topic), carried into every value.
+    source_epoch: int = 0
+    last_reset: dict[str, Any] | None = None
 
 
 @dataclass
@@ -117,6 +121,8 @@ class Bridge:
         self._pending: list[TopicPartition] | None = None
         self._generation = 0
         self._topics_ready = False
+        # Owned partitions in a source-reset incident under policy "fail": not copied, not ready.
+        self._incidents: dict[TopicPartition, SourceIncident] = {}
         # Per record (bridge.records.copy_record): the plausible event times and the largest
         # local record an event may become.
         self._rules = settings.event_rules()
@@ -169,7 +175,10 @@ class Bridge:
             group_id=s.group_id,
             client_id=f"bridge-{s.group_id}",
             enable_auto_commit=False,
-            auto_offset_reset=s.start_from,
+            # Never reset silently: an out-of-range fetch raises OffsetOutOfRangeError (a source
+            # reset incident); a partition never stored starts at BRIDGE_START_FROM by an
+            # explicit seek in take_over.
+            auto_offset_reset="none",
             isolation_level="read_committed",
             fetch_max_bytes=s.fetch_max_bytes,
             max_partition_fetch_bytes=s.max_partition_fetch_bytes,
@@ -189,7 +198,17 @@ class Bridge:
             while not stop.is_set():
                 if self._pending is not None:
                     await self.take_over()
-                batch = await consumer.getmany(timeout_ms=s.poll_timeout_ms, max_records=s.max_batch_records)
+                try:
+                    batch = await consumer.getmany(timeout_ms=s.poll_timeout_ms, max_records=s.max_batch_records)
+                except OffsetOutOfRangeError as exc:  # the remote log lost our position: an incident
+                    await self._out_of_range(consumer, exc)
+                    continue
+                except NoOffsetForPartitionError:
+                    # A partition assigned but not taken over yet (no committed group offset to
+                    # fall back on): take_over seeks it explicitly. Records fetched for other
+                    # partitions stay buffered for the next call.
+                    await asyncio.sleep(0)
+                    continue
                 # No await between getmany and the hand-over: the records match the assignment.
                 self._hand_over(consumer, batch)
                 self._raise_failure()
@@ -261,18 +280,40 @@ class Bridge:
             some = producers[0]
             self._partitioner = KeyPartitioner(len(await some.partitions_for(self.settings.local_topic)))
             # Only now, with every previous owner fenced, is the stored offset final.
-            stored = await read_stored_offsets(self.settings.local_kafka, self.settings.offsets_topic)
+            states = await read_stored_states(self.settings.local_kafka, self.settings.offsets_topic)
+            stored = {k: v.next_offset for k, v in states.items()}
             resume = {tp.partition: stored.get((tp.topic, tp.partition)) for tp in assigned}  # None: never copied
             unstored = [tp for tp in copies if (tp.topic, tp.partition) not in stored]
             if unstored:  # where to start a partition never copied before
                 first = self.settings.start_from == "earliest"
                 starts = await (consumer.beginning_offsets(unstored) if first else consumer.end_offsets(unstored))
                 stored.update({(tp.topic, tp.partition): starts[tp] for tp in unstored})
+            # A stored position outside the remote log is a source reset: an incident, never a skip.
+            held: set[TopicPartition] = set()
+            known = [tp for tp in copies if (tp.topic, tp.partition) in states]
+            if known:
+                log_starts = await asyncio.wait_for(consumer.beginning_offsets(known), 10)
+                log_ends = await asyncio.wait_for(consumer.end_offsets(known), 10)
+                for tp in known:
+                    state = states[(tp.topic, tp.partition)]
+                    copy = copies[tp]
+                    copy.source_epoch, copy.last_reset = state.source_epoch, state.reset
+                    incident = self._stored_incident(tp, state, log_starts[tp], log_ends[tp])
+                    if incident is None:
+                        continue
+                    position = await self._on_incident(copy, incident, recorded=state.incident is not None)
+                    if position is None:
+                        held.add(tp)
+                    else:
+                        stored[(tp.topic, tp.partition)] = position
         except BaseException:
             await self._close_producers([p for c in copies.values() for p in c.producers])
             raise
         if generation != self._generation:  # another rebalance meanwhile: its take-over follows
             log.info("assignment %s superseded before it was taken over", sorted(resume))
+            for tp in copies:
+                self._incidents.pop(tp, None)
+            self._refresh_incidents()
             await self._close_producers([p for c in copies.values() for p in c.producers])
             return
         # No await from here on: seek, register and resume as one step, so no fetched record
@@ -280,10 +321,13 @@ class Bridge:
         for tp, copy in copies.items():
             position = stored[(tp.topic, tp.partition)]
             copy.next_offset = copy.queued_next = position
-            consumer.seek(tp, position)
+            consumer.seek(tp, position)  # a held partition too: stays paused, but has a position
+            if tp in held:  # in incident (policy fail): not copied
+                copy.stopping = True
+                continue
             copy.task = asyncio.create_task(self._copy_loop(copy), name=f"copy-{tp.partition}")
         self._copies.update(copies)
-        consumer.resume(*copies)
+        consumer.resume(*(tp for tp in copies if tp not in held))
         log.info("assigned %s, resuming at %s", sorted(resume), resume)
 
     async def release(self, revoked: Sequence[TopicPartition]) -> None:
@@ -326,9 +370,11 @@ class Bridge:
             copy.wake.set()
         await asyncio.gather(*(c.task for c in copies if c.task is not None), return_exceptions=True)
         for copy in copies:
+            self._incidents.pop(copy.tp, None)
             for gauge in (self.metrics.lag, self.metrics.stored_offset):
                 with contextlib.suppress(KeyError):
                     gauge.remove(str(copy.tp.partition))
+        self._refresh_incidents()
         await self._close_producers([p for c in copies for p in c.producers])
 
     # ------------------------------------------------------------------ copying
@@ -398,7 +444,7 @@ class Bridge:
         events: list[tuple[bytes, bytes]] = []
         dead: list[tuple[ConsumerRecord[bytes, bytes], Refusal]] = []
         dead_by_stage: dict[str, int] = {}
-        rules, max_value_bytes = self._rules, self._max_value_bytes
+        rules, max_value_bytes, epoch = self._rules, self._max_value_bytes, copy.source_epoch
         for i, record in enumerate(records):
             if i and i % 500 == 0:
                 await asyncio.sleep(0)  # let heartbeats and the other partitions' I/O through
@@ -412,6 +458,7 @@ class Bridge:
                 bridged_at=bridged_at,
                 rules=rules,
                 max_value_bytes=max_value_bytes,
+                source_epoch=epoch,
             )
             if isinstance(result, Refusal):
                 dead.append((record, result))
@@ -443,9 +490,8 @@ class Bridge:
                     futures = await send_batches(producer, s.local_topic, self._partitioner, events)
                     for record, error in dead:
                         futures.append(await self._send_dead_letter(producer, tp, record, error))
-                    futures.append(
-                        await producer.send(s.offsets_topic, key=offset_key(tp.topic, tp.partition), value=offset_value(txn.next_offset))
-                    )
+                    stored_value = offset_value(txn.next_offset, source_epoch=epoch, reset=copy.last_reset)
+                    futures.append(await producer.send(s.offsets_topic, key=offset_key(tp.topic, tp.partition), value=stored_value))
                     sent = time.perf_counter()
                     await asyncio.gather(*futures)
                 except KafkaError:
@@ -516,21 +562,169 @@ class Bridge:
         future: asyncio.Future[Any] = await producer.send(s.dlq_topic, value=value, key=key, headers=headers)
         return future
 
+    # ------------------------------------------------------------------ source resets (issue 15)
+
+    def _stored_incident(self, tp: TopicPartition, state: StoredOffset, log_start: int, log_end: int) -> SourceIncident | None:
+        """The incident of a stored position: one recorded under policy ``fail`` (it stays until
+        a resume clears it, even once the new log has grown past the old position), or a
+        position outside ``[log_start, log_end]``."""
+        if state.incident is not None:
+            kind = str(state.incident.get("kind") or classify_position(state.next_offset, log_start, log_end) or "recorded")
+            at = str(state.incident.get("at") or _now())
+        else:
+            found = classify_position(state.next_offset, log_start, log_end)
+            if found is None:
+                return None
+            kind, at = found, _now()
+        return SourceIncident(tp.topic, tp.partition, kind, state.next_offset, log_start, log_end, at, source_epoch=state.source_epoch)
+
+    async def _on_incident(self, copy: PartitionCopy, incident: SourceIncident, *, recorded: bool = False) -> int | None:
+        """Applies ``BRIDGE_SOURCE_RESET_POLICY`` to a partition whose copying is stopped (or not
+        started): under ``fail`` records the incident (once) and returns None: the partition is
+        held; under a resume policy moves the stored position in a transaction on the
+        partition's producer (a reset record, the next epoch) and returns the new position."""
+        s = self.settings
+        tp = copy.tp
+        policy = s.source_reset_policy
+        if not recorded:
+            self.metrics.source_resets.labels(str(tp.partition), incident.kind).inc()
+        log.error(
+            "source reset incident: topic %s partition %s stored %s log start %s log end %s (%s%s); policy %s",
+            tp.topic,
+            tp.partition,
+            incident.stored,
+            incident.log_start,
+            incident.log_end,
+            incident.kind,
+            f", fetch position {incident.fetch_offset}" if incident.fetch_offset is not None else "",
+            policy,
+        )
+        if policy == "fail":
+            if not recorded:  # durable: a restart with "fail" must not find the log "fine" again
+                value = offset_value(incident.stored, source_epoch=copy.source_epoch, reset=copy.last_reset, incident=incident.as_dict())
+                await self._write_offset_record(copy, value)
+            self._incidents[tp] = incident
+            self._refresh_incidents()
+            return None
+        position = resume_position(policy, incident.log_start, incident.log_end)
+        reset = reset_record(incident, policy, position, _now())
+        await self._write_offset_record(copy, offset_value(position, source_epoch=copy.source_epoch + 1, reset=reset))
+        copy.source_epoch += 1
+        copy.last_reset = reset
+        self.metrics.source_resumes.labels(str(tp.partition), policy).inc()
+        self.metrics.stored_offset.labels(str(tp.partition)).set(position)
+        log.warning(
+            "source reset of %s partition %s resolved by policy %s: position %s -> %s (log start %s, end %s), source epoch %s",
+            tp.topic,
+            tp.partition,
+            policy,
+            incident.stored,
+            position,
+            incident.log_start,
+            incident.log_end,
+            copy.source_epoch,
+        )
+        self._incidents.pop(tp, None)
+        self._refresh_incidents()
+        return position
+
+    async def _write_offset_record(self, copy: PartitionCopy, value: bytes) -> None:
+        """One offsets-topic value, alone in a transaction of the partition's (fencing) producer."""
+        s = self.settings
+        producer = copy.producers[0]
+        try:
+            async with asyncio.timeout(s.transaction_deadline_s):
+                await producer.begin_transaction()
+                try:
+                    await (await producer.send(s.offsets_topic, key=offset_key(copy.tp.topic, copy.tp.partition), value=value))
+                except KafkaError:
+                    if not producer._txn_manager.is_fatal_error():
+                        await producer.abort_transaction()
+                    raise
+                await producer.commit_transaction()
+        except TimeoutError:
+            raise BackendUnavailableError(
+                f"offsets record of partition {copy.tp.partition} not committed within {s.transaction_deadline_s:.0f}s"
+            ) from None
+
+    def _refresh_incidents(self) -> None:
+        """The incident gauge, and readiness: not ready while any owned partition is held."""
+        self.metrics.source_incidents.set(len(self._incidents))
+        if self._incidents:
+            self.state.set_not_ready("; ".join(i.reason() for _, i in sorted(self._incidents.items())))
+
+    async def _out_of_range(self, consumer: AIOKafkaConsumer, exc: OffsetOutOfRangeError) -> None:
+        """``getmany`` raised OffsetOutOfRange (``auto_offset_reset="none"``): the remote log no
+        longer holds the fetch position. Never a silent reset: an incident for each partition."""
+        refused = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        if not refused:
+            raise exc  # cannot tell which partition: end the session, take-over checks them all
+        for tp, fetch_offset in refused.items():
+            copy = self._copies.get(tp)
+            if copy is not None and not copy.stopping:
+                await self._live_incident(consumer, copy, int(fetch_offset), None)
+
+    async def _live_incident(self, consumer: AIOKafkaConsumer, copy: PartitionCopy, fetch_offset: int, kind: str | None) -> None:
+        """Stops a copying partition (its open transaction finishes; queued records are dropped,
+        the committed position stays), then applies the policy; resumes copying if it resumes."""
+        tp = copy.tp
+        consumer.pause(tp)
+        copy.paused = True
+        copy.stopping = True
+        copy.wake.set()
+        if copy.task is not None:
+            await asyncio.gather(copy.task, return_exceptions=True)
+        copy.pending.clear()
+        self._raise_failure()  # its last transaction failed: the session ends, take-over re-checks
+        log_start = (await asyncio.wait_for(consumer.beginning_offsets([tp]), 10))[tp]
+        log_end = (await asyncio.wait_for(consumer.end_offsets([tp]), 10))[tp]
+        stored = copy.next_offset if copy.next_offset is not None else fetch_offset
+        found = classify_position(fetch_offset, log_start, log_end) or kind or "out_of_range"
+        incident = SourceIncident(tp.topic, tp.partition, found, stored, log_start, log_end, _now(), fetch_offset, copy.source_epoch)
+        position = await self._on_incident(copy, incident)
+        if position is None or tp not in self._copies or self._copies[tp] is not copy:
+            return  # held (policy fail), or revoked meanwhile
+        # No await from here on: seek, restart the copy task and resume as one step.
+        copy.next_offset = copy.queued_next = position
+        copy.stopping = False
+        consumer.seek(tp, position)
+        copy.task = asyncio.create_task(self._copy_loop(copy), name=f"copy-{tp.partition}")
+        consumer.resume(tp)
+        copy.paused = False
+
     # ------------------------------------------------------------------ health, lag, monitoring
 
     async def _check_remote(self, consumer: AIOKafkaConsumer) -> None:
         """Reads the remote end offsets (the lag gauges, and proof the remote cluster answers),
         then commits the stored positions to the remote group for monitoring tools."""
+        copying = [tp for tp, c in self._copies.items() if not c.stopping]
         try:
             ends = await asyncio.wait_for(consumer.end_offsets(list(self._copies)), 10) if self._copies else {}
+            starts = await asyncio.wait_for(consumer.beginning_offsets(copying), 10) if copying else {}
         except (KafkaError, TimeoutError) as exc:
             self.state.set_not_ready(f"remote cluster does not answer: {type(exc).__name__}: {exc}")
             return
-        positions = {tp: c.next_offset for tp, c in self._copies.items() if c.next_offset is not None}
+        # The fetch position (what the partition's copy has reached, in memory or committed)
+        # outside the log: a source reset. Records between the committed position and it are
+        # queued in memory, so retention passing only the committed position loses nothing.
+        for tp in copying:
+            copy = self._copies.get(tp)
+            if copy is None or copy.stopping or copy.queued_next is None or tp not in ends:
+                continue
+            kind = classify_position(copy.queued_next, starts[tp], ends[tp])
+            if kind is not None:
+                await self._live_incident(consumer, copy, copy.queued_next, kind)
+        positions = {tp: c.next_offset for tp, c in self._copies.items() if c.next_offset is not None and tp not in self._incidents}
         for tp, end in ends.items():
             if tp in positions:
                 self.metrics.lag.labels(str(tp.partition)).set(max(0, end - positions[tp]))
-        self.state.set_ready()
+            elif tp in self._incidents:  # no number: the incident gauge says it (never a 0)
+                with contextlib.suppress(KeyError):
+                    self.metrics.lag.remove(str(tp.partition))
+        if self._incidents:
+            self._refresh_incidents()
+        else:
+            self.state.set_ready()
         if positions:
             try:
                 await asyncio.wait_for(consumer.commit(positions), 5)
@@ -547,20 +741,47 @@ class Bridge:
         if not partitions:  # "no partitions, no lag" would read as "caught up"
             raise BackendUnavailableError(f"partitions of {s.remote_topic} not known yet")
         tps = [TopicPartition(s.remote_topic, p) for p in sorted(partitions)]
+        # Positions first, log offsets after: a position committed (or fetched) after the end
+        # offsets were read would otherwise look like one above the log end.
+        states = await read_stored_states(s.local_kafka, s.offsets_topic, timeout_s=10)
+        fetched = {tp: c.queued_next for tp, c in self._copies.items() if not c.stopping and c.queued_next is not None}
         ends = await asyncio.wait_for(consumer.end_offsets(tps), 10)
         starts = await asyncio.wait_for(consumer.beginning_offsets(tps), 10)
-        stored = await read_stored_offsets(s.local_kafka, s.offsets_topic, timeout_s=10)
         out: dict[str, Any] = {}
+        incidents = 0
         for tp in tps:
-            position = stored.get((tp.topic, tp.partition))
+            state = states.get((tp.topic, tp.partition))
+            position = state.next_offset if state is not None else None
             base = position if position is not None else starts[tp]
+            # An incident has no lag (never a 0 while nothing is copied): this process's own
+            # view for a partition it holds; for one it copies, its fetch position outside the
+            # log (the run loop acts on it at its next check); else what the offsets topic and
+            # the log offsets say.
+            incident = self._incidents.get(tp)
+            if incident is None and tp in fetched and state is not None:
+                kind = classify_position(fetched[tp], starts[tp], ends[tp])
+                if kind is not None:
+                    incident = SourceIncident(
+                        tp.topic, tp.partition, kind, state.next_offset, starts[tp], ends[tp], _now(), fetched[tp], state.source_epoch
+                    )
+            elif incident is None and state is not None and tp not in self._copies:
+                incident = self._stored_incident(tp, state, starts[tp], ends[tp])
+            incidents += incident is not None
             out[str(tp.partition)] = {
                 "end_offset": ends[tp],
+                "log_start": starts[tp],
                 "stored_offset": position,
-                "lag": max(0, ends[tp] - base),
+                "lag": None if incident is not None else max(0, ends[tp] - base),
                 "owned_here": tp in self._copies,
+                "source_epoch": state.source_epoch if state is not None else 0,
+                "incident": incident.as_dict() if incident is not None else None,
             }
-        return {"topic": s.remote_topic, "partitions": out, "total_lag": sum(p["lag"] for p in out.values())}
+        total = None if incidents else sum(p["lag"] for p in out.values())
+        return {"topic": s.remote_topic, "partitions": out, "total_lag": total, "incidents": incidents}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def close_producer(producer: AIOKafkaProducer, timeout_s: float) -> None:

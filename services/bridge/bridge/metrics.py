@@ -21,6 +21,9 @@ class BridgeMetrics:
     restarts: Counter
     phase_seconds: Histogram
     record_age_seconds: Histogram
+    source_resets: Counter
+    source_incidents: Gauge
+    source_resumes: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> BridgeMetrics:
@@ -66,6 +69,20 @@ class BridgeMetrics:
                 ["stage"],
                 buckets=_LATENCY_BUCKETS,
                 registry=registry,
+            ),
+            # Source resets (bridge.incidents): detections by kind (above_end, below_start,
+            # out_of_range), partitions held in incident now, resumes by policy.
+            source_resets=Counter(
+                "bridge_source_resets",
+                "Stored positions found outside the remote log (source reset incidents detected)",
+                ["partition", "kind"],
+                registry=registry,
+            ),
+            source_incidents=Gauge(
+                "bridge_source_incident_partitions", "Owned remote partitions not copied because of a source reset", registry=registry
+            ),
+            source_resumes=Counter(
+                "bridge_source_resumes", "Source reset incidents resolved by a resume policy", ["partition", "policy"], registry=registry
             ),
         )
 

@@ -36,6 +36,11 @@ class BridgeSettings(BaseSettings):
     transactional_id_prefix: str = ""
     # Where to start a remote partition that has no stored offset yet.
     start_from: Literal["earliest", "latest"] = "earliest"
+    # A stored position outside the remote log (topic recreated, retention passed it) is an
+    # incident (bridge.incidents): "fail" stops copying that partition and reports not-ready
+    # until an operator restarts with a resume policy, which moves the position to the log's
+    # start or end (recorded in the offsets topic, new source_epoch).
+    source_reset_policy: Literal["fail", "resume_from_earliest", "resume_from_latest"] = "fail"
 
     # Topics the bridge creates when missing.
     local_partitions: int = 6
