@@ -301,7 +301,7 @@ class Bridge:
                     incident = self._stored_incident(tp, state, log_starts[tp], log_ends[tp])
                     if incident is None:
                         continue
-                    position = await self._on_incident(copy, incident, recorded=state.incident is not None)
+                    position = await self._on_incident(copy, incident, recorded=state.incident is not None, via="take-over")
                     if position is None:
                         held.add(tp)
                     else:
@@ -578,7 +578,7 @@ class Bridge:
             kind, at = found, _now()
         return SourceIncident(tp.topic, tp.partition, kind, state.next_offset, log_start, log_end, at, source_epoch=state.source_epoch)
 
-    async def _on_incident(self, copy: PartitionCopy, incident: SourceIncident, *, recorded: bool = False) -> int | None:
+    async def _on_incident(self, copy: PartitionCopy, incident: SourceIncident, *, recorded: bool = False, via: str) -> int | None:
         """Applies ``BRIDGE_SOURCE_RESET_POLICY`` to a partition whose copying is stopped (or not
         started): under ``fail`` records the incident (once) and returns None: the partition is
         held; under a resume policy moves the stored position in a transaction on the
@@ -589,7 +589,7 @@ class Bridge:
         if not recorded:
             self.metrics.source_resets.labels(str(tp.partition), incident.kind).inc()
         log.error(
-            "source reset incident: topic %s partition %s stored %s log start %s log end %s (%s%s); policy %s",
+            "source reset incident: topic %s partition %s stored %s log start %s log end %s (%s%s; found by %s); policy %s",
             tp.topic,
             tp.partition,
             incident.stored,
@@ -597,6 +597,7 @@ class Bridge:
             incident.log_end,
             incident.kind,
             f", fetch position {incident.fetch_offset}" if incident.fetch_offset is not None else "",
+            "the recorded incident" if recorded else via,
             policy,
         )
         if policy == "fail":
@@ -662,9 +663,11 @@ class Bridge:
         for tp, fetch_offset in refused.items():
             copy = self._copies.get(tp)
             if copy is not None and not copy.stopping:
-                await self._live_incident(consumer, copy, int(fetch_offset), None)
+                await self._live_incident(consumer, copy, int(fetch_offset), None, via="fetch (OffsetOutOfRange)")
 
-    async def _live_incident(self, consumer: AIOKafkaConsumer, copy: PartitionCopy, fetch_offset: int, kind: str | None) -> None:
+    async def _live_incident(
+        self, consumer: AIOKafkaConsumer, copy: PartitionCopy, fetch_offset: int, kind: str | None, *, via: str
+    ) -> None:
         """Stops a copying partition (its open transaction finishes; queued records are dropped,
         the committed position stays), then applies the policy; resumes copying if it resumes."""
         tp = copy.tp
@@ -681,7 +684,7 @@ class Bridge:
         stored = copy.next_offset if copy.next_offset is not None else fetch_offset
         found = classify_position(fetch_offset, log_start, log_end) or kind or "out_of_range"
         incident = SourceIncident(tp.topic, tp.partition, found, stored, log_start, log_end, _now(), fetch_offset, copy.source_epoch)
-        position = await self._on_incident(copy, incident)
+        position = await self._on_incident(copy, incident, via=via)
         if position is None or tp not in self._copies or self._copies[tp] is not copy:
             return  # held (policy fail), or revoked meanwhile
         # No await from here on: seek, restart the copy task and resume as one step.
@@ -713,7 +716,7 @@ class Bridge:
                 continue
             kind = classify_position(copy.queued_next, starts[tp], ends[tp])
             if kind is not None:
-                await self._live_incident(consumer, copy, copy.queued_next, kind)
+                await self._live_incident(consumer, copy, copy.queued_next, kind, via="remote check")
         positions = {tp: c.next_offset for tp, c in self._copies.items() if c.next_offset is not None and tp not in self._incidents}
         for tp, end in ends.items():
             if tp in positions:

@@ -1,12 +1,17 @@
 """A reset source is an incident, never a silent skip (issue 15), through real bridge processes.
 
-1 000 events without ``_id`` are copied; the remote topic is deleted and recreated (a unique
+First case: 1 000 events without ``_id`` are copied; the remote topic is deleted and recreated (a unique
 topic on the stack's remote broker) and 500 new events without ``_id`` are produced at the same
 offsets. With policy ``fail`` the running bridge stops copying, reports not-ready naming each
 partition and both offsets, never reports lag 0, and records the incident in the offsets topic
 (a restart with ``fail`` stays not-ready). Restarted with ``resume_from_earliest`` it copies
 exactly the 500, whose coordinate-derived ids (source epoch 1) differ from the first 1 000's, and
 the offsets topic holds the reset record.
+
+Second case, mid-session: retention (DeleteRecords) passes the position of a running bridge that
+is behind. The next fetch is refused (OffsetOutOfRange, no silent reset): under ``fail`` the
+partition is held with the reason; under ``resume_from_earliest`` the bridge records the reset
+and copies from the new log start, with epoch-1 ids, exactly once.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.structs import TopicPartition
 from bridge.offsets import StoredOffset, parse_offset_state, read_stored_states
 from bridge.transform import normalize, output_key
 
@@ -50,7 +56,9 @@ def event(i: int, batch: str) -> tuple[bytes, bytes]:
     return device.encode(), orjson.dumps(value)
 
 
-async def produce(conn: KafkaConnection, topic: str, count: int, batch: str) -> dict[tuple[int, int], tuple[bytes, bytes]]:
+async def produce(
+    conn: KafkaConnection, topic: str, count: int, batch: str, *, partitions: int = PARTITIONS
+) -> dict[tuple[int, int], tuple[bytes, bytes]]:
     """``count`` events round-robin over the partitions; returns them by (partition, offset)."""
     producer = AIOKafkaProducer(**conn.client_kwargs(), acks="all", enable_idempotence=True)
     await producer.start()
@@ -58,7 +66,7 @@ async def produce(conn: KafkaConnection, topic: str, count: int, batch: str) -> 
         futures = []
         for i in range(count):
             key, value = event(i, batch)
-            futures.append((key, value, await producer.send(topic, value, key=key, partition=i % PARTITIONS)))
+            futures.append((key, value, await producer.send(topic, value, key=key, partition=i % partitions)))
         out = {}
         for key, value, future in futures:
             meta = await future
@@ -81,12 +89,12 @@ async def delete_topic(conn: KafkaConnection, topic: str, *, timeout_s: float = 
         await admin.close()
 
 
-async def create_remote_topic(conn: KafkaConnection, topic: str, *, timeout_s: float = 60) -> None:
+async def create_remote_topic(conn: KafkaConnection, topic: str, *, timeout_s: float = 60, partitions: int = PARTITIONS) -> None:
     """Creates the topic (retrying while a deletion of the same name completes)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            await create_topics(conn, [topic], partitions=PARTITIONS, replication_factor=1)
+            await create_topics(conn, [topic], partitions=partitions, replication_factor=1)
             return
         except Exception:  # TopicDeletionInProgress and friends: the old one is still going away
             assert time.monotonic() < deadline, f"topic {topic} not created within {timeout_s}s"
@@ -116,7 +124,7 @@ def local_by_coordinates(records: list[Any], batch: str) -> dict[tuple[int, int]
     return out
 
 
-async def wait_incident(bridge: BridgeProcess, timeout_s: float) -> str:
+async def wait_incident(bridge: BridgeProcess, timeout_s: float, partitions: int = PARTITIONS) -> str:
     """The 503 reason once it names a source reset on every partition."""
     deadline = time.monotonic() + timeout_s
     reason = ""
@@ -125,7 +133,7 @@ async def wait_incident(bridge: BridgeProcess, timeout_s: float) -> str:
         with contextlib.suppress(httpx.HTTPError):
             response = await bridge.get("/ready")
             reason = response.json().get("reason", "")
-            if response.status_code == 503 and reason.count("source reset on") == PARTITIONS:
+            if response.status_code == 503 and reason.count("source reset on") == partitions:
                 return reason
         await asyncio.sleep(0.3)
     raise AssertionError(f"no incident on every partition after {timeout_s}s (last reason {reason!r}):\n{bridge.tail(60)}")
@@ -273,3 +281,89 @@ async def stored(local_kafka: KafkaConnection, names: BridgeNames, topic: str) -
     with contextlib.suppress(Exception):  # the offsets topic may not exist yet
         return {p: s for (t, p), s in (await read_stored_states(local_kafka, names.offsets_topic)).items() if t == topic}
     return {}
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("policy", ["fail", "resume_from_earliest"])
+async def test_retention_past_a_running_bridges_position_is_an_incident(
+    remote_kafka: KafkaConnection, local_kafka: KafkaConnection, unique_name: str, policy: str
+) -> None:
+    names = BridgeNames(unique_name)
+    topic = names.remote_topic
+    count, deleted_to = 2000, 1500
+    await create_remote_topic(remote_kafka, topic, partitions=1)
+    records = await produce(remote_kafka, topic, count, "only", partitions=1)
+    # Slow on purpose: 20 records per transaction, at most 40 fetched ahead: far behind the end.
+    env = {
+        "BRIDGE_SOURCE_RESET_POLICY": policy,
+        "BRIDGE_MAX_BATCH_RECORDS": "20",
+        "BRIDGE_MAX_PENDING_RECORDS": "40",
+        "BRIDGE_PIPELINE_TRANSACTIONS": "false",
+    }
+    bridge = BridgeProcess(names, label=f"retention-{policy}", extra_env=env).start()
+    try:
+        await bridge.wait_copying()
+        admin = AIOKafkaAdminClient(**remote_kafka.client_kwargs())
+        await admin.start()
+        try:
+            await admin.delete_records({TopicPartition(topic, 0): RecordsToDelete(deleted_to)}, timeout_ms=10_000)
+        finally:
+            await admin.close()
+        if policy == "fail":
+            reason = await wait_incident(bridge, 60, partitions=1)
+            assert f"source reset on {topic}/0: stored position " in reason and "below the log start" in reason, reason
+            assert f"log start {deleted_to}, log end {count}" in reason, reason
+            lag = (await bridge.get("/lag")).json()
+            assert lag["total_lag"] is None and lag["partitions"]["0"]["lag"] is None, lag
+            assert lag["partitions"]["0"]["incident"]["kind"] == "below_start", lag
+            assert (await bridge.get("/metrics")).text.count('bridge_source_resets_total{kind="below_start",partition="0"} 1.0') == 1
+        else:
+            deadline = time.monotonic() + 120
+            while (s := (await stored(local_kafka, names, topic)).get(0)) is None or (s.next_offset, s.source_epoch) != (count, 1):
+                assert time.monotonic() < deadline, f"{s}\n{bridge.tail()}"
+                await asyncio.sleep(0.5)
+            await bridge.wait_ready(30)
+            assert (await bridge.get("/lag")).json()["total_lag"] == 0
+        assert bridge.terminate()[0] == 0
+    finally:
+        bridge.stop_quietly()
+
+    history = [
+        parsed[2]
+        for r in await read_topic(local_kafka, names.offsets_topic)
+        if (parsed := parse_offset_state(r.key, r.value)) is not None and parsed[2] is not None
+    ]
+    copied = local_by_coordinates(await read_topic(local_kafka, names.local_topic), "only")
+    if policy == "fail":
+        (held,) = [h for h in history if h.incident is not None]
+        stored_at = held.next_offset
+        assert 0 < stored_at < deleted_to and held.source_epoch == 0
+        assert {k: v for k, v in held.incident.items() if k != "at"} == {
+            "kind": "below_start",
+            "stored": stored_at,
+            "log_start": deleted_to,
+            "log_end": count,
+            "fetch_offset": held.incident["fetch_offset"],
+        }
+        assert stored_at <= held.incident["fetch_offset"] < deleted_to
+        # Exactly what was committed before the incident, nothing after.
+        assert {c: d for c, (_, d) in copied.items()} == expected({c: r for c, r in records.items() if c[1] < stored_at}, topic, 0)
+    else:
+        (resumed,) = [h for h in history if h.reset is not None and h.next_offset == deleted_to]
+        reset = dict(resumed.reset or {})
+        old = reset["old_position"]
+        assert 0 < old < deleted_to and resumed.source_epoch == 1
+        del reset["at"]
+        assert reset == {
+            "policy": "resume_from_earliest",
+            "kind": "below_start",
+            "old_position": old,
+            "new_position": deleted_to,
+            "log_start": deleted_to,
+            "log_end": count,
+            "old_epoch": 0,
+            "new_epoch": 1,
+        }
+        want = expected({c: r for c, r in records.items() if c[1] < old}, topic, 0)
+        want.update(expected({c: r for c, r in records.items() if c[1] >= deleted_to}, topic, 1))
+        assert {c: d for c, (_, d) in copied.items()} == want
