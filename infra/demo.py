@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -28,7 +29,8 @@ from infra.stack import HOME, REPO, StackError, load_env
 from shared.kafka import create_topics
 from shared.settings import remote_kafka_from_env
 
-AIRFLOW_BIN = REPO / ".venv-airflow" / "bin" / "airflow"
+AIRFLOW_BIN = REPO / ".venv-airflow" / "bin" / "airflow"  # Airflow 3 (the default)
+AIRFLOW2_BIN = REPO / ".venv-airflow2" / "bin" / "airflow"  # Airflow 2.10 (compatibility)
 DEMO_SETTLE_SECONDS = 5
 TABLES = ("dim_date", "dim_product", "dim_country", "dim_referrer", "dim_device", "fact_product_views")
 TOP_VIEWS = """
@@ -102,23 +104,81 @@ def airflow_env(token: str, ports: dict[str, int], home: Path) -> dict[str, str]
     return out
 
 
-def run_dag(aenv: dict[str, str], log_path: Path, *, echo: bool = True) -> bool:
-    """``airflow dags test pipeline_v1`` for real; True when the DAG run succeeded."""
-    migrate = subprocess.run([str(AIRFLOW_BIN), "db", "migrate"], env=aenv, capture_output=True, text=True)
+def run_dag(
+    aenv: dict[str, str],
+    log_path: Path,
+    *,
+    echo: bool = True,
+    conf: dict[str, Any] | None = None,
+    logical_date: datetime | None = None,
+    airflow_bin: Path = AIRFLOW_BIN,
+) -> bool:
+    """``airflow dags test pipeline_v1`` for real; True when the DAG run succeeded.
+
+    ``conf`` sets the DAG's params (e.g. ``{"mode": "range", ...}``), ``logical_date`` picks the
+    data interval (default: now, i.e. the interval that just ended), ``airflow_bin`` the Airflow
+    (``AIRFLOW_BIN``: 3.x, ``AIRFLOW2_BIN``: 2.10). Works with both: 3.x exits non-zero when the DAG
+    run failed ("DagRun failed"), 2.10 is judged by its "Marking task as FAILED" lines too."""
+    migrate = subprocess.run([str(airflow_bin), "db", "migrate"], env=aenv, capture_output=True, text=True)
     if migrate.returncode != 0:
         raise StackError(f"airflow db migrate failed: {migrate.stderr[-2000:]}")
-    logical_date = datetime.now(UTC).replace(microsecond=0).isoformat()
+    when = (logical_date or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0).isoformat()
     with log_path.open("w") as log:
-        argv = [str(AIRFLOW_BIN), "dags", "test", "pipeline_v1", logical_date]
+        argv = [str(airflow_bin), "dags", "test", "pipeline_v1", when]
+        if conf is not None:
+            argv += ["--conf", json.dumps(conf)]
         proc = subprocess.Popen(argv, env=aenv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
+        current, last = "?", ""
         for line in proc.stdout:
             log.write(line)
-            if echo and "Marking task as" in line:
-                print("    " + line.strip()[-150:], flush=True)
+            started = STARTING_TASK.search(line)
+            current = started.group(1) if started else current
+            state = STATE_LINE.search(line)
+            if echo and state and f"{current}: {state.group(0)}" != last:  # 2.10 prints lines twice
+                last = f"{current}: {state.group(0)}"
+                print(f"    {current}: {(state.group(1) or state.group(2)).lower()}", flush=True)
         rc = proc.wait()
     text = log_path.read_text()
-    return rc == 0 and "Marking task as FAILED" not in text and "state=failed" not in text
+    return rc == 0 and "DagRun failed" not in text and "failed" not in task_states(text).values()
+
+
+# Both versions' ``dags test`` run one task at a time, in-process, between "[DAG TEST] starting
+# task_id=x" and "[DAG TEST] end task task_id=x". Inside, Airflow 2.10 logs "Marking task as
+# SUCCESS. dag_id=pipeline_v1, task_id=x, …" (and "Rescheduling task, marking task as
+# UP_FOR_RESCHEDULE" without the task id; 2.10 prints most lines twice), Airflow 3 logs "Task
+# instance state updated … new_state=success".
+STARTING_TASK = re.compile(r"\[DAG TEST\] starting task_id=([\w.-]+)")
+STATE_LINE = re.compile(r"(?:[Mm]arking task as ([A-Z_]+)\b|Task instance state updated.* new_state=([a-z_]+))")
+
+
+def task_tries(text: str) -> list[tuple[str, str]]:
+    """(task_id, state it ended in) for each time ``dags test`` ran a task (each poke of a
+    reschedule-mode sensor is one), in order; states in lower case: success, failed, skipped,
+    up_for_retry, up_for_reschedule."""
+    out: list[tuple[str, str]] = []
+    current: str | None = None
+    state: str | None = None
+    for line in text.splitlines():
+        if m := STARTING_TASK.search(line):
+            if current is not None and state is not None:
+                out.append((current, state))
+            current, state = m.group(1), None
+        elif current is not None and (m := STATE_LINE.search(line)):
+            state = (m.group(1) or m.group(2)).lower()
+    if current is not None and state is not None:
+        out.append((current, state))
+    return out
+
+
+def task_states(text: str) -> dict[str, str]:
+    """The last state each task reached in an ``airflow dags test`` log (2.10 or 3.x)."""
+    return dict(task_tries(text))
+
+
+def state_changes(text: str, task_id: str) -> list[str]:
+    """The state each run of ``task_id`` ended in, in order (one per poke of a reschedule sensor)."""
+    return [state for task, state in task_tries(text) if task == task_id]
 
 
 async def print_star_schema(dsn: str) -> None:
@@ -167,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_until("bridge caught up", bridge_caught_up, 600)
         wait_until("sink caught up", sink_caught_up, 600)
         time.sleep(DEMO_SETTLE_SECONDS + 1)
-        step(4, 5, "Airflow: airflow dags test pipeline_v1 (sensors → POST /runs → Spark run → reconciliation)")
+        step(4, 5, "Airflow 3: airflow dags test pipeline_v1 (sensors → POST /runs → Spark run → reconciliation)")
         ports = {name: services.port_of(services.SERVICES[name], 1) for name in ("bridge", "sink", "etl-api")}
         log_path = HOME / "logs" / "airflow-dags-test.log"
         if not run_dag(airflow_env(env["ETL_API_TOKEN"], ports, HOME / "airflow"), log_path):
@@ -185,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  page     http://127.0.0.1:{services.SERVICES['live'].base_port}/   (live counters + star-schema plots)")
     print(f"  logs     {HOME / 'logs'}   (./pipeline stack status; python -m infra.services status)")
     print('  psql     set -a; . .stack/stack.env; set +a; psql "$POSTGRES_DSN"')
-    print(f"  airflow  AIRFLOW_HOME={HOME / 'airflow'} .venv-airflow/bin/airflow dags list-runs -d pipeline_v1")
+    print(f"  airflow  AIRFLOW_HOME={HOME / 'airflow'} .venv-airflow/bin/airflow dags list-runs pipeline_v1")
     print("  stop     .venv/bin/python -m infra.services stop all && ./pipeline stack down")
     return 0
 

@@ -1,32 +1,181 @@
-"""pipeline_v1: drive the product-view pipeline over HTTP, one DAG run per data interval.
+"""pipeline_v1: drive the product-view pipeline over HTTP, one DAG run per hourly data interval.
 
-The DAG file is configuration: no I/O at import. Services are reached through Airflow HTTP
-connections given as environment variables (nothing stored in Airflow's database):
+Runs on Airflow 3.x (the default) and on Airflow 2.10 from the same file. It is configuration: no
+I/O at import. Services are reached through Airflow HTTP connections given as environment
+variables (nothing stored in Airflow's database):
 
     AIRFLOW_CONN_BRIDGE_API=http://127.0.0.1:8101
     AIRFLOW_CONN_SINK_API=http://127.0.0.1:8102
     AIRFLOW_CONN_ETL_API=http://:<token>@127.0.0.1:8103     (the password is the bearer token)
 
-Tasks: bridge and sink ready → the local topic's end offsets captured from the sink's ``/lag``
-→ wait until the sink's committed offsets reach them → ``POST /runs`` on the ETL API (run id to
-XCom) → wait for the run to succeed (fail at once if it failed) → reconciliation check.
-Re-running a DAG run is safe: the ETL run is incremental and idempotent.
+Tasks (what waits on what):
+
+    plan_etl_run → sink_ready → capture_end_offsets → sink_caught_up → start_etl_run → wait_etl_run → reconcile
+    bridge_ready   (informational: blocks nothing)
+
+- ``plan_etl_run`` turns the params and the data interval into the ``POST /runs`` body (below)
+  and fails at once, without retry, on an invalid combination.
+- ``sink_ready`` / ``sink_caught_up``: the sink answers ``/ready`` and has committed the local
+  topic's end offsets captured by ``capture_end_offsets``, so what is in Kafka is in MongoDB.
+- ``bridge_ready`` only reports: a remote-cluster outage (bridge not ready) must not block the
+  ETL of data already in MongoDB. It waits up to 5 minutes and is then *skipped* (soft fail);
+  the DAG run's state does not depend on it.
+- ``start_etl_run`` → ``wait_etl_run`` (fails at once, without retry, when the run failed, with
+  the run's error) → ``reconcile`` (the run's own count check). ``reconcile`` produces the
+  star-schema asset: downstream DAGs can be scheduled on ``STAR_SCHEMA``.
+
+Every sensor runs in ``reschedule`` mode (no worker slot held between pokes) and keeps poking
+on 5xx answers (a service that is starting answers 503) and on connection errors until its own
+``timeout``; its ``execution_timeout`` bounds one poke. Other 4xx answers fail the sensor.
+
+Params (validated by JSON schema; the combination by ``plan_etl_run``):
+
+- ``mode``: ``incremental`` (default) | ``full`` | ``range``
+- ``date_from`` / ``date_to``: ``YYYY-MM-DD``, both required for ``range`` (inclusive UTC event
+  dates, at most 366 days), refused otherwise.
+
+Which run is issued:
+
+- ``range`` / ``full`` params: exactly that run.
+- ``incremental`` on a current interval (scheduled runs, manual runs, ``airflow dags test`` now):
+  an incremental run (every event ingested since the last successful run).
+- ``incremental`` on a *past* interval: a backfill run, or any run whose data interval ended more
+  than ``PAST_AFTER`` (2 h) before ``plan_etl_run`` ran (a cleared old run): a range run over
+  the interval's event dates. The interval ``[start, end)`` maps to the UTC dates
+  ``start.date() .. (end - 1 µs).date()``, inclusive: the hourly interval 13:00-14:00 is that
+  day, 23:00-00:00 is the day of 23:00 (the end is exclusive). The ETL recomputes whole dates,
+  so a range run replaces every fact of those dates (idempotent: re-running it changes nothing).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import logging
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pendulum
-from airflow.exceptions import AirflowFailException
+import requests
 from airflow.providers.http.operators.http import HttpOperator
 from airflow.providers.http.sensors.http import HttpSensor
 
-from airflow import DAG
+try:  # Airflow 3.x: the task SDK
+    from airflow.providers.standard.operators.python import PythonOperator
+    from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
+    from airflow.sdk.exceptions import AirflowFailException
+
+    STAR_SCHEMA = Asset(name="product_views_star_schema", uri="warehouse://product-views/star-schema")
+except ImportError:  # Airflow 2.10
+    from airflow.datasets import Dataset
+    from airflow.exceptions import AirflowFailException
+    from airflow.models.param import Param
+    from airflow.operators.python import PythonOperator
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    from airflow import DAG
+
+    STAR_SCHEMA = Dataset(uri="warehouse://product-views/star-schema")
+
+log = logging.getLogger(__name__)
 
 ETL_TERMINAL_FAILURES = {"failed"}
+MODES = ("incremental", "full", "range")
+MAX_RANGE_DAYS = 366  # the ETL API's own limit (services/etl-api: MAX_RANGE_DAYS)
+PAST_AFTER = timedelta(hours=2)  # an interval that ended longer ago than this is "past"
+HTTP_TIMEOUT_SECONDS = 10  # one request of a sensor or operator
+ONE_POKE = timedelta(minutes=2)  # execution_timeout of one poke of a reschedule-mode sensor
+
+
+# --------------------------------------------------------------------------- the ETL run to issue
+def utc(moment: datetime) -> datetime:
+    """A plain, aware UTC datetime (Airflow hands out pendulum DateTimes)."""
+    return datetime.fromtimestamp(moment.timestamp(), UTC)
+
+
+def interval_dates(start: datetime, end: datetime) -> tuple[date, date]:
+    """The UTC event dates of the data interval ``[start, end)``, inclusive on both ends."""
+    start_utc = utc(start)
+    last = utc(end) - timedelta(microseconds=1)
+    return start_utc.date(), max(start_utc, last).date()
+
+
+def is_past_interval(run_type: str, interval_end: datetime | None, now: datetime) -> bool:
+    """A backfill run, or a run whose interval ended more than ``PAST_AFTER`` ago (a cleared run)."""
+    if run_type == "backfill":  # Airflow 3 and 2.10 spell DagRunType.BACKFILL(_JOB) the same
+        return True
+    return interval_end is not None and utc(interval_end) < utc(now) - PAST_AFTER
+
+
+def run_body(
+    params: dict[str, Any], run_type: str, interval_start: datetime | None, interval_end: datetime | None, now: datetime
+) -> dict[str, Any]:
+    """The ``POST /runs`` body for these params and this data interval (see the module doc)."""
+    mode = params.get("mode") or "incremental"
+    date_from, date_to = params.get("date_from"), params.get("date_to")
+    if mode not in MODES:
+        raise AirflowFailException(f"param mode must be one of {MODES}, not {mode!r}")
+    if mode == "range":
+        if not date_from or not date_to:
+            raise AirflowFailException("mode=range needs both date_from and date_to (YYYY-MM-DD)")
+        try:
+            first, last = date.fromisoformat(date_from), date.fromisoformat(date_to)
+        except (TypeError, ValueError) as exc:
+            raise AirflowFailException(f"date_from/date_to must be YYYY-MM-DD: {exc}") from None
+        if last < first:
+            raise AirflowFailException(f"date_to {last} is before date_from {first}")
+        if (last - first).days >= MAX_RANGE_DAYS:
+            raise AirflowFailException(f"a range covers at most {MAX_RANGE_DAYS} days, not {(last - first).days + 1}")
+        return {"mode": "range", "date_from": first.isoformat(), "date_to": last.isoformat()}
+    if date_from or date_to:
+        raise AirflowFailException(f"mode={mode} takes no date_from/date_to (use mode=range)")
+    if mode == "incremental" and interval_start is not None and is_past_interval(run_type, interval_end, now):
+        first, last = interval_dates(interval_start, interval_end or interval_start)
+        return {"mode": "range", "date_from": first.isoformat(), "date_to": last.isoformat()}
+    return {"mode": mode}
+
+
+def plan_etl_run(**context: Any) -> str:
+    """PythonOperator callable: the body as JSON (to XCom, for ``start_etl_run``)."""
+    dag_run = context["dag_run"]
+    run_type = getattr(dag_run.run_type, "value", dag_run.run_type)
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    body = run_body(dict(context["params"]), str(run_type), start, end, datetime.now(UTC))
+    log.info("run type %s, data interval %s → %s: POST /runs %s", run_type, start, end, json.dumps(body))
+    return json.dumps(body)
+
+
+# --------------------------------------------------------------------------- HTTP checks
+class WaitingHttpSensor(HttpSensor):
+    """An ``HttpSensor`` that keeps poking on connection errors and timeouts.
+
+    The provider fails a sensor at once on a connection error (and on any status but 404 unless
+    the hook's status check is off, which ``extra_options={"check_response": False}`` does; the
+    ``response_check`` functions below then decide per status). A service that is restarting
+    refuses connections for a moment: that is a reason to wait, until the sensor's ``timeout``.
+    """
+
+    def poke(self, context: Any) -> Any:
+        try:
+            return super().poke(context)
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            self.log.info("not reachable yet (%s: %s); poking again in %ss", type(exc).__name__, exc, self.poke_interval)
+            return False
+
+
+def answered(response: Any) -> bool:
+    """True on 2xx; False (poke again) on 5xx and 429; other statuses fail the task: waiting
+    cannot fix a wrong endpoint, token or request."""
+    code = response.status_code
+    if 200 <= code < 300:
+        return True
+    if code >= 500 or code == 429:
+        logging.getLogger("airflow.task").info("answered %s, poking again: %s", code, response.text[:300])
+        return False
+    raise AirflowFailException(f"{response.request.method} {response.url} answered {code}: {response.text[:500]}")
+
+
+def service_ready(response: Any) -> bool:
+    return answered(response)
 
 
 def end_offsets(response: Any) -> dict[str, int]:
@@ -36,6 +185,8 @@ def end_offsets(response: Any) -> dict[str, int]:
 
 def sink_reached(response: Any, ti: Any) -> bool:
     """True once the sink's committed offset of every partition reached the captured end."""
+    if not answered(response):
+        return False
     target: dict[str, int] = ti.xcom_pull(task_ids="capture_end_offsets")
     committed = {str(p["partition"]): p["committed"] or 0 for p in response.json()["partitions"]}
     return all(committed.get(part, 0) >= end for part, end in target.items())
@@ -47,6 +198,8 @@ def run_id(response: Any) -> str:
 
 def run_finished(response: Any) -> bool:
     """True on success; raises (no retry) when the ETL run failed."""
+    if not answered(response):
+        return False
     body = response.json()
     if body["status"] in ETL_TERMINAL_FAILURES:
         raise AirflowFailException(f"ETL run {body.get('run_id')} failed: {body.get('error')}")
@@ -67,55 +220,134 @@ def reconciled(response: Any) -> bool:
     return True
 
 
+def log_failure(context: Any) -> None:
+    """on_failure_callback: one line with the task, the ETL run id (if one was started) and the error."""
+    ti = context.get("ti") or context.get("task_instance")
+    etl_run = None
+    try:
+        etl_run = ti.xcom_pull(task_ids="start_etl_run") if ti is not None else None
+    except Exception as exc:  # the callback must never hide the failure it reports
+        etl_run = f"<unknown: {exc}>"
+    logging.getLogger("airflow.task").error(
+        "pipeline_v1 task %s failed (try %s): ETL run %s, error: %s",
+        getattr(ti, "task_id", "?"),
+        getattr(ti, "try_number", "?"),
+        etl_run,
+        context.get("exception"),
+    )
+
+
+# --------------------------------------------------------------------------- the DAG
 default_args = {
     "owner": "data-platform",
     "retries": 2,
     "retry_delay": timedelta(seconds=20),
     "retry_exponential_backoff": True,
-    "execution_timeout": timedelta(minutes=30),
+    "max_retry_delay": timedelta(minutes=5),
+    "execution_timeout": timedelta(minutes=5),  # one HTTP call; sensors override it per poke
+    "on_failure_callback": log_failure,
+}
+
+SENSOR = {
+    "mode": "reschedule",
+    "extra_options": {"check_response": False, "timeout": HTTP_TIMEOUT_SECONDS},
+    "execution_timeout": ONE_POKE,
 }
 
 with DAG(
     dag_id="pipeline_v1",
     description="remote Kafka → local Kafka → MongoDB → Spark → PostgreSQL star schema",
-    schedule="@hourly",
+    doc_md=__doc__,
+    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
     default_args=default_args,
-    tags=["product-views"],
+    params={
+        "mode": Param(
+            "incremental",
+            type="string",
+            enum=list(MODES),
+            description="incremental: new events; full: rebuild every fact; range: the dates date_from..date_to",
+        ),
+        "date_from": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            pattern=r"^\d{4}-\d{2}-\d{2}$",
+            description="first UTC event date of a range run (YYYY-MM-DD)",
+        ),
+        "date_to": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            pattern=r"^\d{4}-\d{2}-\d{2}$",
+            description="last UTC event date of a range run, inclusive (YYYY-MM-DD)",
+        ),
+    },
+    tags=["product-views", "etl", "star-schema"],
 ) as dag:
-    bridge_ready = HttpSensor(task_id="bridge_ready", http_conn_id="bridge_api", endpoint="ready", poke_interval=5, timeout=300)
-    sink_ready = HttpSensor(task_id="sink_ready", http_conn_id="sink_api", endpoint="ready", poke_interval=5, timeout=300)
-    capture_end_offsets = HttpOperator(
-        task_id="capture_end_offsets", http_conn_id="sink_api", endpoint="lag", method="GET", response_filter=end_offsets, log_response=True
+    plan = PythonOperator(task_id="plan_etl_run", python_callable=plan_etl_run, retries=0, execution_timeout=timedelta(minutes=1))
+    bridge_ready = WaitingHttpSensor(
+        task_id="bridge_ready",
+        doc_md="Informational: the bridge (remote → local Kafka) is ready. Skipped after 5 min; blocks nothing.",
+        http_conn_id="bridge_api",
+        endpoint="ready",
+        response_check=service_ready,
+        poke_interval=10,
+        timeout=300,
+        soft_fail=True,
+        retries=0,
+        **SENSOR,
     )
-    sink_caught_up = HttpSensor(
+    sink_ready = WaitingHttpSensor(
+        task_id="sink_ready",
+        http_conn_id="sink_api",
+        endpoint="ready",
+        response_check=service_ready,
+        poke_interval=5,
+        timeout=900,
+        **SENSOR,
+    )
+    capture_end_offsets = HttpOperator(
+        task_id="capture_end_offsets",
+        http_conn_id="sink_api",
+        endpoint="lag",
+        method="GET",
+        response_filter=end_offsets,
+        log_response=True,
+        extra_options={"timeout": HTTP_TIMEOUT_SECONDS},
+    )
+    sink_caught_up = WaitingHttpSensor(
         task_id="sink_caught_up",
         http_conn_id="sink_api",
         endpoint="lag",
         response_check=sink_reached,
         poke_interval=5,
         timeout=1800,
+        **SENSOR,
     )
     start_etl_run = HttpOperator(
         task_id="start_etl_run",
         http_conn_id="etl_api",
         endpoint="runs",
         method="POST",
-        data=json.dumps({"mode": "incremental"}),
+        data="{{ ti.xcom_pull(task_ids='plan_etl_run') }}",
         headers={"Content-Type": "application/json", "Authorization": "Bearer {{ conn.etl_api.password }}"},
         response_check=lambda response: response.status_code == 202,
         response_filter=run_id,
+        log_response=True,
+        extra_options={"timeout": HTTP_TIMEOUT_SECONDS},
         retries=0,  # a second POST while the first run is active answers 409: fail loudly instead
     )
-    wait_etl_run = HttpSensor(
+    wait_etl_run = WaitingHttpSensor(
         task_id="wait_etl_run",
         http_conn_id="etl_api",
         endpoint="runs/{{ ti.xcom_pull(task_ids='start_etl_run') }}",
         response_check=run_finished,
         poke_interval=5,
         timeout=3600,
+        **SENSOR,
     )
     reconcile = HttpOperator(
         task_id="reconcile",
@@ -123,7 +355,9 @@ with DAG(
         endpoint="runs/{{ ti.xcom_pull(task_ids='start_etl_run') }}",
         method="GET",
         response_check=reconciled,
+        extra_options={"timeout": HTTP_TIMEOUT_SECONDS},
+        outlets=[STAR_SCHEMA],
         retries=0,
     )
 
-    [bridge_ready, sink_ready] >> capture_end_offsets >> sink_caught_up >> start_etl_run >> wait_etl_run >> reconcile
+    plan >> sink_ready >> capture_end_offsets >> sink_caught_up >> start_etl_run >> wait_etl_run >> reconcile

@@ -1,5 +1,7 @@
-"""The DAG imports cleanly in the real Airflow 2.10 virtualenv and has the expected task graph;
-its reconciliation check accepts a run that replaced or merged facts and refuses anything else."""
+"""The DAG imports cleanly in the real Airflow 3.x virtualenv (the default) and in the Airflow 2.10
+one, with the same task graph, params, sensor settings and asset on both; its reconciliation check
+accepts a run that replaced or merged facts and refuses anything else; its run planning maps
+params and data intervals to the documented ``POST /runs`` bodies."""
 
 from __future__ import annotations
 
@@ -11,12 +13,13 @@ import pytest
 
 from tests.conftest import REPO
 
-AIRFLOW_PY = REPO / ".venv-airflow" / "bin" / "python"
+AIRFLOW_PYS = {"3": REPO / ".venv-airflow" / "bin" / "python", "2.10": REPO / ".venv-airflow2" / "bin" / "python"}
 
 PROBE = r"""
 import json
+import pendulum
 from airflow.models import DagBag
-bag = DagBag(dag_folder="airflow/dags", include_examples=False)
+bag = DagBag(dag_folder="airflow/dags")  # examples off by AIRFLOW__CORE__LOAD_EXAMPLES
 dag = bag.get_dag("pipeline_v1")
 
 def reconciled_cases():
@@ -46,7 +49,68 @@ def reconciled_cases():
         ok({"valid_views": 5}),
         ok({"valid_views": 5, "view_count_written": 5}, status="failed"),
     ]
+def plans():
+    import importlib.util
+    from datetime import datetime, timezone
+    spec = importlib.util.spec_from_file_location("pipeline_v1_plan", "airflow/dags/pipeline_v1.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    now = datetime(2026, 12, 2, 9, 30, tzinfo=timezone.utc)
+
+    def at(text):
+        return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+    def plan(params, run_type="manual", start="2026-12-02T08:00", end="2026-12-02T09:00"):
+        try:
+            return mod.run_body(params, run_type, at(start), at(end), now)
+        except Exception as exc:
+            return type(exc).__name__
+
+    inc = {"mode": "incremental", "date_from": None, "date_to": None}
+    return [
+        plan(inc, "scheduled"),  # the interval that just ended
+        plan(inc, "manual", "2026-12-02T06:00", "2026-12-02T07:00"),  # ended 2.5 h ago: a cleared run
+        plan(inc, "scheduled", "2026-11-30T23:00", "2026-12-01T00:00"),  # the end is exclusive
+        plan(inc, "backfill"),  # a backfill is a range run even for a recent interval
+        plan({"mode": "full"}, "manual", "2026-11-01T00:00", "2026-11-01T01:00"),
+        plan({"mode": "range", "date_from": "2026-11-01", "date_to": "2026-11-03"}),
+        plan({"mode": "range", "date_from": "2026-11-03", "date_to": "2026-11-01"}),
+        plan({"mode": "range", "date_from": "2026-11-01"}),
+        plan({"mode": "range", "date_from": "2025-01-01", "date_to": "2026-01-02"}),  # 367 dates
+        plan({"mode": "full", "date_from": "2026-11-01"}),
+        plan({"mode": "weekly"}),
+    ]
+
+def task_info(t):
+    return {
+        "mode": getattr(t, "mode", None),
+        "timeout": getattr(t, "timeout", None),
+        "poke_interval": getattr(t, "poke_interval", None),
+        "soft_fail": getattr(t, "soft_fail", None),
+        "execution_timeout": t.execution_timeout.total_seconds() if t.execution_timeout else None,
+        "retries": t.retries,
+        "outlets": sorted(getattr(o, "uri", str(o)) for o in t.outlets),
+        "callback": bool(t.on_failure_callback),
+        "check_response": (getattr(t, "extra_options", None) or {}).get("check_response"),
+    }
+
+def hourly_interval(run_after):
+    timetable = dag.timetable
+    try:  # Airflow 3: the DAG holds the task SDK's timetable; the scheduler uses the core one
+        from airflow.serialization.encoders import coerce_to_core_timetable
+        timetable = coerce_to_core_timetable(timetable)
+    except ImportError:
+        pass
+    return [str(x) for x in timetable.infer_manual_data_interval(run_after=run_after)]
+
 print(json.dumps({
+    "tasks": {t.task_id: task_info(t) for t in dag.tasks},
+    "params": {k: dag.params.get_param(k).schema for k in dag.params},
+    "param_defaults": {k: dag.params[k] for k in dag.params},
+    "tags": sorted(dag.tags),
+    "doc_md": bool(dag.doc_md),
+    "interval": hourly_interval(pendulum.datetime(2026, 12, 1, tz="UTC")),
+    "plans": plans(),
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
     "dag_ids": sorted(bag.dag_ids),
     "edges": sorted([t.task_id, d] for t in dag.tasks for d in sorted(t.downstream_task_ids)),
@@ -59,25 +123,70 @@ print(json.dumps({
 """
 
 
+STAR_SCHEMA_URI = "warehouse://product-views/star-schema"
+
+
 @pytest.mark.timeout(180)
-def test_dagbag_imports_pipeline_v1_with_the_expected_graph(tmp_path) -> None:
+@pytest.mark.parametrize("version", list(AIRFLOW_PYS))
+def test_dagbag_imports_pipeline_v1_with_the_expected_graph(tmp_path, version: str) -> None:
+    airflow_py = AIRFLOW_PYS[version]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env |= {"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "True"}
-    migrate = subprocess.run([str(AIRFLOW_PY.with_name("airflow")), "db", "migrate"], env=env, capture_output=True, text=True, timeout=150)
+    migrate = subprocess.run([str(airflow_py.with_name("airflow")), "db", "migrate"], env=env, capture_output=True, text=True, timeout=150)
     assert migrate.returncode == 0, migrate.stderr[-3000:]
-    res = subprocess.run([str(AIRFLOW_PY), "-c", PROBE], cwd=REPO, env=env, capture_output=True, text=True, timeout=150)
+    res = subprocess.run([str(airflow_py), "-c", PROBE], cwd=REPO, env=env, capture_output=True, text=True, timeout=150)
     assert res.returncode == 0, res.stderr[-3000:]
     info = json.loads(res.stdout.strip().splitlines()[-1])
     assert info["errors"] == {}
     assert info["dag_ids"] == ["pipeline_v1"]
+    # bridge_ready is informational: nothing waits on it (a remote outage must not block the ETL).
     assert info["edges"] == [
-        ["bridge_ready", "capture_end_offsets"],
         ["capture_end_offsets", "sink_caught_up"],
+        ["plan_etl_run", "sink_ready"],
         ["sink_caught_up", "start_etl_run"],
         ["sink_ready", "capture_end_offsets"],
         ["start_etl_run", "wait_etl_run"],
         ["wait_etl_run", "reconcile"],
     ]
-    assert (info["retries"], info["timeout"], info["catchup"], info["max_active_runs"]) == (2, "0:30:00", False, 1)
+    assert (info["retries"], info["timeout"], info["catchup"], info["max_active_runs"]) == (2, "0:05:00", False, 1)
+    tasks = info["tasks"]
+    sensors = {"bridge_ready": 300, "sink_ready": 900, "sink_caught_up": 1800, "wait_etl_run": 3600}
+    for task_id, timeout in sensors.items():
+        t = tasks[task_id]
+        # reschedule: no worker slot between pokes; execution_timeout bounds one poke, far below the
+        # sensor's own timeout (the whole wait); every status reaches the response_check.
+        assert (t["mode"], t["timeout"], t["execution_timeout"], t["check_response"]) == ("reschedule", timeout, 120.0, False), (task_id, t)
+        assert t["poke_interval"] * 10 <= timeout
+    assert tasks["bridge_ready"]["soft_fail"] is True and tasks["bridge_ready"]["retries"] == 0
+    assert [t["soft_fail"] for k, t in tasks.items() if k in sensors and k != "bridge_ready"] == [False, False, False]
+    assert {k: t["retries"] for k, t in tasks.items() if t["retries"] == 0} == {
+        "plan_etl_run": 0,
+        "bridge_ready": 0,
+        "start_etl_run": 0,
+        "reconcile": 0,
+    }
+    assert all(t["callback"] for t in tasks.values())
+    assert {k: t["outlets"] for k, t in tasks.items() if t["outlets"]} == {"reconcile": [STAR_SCHEMA_URI]}
+    assert info["param_defaults"] == {"mode": "incremental", "date_from": None, "date_to": None}
+    assert info["params"]["mode"]["enum"] == ["incremental", "full", "range"]
+    assert info["params"]["date_from"]["format"] == info["params"]["date_to"]["format"] == "date"
+    assert set(info["tags"]) >= {"product-views", "etl"} and info["doc_md"]
+    # An hourly data interval, the same on both versions (explicit CronDataIntervalTimetable:
+    # Airflow 3's default for a cron string would be a zero-length interval).
+    assert info["interval"] == ["2026-11-30 23:00:00+00:00", "2026-12-01 00:00:00+00:00"]
     fail = "AirflowFailException"
+    rng = {"mode": "range", "date_from": "2026-11-01", "date_to": "2026-11-03"}
+    assert info["plans"] == [
+        {"mode": "incremental"},
+        {"mode": "range", "date_from": "2026-12-02", "date_to": "2026-12-02"},
+        {"mode": "range", "date_from": "2026-11-30", "date_to": "2026-11-30"},
+        {"mode": "range", "date_from": "2026-12-02", "date_to": "2026-12-02"},
+        {"mode": "full"},
+        rng,
+        fail,
+        fail,
+        fail,
+        fail,
+        fail,
+    ]
     assert info["reconciled"] == [True, True, fail, fail, fail, fail]

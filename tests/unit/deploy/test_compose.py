@@ -92,7 +92,8 @@ def test_depends_on_waits_for_health_or_completion(resolved_compose: dict[str, A
     assert waits_for["bridge"] == {"kafka-init"}
     assert waits_for["sink"] == {"kafka-init", "mongo"}
     assert {"mongo", "postgres"} <= waits_for["etl-api"]
-    assert waits_for["airflow-webserver"] == waits_for["airflow-scheduler"] == {"airflow-init"}
+    airflow_3 = ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+    assert all(waits_for[name] == {"airflow-init"} for name in airflow_3)
     # every one-shot is awaited by someone, or it would run unobserved
     assert all(any(o in deps for deps in waits_for.values()) for o in oneshot)
 
@@ -135,7 +136,7 @@ def test_host_ports_bind_to_the_configured_address(resolved_compose: dict[str, A
         for port in svc.get("ports") or []:
             assert port["host_ip"] == "127.0.0.1", f"{name}: {port}"  # BIND_ADDRESS in .env.example
             published[name] = port["published"]
-    assert published == {"adminer": "8380", "spark-master": "8090", "etl-api": "8103", "airflow-webserver": "8080", "live": "8104-8107"}
+    assert published == {"adminer": "8380", "spark-master": "8090", "etl-api": "8103", "airflow-api-server": "8080", "live": "8104-8107"}
 
 
 # ---------------------------------------------------------------- secrets
@@ -193,7 +194,8 @@ def test_service_images_build_from_the_repos_dockerfiles(raw_compose: dict[str, 
     # the Spark workers run the ETL image: executors get the driver's Python and code
     assert built["spark-worker"] == built["etl-api"]
     airflow = (REPO / "airflow", REPO / "airflow/Dockerfile")
-    assert built["airflow-webserver"] == built["airflow-scheduler"] == built["airflow-init"] == airflow
+    airflow_services = ("airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+    assert all(built[name] == airflow for name in airflow_services)
 
 
 def _lock_version(lock: str, package: str) -> str:
@@ -214,7 +216,8 @@ def test_third_party_images_are_the_promised_versions(resolved_compose: dict[str
     airflow = (REPO / "airflow/Dockerfile").read_text()
     assert f"FROM apache/airflow:{_lock_version('airflow-lock.txt', 'apache-airflow')}-python3.11" in airflow
     assert f'"apache-airflow-providers-http=={_lock_version("airflow-lock.txt", "apache-airflow-providers-http")}"' in airflow
-    assert "providers-http==5.5.0" in airflow
+    assert f'"apache-airflow-providers-standard=={_lock_version("airflow-lock.txt", "apache-airflow-providers-standard")}"' in airflow
+    assert re.search(r"FROM apache/airflow:3\.\d+\.\d+-python3\.11", airflow)  # Airflow 3, as .venv-airflow
 
 
 # ---------------------------------------------------------------- the parts
@@ -294,7 +297,7 @@ def test_airflow_has_a_connection_for_every_conn_id_the_dag_uses(resolved_compos
     conn_ids = set(re.findall(r'http_conn_id\s*=\s*"([a-z0-9_]+)"', dag.read_text()))
     assert conn_ids >= {"bridge_api", "sink_api", "etl_api"}
     svcs = services(resolved_compose)
-    for name in ("airflow-webserver", "airflow-scheduler"):
+    for name in ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
         env = svcs[name]["environment"]
         for conn_id in conn_ids:
             assert f"AIRFLOW_CONN_{conn_id.upper()}" in env, (name, conn_id)
@@ -303,6 +306,8 @@ def test_airflow_has_a_connection_for_every_conn_id_the_dag_uses(resolved_compos
         assert env["AIRFLOW_CONN_SINK_API"] == "http://sink:8102"
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://airflow:change-me@postgres:5432/")
         assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-api-server:8080/execution/"
+        assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == env["AIRFLOW__API__SECRET_KEY"] == "change-me"
         assert any(v["target"] == "/opt/airflow/dags" for v in svcs[name]["volumes"])
 
 

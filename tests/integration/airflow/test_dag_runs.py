@@ -1,0 +1,310 @@
+"""pipeline_v1 run for real (``airflow dags test``) on Airflow 3.x and on Airflow 2.10, against the
+real services (etl-api with Spark, bridge, sink) on the real local stack.
+
+- The sensors wait: the sink starts with its MongoDB unreachable — its ``MONGODB_URI`` points at a
+  port where nothing listens yet — so it is up but answers ``/ready`` with 503 (its own
+  not-ready state, not a stub). Once ``sink_ready`` has been rescheduled on 503s, the test opens a
+  plain TCP relay on that port to the real MongoDB (FerretDB); the sink connects, turns ready, writes
+  its backlog, and the DAG run goes on to a real incremental ETL run and succeeds.
+- ``--conf '{"mode": "range", ...}'`` issues exactly that range run (asserted on ``GET /runs``).
+- Two past data intervals (DAG runs at past logical dates: what clearing an old run does) issue one
+  range run each, for the interval's UTC event date ([start, end) → start.date() .. (end - 1 µs).date()).
+- An invalid combination of params fails ``plan_etl_run`` and issues no ETL run.
+- With the bridge down, the ETL chain runs to the end while ``bridge_ready`` still waits.
+
+One set of services serves both Airflow versions (each test only looks at the runs it issued).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import eventgen
+import pytest
+
+from infra.demo import AIRFLOW2_BIN, AIRFLOW_BIN, airflow_env, run_dag, state_changes, task_states
+from shared.kafka import create_topics
+from shared.settings import remote_kafka_from_env
+from tests.support.processes import ServiceProcess, free_port
+
+pytestmark = pytest.mark.timeout(900)
+
+AIRFLOWS = {"3": AIRFLOW_BIN, "2.10": AIRFLOW2_BIN}
+PARTITIONS = 3
+
+
+class TcpRelay:
+    """A plain TCP relay 127.0.0.1:port → target, that can be opened after its port was given out:
+    before ``open()`` nothing listens there (connection refused), as when a database is down."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target, self.port = target, free_port()
+        self._server: socket.socket | None = None
+
+    def open(self) -> None:
+        if self._server is None:
+            self._server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+            threading.Thread(target=self._accept, args=(self._server,), daemon=True).start()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+
+@dataclass
+class Services:
+    uid: str
+    work: Path
+    token: str
+    relay: TcpRelay
+    ports: dict[str, int] = field(default_factory=lambda: {"bridge": free_port(), "sink": free_port(), "etl-api": free_port()})
+    procs: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def env(self, name: str) -> dict[str, str]:
+        common = {"MONGODB_DATABASE": "kafka_data_db", "MONGODB_COLLECTION": f"af_{self.uid}"}
+        local_topic = f"af_{self.uid}_processed"
+        if name == "bridge":
+            return {
+                "BRIDGE_REMOTE_TOPIC": f"af_{self.uid}_product_views",
+                "BRIDGE_LOCAL_TOPIC": local_topic,
+                "BRIDGE_DLQ_TOPIC": f"{local_topic}.dlq",
+                "BRIDGE_OFFSETS_TOPIC": f"{local_topic}.bridge-offsets",
+                "BRIDGE_GROUP_ID": f"af_{self.uid}_bridge",
+                "BRIDGE_LOCAL_PARTITIONS": str(PARTITIONS),
+                "BRIDGE_HTTP_HOST": "127.0.0.1",
+                "BRIDGE_HTTP_PORT": str(self.ports["bridge"]),
+            }
+        if name == "sink":
+            return {
+                **common,
+                # MongoDB through the relay: unreachable until the test opens it.
+                "MONGODB_URI": f"mongodb://127.0.0.1:{self.relay.port}/",
+                "SINK_MONGODB_TIMEOUT_MS": "1000",
+                "SINK_BACKOFF_MAX_S": "1",
+                "SINK_TOPIC": local_topic,
+                "SINK_DLQ_TOPIC": f"{local_topic}.dlq",
+                "SINK_GROUP_ID": f"af_{self.uid}_sink",
+                "SINK_HTTP_HOST": "127.0.0.1",
+                "SINK_HTTP_PORT": str(self.ports["sink"]),
+            }
+        return {
+            **common,
+            "ETL_PG_SCHEMA": f"af_{self.uid}",
+            "ETL_API_TOKEN": self.token,
+            "ETL_HOST": "127.0.0.1",
+            "ETL_PORT": str(self.ports["etl-api"]),
+            "ETL_HTTP_PORT": str(self.ports["etl-api"]),
+            "ETL_SETTLE_SECONDS": "0",
+            "ETL_RUN_LOG_DIR": str(self.work / "etl-runs"),
+            "ETL_SPARK_SHUFFLE_PARTITIONS": "4",
+        }
+
+    def start(self, name: str) -> ServiceProcess:
+        module = {"bridge": "bridge", "sink": "sink", "etl-api": "etl_api"}[name]
+        proc = ServiceProcess(name, module, self.env(name), port=self.ports[name], log_dir=self.work / "logs")
+        self.procs[name] = proc.start()
+        return proc
+
+    def run_ids(self) -> set[str]:
+        status, runs = self.procs["etl-api"].get("/runs?limit=500")
+        assert status == 200, runs
+        return {r["run_id"] for r in runs}
+
+    def runs_since(self, before: set[str]) -> list[dict[str, Any]]:
+        status, runs = self.procs["etl-api"].get("/runs?limit=500")
+        assert status == 200, runs
+        return [r for r in runs if r["run_id"] not in before]
+
+    def dag(self, version: str, name: str, **kwargs: Any) -> tuple[bool, str]:
+        log = self.work / f"dag-{version}-{name}.log"
+        home = self.work / f"airflow-{version}"
+        ok = run_dag(airflow_env(self.token, self.ports, home), log, echo=False, airflow_bin=AIRFLOWS[version], **kwargs)
+        return ok, log.read_text()
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    for version, airflow in AIRFLOWS.items():
+        assert airflow.exists(), f"{airflow} missing (Airflow {version}): run ./pipeline setup"
+    mongo = os.environ["MONGODB_URI"].split("//", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    host, _, port = mongo.partition(":")
+    svc = Services(
+        uid=uuid.uuid4().hex[:8],
+        work=tmp_path_factory.mktemp("airflow-runs"),
+        token=os.environ["ETL_API_TOKEN"],
+        relay=TcpRelay((host, int(port or 27017))),
+    )
+    remote = remote_kafka_from_env()
+    asyncio.run(create_topics(remote, [f"af_{svc.uid}_product_views"], partitions=PARTITIONS, replication_factor=1))
+    try:
+        for name in ("etl-api", "bridge"):
+            svc.start(name).wait_ready(120)
+        records = list(eventgen.generate(200, seed=int(svc.uid, 16) % 1000, bad_fraction=0.0))
+        asyncio.run(eventgen.produce(records, remote, f"af_{svc.uid}_product_views", progress=False, partitions=PARTITIONS))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status, lag = svc.procs["bridge"].get("/lag")
+            if status == 200 and lag.get("total_lag") == 0 and lag.get("partitions"):
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError(f"bridge did not copy the events: {lag}")
+        yield svc
+    finally:
+        for proc in svc.procs.values():
+            proc.stop_quietly()
+        svc.relay.close()
+
+
+def restart_sink_without_mongodb(svc: Services) -> ServiceProcess:
+    if "sink" in svc.procs:
+        svc.procs["sink"].stop_quietly()
+    svc.relay.close()
+    sink = svc.start("sink")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and sink.get("/ready")[0] != 503:
+        time.sleep(0.5)
+    status, body = sink.get("/ready")
+    assert status == 503, (status, body, sink.tail())
+    return sink
+
+
+def ensure_sink_ready(svc: Services) -> None:
+    if "sink" not in svc.procs or not svc.procs["sink"].alive:
+        restart_sink_without_mongodb(svc)
+    svc.relay.open()
+    svc.procs["sink"].wait_ready(120)
+
+
+@pytest.mark.parametrize("version", list(AIRFLOWS))
+def test_sink_ready_waits_through_503_then_the_run_succeeds(services: Services, version: str) -> None:
+    sink = restart_sink_without_mongodb(services)
+    before = services.run_ids()
+    log = services.work / f"dag-{version}-wait.log"
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.update(zip(("ok", "text"), services.dag(version, "wait"), strict=True)))
+    t0 = time.monotonic()
+    thread.start()
+    # The sink stays unreachable-from-MongoDB until sink_ready was rescheduled twice on a 503.
+    while time.monotonic() - t0 < 300 and thread.is_alive():
+        text = log.read_text() if log.exists() else ""
+        if state_changes(text, "sink_ready").count("up_for_reschedule") >= 2:
+            break
+        time.sleep(1)
+    assert sink.get("/ready")[0] == 503, "the sink became ready on its own: the test proves nothing"
+    services.relay.open()
+    thread.join(600)
+    assert not thread.is_alive()
+    ok, text = result["ok"], result["text"]
+    assert ok, text[-6000:] + "\n" + sink.tail()
+    changes = state_changes(text, "sink_ready")
+    assert changes.count("up_for_reschedule") >= 2 and changes[-1] == "success", changes
+    assert "answered 503" in text
+    states = task_states(text)
+    for task in ("plan_etl_run", "sink_ready", "capture_end_offsets", "sink_caught_up", "start_etl_run", "wait_etl_run", "reconcile"):
+        assert states.get(task) == "success", (task, states)
+    assert states.get("bridge_ready") == "success", states  # informational, but the bridge is up here
+    runs = services.runs_since(before)
+    assert [(r["mode"], r["date_from"], r["date_to"], r["status"]) for r in runs] == [("incremental", None, None, "succeeded")]
+
+
+@pytest.mark.parametrize("version", list(AIRFLOWS))
+def test_range_params_issue_exactly_that_range_run(services: Services, version: str) -> None:
+    ensure_sink_ready(services)
+    before = services.run_ids()
+    ok, text = services.dag(version, "range", conf={"mode": "range", "date_from": "2026-11-01", "date_to": "2026-11-03"})
+    assert ok, text[-6000:]
+    runs = services.runs_since(before)
+    assert [(r["mode"], r["date_from"], r["date_to"], r["status"]) for r in runs] == [("range", "2026-11-01", "2026-11-03", "succeeded")]
+
+
+@pytest.mark.parametrize("version", list(AIRFLOWS))
+def test_past_intervals_issue_range_runs_for_their_event_dates(services: Services, version: str) -> None:
+    """`dags test` at a past logical date runs the hourly interval that ended then (both
+    versions infer a manual run's interval the same way): 06:00 → [05:00, 06:00) → that day;
+    00:00 → [23:00, 00:00) → the day before (the interval's end is exclusive)."""
+    ensure_sink_ready(services)
+    issued = []
+    for name, logical, date in (("past1", "2026-11-29T06:00:00", "2026-11-29"), ("past2", "2026-12-01T00:00:00", "2026-11-30")):
+        before = services.run_ids()
+        ok, text = services.dag(version, name, logical_date=datetime.fromisoformat(logical).replace(tzinfo=UTC))
+        assert ok, text[-6000:]
+        issued += [(r["mode"], r["date_from"], r["date_to"], r["status"]) for r in services.runs_since(before)]
+        assert issued[-1] == ("range", date, date, "succeeded"), issued
+    assert len(issued) == 2
+
+
+@pytest.mark.parametrize("version", list(AIRFLOWS))
+def test_invalid_params_fail_before_any_etl_run(services: Services, version: str) -> None:
+    ensure_sink_ready(services)
+    before = services.run_ids()
+    ok, text = services.dag(version, "invalid", conf={"mode": "range", "date_from": "2026-11-03", "date_to": "2026-11-01"})
+    assert not ok
+    assert task_states(text).get("plan_etl_run") == "failed", task_states(text)
+    assert "date_to 2026-11-01 is before date_from 2026-11-03" in text
+    assert services.runs_since(before) == []
+
+
+@pytest.mark.parametrize("version", list(AIRFLOWS))
+def test_the_etl_does_not_wait_for_the_bridge(services: Services, version: str) -> None:
+    """With the bridge down (a remote outage), the ETL of what MongoDB holds still runs to the end
+    while bridge_ready keeps poking; the bridge comes back afterwards and the DAG run succeeds."""
+    ensure_sink_ready(services)
+    services.procs["bridge"].stop_quietly()
+    before = services.run_ids()
+    log = services.work / f"dag-{version}-nobridge.log"
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.update(zip(("ok", "text"), services.dag(version, "nobridge"), strict=True)))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and thread.is_alive():
+            text = log.read_text() if log.exists() else ""
+            if task_states(text).get("reconcile") == "success":
+                break
+            time.sleep(1)
+        text = log.read_text()
+        assert task_states(text).get("reconcile") == "success", text[-6000:]
+        # The whole ETL chain finished while the bridge was still down and bridge_ready waiting.
+        assert set(state_changes(text, "bridge_ready")) == {"up_for_reschedule"}, state_changes(text, "bridge_ready")
+    finally:
+        services.start("bridge").wait_ready(120)
+        thread.join(600)
+    assert result["ok"], result["text"][-6000:]
+    assert task_states(result["text"])["bridge_ready"] == "success"
+    runs = services.runs_since(before)
+    assert [(r["mode"], r["status"]) for r in runs] == [("incremental", "succeeded")]
