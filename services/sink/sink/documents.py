@@ -21,10 +21,18 @@ in a field name       becomes    why
 ``.`` (anywhere)      ``%2E``    MongoDB reads a dot as a path separator
 ``$`` (first char)    ``%24``    a leading ``$`` marks an operator; ``$`` elsewhere is kept
 NUL (anywhere)        ``%00``    BSON field names are C strings
+U+0001..U+001F        ``%01``..  FerretDB 1.24 refuses them in a field name (invalid JSON)
+``"`` (anywhere)      ``%22``    FerretDB 1.24 refuses it in a field name (invalid JSON)
+``\\`` (anywhere)      ``%5C``    FerretDB 1.24 *stores* it, then fails every read of the
+                                 collection (``sjson.Unmarshal: missing key``): one such
+                                 record would stop the ETL for good
 ====================  =========  ===============================================
 
+The last three are escaped on MongoDB too (one document contract for both stores).
 :func:`unescape_key` / :func:`unescape_fields` undo it exactly. Values are never changed. A key
-without any of these characters is stored as is (the common case).
+without any of these characters is stored as is (the common case). A field name can only hold a
+``"``, a ``\\`` or a control character if the record's JSON text holds a backslash (JSON escapes
+them), so records without one skip those checks (:func:`document_of`).
 
 Records that cannot become a document raise :class:`InvalidEventError` whose ``stage`` goes into
 the dead-letter headers: ``sink.decode`` (not JSON, nested too deep, an integer beyond int64, a
@@ -38,7 +46,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -65,8 +73,8 @@ STAGE_BUILD = "sink.build"  # building its document raised something unexpected 
 _JSON_TO_BSON_BOUND = 8
 _SINK_FIELDS_ALLOWANCE = 1024
 
-_UNESCAPES = {"%25": "%", "%2E": ".", "%24": "$", "%00": "\x00"}
-_UNESCAPE_RE = re.compile("%25|%2E|%24|%00")
+_UNESCAPE_RE = re.compile("%(25|2E|24|22|5C|[01][0-9A-F])")
+_ESCAPE_DEEP_RE = re.compile('["\\\\\x00-\x1f]')  # escaped as %XX after % and . (see the table)
 
 
 @dataclass(frozen=True)
@@ -99,35 +107,41 @@ def restamp(docs: Iterable[dict[str, Any]], stamp: IngestStamp) -> None:
         doc["ingest_hour"] = hour
 
 
+def _needs_escape_plain(key: str) -> bool:
+    """For a record whose JSON text holds no backslash: no ``"``, ``\\`` or control character possible."""
+    return key[:1] == "$" or "." in key or "%" in key
+
+
 def key_needs_escape(key: str) -> bool:
-    return key[:1] == "$" or "." in key or "%" in key or "\x00" in key
+    return key[:1] == "$" or "." in key or "%" in key or _ESCAPE_DEEP_RE.search(key) is not None
 
 
 def escape_key(key: str) -> str:
-    """One field name made acceptable to MongoDB (see the module docstring); reversible."""
-    out = key.replace("%", "%25").replace(".", "%2E").replace("\x00", "%00")
+    """One field name made acceptable to MongoDB and FerretDB (see the module docstring); reversible."""
+    out = key.replace("%", "%25").replace(".", "%2E")
+    out = _ESCAPE_DEEP_RE.sub(lambda m: f"%{ord(m.group(0)):02X}", out)
     return "%24" + out[1:] if out[:1] == "$" else out
 
 
 def unescape_key(key: str) -> str:
     """The original field name of an escaped one: ``unescape_key(escape_key(k)) == k``."""
-    return _UNESCAPE_RE.sub(lambda m: _UNESCAPES[m.group(0)], key) if "%" in key else key
+    return _UNESCAPE_RE.sub(lambda m: chr(int(m.group(1), 16)), key) if "%" in key else key
 
 
-def escape_fields(value: Any) -> Any:
+def escape_fields(value: Any, needs_escape: Callable[[str], bool] = key_needs_escape) -> Any:
     """``value`` with every field name escaped at any depth; the same object when none needed it."""
     if type(value) is dict:
         changed = False
         items = []
         for k, v in value.items():
-            ek = escape_key(k) if key_needs_escape(k) else k
-            ev = escape_fields(v) if type(v) is dict or type(v) is list else v
+            ek = escape_key(k) if needs_escape(k) else k
+            ev = escape_fields(v, needs_escape) if type(v) is dict or type(v) is list else v
             if ek is not k or ev is not v:
                 changed = True
             items.append((ek, ev))
         return dict(items) if changed else value
     if type(value) is list:
-        out = [escape_fields(v) if type(v) is dict or type(v) is list else v for v in value]
+        out = [escape_fields(v, needs_escape) if type(v) is dict or type(v) is list else v for v in value]
         return out if any(a is not b for a, b in zip(out, value, strict=True)) else value
     return value
 
@@ -205,8 +219,10 @@ def event_date_of(event_time: Any) -> str:
     return parsed.astimezone(UTC).strftime("%Y-%m-%d")
 
 
-def build_document(event: dict[str, Any], stamp: IngestStamp) -> dict[str, Any]:
-    """The MongoDB document of a decoded event (see the module docstring). Does not check size."""
+def build_document(event: dict[str, Any], stamp: IngestStamp, *, text_has_backslash: bool = True) -> dict[str, Any]:
+    """The MongoDB document of a decoded event (see the module docstring). Does not check size.
+    ``text_has_backslash=False`` (the record's JSON text holds none) skips the checks for what
+    only a backslash escape can put into a field name."""
     event_id = event.get("event_id")
     if type(event_id) is not str or not event_id:
         raise InvalidEventError(f"event_id is {event_id!r:.64}, not a non-empty string", stage=STAGE_VALIDATE, error_class="MissingEventId")
@@ -217,7 +233,7 @@ def build_document(event: dict[str, Any], stamp: IngestStamp) -> dict[str, Any]:
         raise InvalidEventError(f"event carries sink-owned field(s) {clash}", stage=STAGE_VALIDATE, error_class="ReservedField")
     event_date = event_date_of(event.get("event_time"))
     doc: dict[str, Any] = {"_id": event_id}
-    doc.update(escape_fields(event))
+    doc.update(escape_fields(event, key_needs_escape if text_has_backslash else _needs_escape_plain))
     doc["ingested_at"] = stamp.ingested_at
     doc["ingest_hour"] = stamp.ingest_hour
     doc["event_date"] = event_date
@@ -238,7 +254,7 @@ def check_size(doc: dict[str, Any], value_bytes: int, max_document_bytes: int) -
 
 def document_of(value: bytes | None, stamp: IngestStamp, max_document_bytes: int) -> dict[str, Any]:
     """Record value → MongoDB document, or ``InvalidEventError`` saying which stage refused it."""
-    doc = build_document(decode_event(value), stamp)
+    doc = build_document(decode_event(value), stamp, text_has_backslash=value is None or b"\\" in value)
     check_size(doc, len(value or b""), max_document_bytes)
     return doc
 

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import bson
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sink.documents import (
     STAGE_DECODE,
     STAGE_SIZE,
@@ -125,6 +127,10 @@ def test_event_date_is_the_utc_date_of_event_time(event_time: str, event_date: s
         ("nul\x00byte", "nul%00byte"),
         ("", ""),
         ("ünï.cødé", "ünï%2Ecødé"),
+        ('say "hi"', "say %22hi%22"),  # FerretDB 1.24 writes field names into JSON unescaped
+        ("C:\\dir", "C:%5Cdir"),  # … and stores a backslash, then fails every read of the collection
+        ("tab\there\nline\x1f", "tab%09here%0Aline%1F"),
+        ("%5C", "%255C"),
     ],
 )
 def test_escape_key_exact_and_reversible(key: str, escaped: str) -> None:
@@ -149,6 +155,26 @@ def test_escape_fields_at_any_depth_and_reversible() -> None:
     assert list(escaped) == ["a%2Eb", "%24x", "m", "50%25"]  # order kept
     assert unescape_fields(escaped) == event
     assert event["a.b"] == 1 and "a%2Eb" not in event  # the input is not modified
+
+
+def test_document_of_escapes_backslash_quote_and_control_characters_only_where_the_text_can_hold_them() -> None:
+    raw = b'{"event_id": "e1", "event_time": "2020-06-04T10:21:27.000Z", "a\\\\b": {"q\\"": 1, "t\\tab": [{"c\\u0001": 2}]}, "v": "x\\\\y"}'
+    doc = document_of(raw, STAMP, 16 * 1024 * 1024)
+    assert {k: doc[k] for k in ("event_id", "event_time", "a%5Cb", "v")} == {
+        "event_id": "e1",
+        "event_time": "2020-06-04T10:21:27.000Z",
+        "a%5Cb": {"q%22": 1, "t%09ab": [{"c%01": 2}]},
+        "v": "x\\y",  # values are never changed
+    }
+    plain = document_of(b'{"event_id": "e1", "event_time": "2020-06-04T10:21:27.000Z", "a.b": 1}', STAMP, 16 * 1024 * 1024)
+    assert plain["a%2Eb"] == 1
+
+
+@given(st.text())
+def test_escaping_is_reversible_and_leaves_nothing_either_store_refuses(key: str) -> None:
+    escaped = escape_key(key)
+    assert unescape_key(escaped) == key
+    assert not escaped.startswith("$") and not set(escaped) & set('."\\') and all(ord(c) >= 0x20 for c in escaped)
 
 
 def test_escape_fields_returns_the_same_object_when_nothing_to_escape() -> None:
