@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -308,3 +309,24 @@ def test_the_etl_does_not_wait_for_the_bridge(services: Services, version: str) 
     assert task_states(result["text"])["bridge_ready"] == "success"
     runs = services.runs_since(before)
     assert [(r["mode"], r["status"]) for r in runs] == [("incremental", "succeeded")]
+
+
+def test_a_2_10_backfill_issues_one_range_run_per_interval(services: Services) -> None:
+    """A real backfill (run_type backfill) on Airflow 2.10, where ``airflow dags backfill`` runs
+    without a scheduler: the hourly intervals at 23:00 and 00:00 issue range runs for 11-29 and
+    11-30, one after the other (max_active_runs=1). Airflow 3's ``airflow backfill create`` needs
+    a running scheduler and api-server, so 3.x is covered by the past-interval runs above."""
+    ensure_sink_ready(services)
+    before = services.run_ids()
+    home = services.work / "airflow-2.10-backfill"
+    env = airflow_env(services.token, services.ports, home)
+    env["PATH"] = f"{AIRFLOW2_BIN.parent}:{env['PATH']}"  # its executor starts `airflow tasks run`
+    subprocess.run([str(AIRFLOW2_BIN), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    argv = [str(AIRFLOW2_BIN), "dags", "backfill", "pipeline_v1", "-s", "2026-11-29T23:00:00+00:00", "-e", "2026-11-30T00:00:00+00:00"]
+    res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=800)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
+    runs = sorted(services.runs_since(before), key=lambda r: r["requested_at"])
+    assert [(r["mode"], r["date_from"], r["date_to"], r["status"]) for r in runs] == [
+        ("range", "2026-11-29", "2026-11-29", "succeeded"),
+        ("range", "2026-11-30", "2026-11-30", "succeeded"),
+    ]
