@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO / "tools" / "eventgen"))
 
 import eventgen  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
-from bridge.app import wait_for_leaders  # noqa: E402
+from bridge.producers import wait_for_leaders  # noqa: E402
 
 from shared.kafka import KafkaConnection, create_topics  # noqa: E402
 

@@ -37,7 +37,7 @@ STAGE_ENCODE = STAGE_PREFIX + "encode"
 # record batch's overhead: a dead letter's value, and an event's key and value, get the rest.
 DLQ_HEADROOM_BYTES = 65_536
 # The default of ``max_value_bytes``: what the local brokers take (BRIDGE_MAX_REQUEST_BYTES's
-# default) minus the headroom; :meth:`bridge.app.Bridge` derives it from its settings.
+# default) minus the headroom; :class:`bridge.copier.Copier` derives it from its settings.
 DEFAULT_MAX_VALUE_BYTES = DEFAULT_MAX_REQUEST_BYTES - DLQ_HEADROOM_BYTES
 _DEFAULT_RULES = EventRules()
 # A dead letter keeps the original key, value and headers unless they cannot fit in one local

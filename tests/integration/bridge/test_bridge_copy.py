@@ -175,7 +175,7 @@ async def test_record_too_large_for_a_local_record_is_dead_lettered_truncated_no
     """A ~2 MB remote record cannot be re-sent whole with DLQ headers: its head is kept, the
     original length goes into a header, and the events around it are copied."""
     from aiokafka import AIOKafkaProducer
-    from bridge.app import DLQ_HEADROOM_BYTES, HEADER_TRUNCATED_FROM
+    from bridge.records import DLQ_HEADROOM_BYTES, HEADER_TRUNCATED_FROM
 
     from shared.kafka import create_topics
 

@@ -1,0 +1,292 @@
+"""One owned remote partition's copy pipeline: fetched records → local transactions.
+
+Each partition batch is one transaction on the local cluster holding the batch's normalized
+events, its dead letters and the partition's next remote offset (in the compacted offsets topic,
+:mod:`bridge.offsets`): a committed offsets value means "everything before N is on the local
+topic". Every record passes the isolation boundary :func:`bridge.records.copy_record`, which
+never raises: a record becomes an event or a dead letter, never the end of a session.
+
+Transactions alternate between the partition's two transactional producers
+(:mod:`bridge.producers`; pipelined, ``BRIDGE_PIPELINE_TRANSACTIONS``): one produces while the
+other's commit completes. Transaction k+1 is committed only after k committed and aborted if k
+failed, so the stored offset never runs ahead of a committed batch. Each transaction's produce
+and commit have a deadline (``BRIDGE_TRANSACTION_DEADLINE_S``); any client error ends the copy
+task and is kept in :attr:`Copier.failure`, which ends the session (the next owner's fencing
+settles a transaction whose outcome is not known).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from bridge.batching import KeyPartitioner, send_batches
+from bridge.metrics import BridgeMetrics
+from bridge.offsets import offset_key, offset_value
+from bridge.records import DLQ_HEADROOM_BYTES, Refusal, copy_record, dead_letter_record
+from bridge.settings import BridgeSettings
+from shared.backoff import Backoff
+from shared.errors import BackendUnavailableError
+
+# The worker's one logger, as before the split (its name is in every log line).
+log = logging.getLogger("bridge.app")
+
+
+@dataclass
+class PartitionCopy:
+    """One owned remote partition: its fencing producer, the records fetched but not yet
+    copied, and the task that copies them, one transaction after the other."""
+
+    tp: TopicPartition
+    # Two transactional producers (ids "…{partition}" and "…{partition}.1"): transactions
+    # alternate between them, so one can produce while the other's commit completes.
+    producers: tuple[AIOKafkaProducer, ...]
+    next_offset: int | None = None  # stored (committed); None until the first commit when nothing was stored
+    queued_next: int | None = None  # the next offset expected from the consumer
+    pending: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    stopping: bool = False
+    paused: bool = False
+    # The partition's reset epoch and last resume (offsets topic), carried into every value.
+    source_epoch: int = 0
+    last_reset: dict[str, Any] | None = None
+
+
+@dataclass
+class _Txn:
+    """A produced, not yet committed transaction."""
+
+    records: int
+    events: int
+    dead: int
+    next_offset: int
+    oldest_ms: int
+    dead_by_stage: dict[str, int] = field(default_factory=dict)
+    started: float = 0.0
+    produced: float = 0.0
+
+
+class Copier:
+    """Runs the copy tasks of the owned partitions (:meth:`copy_loop`, one per partition).
+
+    Shared by all of them: the local topic's partitioner (replaced on each take-over), the
+    session's remote consumer (``consumer()``: resumes a partition paused by back-pressure once
+    its queue has drained), the session backoff (reset as transactions go through) and the
+    first error of any copy task (:attr:`failure`, raised in the run loop by
+    :meth:`raise_failure`: it ends the session).
+    """
+
+    def __init__(
+        self, settings: BridgeSettings, metrics: BridgeMetrics, backoff: Backoff, consumer: Callable[[], AIOKafkaConsumer | None]
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._backoff = backoff
+        self._consumer = consumer
+        self.partitioner = KeyPartitioner(settings.local_partitions)  # replaced by the topic's real count on assignment
+        # An error of a copy task: it ends the session.
+        self.failure: BaseException | None = None
+        # Per record (bridge.records.copy_record): the plausible event times and the largest
+        # local record an event may become.
+        self._rules = settings.event_rules()
+        self._max_value_bytes = settings.max_request_bytes - DLQ_HEADROOM_BYTES
+
+    def raise_failure(self) -> None:
+        """Raises (once) the error that ended a copy task, if any: the session ends with it."""
+        if self.failure is not None:
+            exc, self.failure = self.failure, None
+            raise exc
+
+    async def copy_loop(self, copy: PartitionCopy) -> None:
+        """Copies the partition's queued records, one transaction per batch, until stopped.
+
+        Pipelined (``BRIDGE_PIPELINE_TRANSACTIONS``): transaction k+1 is begun and produced on
+        the other producer while k's commit completes; k+1 is committed only after k committed,
+        and aborted if k failed. So the stored offset never gets ahead of a committed batch, and
+        each local partition receives k's records before k+1's (k's produce was acknowledged
+        before k+1's began). A new owner fences both producers before it reads the offsets.
+        """
+        s = self.settings
+        limit = s.max_batch_records
+        previous: asyncio.Task[None] | None = None  # the previous transaction's commit
+        slot = 0
+        try:
+            while not copy.stopping:
+                if not copy.pending:
+                    if previous is not None:
+                        await previous
+                        previous = None
+                    await copy.wake.wait()
+                    copy.wake.clear()
+                    continue
+                records = copy.pending[:limit]
+                del copy.pending[:limit]
+                if copy.paused and len(copy.pending) < s.max_pending_records // 2 and (consumer := self._consumer()) is not None:
+                    consumer.resume(copy.tp)
+                    copy.paused = False
+                producer = copy.producers[slot]
+                if s.pipeline_transactions:
+                    slot = (slot + 1) % len(copy.producers)
+                txn = await self._produce(copy, producer, records)
+                if previous is not None:
+                    try:
+                        await previous
+                    except BaseException:
+                        await self._abort(producer)
+                        raise
+                    finally:
+                        previous = None
+                previous = asyncio.create_task(self._commit(copy, producer, txn), name=f"commit-{copy.tp.partition}")
+                if not s.pipeline_transactions:
+                    await previous
+                    previous = None
+                self._backoff.reset()
+            if previous is not None:  # stopping: finish the open transaction
+                await previous
+        except Exception as exc:  # ends the session: everything is closed and restarted
+            if previous is not None:
+                with contextlib.suppress(Exception):
+                    await previous  # bounded by the transaction deadline; its outcome is settled by the next owner
+            log.warning("copying partition %s failed: %s: %s", copy.tp.partition, type(exc).__name__, exc)
+            self.failure = self.failure or exc
+
+    async def _produce(self, copy: PartitionCopy, producer: AIOKafkaProducer, records: list[ConsumerRecord[bytes, bytes]]) -> _Txn:
+        """Begins a transaction and produces the batch's events, dead letters and next offset
+        (acknowledged); the commit is :meth:`_commit`."""
+        s = self.settings
+        tp = copy.tp
+        bridged_at = datetime.now(UTC)
+        started = time.perf_counter()
+        oldest_ms = records[0].timestamp
+        self.metrics.record_age_seconds.labels("txn_start").observe(max(0.0, time.time() * 1000 - oldest_ms) / 1000)
+        events: list[tuple[bytes, bytes]] = []
+        dead: list[tuple[ConsumerRecord[bytes, bytes], Refusal]] = []
+        dead_by_stage: dict[str, int] = {}
+        rules, max_value_bytes, epoch = self._rules, self._max_value_bytes, copy.source_epoch
+        for i, record in enumerate(records):
+            if i and i % 500 == 0:
+                await asyncio.sleep(0)  # let heartbeats and the other partitions' I/O through
+            # The isolation boundary: never raises; whatever the record holds, it is an event or a dead letter.
+            result = copy_record(
+                record.value,
+                record.key,
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=record.offset,
+                bridged_at=bridged_at,
+                rules=rules,
+                max_value_bytes=max_value_bytes,
+                source_epoch=epoch,
+            )
+            if isinstance(result, Refusal):
+                dead.append((record, result))
+                dead_by_stage[result.stage] = dead_by_stage.get(result.stage, 0) + 1
+            else:
+                events.append(result)
+        txn = _Txn(
+            records=len(records),
+            events=len(events),
+            dead=len(dead),
+            next_offset=records[-1].offset + 1,
+            oldest_ms=oldest_ms,
+            dead_by_stage=dead_by_stage,
+        )
+        txn.started = started
+        phases = self.metrics.phase_seconds
+        built = time.perf_counter()
+        phases.labels("build").observe(built - started)
+        try:
+            # Bounded: aiokafka retries a produce to an unreachable leader, and EndTxn to an
+            # unreachable coordinator, forever (its batches expire only when the leader is
+            # unknown). Past the deadline the session ends; the next owner's init_transactions
+            # fences this producer and settles its transaction, so its outcome need not be known.
+            # Not ``producer.transaction()``: on the deadline's cancellation its exit awaits an
+            # abort that waits for the same unreachable brokers, and nothing cancels it again.
+            async with asyncio.timeout(s.transaction_deadline_s):
+                await producer.begin_transaction()
+                try:
+                    futures = await send_batches(producer, s.local_topic, self.partitioner, events)
+                    for record, error in dead:
+                        futures.append(await self._send_dead_letter(producer, tp, record, error))
+                    stored_value = offset_value(txn.next_offset, source_epoch=epoch, reset=copy.last_reset)
+                    futures.append(await producer.send(s.offsets_topic, key=offset_key(tp.topic, tp.partition), value=stored_value))
+                    sent = time.perf_counter()
+                    await asyncio.gather(*futures)
+                except KafkaError:
+                    if not producer._txn_manager.is_fatal_error():
+                        await producer.abort_transaction()  # still under the deadline
+                    raise
+        except TimeoutError:
+            self.metrics.transactions.labels("aborted").inc()
+            raise BackendUnavailableError(
+                f"transaction of partition {tp.partition} not produced within {s.transaction_deadline_s:.0f}s (local cluster unreachable?)"
+            ) from None
+        except BaseException:
+            self.metrics.transactions.labels("aborted").inc()
+            raise
+        txn.produced = time.perf_counter()
+        phases.labels("send").observe(sent - built)
+        phases.labels("produce").observe(txn.produced - sent)
+        return txn
+
+    async def _commit(self, copy: PartitionCopy, producer: AIOKafkaProducer, txn: _Txn) -> None:
+        s = self.settings
+        tp = copy.tp
+        try:
+            async with asyncio.timeout(s.transaction_deadline_s):
+                await producer.commit_transaction()
+        except TimeoutError:
+            self.metrics.transactions.labels("aborted").inc()
+            raise BackendUnavailableError(
+                f"transaction of partition {tp.partition} not committed within {s.transaction_deadline_s:.0f}s (local cluster unreachable?)"
+            ) from None
+        except BaseException:
+            self.metrics.transactions.labels("aborted").inc()
+            raise
+        committed = time.perf_counter()
+        copy.next_offset = txn.next_offset
+        self.metrics.phase_seconds.labels("commit").observe(committed - txn.produced)
+        self.metrics.record_age_seconds.labels("committed").observe(max(0.0, time.time() * 1000 - txn.oldest_ms) / 1000)
+        self.metrics.transactions.labels("committed").inc()
+        self.metrics.consumed.inc(txn.records)
+        self.metrics.produced.inc(txn.events)
+        self.metrics.dead_lettered.inc(txn.dead)
+        for stage, count in txn.dead_by_stage.items():
+            self.metrics.dead_lettered_by_stage.labels(stage).inc(count)
+        self.metrics.stored_offset.labels(str(tp.partition)).set(txn.next_offset)
+        self.metrics.batch_seconds.observe(committed - txn.started)
+
+    async def _abort(self, producer: AIOKafkaProducer) -> None:
+        """Aborts ``producer``'s open transaction, bounded; if that fails the session ends anyway
+        and the next owner's fencing aborts it."""
+        self.metrics.transactions.labels("aborted").inc()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.abort_transaction(), self.settings.close_timeout_s)
+
+    async def _send_dead_letter(
+        self, producer: AIOKafkaProducer, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], refusal: Refusal
+    ) -> asyncio.Future[Any]:
+        s = self.settings
+        key, value, headers = dead_letter_record(
+            record.value,
+            record.key,
+            list(record.headers or ()),
+            refusal,
+            topic=tp.topic,
+            partition=tp.partition,
+            offset=record.offset,
+            max_request_bytes=s.max_request_bytes,
+        )
+        future: asyncio.Future[Any] = await producer.send(s.dlq_topic, value=value, key=key, headers=headers)
+        return future

@@ -1,0 +1,113 @@
+"""The local cluster's clients of the bridge: the per-partition transactional producers and
+the leaders of freshly created topics.
+
+Zombie fencing without KIP-447 (``send_offsets_to_transaction`` cannot fence across clusters):
+each remote partition has its own :data:`TRANSACTIONAL_SLOTS` transactional producers, with
+``transactional.id`` derived from the partition and the slot (``"{prefix}.{remote topic}.{partition}"``
+and ``"….{partition}.1"``). Starting one (:func:`start_producer`) runs ``init_transactions``,
+which bumps the id's epoch: the previous owner (dead, or a zombie that has not noticed the
+rebalance) can no longer commit, and its open transactions are aborted. The stored offset must
+be read only after every producer of the partition has started.
+
+Closing (:func:`close_producer`) is bounded even with the brokers down; nothing is lost by it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaConnectionError
+from aiokafka.protocol.metadata import MetadataRequest
+
+from bridge.settings import BridgeSettings
+from shared.errors import BackendUnavailableError
+from shared.kafka import KafkaConnection
+
+# The worker's one logger, as before the split (its name is in every log line).
+log = logging.getLogger("bridge.app")
+
+# Transactional producers per owned partition: all are fenced on take-over; with
+# BRIDGE_PIPELINE_TRANSACTIONS the transactions alternate between them.
+TRANSACTIONAL_SLOTS = 2
+
+
+async def start_producer(settings: BridgeSettings, tp: TopicPartition, slot: int) -> AIOKafkaProducer:
+    """Remote partition ``tp``'s transactional producer ``slot``, started: its previous owner is fenced."""
+    s = settings
+    producer = AIOKafkaProducer(
+        **s.local_kafka.client_kwargs(),
+        client_id=f"bridge-{s.group_id}-{tp.partition}-{slot}",
+        transactional_id=s.transactional_id(tp.partition, slot),
+        transaction_timeout_ms=s.transaction_timeout_ms,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=s.linger_ms,
+        max_batch_size=s.max_batch_bytes,
+        max_request_size=s.max_request_bytes,
+    )
+    try:
+        # start() runs init_transactions: this is the fencing of the previous owner.
+        await asyncio.wait_for(producer.start(), s.init_timeout_s)
+    except BaseException:
+        await close_producer(producer, s.close_timeout_s)
+        raise
+    return producer
+
+
+async def close_producers(producers: Sequence[AIOKafkaProducer], timeout_s: float) -> None:
+    """:func:`close_producer` for each, concurrently; their errors are ignored (closed anyway)."""
+    await asyncio.gather(*(close_producer(p, timeout_s) for p in producers), return_exceptions=True)
+
+
+async def close_producer(producer: AIOKafkaProducer, timeout_s: float) -> None:
+    """Closes ``producer`` within about ``timeout_s`` seconds.
+
+    ``AIOKafkaProducer.stop`` first waits until every pending batch is delivered, which never
+    happens while the brokers are down. Past the timeout the pending batches are failed, the
+    sender task cancelled and the connections closed. Nothing is lost: an unfinished transaction
+    is aborted by the broker (or by the next ``init_transactions`` of the same id) and its
+    records are copied again from the stored offset.
+    """
+    try:
+        await asyncio.wait_for(producer.stop(), timeout_s)
+        return
+    except TimeoutError:
+        log.warning("producer %s did not flush within %.0fs; closing it anyway", producer.client._client_id, timeout_s)
+    producer._message_accumulator.fail_all(KafkaConnectionError("producer closed while its cluster was unreachable"))
+    sender_task = producer._sender.sender_task if producer._sender is not None else None
+    if sender_task is not None and not sender_task.done():
+        sender_task.cancel()
+        await asyncio.wait([sender_task], timeout=timeout_s)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(producer.client.close(), timeout_s)
+
+
+async def wait_for_leaders(conn: KafkaConnection, topics: Sequence[str], *, timeout_s: float) -> None:
+    """Returns once every broker knows a leader for every partition of ``topics``.
+
+    A topic created a moment ago is known to the controller first; a producer that asks a
+    broker which has not caught up yet caches "unknown topic" and its batches can stall until
+    they expire (seen with aiokafka 0.12 and transactions). So ask each broker.
+    """
+    client = AIOKafkaClient(**conn.client_kwargs())
+    await client.bootstrap()
+    try:
+        deadline = time.monotonic() + timeout_s
+        pending = {broker.nodeId for broker in client.cluster.brokers()}
+        while pending:
+            for node_id in sorted(pending):
+                response = await client.send(node_id, MetadataRequest[1](list(topics)))
+                if all(error == 0 and parts and all(p[2] >= 0 for p in parts) for error, _, _, parts in response.topics):
+                    pending.discard(node_id)
+            if pending and time.monotonic() > deadline:
+                raise BackendUnavailableError(f"brokers {sorted(pending)} know no leaders for {list(topics)} after {timeout_s:.0f}s")
+            if pending:
+                await asyncio.sleep(0.1)
+    finally:
+        await client.close()

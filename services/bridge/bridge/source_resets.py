@@ -1,0 +1,197 @@
+"""Source resets on the running bridge: what it does with a partition in incident.
+
+The rules (what is an incident, its kinds, the reset record) are pure, in
+:mod:`bridge.incidents`. The worker (:mod:`bridge.app`) finds incidents on take-over
+(:meth:`SourceResets.stored_incident`, before the partition's copy starts), on its remote checks
+and when the broker refuses a fetch (:meth:`SourceResets.out_of_range`); a partition found
+mid-session is stopped first (:meth:`SourceResets.live_incident`: its open transaction ends,
+queued records are dropped, the committed position stays). Then
+:meth:`SourceResets.on_incident` applies ``BRIDGE_SOURCE_RESET_POLICY``:
+
+- ``fail``: the incident is written to the offsets topic (durable: a restarted bridge stays
+  held even after the new log has grown past the old position) and the partition is held in
+  :attr:`SourceResets.incidents`: not copied, the service not ready, the reason naming it;
+- a resume policy: the stored position moves to the log start or end in a transaction of the
+  partition's (fencing) producer, with a reset record and the next ``source_epoch``; a
+  partition stopped mid-session is sought there and copied again, with no await between the
+  seek and the restart of its copy task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError
+
+from bridge.copier import Copier, PartitionCopy
+from bridge.incidents import SourceIncident, classify_position, reset_record, resume_position
+from bridge.metrics import BridgeMetrics
+from bridge.offsets import StoredOffset, offset_key, offset_value
+from bridge.settings import BridgeSettings
+from shared.errors import BackendUnavailableError
+from shared.service import ServiceState
+
+# The worker's one logger, as before the split (its name is in every log line).
+log = logging.getLogger("bridge.app")
+
+
+def now_iso() -> str:
+    """Now, UTC ISO-8601 with milliseconds and ``Z`` (an incident's ``at``)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class SourceResets:
+    """The owned partitions in incident (:attr:`incidents`; :meth:`refresh` keeps the gauge
+    and readiness in step with it), and the policy applied to each new one."""
+
+    def __init__(
+        self,
+        settings: BridgeSettings,
+        state: ServiceState,
+        metrics: BridgeMetrics,
+        copies: dict[TopicPartition, PartitionCopy],
+        copier: Copier,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.metrics = metrics
+        # The worker's owned partitions (the same dict: taken over and released by the worker)
+        # and their copy tasks, stopped and restarted around an incident found mid-session.
+        self.copies = copies
+        self.copier = copier
+        # Owned partitions in a source-reset incident under policy "fail": not copied, not ready.
+        self.incidents: dict[TopicPartition, SourceIncident] = {}
+
+    def stored_incident(self, tp: TopicPartition, state: StoredOffset, log_start: int, log_end: int) -> SourceIncident | None:
+        """The incident of a stored position: one recorded under policy ``fail`` (it stays until
+        a resume clears it, even once the new log has grown past the old position), or a
+        position outside ``[log_start, log_end]``."""
+        if state.incident is not None:
+            kind = str(state.incident.get("kind") or classify_position(state.next_offset, log_start, log_end) or "recorded")
+            at = str(state.incident.get("at") or now_iso())
+        else:
+            found = classify_position(state.next_offset, log_start, log_end)
+            if found is None:
+                return None
+            kind, at = found, now_iso()
+        return SourceIncident(tp.topic, tp.partition, kind, state.next_offset, log_start, log_end, at, source_epoch=state.source_epoch)
+
+    async def on_incident(self, copy: PartitionCopy, incident: SourceIncident, *, recorded: bool = False, via: str) -> int | None:
+        """Applies ``BRIDGE_SOURCE_RESET_POLICY`` to a partition whose copying is stopped (or not
+        started): under ``fail`` records the incident (once) and returns None: the partition is
+        held; under a resume policy moves the stored position in a transaction on the
+        partition's producer (a reset record, the next epoch) and returns the new position."""
+        s = self.settings
+        tp = copy.tp
+        policy = s.source_reset_policy
+        if not recorded:
+            self.metrics.source_resets.labels(str(tp.partition), incident.kind).inc()
+        log.error(
+            "source reset incident: topic %s partition %s stored %s log start %s log end %s (%s%s; found by %s); policy %s",
+            tp.topic,
+            tp.partition,
+            incident.stored,
+            incident.log_start,
+            incident.log_end,
+            incident.kind,
+            f", fetch position {incident.fetch_offset}" if incident.fetch_offset is not None else "",
+            "the recorded incident" if recorded else via,
+            policy,
+        )
+        if policy == "fail":
+            if not recorded:  # durable: a restart with "fail" must not find the log "fine" again
+                value = offset_value(incident.stored, source_epoch=copy.source_epoch, reset=copy.last_reset, incident=incident.as_dict())
+                await self.write_offset_record(copy, value)
+            self.incidents[tp] = incident
+            self.refresh()
+            return None
+        position = resume_position(policy, incident.log_start, incident.log_end)
+        reset = reset_record(incident, policy, position, now_iso())
+        await self.write_offset_record(copy, offset_value(position, source_epoch=copy.source_epoch + 1, reset=reset))
+        copy.source_epoch += 1
+        copy.last_reset = reset
+        self.metrics.source_resumes.labels(str(tp.partition), policy).inc()
+        self.metrics.stored_offset.labels(str(tp.partition)).set(position)
+        log.warning(
+            "source reset of %s partition %s resolved by policy %s: position %s -> %s (log start %s, end %s), source epoch %s",
+            tp.topic,
+            tp.partition,
+            policy,
+            incident.stored,
+            position,
+            incident.log_start,
+            incident.log_end,
+            copy.source_epoch,
+        )
+        self.incidents.pop(tp, None)
+        self.refresh()
+        return position
+
+    async def write_offset_record(self, copy: PartitionCopy, value: bytes) -> None:
+        """One offsets-topic value, alone in a transaction of the partition's (fencing) producer."""
+        s = self.settings
+        producer = copy.producers[0]
+        try:
+            async with asyncio.timeout(s.transaction_deadline_s):
+                await producer.begin_transaction()
+                try:
+                    await (await producer.send(s.offsets_topic, key=offset_key(copy.tp.topic, copy.tp.partition), value=value))
+                except KafkaError:
+                    if not producer._txn_manager.is_fatal_error():
+                        await producer.abort_transaction()
+                    raise
+                await producer.commit_transaction()
+        except TimeoutError:
+            raise BackendUnavailableError(
+                f"offsets record of partition {copy.tp.partition} not committed within {s.transaction_deadline_s:.0f}s"
+            ) from None
+
+    def refresh(self) -> None:
+        """The incident gauge, and readiness: not ready while any owned partition is held."""
+        self.metrics.source_incidents.set(len(self.incidents))
+        if self.incidents:
+            self.state.set_not_ready("; ".join(i.reason() for _, i in sorted(self.incidents.items())))
+
+    async def out_of_range(self, consumer: AIOKafkaConsumer, exc: OffsetOutOfRangeError) -> None:
+        """``getmany`` raised OffsetOutOfRange (``auto_offset_reset="none"``): the remote log no
+        longer holds the fetch position. Never a silent reset: an incident for each partition."""
+        refused = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        if not refused:
+            raise exc  # cannot tell which partition: end the session, take-over checks them all
+        for tp, fetch_offset in refused.items():
+            copy = self.copies.get(tp)
+            if copy is not None and not copy.stopping:
+                await self.live_incident(consumer, copy, int(fetch_offset), None, via="fetch (OffsetOutOfRange)")
+
+    async def live_incident(
+        self, consumer: AIOKafkaConsumer, copy: PartitionCopy, fetch_offset: int, kind: str | None, *, via: str
+    ) -> None:
+        """Stops a copying partition (its open transaction finishes; queued records are dropped,
+        the committed position stays), then applies the policy; resumes copying if it resumes."""
+        tp = copy.tp
+        consumer.pause(tp)
+        copy.paused = True
+        copy.stopping = True
+        copy.wake.set()
+        if copy.task is not None:
+            await asyncio.gather(copy.task, return_exceptions=True)
+        copy.pending.clear()
+        self.copier.raise_failure()  # its last transaction failed: the session ends, take-over re-checks
+        log_start = (await asyncio.wait_for(consumer.beginning_offsets([tp]), 10))[tp]
+        log_end = (await asyncio.wait_for(consumer.end_offsets([tp]), 10))[tp]
+        stored = copy.next_offset if copy.next_offset is not None else fetch_offset
+        found = classify_position(fetch_offset, log_start, log_end) or kind or "out_of_range"
+        incident = SourceIncident(tp.topic, tp.partition, found, stored, log_start, log_end, now_iso(), fetch_offset, copy.source_epoch)
+        position = await self.on_incident(copy, incident, via=via)
+        if position is None or tp not in self.copies or self.copies[tp] is not copy:
+            return  # held (policy fail), or revoked meanwhile
+        # No await from here on: seek, restart the copy task and resume as one step.
+        copy.next_offset = copy.queued_next = position
+        copy.stopping = False
+        consumer.seek(tp, position)
+        copy.task = asyncio.create_task(self.copier.copy_loop(copy), name=f"copy-{tp.partition}")
+        consumer.resume(tp)
+        copy.paused = False
