@@ -100,6 +100,9 @@ def airflow_env(token: str, ports: dict[str, int], home: Path) -> dict[str, str]
         "AIRFLOW_CONN_BRIDGE_API": f"http://127.0.0.1:{ports['bridge']}",
         "AIRFLOW_CONN_SINK_API": f"http://127.0.0.1:{ports['sink']}",
         "AIRFLOW_CONN_ETL_API": f"http://:{token}@127.0.0.1:{ports['etl-api']}",
+        # dags test pokes in-process, without an executor: a short interval is safe (the DAG's
+        # default, 30 s, is for a scheduler) and keeps the demo and the tests quick.
+        "PIPELINE_V1_POKE_SECONDS": "5",
     }
     return out
 

@@ -20,13 +20,15 @@ Tasks (what waits on what):
 - ``bridge_ready`` only reports: a remote-cluster outage (bridge not ready) must not block the
   ETL of data already in MongoDB. It waits up to 5 minutes and is then *skipped* (soft fail);
   the DAG run's state does not depend on it.
-- ``start_etl_run`` → ``wait_etl_run`` (fails at once, without retry, when the run failed, with
-  the run's error) → ``reconcile`` (the run's own count check). ``reconcile`` produces the
+- ``start_etl_run`` (a 409, another ETL run active, is retried: nothing was created) →
+  ``wait_etl_run`` (fails at once, without retry, when the run failed, with the run's error) →
+  ``reconcile`` (the run's own count check). ``reconcile`` produces the
   star-schema asset: downstream DAGs can be scheduled on ``STAR_SCHEMA``.
 
 Every sensor runs in ``reschedule`` mode (no worker slot held between pokes) and keeps poking
 on 5xx answers (a service that is starting answers 503) and on connection errors until its own
 ``timeout``; its ``execution_timeout`` bounds one poke. Other 4xx answers fail the sensor.
+Pokes are 30 s apart (``PIPELINE_V1_POKE_SECONDS``; see ``POKE_SECONDS`` before lowering it).
 
 Params (validated by JSON schema; the combination by ``plan_etl_run``):
 
@@ -51,6 +53,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -62,12 +65,12 @@ from airflow.providers.http.sensors.http import HttpSensor
 try:  # Airflow 3.x: the task SDK
     from airflow.providers.standard.operators.python import PythonOperator
     from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
     STAR_SCHEMA = Asset(name="product_views_star_schema", uri="warehouse://product-views/star-schema")
 except ImportError:  # Airflow 2.10
     from airflow.datasets import Dataset
-    from airflow.exceptions import AirflowFailException
+    from airflow.exceptions import AirflowException, AirflowFailException
     from airflow.models.param import Param
     from airflow.operators.python import PythonOperator
     from airflow.timetables.interval import CronDataIntervalTimetable
@@ -84,6 +87,12 @@ MAX_RANGE_DAYS = 366  # the ETL API's own limit (services/etl-api: MAX_RANGE_DAY
 PAST_AFTER = timedelta(hours=2)  # an interval that ended longer ago than this is "past"
 HTTP_TIMEOUT_SECONDS = 10  # one request of a sensor or operator
 ONE_POKE = timedelta(minutes=2)  # execution_timeout of one poke of a reschedule-mode sensor
+# Seconds between two pokes of a sensor. Under a scheduler keep it well above the few seconds an
+# executor takes to report a finished poke: with 5 s, Airflow 3.3's LocalExecutor reported a poke's
+# end after the scheduler had already queued the next one, and the scheduler failed the try
+# ("finished with state success, but the task instance's state attribute is queued"). `airflow dags
+# test` runs pokes in-process without an executor, so tests and the demo set 5 (infra/demo.py).
+POKE_SECONDS = int(os.environ.get("PIPELINE_V1_POKE_SECONDS", "30"))
 
 
 # --------------------------------------------------------------------------- the ETL run to issue
@@ -192,6 +201,17 @@ def sink_reached(response: Any, ti: Any) -> bool:
     return all(committed.get(part, 0) >= end for part, end in target.items())
 
 
+def etl_run_accepted(response: Any) -> bool:
+    """202: the run was created. 409: another run is active (a backfill run beside a scheduled
+    one, a manual run): nothing was created, so the task's retries POST again later. Anything else
+    fails at once."""
+    if response.status_code == 202:
+        return True
+    if response.status_code == 409:
+        raise AirflowException(f"409: another ETL run is active, posting again after the retry delay: {response.text[:300]}")
+    raise AirflowFailException(f"POST /runs answered {response.status_code}: {response.text[:500]}")
+
+
 def run_id(response: Any) -> str:
     return str(response.json()["run_id"])
 
@@ -294,7 +314,7 @@ with DAG(
         http_conn_id="bridge_api",
         endpoint="ready",
         response_check=service_ready,
-        poke_interval=10,
+        poke_interval=POKE_SECONDS,
         timeout=300,
         soft_fail=True,
         retries=0,
@@ -305,7 +325,7 @@ with DAG(
         http_conn_id="sink_api",
         endpoint="ready",
         response_check=service_ready,
-        poke_interval=5,
+        poke_interval=POKE_SECONDS,
         timeout=900,
         **SENSOR,
     )
@@ -323,7 +343,7 @@ with DAG(
         http_conn_id="sink_api",
         endpoint="lag",
         response_check=sink_reached,
-        poke_interval=5,
+        poke_interval=POKE_SECONDS,
         timeout=1800,
         **SENSOR,
     )
@@ -334,18 +354,21 @@ with DAG(
         method="POST",
         data="{{ ti.xcom_pull(task_ids='plan_etl_run') }}",
         headers={"Content-Type": "application/json", "Authorization": "Bearer {{ conn.etl_api.password }}"},
-        response_check=lambda response: response.status_code == 202,
+        response_check=etl_run_accepted,
         response_filter=run_id,
         log_response=True,
-        extra_options={"timeout": HTTP_TIMEOUT_SECONDS},
-        retries=0,  # a second POST while the first run is active answers 409: fail loudly instead
+        extra_options={"check_response": False, "timeout": HTTP_TIMEOUT_SECONDS},
+        # Retries wait out another active run (409). A POST that timed out may have created a run
+        # all the same: the retry then starts a second one, which the ETL's idempotence makes harmless.
+        retries=8,
+        retry_delay=timedelta(minutes=1),
     )
     wait_etl_run = WaitingHttpSensor(
         task_id="wait_etl_run",
         http_conn_id="etl_api",
         endpoint="runs/{{ ti.xcom_pull(task_ids='start_etl_run') }}",
         response_check=run_finished,
-        poke_interval=5,
+        poke_interval=POKE_SECONDS,
         timeout=3600,
         **SENSOR,
     )

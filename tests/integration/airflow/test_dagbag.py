@@ -81,6 +81,24 @@ def plans():
         plan({"mode": "weekly"}),
     ]
 
+def accepted_cases():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("pipeline_v1_accept", "airflow/dags/pipeline_v1.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    class Response:
+        def __init__(self, code):
+            self.status_code, self.text = code, "{}"
+
+    def check(code):
+        try:
+            return mod.etl_run_accepted(Response(code))
+        except Exception as exc:
+            return type(exc).__name__
+
+    return [check(202), check(409), check(401), check(422)]
+
 def task_info(t):
     return {
         "mode": getattr(t, "mode", None),
@@ -92,6 +110,7 @@ def task_info(t):
         "outlets": sorted(getattr(o, "uri", str(o)) for o in t.outlets),
         "callback": bool(t.on_failure_callback),
         "check_response": (getattr(t, "extra_options", None) or {}).get("check_response"),
+        "accepted": accepted_cases() if t.task_id == "start_etl_run" else None,
     }
 
 def hourly_interval(run_after):
@@ -159,13 +178,12 @@ def test_dagbag_imports_pipeline_v1_with_the_expected_graph(tmp_path, version: s
         assert t["poke_interval"] * 10 <= timeout
     assert tasks["bridge_ready"]["soft_fail"] is True and tasks["bridge_ready"]["retries"] == 0
     assert [t["soft_fail"] for k, t in tasks.items() if k in sensors and k != "bridge_ready"] == [False, False, False]
-    assert {k: t["retries"] for k, t in tasks.items() if t["retries"] == 0} == {
-        "plan_etl_run": 0,
-        "bridge_ready": 0,
-        "start_etl_run": 0,
-        "reconcile": 0,
-    }
+    assert {k: t["retries"] for k, t in tasks.items() if t["retries"] == 0} == {"plan_etl_run": 0, "bridge_ready": 0, "reconcile": 0}
+    assert tasks["start_etl_run"]["retries"] == 8  # waits out another active ETL run (409)
+    assert {t["poke_interval"] for t in tasks.values() if t["mode"]} == {30}  # PIPELINE_V1_POKE_SECONDS unset
     assert all(t["callback"] for t in tasks.values())
+    # 409 (another run active) is retried; any other refusal fails at once.
+    assert tasks["start_etl_run"]["accepted"] == [True, "AirflowException", "AirflowFailException", "AirflowFailException"]
     assert {k: t["outlets"] for k, t in tasks.items() if t["outlets"]} == {"reconcile": [STAR_SCHEMA_URI]}
     assert info["param_defaults"] == {"mode": "incremental", "date_from": None, "date_to": None}
     assert info["params"]["mode"]["enum"] == ["incremental", "full", "range"]
