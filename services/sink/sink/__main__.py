@@ -6,16 +6,15 @@ import asyncio
 import sys
 
 from shared.logs import setup_logging
-from shared.service import ServiceState, run_service
-from sink.app import Sink
+from shared.service import run_service
+from sink.app import create_sink
 from sink.settings import SinkSettings
 
 
 def main() -> int:
     settings = SinkSettings()
     setup_logging("sink", settings.log_level)
-    state = ServiceState(name="sink")
-    sink = Sink(settings, state)
+    state, sink = create_sink(settings)
     asyncio.run(
         run_service(state, sink.run, host=settings.http_host, port=settings.http_port, shutdown_timeout=settings.shutdown_timeout_s)
     )

@@ -65,7 +65,7 @@ STAGE_SIZE = "sink.size"
 STAGE_ENCODE = "sink.encode"  # the driver could not encode the document (e.g. an int beyond 64 bits)
 STAGE_WRITE = "sink.write"  # the store refused the document itself (found by bisection, see sink.writes)
 STAGE_CONFLICT = "sink.conflict"  # its _id is stored with different content (see sink.writes)
-STAGE_BUILD = "sink.build"  # building its document raised something unexpected (see sink.app.build_batch)
+STAGE_BUILD = "sink.build"  # building its document raised something unexpected (see sink.batch.build_batch)
 
 # A JSON text expands at most ~6.5× into BSON (a 1-digit number in a long array costs 2 bytes in
 # JSON and up to 13 in BSON). Values below limit / 8 cannot exceed the limit, so the exact (and

@@ -26,7 +26,7 @@ from aiokafka.structs import ConsumerRecord
 from bridge.records import Refusal, copy_record
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sink.app import build_batch
+from sink.batch import build_batch
 from sink.documents import IngestStamp, unescape_fields
 from sink.mongo import MongoWriter
 from sink.settings import SinkSettings

@@ -331,18 +331,18 @@ def test_small_values_skip_the_exact_size_check() -> None:
 
 
 def test_build_batch_isolates_any_exception_of_one_record(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sink.app
+    import sink.batch
     from aiokafka.structs import ConsumerRecord
-    from sink.app import build_batch
+    from sink.batch import build_batch
 
-    real = sink.app.document_of
+    real = sink.batch.document_of
 
     def flaky(value: bytes | None, stamp: IngestStamp, limit: int) -> dict:
         if value == b"boom":
             raise KeyError("unexpected")
         return real(value, stamp, limit)
 
-    monkeypatch.setattr(sink.app, "document_of", flaky)
+    monkeypatch.setattr(sink.batch, "document_of", flaky)
     good = b'{"event_id": "g", "event_time": "2020-06-04T10:21:27.000Z"}'
     values = [good, b"boom", b"not json", b'{"event_id": "h", "event_time": "2020-06-04T10:21:27.000Z"}']
     records = [ConsumerRecord("t", 0, i, 0, 0, b"k", v, None, 1, len(v), []) for i, v in enumerate(values)]
@@ -352,4 +352,4 @@ def test_build_batch_isolates_any_exception_of_one_record(monkeypatch: pytest.Mo
         (1, "sink.build", "KeyError", "'unexpected'"),
         (2, STAGE_DECODE, "JSONDecodeError", "value is not JSON: invalid literal: line 1 column 1 (char 0)"),
     ]
-    assert batch.records == 4 and batch.offsets == {sink.app.TopicPartition("t", 0): 4}
+    assert batch.records == 4 and batch.offsets == {sink.batch.TopicPartition("t", 0): 4}
