@@ -21,7 +21,7 @@ from sink.settings import SinkSettings
 
 from shared.dlq import read_dead_letter_headers
 from shared.kafka import KafkaConnection
-from tests.integration.sink.conftest import PrivateFerretDB, SinkNames
+from tests.integration.sink.conftest import SinkNames
 from tests.integration.sink.helpers import (
     COLLECTIONS,
     TEST_DATABASE,
@@ -39,6 +39,7 @@ from tests.integration.sink.helpers import (
     stored_documents,
     wait_until,
 )
+from tests.support.ferretdb import SqliteFerretDB
 
 StartSink = Callable[[str, dict[str, str]], SinkProcess]
 READ_INDEXES = {
@@ -267,7 +268,7 @@ async def test_two_sinks_share_partitions_and_one_killed_mid_stream(
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 async def test_ferretdb_down_30s_mid_stream_sink_waits_not_ready_then_catches_up(
-    names: SinkNames, local_kafka: KafkaConnection, private_ferretdb: PrivateFerretDB, sinks: StartSink
+    names: SinkNames, local_kafka: KafkaConnection, private_ferretdb: SqliteFerretDB, sinks: StartSink
 ) -> None:
     events = make_events(12_000, seed=5)
     sink = sinks("sink", {**names.env(SINK_MAX_BATCH_EVENTS="500"), "MONGODB_URI": private_ferretdb.uri})
@@ -317,7 +318,7 @@ async def test_sigterm_flushes_the_open_batch_commits_and_exits_0_within_10s(
 
 @pytest.mark.timeout(300)
 async def test_sigterm_while_mongodb_is_down_exits_0_in_time_and_commits_nothing_unwritten(
-    names: SinkNames, local_kafka: KafkaConnection, private_ferretdb: PrivateFerretDB, sinks: StartSink
+    names: SinkNames, local_kafka: KafkaConnection, private_ferretdb: SqliteFerretDB, sinks: StartSink
 ) -> None:
     events = make_events(1500, seed=7)
     sink = sinks("sink", {**names.env(), "MONGODB_URI": private_ferretdb.uri})
@@ -345,7 +346,7 @@ async def test_sigterm_while_mongodb_is_down_exits_0_in_time_and_commits_nothing
 
 @pytest.mark.timeout(300)
 async def test_batch_retried_longer_than_the_etl_settle_margin_is_read_by_the_next_incremental_run(
-    names: SinkNames, local_kafka: KafkaConnection, private_ferretdb: PrivateFerretDB, sinks: StartSink
+    names: SinkNames, local_kafka: KafkaConnection, private_ferretdb: SqliteFerretDB, sinks: StartSink
 ) -> None:
     """The ETL reads ``watermark < ingested_at <= run start - settle`` (etl_api.job). A batch built
     while MongoDB is down and written only after longer than the settle margin must still land

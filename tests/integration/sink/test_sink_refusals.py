@@ -16,17 +16,12 @@ code under test.
 from __future__ import annotations
 
 import asyncio
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -38,7 +33,7 @@ from sink.writes import write_documents
 
 from shared.dlq import read_dead_letter_headers
 from shared.kafka import KafkaConnection
-from tests.integration.sink.conftest import FERRETDB_BIN, SinkNames
+from tests.integration.sink.conftest import SinkNames
 from tests.integration.sink.helpers import (
     ISO_MS,
     TEST_DATABASE,
@@ -47,13 +42,13 @@ from tests.integration.sink.helpers import (
     committed_offsets,
     encode,
     expected_document,
-    free_port,
     make_events,
     produce,
     read_topic,
     stored_documents,
     wait_until,
 )
+from tests.support.ferretdb import ProxiedPgFerretDB
 
 StartSink = Callable[[str, dict[str, str]], SinkProcess]
 
@@ -172,97 +167,10 @@ async def test_a_conflicting_duplicate_is_dead_lettered_and_an_identical_redeliv
 
 # ---------------------------------------------------------------------- outage during a bisection
 
-PROXY = r"""
-import asyncio, sys
-async def pipe(r, w):
-    try:
-        while data := await r.read(65536):
-            w.write(data); await w.drain()
-    except Exception:
-        pass
-    finally:
-        w.close()
-async def handle(r, w):
-    try:
-        tr, tw = await asyncio.open_connection(sys.argv[2], int(sys.argv[3]))
-    except Exception:
-        w.close(); return
-    await asyncio.gather(pipe(r, tw), pipe(tr, w))
-async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]))
-    await server.serve_forever()
-asyncio.run(main())
-"""
-
-
-def _wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-class PgFerretDB:
-    """A FerretDB of this test only, on the stack's PostgreSQL (database ``ferretdb``, a MongoDB
-    database name of its own), reached through a TCP proxy: either can be stopped and restarted
-    without touching the shared FerretDB. The PostgreSQL backend is what refuses a NUL."""
-
-    def __init__(self, tmp: Path, dsn: str) -> None:
-        url = urlsplit(dsn)
-        self.pg_host, self.pg_port = url.hostname or "127.0.0.1", url.port or 5432
-        self.proxy_port, self.port = free_port(), free_port()
-        self.pg_url = f"postgres://{url.username}:{url.password}@127.0.0.1:{self.proxy_port}/ferretdb"
-        self.uri = f"mongodb://127.0.0.1:{self.port}/"
-        self.dir = tmp / "pg-ferretdb"
-        self.dir.mkdir()
-        self.ferretdb: subprocess.Popen[bytes] | None = None
-        self.proxy: subprocess.Popen[bytes] | None = None
-
-    def start_proxy(self) -> None:
-        argv = [sys.executable, "-c", PROXY, str(self.proxy_port), self.pg_host, str(self.pg_port)]
-        self.proxy = subprocess.Popen(argv, start_new_session=True)
-        _wait_port(self.proxy_port)
-
-    def start_ferretdb(self) -> None:
-        argv = [
-            str(FERRETDB_BIN),
-            "--handler=postgresql",
-            f"--postgresql-url={self.pg_url}",
-            f"--listen-addr=127.0.0.1:{self.port}",
-            "--telemetry=disable",
-            f"--state-dir={self.dir}",
-            "--debug-addr=-",
-            "--log-level=warn",
-        ]
-        with (self.dir / "ferretdb.log").open("ab") as log:
-            self.ferretdb = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_port(self.port)
-
-    @staticmethod
-    def _kill(proc: subprocess.Popen[bytes] | None) -> None:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-
-    def stop_ferretdb(self) -> None:
-        self._kill(self.ferretdb)
-        self.ferretdb = None
-
-    def stop_proxy(self) -> None:
-        self._kill(self.proxy)
-        self.proxy = None
-
-    def stop(self) -> None:
-        self.stop_ferretdb()
-        self.stop_proxy()
-
 
 @pytest.fixture
-async def pg_ferretdb(tmp_path: Path, postgres_dsn: str) -> AsyncIterator[PgFerretDB]:
-    db = PgFerretDB(tmp_path, postgres_dsn)
+async def pg_ferretdb(tmp_path: Path, postgres_dsn: str) -> AsyncIterator[ProxiedPgFerretDB]:
+    db = ProxiedPgFerretDB(tmp_path, postgres_dsn)
     db.start_proxy()
     db.start_ferretdb()
     yield db
@@ -275,7 +183,7 @@ async def pg_ferretdb(tmp_path: Path, postgres_dsn: str) -> AsyncIterator[PgFerr
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("what_goes_down", ["ferretdb", "postgresql"])
-async def test_an_outage_during_a_bisection_refuses_only_the_bad_document(pg_ferretdb: PgFerretDB, what_goes_down: str) -> None:
+async def test_an_outage_during_a_bisection_refuses_only_the_bad_document(pg_ferretdb: ProxiedPgFerretDB, what_goes_down: str) -> None:
     database = f"sink_refusals_{uuid.uuid4().hex[:8]}"
     settings = SinkSettings(
         mongodb_uri=pg_ferretdb.uri, mongodb_database=database, mongodb_collection="c", mongodb_timeout_ms=2000, write_attempt_timeout_s=10
