@@ -33,9 +33,10 @@ from aiokafka.structs import ConsumerRecord
 from bridge.batching import KeyPartitioner, send_batches
 from bridge.metrics import BridgeMetrics
 from bridge.offsets import offset_key, offset_value
-from bridge.records import DLQ_HEADROOM_BYTES, Refusal, copy_record, dead_letter_record
+from bridge.records import Refusal, copy_record
 from bridge.settings import BridgeSettings
 from shared.backoff import Backoff
+from shared.dlq import HEADROOM_BYTES, dead_letter_record
 from shared.errors import BackendUnavailableError
 
 # The worker's one logger, as before the split (its name is in every log line).
@@ -100,7 +101,7 @@ class Copier:
         # Per record (bridge.records.copy_record): the plausible event times and the largest
         # local record an event may become.
         self._rules = settings.event_rules()
-        self._max_value_bytes = settings.max_request_bytes - DLQ_HEADROOM_BYTES
+        self._max_value_bytes = settings.max_request_bytes - HEADROOM_BYTES
 
     def raise_failure(self) -> None:
         """Raises (once) the error that ended a copy task, if any: the session ends with it."""
@@ -279,13 +280,15 @@ class Copier:
     ) -> asyncio.Future[Any]:
         s = self.settings
         key, value, headers = dead_letter_record(
-            record.value,
             record.key,
+            record.value,
             list(record.headers or ()),
-            refusal,
-            topic=tp.topic,
-            partition=tp.partition,
-            offset=record.offset,
+            source_topic=tp.topic,
+            source_partition=tp.partition,
+            source_offset=record.offset,
+            stage=refusal.stage,
+            error_class=refusal.error_class,
+            error_message=refusal.message,
             max_request_bytes=s.max_request_bytes,
         )
         future: asyncio.Future[Any] = await producer.send(s.dlq_topic, value=value, key=key, headers=headers)

@@ -19,34 +19,24 @@ Steps and their DLQ stages:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
 
-from bridge.settings import DEFAULT_MAX_REQUEST_BYTES
 from bridge.transform import EventRules, normalize, output_key
-from shared.dlq import dead_letter_headers
+from shared.dlq import DEFAULT_MAX_REQUEST_BYTES, HEADROOM_BYTES, header_text
 from shared.errors import InvalidEventError
 
 STAGE_PREFIX = "bridge."
 STAGE_NORMALIZE = STAGE_PREFIX + "normalize"
 STAGE_ENCODE = STAGE_PREFIX + "encode"
-# Part of a local record the bridge keeps free for the key, the dead-letter headers and the
-# record batch's overhead: a dead letter's value, and an event's key and value, get the rest.
-DLQ_HEADROOM_BYTES = 65_536
 # The default of ``max_value_bytes``: what the local brokers take (BRIDGE_MAX_REQUEST_BYTES's
-# default) minus the headroom; :class:`bridge.copier.Copier` derives it from its settings.
-DEFAULT_MAX_VALUE_BYTES = DEFAULT_MAX_REQUEST_BYTES - DLQ_HEADROOM_BYTES
+# default) minus the part of a local record kept free for the key, the dead-letter headers and the
+# record batch's overhead (``shared.dlq.HEADROOM_BYTES``); :class:`bridge.copier.Copier` derives
+# it from its settings.
+DEFAULT_MAX_VALUE_BYTES = DEFAULT_MAX_REQUEST_BYTES - HEADROOM_BYTES
 _DEFAULT_RULES = EventRules()
-# A dead letter keeps the original key, value and headers unless they cannot fit in one local
-# record: then the value's head is kept and this header holds the original length; original
-# headers that leave no room are dropped (their count in HEADER_HEADERS_DROPPED), and so is a key
-# that alone is too large (its length in HEADER_KEY_DROPPED).
-HEADER_TRUNCATED_FROM = "dlq.value.truncated_from_bytes"
-HEADER_HEADERS_DROPPED = "dlq.headers.dropped"
-HEADER_KEY_DROPPED = "dlq.key.dropped_bytes"
 
 
 @dataclass(frozen=True)
@@ -82,7 +72,7 @@ def copy_record(
         local_key = output_key(event)
         local_value = orjson.dumps(event)
     except InvalidEventError as exc:
-        return Refusal(STAGE_PREFIX + exc.stage, exc.error_class, _header_text(exc.reason) or exc.error_class)
+        return Refusal(STAGE_PREFIX + exc.stage, exc.error_class, header_text(exc.reason) or exc.error_class)
     except Exception as exc:  # the isolation boundary: a surprise dead-letters this record only
         return Refusal(stage, type(exc).__name__, _describe(exc))
     size = len(local_key) + len(local_value)
@@ -98,60 +88,7 @@ def copy_record(
 
 def _describe(exc: BaseException) -> str:
     try:
-        text = _header_text(str(exc))
+        text = header_text(str(exc))
     except Exception:  # a broken __str__ must not escape either
         text = ""
     return text or type(exc).__name__
-
-
-def _header_text(text: str) -> str:
-    """``text`` as it can go into a UTF-8 header: a lone surrogate (which no UTF-8 encoder takes)
-    becomes its ``\\udXXX`` escape; the common case costs one ``isascii``."""
-    if text.isascii():
-        return text
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def dead_letter_record(
-    value: bytes | None,
-    key: bytes | None,
-    original_headers: Sequence[tuple[str, bytes]],
-    refusal: Refusal,
-    *,
-    topic: str,
-    partition: int,
-    offset: int,
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
-    """The DLQ record ``(key, value, headers)`` of a refused record: the original bytes with the
-    ``shared.dlq`` headers, cut so that it always fits in one local record (never a poison pill).
-
-    The headroom (``DLQ_HEADROOM_BYTES``) holds our headers, the batch overhead and up to half of
-    it of original key and headers; larger ones take their room from the value."""
-    limit = max_request_bytes - DLQ_HEADROOM_BYTES
-    extra: list[tuple[str, bytes]] = []
-    headers = list(original_headers)
-    key_size = len(key) if key is not None else 0
-    headers_size = sum(len(k.encode()) + len(v or b"") for k, v in headers)
-    budget = limit - max(0, key_size + headers_size - DLQ_HEADROOM_BYTES // 2)
-    if budget < 0 and headers:
-        extra.append((HEADER_HEADERS_DROPPED, str(len(headers)).encode()))
-        headers = []
-        budget = limit - max(0, key_size - DLQ_HEADROOM_BYTES // 2)
-    if budget < 0 and key is not None:
-        extra.append((HEADER_KEY_DROPPED, str(key_size).encode()))
-        key = None
-        budget = limit
-    if value is not None and len(value) > budget:
-        extra.append((HEADER_TRUNCATED_FROM, str(len(value)).encode()))
-        value = value[:budget]
-    ours = dead_letter_headers(
-        source_topic=topic,
-        source_partition=partition,
-        source_offset=offset,
-        stage=refusal.stage,
-        error_class=refusal.error_class,
-        error_message=refusal.message,
-        original_headers=headers,
-    )
-    return key, value, [*ours, *extra]

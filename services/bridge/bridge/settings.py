@@ -8,15 +8,13 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import AwareDatetime, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.dlq import DEFAULT_MAX_REQUEST_BYTES
 from shared.event import EVENT_TIME_FLOOR, EVENT_TIME_MAX_AHEAD_S
 from shared.kafka import KafkaConnection
 from shared.settings import local_kafka_from_env, remote_kafka_from_env
 
 if TYPE_CHECKING:
     from bridge.transform import EventRules
-
-# The local brokers take up to 2 MiB per record batch (message.max.bytes); a request stays below.
-DEFAULT_MAX_REQUEST_BYTES = 2_000_000
 
 
 class BridgeSettings(BaseSettings):
@@ -55,7 +53,7 @@ class BridgeSettings(BaseSettings):
     linger_ms: int = 5
     max_batch_bytes: int = 1_048_576  # one record batch per local partition and transaction, typically
     # The largest request to the local brokers; an event's key and value may take this minus the
-    # dead-letter headroom (bridge.records.DLQ_HEADROOM_BYTES), larger ones are dead-lettered.
+    # dead-letter headroom (shared.dlq.HEADROOM_BYTES), larger ones are dead-lettered.
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     fetch_max_bytes: int = 52_428_800
     max_partition_fetch_bytes: int = 4_194_304

@@ -45,7 +45,7 @@ from shared.kafka import create_topics
 from shared.service import ServiceState
 from sink.batch import Batch, BatchAbandonedError, DeadLetter, build_batch
 from sink.commits import OffsetCommitter
-from sink.deadletters import send_dead_letters
+from sink.deadletters import DLQ_MAX_REQUEST_BYTES, send_dead_letters
 from sink.documents import IngestStamp
 from sink.lag import group_lag
 from sink.metrics import SinkMetrics
@@ -134,7 +134,9 @@ class Sink(ConsumerRebalanceListener):
         while not stop.is_set():
             try:
                 await create_topics(s.local_kafka, [s.dlq_topic], partitions=s.dlq_partitions, replication_factor=s.replication_factor)
-                self.producer = AIOKafkaProducer(**kafka, acks="all", enable_idempotence=True, max_request_size=4 << 20, linger_ms=5)
+                self.producer = AIOKafkaProducer(
+                    **kafka, acks="all", enable_idempotence=True, max_request_size=DLQ_MAX_REQUEST_BYTES, linger_ms=5
+                )
                 await self.producer.start()
                 self.consumer = AIOKafkaConsumer(
                     **kafka,

@@ -3,10 +3,10 @@
 Contract of :func:`send_dead_letters`: returns only once the brokers acknowledged (the producer
 is ``acks=all``) every dead letter given; a round in which any failed resends the failed ones
 after ``on_failed`` (which waits, and may raise to give up: the batch is then not committed). A
-dead letter is the original key, value and headers plus the ``shared.dlq`` headers; a
-``sink.write`` one also carries the store's error code (``dlq.error.code``). A value the brokers
-refuse as too large is resent truncated to ``DLQ_MAX_VALUE_BYTES`` with a header naming its
-original size.
+dead letter is built by :func:`shared.dlq.dead_letter_record`: the original key, value and
+headers plus the ``dlq.*`` headers; a ``sink.write`` one also carries the store's error code
+(``dlq.error.code``); one that would not fit in a request of ``DLQ_MAX_REQUEST_BYTES`` is cut
+the same way as the bridge's (``dlq.value.truncated_from_bytes`` …).
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
-from shared.dlq import dead_letter_headers
+from shared.dlq import DEFAULT_MAX_REQUEST_BYTES, DeadLetterRecord, dead_letter_record
 from sink.batch import DeadLetter
 from sink.documents import STAGE_WRITE
 from sink.mongo import STORE_CODE_RE
 
-HEADER_STORE_CODE = "dlq.error.code"  # sink.write dead letters: the store's error code (e.g. 1 for FerretDB's InternalError)
-DLQ_MAX_VALUE_BYTES = 1_000_000  # a dead letter the brokers refuse as too large is resent truncated to this
+# The dead-letter producer's max_request_size: every dead letter is cut to fit in it, and so in
+# what the local brokers take (message.max.bytes, 2 MiB).
+DLQ_MAX_REQUEST_BYTES = DEFAULT_MAX_REQUEST_BYTES
 
 
 async def send_dead_letters(
@@ -43,13 +43,10 @@ async def send_dead_letters(
     while todo:
         futures = []
         for d in todo:
-            futures.append(await producer.send(topic, **dead_letter_record(d)))
+            futures.append(await producer.send(topic, **dead_letter_of(d)._asdict()))
         results = await asyncio.gather(*futures, return_exceptions=True)
         failed = []
-        for d, sent in zip(todo, results, strict=True):
-            res = sent
-            if isinstance(res, MessageSizeTooLargeError) and d.record.value and len(d.record.value) > DLQ_MAX_VALUE_BYTES:
-                res = await send_truncated(producer, topic, d)
+        for d, res in zip(todo, results, strict=True):
             if isinstance(res, BaseException):
                 failed.append(d)
             else:
@@ -59,29 +56,20 @@ async def send_dead_letters(
         todo = failed
 
 
-def dead_letter_record(d: DeadLetter, value: bytes | None = None, extra: tuple[tuple[str, bytes], ...] = ()) -> dict[str, Any]:
-    """``key``, ``value`` and ``headers`` of the dead letter of ``d`` (``value`` replaces the record's)."""
+def dead_letter_of(d: DeadLetter) -> DeadLetterRecord:
+    """The dead letter (``key``, ``value``, ``headers``) of ``d``."""
     r = d.record
     code = STORE_CODE_RE.match(d.message) if d.stage == STAGE_WRITE else None
-    if code is not None:  # the store's own error code, machine-readable beside the message
-        extra = (*extra, (HEADER_STORE_CODE, code.group(1).encode()))
-    headers = dead_letter_headers(
+    return dead_letter_record(
+        r.key,
+        r.value,
+        [(k, bytes(v)) for k, v in r.headers],
         source_topic=r.topic,
         source_partition=r.partition,
         source_offset=r.offset,
         stage=d.stage,
         error_class=d.error_class,
         error_message=d.message,
-        original_headers=[(k, bytes(v)) for k, v in r.headers],
+        error_code=code.group(1) if code is not None else None,  # the store's own code, machine-readable beside the message
+        max_request_bytes=DLQ_MAX_REQUEST_BYTES,
     )
-    return {"key": r.key, "value": r.value if value is None else value, "headers": [*headers, *extra]}
-
-
-async def send_truncated(producer: AIOKafkaProducer, topic: str, d: DeadLetter) -> Any:
-    """The brokers refused the original bytes as too large: keep the head, say so in a header."""
-    assert d.record.value is not None
-    extra = (("dlq.value.truncated.from", str(len(d.record.value)).encode()),)
-    try:
-        return await producer.send_and_wait(topic, **dead_letter_record(d, d.record.value[:DLQ_MAX_VALUE_BYTES], extra))
-    except KafkaError as exc:
-        return exc

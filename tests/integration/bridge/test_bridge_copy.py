@@ -175,8 +175,8 @@ async def test_record_too_large_for_a_local_record_is_dead_lettered_truncated_no
     """A ~2 MB remote record cannot be re-sent whole with DLQ headers: its head is kept, the
     original length goes into a header, and the events around it are copied."""
     from aiokafka import AIOKafkaProducer
-    from bridge.records import DLQ_HEADROOM_BYTES, HEADER_TRUNCATED_FROM
 
+    from shared.dlq import HEADER_VALUE_TRUNCATED_FROM, HEADROOM_BYTES
     from shared.kafka import create_topics
 
     names = BridgeNames(unique_name)
@@ -204,6 +204,6 @@ async def test_record_too_large_for_a_local_record_is_dead_lettered_truncated_no
     assert copied == [f"{1:024x}", f"{2:024x}"]  # keyed by event_id: two partitions, no order between them
     (dead,) = await read_topic(local_kafka, names.dlq_topic)
     headers = read_dead_letter_headers(dead.headers)
-    assert dict(dead.headers)[HEADER_TRUNCATED_FROM] == b"2000000"
+    assert dict(dead.headers)[HEADER_VALUE_TRUNCATED_FROM] == b"2000000"
     assert headers["dlq.error.class"] == "OversizedRecord" and headers["dlq.source.offset"] == "1"
-    assert dead.value == huge[: 2_000_000 - DLQ_HEADROOM_BYTES]
+    assert dead.value == huge[: 2_000_000 - HEADROOM_BYTES]
