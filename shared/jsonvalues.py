@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from shared.errors import PipelineError
 from shared.event import INT64_MAX, INT64_MIN
 
 # Digits → "0", every other byte → " ": a run of 19 digits (the shortest integer beyond int64 has
@@ -30,8 +31,8 @@ _DIGITS_TO_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 _LONG_DIGITS_RUN = b"0" * 19
 
 
-class JsonValueError(ValueError):
-    """A JSON document no store can hold exactly. ``error_class`` names the rule."""
+class JsonValueError(PipelineError, ValueError):
+    """A JSON document no store can hold exactly (not retriable). ``error_class`` names the rule."""
 
     def __init__(self, error_class: str, reason: str) -> None:
         super().__init__(reason)

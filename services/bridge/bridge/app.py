@@ -40,14 +40,12 @@ from bridge.producers import TRANSACTIONAL_SLOTS, close_producers, start_produce
 from bridge.settings import BridgeSettings
 from bridge.source_resets import SourceResets, now_iso
 from shared.backoff import Backoff
-from shared.errors import BackendUnavailableError
+from shared.errors import BackendUnavailableError, is_retriable
 from shared.kafka import create_topics
 from shared.service import ServiceState
 
 log = logging.getLogger(__name__)
 
-# Errors that end a session and start a new one after a backoff (brokers down, fencing, timeouts).
-RETRIABLE_ERRORS = (KafkaError, OSError, TimeoutError, BackendUnavailableError)
 __all__ = ["Bridge", "create_bridge"]
 
 
@@ -91,7 +89,11 @@ class Bridge:
             try:
                 await self.ensure_topics()
                 await self._session(stop)
-            except RETRIABLE_ERRORS as exc:
+            except Exception as exc:
+                # Retriable errors (brokers down, fencing, timeouts) end the session; a new one
+                # starts after a backoff. Anything else ends the service.
+                if not is_retriable(exc):
+                    raise
                 self.metrics.restarts.inc()
                 delay = self._backoff.next_delay()
                 self.state.set_not_ready(f"{type(exc).__name__}: {exc}; retrying in {delay:.1f}s")

@@ -17,14 +17,15 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from shared.errors import InvalidEventError
+from shared.errors import InvalidEventError, PipelineError
 from sink.documents import STAGE_BUILD, IngestStamp, document_of
 
 log = logging.getLogger(__name__)
 
 
-class BatchAbandonedError(Exception):
-    """A batch given up uncommitted (shutdown while MongoDB is down); it will be redelivered."""
+class BatchAbandonedError(PipelineError):
+    """A batch given up uncommitted (shutdown while MongoDB is down); it will be redelivered to
+    the partition's next owner. Not retriable: this process is stopping."""
 
 
 @dataclass

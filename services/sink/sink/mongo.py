@@ -30,15 +30,9 @@ import pymongo
 from bson.errors import InvalidDocument
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel, WriteConcern
-from pymongo.errors import (
-    BulkWriteError,
-    ConnectionFailure,
-    OperationFailure,
-    PyMongoError,
-    ServerSelectionTimeoutError,
-    WriteConcernError,
-)
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError, ServerSelectionTimeoutError
 
+from shared.errors import BackendUnavailableError, PipelineError, is_retriable
 from sink.documents import STAGE_ENCODE, STAGE_WRITE, encoding_error
 from sink.settings import BSON_MAX_DOCUMENT_BYTES, SinkSettings
 
@@ -123,8 +117,6 @@ _BACKEND_DOWN = re.compile(
     r"the database system is (starting up|shutting down|in recovery mode)|too many clients",
     re.IGNORECASE,
 )
-# Error labels that mark an answer as transient, whatever its code.
-OUTAGE_LABELS = ("RetryableWriteError", "NetworkError", "SystemOverloadedError", "RetryableError")
 
 
 def classify_code(code: int | None, message: str = "") -> Verdict:
@@ -156,15 +148,12 @@ def code_name(code: int | None, fallback: str | None = None) -> str:
 def classify(exc: BaseException) -> Verdict:
     """The verdict for an exception that failed a whole ``insert_many`` (not its ``writeErrors``).
 
-    No answer (connection refused/reset/closed, server selection, any timeout) and write-concern
-    errors are outages; an ``OperationFailure`` is judged by its code (:func:`classify_code`) unless
-    it carries a transient error label. Anything else the driver raises is an outage too: nothing
-    says a document is to blame."""
-    if isinstance(exc, PyMongoError):
-        if isinstance(exc, ConnectionFailure | WriteConcernError) or exc.timeout:
-            return Verdict.OUTAGE
-        if any(exc.has_error_label(label) for label in OUTAGE_LABELS):
-            return Verdict.OUTAGE
+    What :func:`shared.errors.is_retriable` calls retriable (no answer: connection refused, reset
+    or closed, server selection, any timeout; write-concern errors; a transient error label) is an
+    outage; a ``BulkWriteError`` is UNKNOWN (its ``writeErrors`` tell more); an ``OperationFailure``
+    is judged by its code (:func:`classify_code`). Anything else the driver raises is an outage
+    too: nothing says a document is to blame."""
+    if isinstance(exc, PyMongoError) and not is_retriable(exc):
         if isinstance(exc, BulkWriteError):
             return Verdict.OUTAGE if exc.details.get("writeConcernErrors") else Verdict.UNKNOWN
         if isinstance(exc, OperationFailure):
@@ -197,21 +186,19 @@ def wants_read_indexes(setting: str, ferretdb_version: str | None) -> bool:
     return setting == "create"
 
 
-class MongoUnavailableError(Exception):
+class MongoUnavailableError(BackendUnavailableError):
     """The attempt failed as a whole and no document is to blame (connection, timeout, server
-    shutting down, backend unreachable): retry later, unchanged. ``timed_out``: it ran out of time
-    (the caller then retries with fewer documents per attempt)."""
-
-    retriable = True
+    shutting down, backend unreachable): retry later, unchanged (retriable). ``timed_out``: it ran
+    out of time (the caller then retries with fewer documents per attempt)."""
 
     def __init__(self, message: str, *, timed_out: bool = False) -> None:
         super().__init__(message)
         self.timed_out = timed_out
 
 
-class MongoBatchRefusedError(Exception):
+class MongoBatchRefusedError(PipelineError):
     """The server answered and refused the whole ``insert_many`` (FerretDB on PostgreSQL refuses
-    a whole batch for one bad document). ``verdict`` is REFUSAL (a code that blames the data) or
+    a whole batch for one bad document); not retriable as it is. ``verdict`` is REFUSAL (a code that blames the data) or
     UNKNOWN (a code not in the table). Documents before the bad one may have landed anyway."""
 
     def __init__(self, code: int | None, error_class: str, message: str, verdict: Verdict) -> None:
