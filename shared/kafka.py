@@ -1,17 +1,29 @@
-"""Kafka connection settings and client factory shared by every service and test."""
+"""Kafka connection settings, the consumer factory and the lag computation of every service.
+
+Lag (``GET /lag`` of the bridge, the sink and live) is computed one way: per partition, the
+records between a consumer's position (its committed or stored next offset) and the end offset
+(the last stable offset: every consumer reads ``read_committed``), never negative. A partition
+with no position yet counts from its log start: a consumer without a commit starts at the
+earliest offset still in the log, never at 0 (the log may have been trimmed by retention).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from pydantic import BaseModel, SecretStr
 
-from shared.errors import ConfigError
+from shared.errors import BackendUnavailableError, ConfigError
+
+T = TypeVar("T")
 
 
 class KafkaConnection(BaseModel):
@@ -69,3 +81,68 @@ async def create_topics(
         return wanted
     finally:
         await admin.close()
+
+
+def create_consumer(conn: KafkaConnection, *, group_id: str | None = None, **options: Any) -> AIOKafkaConsumer:
+    """A consumer of ``conn`` as every service wants it: ``read_committed`` (records of aborted
+    transactions are never seen) and no auto commit (a service commits, or stores, only what is
+    durable). ``options``: any other ``AIOKafkaConsumer`` argument (they may override these)."""
+    defaults: dict[str, Any] = {"group_id": group_id, "isolation_level": "read_committed", "enable_auto_commit": False}
+    return AIOKafkaConsumer(**conn.client_kwargs(), **{**defaults, **options})
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    """One partition's offsets; ``lag`` is derived from them (see the module docstring)."""
+
+    tp: TopicPartition
+    position: int | None  # the committed (or stored) next offset; None: none yet
+    log_start: int
+    end: int  # the last stable offset
+
+    @property
+    def lag(self) -> int:
+        base = self.position if self.position is not None else self.log_start
+        return max(0, self.end - base)
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str, *, refresh: bool = True) -> list[TopicPartition]:
+    """The partitions of ``topic``; with ``refresh``, the metadata is refreshed once when none are
+    known yet (a consumer subscribed to the topic keeps them fresh itself). Raises
+    ``BackendUnavailableError`` when there are none: "no partitions, no lag" would read as
+    "caught up"."""
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions and refresh:
+        # topics() returns fresh metadata without updating the client's cache: refresh it, so a
+        # topic created after the client started is seen now, not after metadata_max_age_ms.
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        raise BackendUnavailableError(f"no partitions known for topic {topic!r} yet")
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
+async def committed_positions(admin: AIOKafkaAdminClient, group_id: str, tps: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+    """The consumer group's committed next offset of each partition, None where it has none."""
+    committed = await admin.list_consumer_group_offsets(group_id, partitions=tps)
+    out: dict[TopicPartition, int | None] = {}
+    for tp in tps:
+        meta = committed.get(tp)
+        out[tp] = meta.offset if meta is not None and meta.offset >= 0 else None
+    return out
+
+
+async def partition_lags(
+    consumer: AIOKafkaConsumer, positions: Mapping[TopicPartition, int | None], *, timeout_s: float | None = None
+) -> list[PartitionLag]:
+    """Each partition of ``positions`` with its log start and end offsets (each read bounded by
+    ``timeout_s``). Read the positions first, the log offsets after (as here): a position
+    committed after the end offsets were read would otherwise look like one above the end."""
+    tps = list(positions)
+    ends = await _bounded(consumer.end_offsets(tps), timeout_s)
+    starts = await _bounded(consumer.beginning_offsets(tps), timeout_s)
+    return [PartitionLag(tp, positions[tp], starts[tp], ends[tp]) for tp in tps]
+
+
+async def _bounded(aw: Awaitable[T], timeout_s: float | None) -> T:
+    return await (asyncio.wait_for(aw, timeout_s) if timeout_s is not None else aw)

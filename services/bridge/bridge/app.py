@@ -41,7 +41,7 @@ from bridge.settings import BridgeSettings
 from bridge.source_resets import SourceResets, now_iso
 from shared.backoff import Backoff
 from shared.errors import BackendUnavailableError, is_retriable
-from shared.kafka import create_topics
+from shared.kafka import create_consumer, create_topics, partition_lags, topic_partitions
 from shared.service import ServiceState
 
 log = logging.getLogger(__name__)
@@ -127,16 +127,14 @@ class Bridge:
 
     async def _session(self, stop: asyncio.Event) -> None:
         s = self.settings
-        consumer = AIOKafkaConsumer(
-            **s.remote_kafka.client_kwargs(),
+        consumer = create_consumer(
+            s.remote_kafka,
             group_id=s.group_id,
             client_id=f"bridge-{s.group_id}",
-            enable_auto_commit=False,
             # Never reset silently: an out-of-range fetch raises OffsetOutOfRangeError (a source
             # reset incident); a partition never stored starts at BRIDGE_START_FROM by an
             # explicit seek in take_over.
             auto_offset_reset="none",
-            isolation_level="read_committed",
             fetch_max_bytes=s.fetch_max_bytes,
             max_partition_fetch_bytes=s.max_partition_fetch_bytes,
             session_timeout_ms=s.session_timeout_ms,
@@ -352,41 +350,35 @@ class Bridge:
         if consumer is None:
             raise BackendUnavailableError("not connected")
         s = self.settings
-        partitions = consumer.partitions_for_topic(s.remote_topic)
-        if not partitions:  # "no partitions, no lag" would read as "caught up"
-            raise BackendUnavailableError(f"partitions of {s.remote_topic} not known yet")
-        tps = [TopicPartition(s.remote_topic, p) for p in sorted(partitions)]
-        # Positions first, log offsets after: a position committed (or fetched) after the end
-        # offsets were read would otherwise look like one above the log end.
+        tps = await topic_partitions(consumer, s.remote_topic, refresh=False)
+        # Positions first, log offsets after (shared.kafka.partition_lags).
         states = await read_stored_states(s.local_kafka, s.offsets_topic, timeout_s=10)
         fetched = {tp: c.queued_next for tp, c in self._copies.items() if not c.stopping and c.queued_next is not None}
-        ends = await asyncio.wait_for(consumer.end_offsets(tps), 10)
-        starts = await asyncio.wait_for(consumer.beginning_offsets(tps), 10)
+        stored = {tp: st.next_offset if (st := states.get((tp.topic, tp.partition))) is not None else None for tp in tps}
         out: dict[str, Any] = {}
         incidents = 0
-        for tp in tps:
+        for p in await partition_lags(consumer, stored, timeout_s=10):
+            tp, start, end = p.tp, p.log_start, p.end
             state = states.get((tp.topic, tp.partition))
-            position = state.next_offset if state is not None else None
-            base = position if position is not None else starts[tp]
             # An incident has no lag (never a 0 while nothing is copied): this process's own
             # view for a partition it holds; for one it copies, its fetch position outside the
             # log (the run loop acts on it at its next check); else what the offsets topic and
             # the log offsets say.
             incident = self._resets.incidents.get(tp)
             if incident is None and tp in fetched and state is not None:
-                kind = classify_position(fetched[tp], starts[tp], ends[tp])
+                kind = classify_position(fetched[tp], start, end)
                 if kind is not None:
                     incident = SourceIncident(
-                        tp.topic, tp.partition, kind, state.next_offset, starts[tp], ends[tp], now_iso(), fetched[tp], state.source_epoch
+                        tp.topic, tp.partition, kind, state.next_offset, start, end, now_iso(), fetched[tp], state.source_epoch
                     )
             elif incident is None and state is not None and tp not in self._copies:
-                incident = self._resets.stored_incident(tp, state, starts[tp], ends[tp])
+                incident = self._resets.stored_incident(tp, state, start, end)
             incidents += incident is not None
             out[str(tp.partition)] = {
-                "end_offset": ends[tp],
-                "log_start": starts[tp],
-                "stored_offset": position,
-                "lag": None if incident is not None else max(0, ends[tp] - base),
+                "end_offset": end,
+                "log_start": start,
+                "stored_offset": p.position,
+                "lag": None if incident is not None else p.lag,
                 "owned_here": tp in self._copies,
                 "source_epoch": state.source_epoch if state is not None else 0,
                 "incident": incident.as_dict() if incident is not None else None,

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI, HTTPException, Query
@@ -37,6 +36,7 @@ from live.streams import PRODUCT_TABLE, STORE_TABLE, LiveCounters, changelog_top
 from live.view import ChangelogView
 from shared.backoff import Backoff
 from shared.errors import PipelineError
+from shared.kafka import committed_positions, create_consumer, partition_lags, topic_partitions
 from shared.service import ServiceState, create_http_app, run_service
 
 log = logging.getLogger(__name__)
@@ -185,18 +185,18 @@ def create_app(settings: LiveSettings, state: ServiceState, reader: LiveReader) 
 
 
 async def consumer_lag(settings: LiveSettings) -> dict[str, Any]:
-    """Committed offsets of the app's group against the source topic's last stable offsets."""
+    """Committed offsets of the app's group against the source topic's last stable offsets
+    (:mod:`shared.kafka`'s lag rule: a partition the group has not committed yet counts from its
+    log start, where faust's consumer starts, ``consumer_auto_offset_reset="earliest"``)."""
     conn = settings.local_kafka
     admin = AIOKafkaAdminClient(**conn.client_kwargs())
-    consumer = AIOKafkaConsumer(isolation_level="read_committed", enable_auto_commit=False, **conn.client_kwargs())
+    consumer = create_consumer(conn)
     await admin.start()
     try:
         await consumer.start()
-        partitions = consumer.partitions_for_topic(settings.local_topic) or set()
-        tps = [TopicPartition(settings.local_topic, p) for p in sorted(partitions)]
-        ends = await consumer.end_offsets(tps)
-        committed = await admin.list_consumer_group_offsets(settings.app_id, partitions=tps)
-        lag = {tp.partition: ends[tp] - (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0) for tp in tps}
+        tps = await topic_partitions(consumer, settings.local_topic)
+        lags = await partition_lags(consumer, await committed_positions(admin, settings.app_id, tps))
+        lag = {p.tp.partition: p.lag for p in lags}
         return {"topic": settings.local_topic, "group": settings.app_id, "lag": sum(lag.values()), "partitions": lag}
     finally:
         await consumer.stop()

@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from live.counting import WindowEntry, window_start
-from shared.kafka import KafkaConnection
+from shared.kafka import KafkaConnection, create_consumer
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +70,8 @@ class ChangelogView:
         self.error: str | None = None
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            fetch_max_wait_ms=100,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            **self.conn.client_kwargs(),
+        consumer = create_consumer(
+            self.conn, auto_offset_reset="earliest", fetch_max_wait_ms=100, max_partition_fetch_bytes=4 * 1024 * 1024
         )
         await consumer.start()
         consumer.assign(self._tps)

@@ -41,7 +41,8 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from shared.backoff import Backoff
-from shared.kafka import create_topics
+from shared.errors import BackendUnavailableError
+from shared.kafka import create_consumer, create_topics
 from shared.service import ServiceState
 from sink.batch import Batch, BatchAbandonedError, DeadLetter, build_batch
 from sink.commits import OffsetCommitter
@@ -138,13 +139,11 @@ class Sink(ConsumerRebalanceListener):
                     **kafka, acks="all", enable_idempotence=True, max_request_size=DLQ_MAX_REQUEST_BYTES, linger_ms=5
                 )
                 await self.producer.start()
-                self.consumer = AIOKafkaConsumer(
-                    **kafka,
+                self.consumer = create_consumer(
+                    s.local_kafka,
                     group_id=s.group_id,
                     group_instance_id=s.group_instance_id,
                     client_id=f"sink-{s.group_id}",
-                    isolation_level="read_committed",
-                    enable_auto_commit=False,
                     auto_offset_reset="earliest",
                     fetch_max_bytes=s.fetch_max_bytes,
                     max_partition_fetch_bytes=s.max_partition_fetch_bytes,
@@ -162,7 +161,7 @@ class Sink(ConsumerRebalanceListener):
                 )
                 await self.consumer.start()
                 self.consumer.subscribe([s.topic], listener=self)
-                self._lag_consumer = AIOKafkaConsumer(**kafka, isolation_level="read_committed", enable_auto_commit=False)
+                self._lag_consumer = create_consumer(s.local_kafka)
                 await self._lag_consumer.start()
                 self._admin = AIOKafkaAdminClient(**kafka)
                 await self._admin.start()
@@ -421,7 +420,7 @@ class Sink(ConsumerRebalanceListener):
     async def lag(self) -> dict[str, Any]:
         """``/lag``: :func:`sink.lag.group_lag` of the topic and group, once connected to Kafka."""
         if self._lag_consumer is None or self._admin is None:
-            raise RuntimeError("not connected to Kafka yet")
+            raise BackendUnavailableError("not connected to Kafka yet")
         return await group_lag(self._lag_consumer, self._admin, self.settings.topic, self.settings.group_id, self.metrics)
 
 
