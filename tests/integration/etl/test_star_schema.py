@@ -13,8 +13,9 @@ from typing import Any
 import asyncpg
 import httpx
 from etl_api.schema import table_checksums
+from eventgen.samples import BOT_UAS
 
-from tests.integration.etl.helpers import BOT_UAS, expected_star, make_events
+from tests.integration.etl.helpers import expected_star, make_events
 
 RUN_TIMEOUT = 240
 

@@ -1,8 +1,7 @@
-"""Helpers for the sink's integration tests: contract-shaped events, producing, running the sink.
+"""Helpers for the sink's integration tests: producing, reading back, running the sink.
 
-Events are built here as the bridge would emit them (see shared/event.py), with the awkward parts
-of the real data on purpose: field names with dots and a leading ``$`` at several depths,
-``option`` as a list or a dict, unicode, seed-shape events.
+The contract-shaped events come from ``eventgen.samples.bridged_events`` (shared with
+``bench/sink_vs_connector.py``).
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import re
 import signal
 import socket
@@ -35,58 +33,6 @@ REPO = Path(__file__).resolve().parents[3]
 TEST_DATABASE = "sink_tests"
 PARTITIONS = 6
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-
-COLLECTIONS = ("view_product_detail", "view_listing_page", "select_product_option", "checkout", "search_box_action")
-
-
-def make_events(count: int, seed: int, prefix: str = "") -> list[dict[str, Any]]:
-    """``count`` distinct bridge-output events; deterministic for a seed."""
-    rng = random.Random(seed)
-    events = []
-    for i in range(count):
-        event_id = f"{prefix}{seed:04x}{i:020x}"[-24:] if not prefix else f"{prefix}-{i}"
-        ts = 1591200000 + rng.randrange(0, 86400 * 30)
-        t = time.gmtime(ts)
-        ms = rng.randrange(1000)
-        event: dict[str, Any] = {
-            "event_id": event_id,
-            "collection": rng.choice(COLLECTIONS),
-            "source_shape": "glamira",
-            "event_time": time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{ms:03d}Z",
-            "local_time": time.strftime("%Y-%m-%d %H:%M:%S", t),
-            "ip": f"5.88.{rng.randrange(256)}.{rng.randrange(256)}",
-            "user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 13_3 like Mac OS X) AppleWebKit/605.1.15",
-            "resolution": "375x667",
-            "user_id_db": "",
-            "device_id": f"{rng.getrandbits(128):032x}",
-            "api_version": "1.0",
-            "store_id": str(rng.randrange(1, 86)),
-            "show_recommendation": rng.choice(["true", "false", None]),
-            "current_url": f"https://www.glamira.fr/glamira-pendant-{i}.html?alloy=yellow-375",
-            "referrer_url": rng.choice(["https://www.google.com/", "", "https://www.facebook.com/"]),
-            "email_address": "",
-            "product_id": str(100000 + rng.randrange(20000)),
-            "source_topic": "product_views",
-            "source_partition": rng.randrange(3),
-            "source_offset": i,
-            "bridged_at": "2026-11-27T21:00:00.000Z",
-        }
-        kind = i % 10
-        if kind == 0:
-            event["option"] = [{"option_label": "alloy", "option_id": "332", "value_label": "yellow-375", "value_id": "3315"}]
-        elif kind == 1:
-            event["option"] = {"alloy": "white-585", "diamond": "", "shapediamond": ""}
-        elif kind == 2:  # names MongoDB refuses unless escaped, at several depths
-            event["utm.source"] = "newsletter"
-            event["$meta"] = {"a.b": [{"$c": 1, "d": "e.f"}], "50%": "$kept"}
-        elif kind == 3:
-            event.update(source_shape="seed", collection="view_product_detail", remote_ip=event.pop("ip"))
-            event["timestamp"] = event["event_time"]
-        elif kind == 4:
-            event["key_search"] = "bague fiançailles ünïcødé ✓"
-            event["cart_products"] = [{"product_id": 1, "amount": 2, "price": "296.00", "currency": "CHF", "option": []}]
-        events.append(event)
-    return events
 
 
 def expected_document(event: Mapping[str, Any]) -> dict[str, Any]:

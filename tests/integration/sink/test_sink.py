@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 import pytest
 from etl_api.extract import parse_utc, plan_window_tasks, read_task
+from eventgen.samples import COLLECTIONS
+from eventgen.samples import bridged_events as make_events
 from pymongo import AsyncMongoClient
 from sink.mongo import MongoWriter
 from sink.settings import SinkSettings
@@ -23,7 +25,6 @@ from shared.dlq import read_dead_letter_headers
 from shared.kafka import KafkaConnection
 from tests.integration.sink.conftest import SinkNames
 from tests.integration.sink.helpers import (
-    COLLECTIONS,
     TEST_DATABASE,
     SinkProcess,
     check_documents,
@@ -31,7 +32,6 @@ from tests.integration.sink.helpers import (
     count_documents,
     drop_collection,
     encode,
-    make_events,
     produce,
     produce_plain,
     read_topic,

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 import pytest
+from eventgen.samples import bridged_events as make_events
 from pymongo import AsyncMongoClient
 from sink.documents import IngestStamp, build_document
 from sink.mongo import InsertOutcome, MongoWriter
@@ -42,7 +43,6 @@ from tests.integration.sink.helpers import (
     committed_offsets,
     encode,
     expected_document,
-    make_events,
     produce,
     read_topic,
     stored_documents,
