@@ -32,15 +32,8 @@ sys.path.insert(0, str(REPO))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
+from bench.probes import load_stack_env  # noqa: E402
 from shared.kafka import KafkaConnection, create_topics  # noqa: E402
-
-
-def load_stack_env() -> None:
-    env_file = Path(os.environ.get("STACK_HOME", REPO / ".stack")) / "stack.env"
-    for line in env_file.read_text().splitlines():
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            os.environ.setdefault(key, value)
 
 
 def summary(name: str, values_s: list[float]) -> str:

@@ -25,9 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -45,45 +42,12 @@ import eventgen  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from bridge.producers import wait_for_leaders  # noqa: E402
 
+from bench.peers.mirrormaker import mm2_argv, mm2_properties  # noqa: E402
+from bench.probes import free_port, load_stack_env, peak_rss_mib, stop  # noqa: E402
 from shared.kafka import KafkaConnection, create_topics  # noqa: E402
 
-STACK_ENV = Path(os.environ.get("STACK_HOME", REPO / ".stack")) / "stack.env"
-CACHE = Path(os.environ.get("PIPELINE_CACHE", REPO / ".cache"))
-KAFKA_VERSION = "3.9.1"
-MM2_LIBS = CACHE / f"mm2-{KAFKA_VERSION}" / "libs"
 OUT = REPO / "bench" / "results"
 BRIDGE_ENV: dict[str, str] = {}  # --bridge-env KEY=VALUE: settings to try (e.g. BRIDGE_LINGER_MS=1)
-
-
-def load_stack_env() -> None:
-    for line in STACK_ENV.read_text().splitlines():
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            os.environ.setdefault(key, value)
-
-
-def mm2_libs() -> Path:
-    if not (MM2_LIBS / f"connect-mirror-{KAFKA_VERSION}.jar").exists():
-        print("resolving connect-mirror from Maven Central …", flush=True)
-        tmp = MM2_LIBS.with_name("libs.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        subprocess.run(
-            [
-                "mvn",
-                "-q",
-                "-B",
-                "-f",
-                str(REPO / "bench" / "bridge_mm2_pom.xml"),
-                f"-Dkafka.version={KAFKA_VERSION}",
-                f"-Dmaven.repo.local={CACHE / 'm2'}",
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={tmp}",
-                "-DincludeScope=runtime",
-            ],
-            check=True,
-        )
-        tmp.rename(MM2_LIBS)
-    return MM2_LIBS
 
 
 @dataclass
@@ -149,33 +113,6 @@ async def count_until(
         await consumer.stop()
 
 
-def peak_rss_mb(pid: int) -> float:
-    """VmHWM of a process and its children (a JVM is one process)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except FileNotFoundError:
-        pass
-    return 0.0
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def spawn(argv: list[str], log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
@@ -205,50 +142,10 @@ async def bench_bridge(remote: KafkaConnection, local: KafkaConnection, base: st
     proc, local_topic = start_bridge(base, topic, partitions, free_port(), OUT / f"{base}.bridge.log")
     try:
         run.total_s, run.steady_eps = await count_until(local, local_topic, events, started=started, timeout_s=1800, proc=proc)
-        run.peak_rss_mb = peak_rss_mb(proc.pid)
+        run.peak_rss_mb = peak_rss_mib(proc.pid)
     finally:
         stop(proc)
     return run
-
-
-def mm2_properties(remote: KafkaConnection, local: KafkaConnection, src: str, dst: str, topic: str, partitions: int, eos: bool) -> str:
-    def cluster(alias: str, conn: KafkaConnection) -> list[str]:
-        lines = [f"{alias}.bootstrap.servers = {conn.bootstrap_servers}", f"{alias}.security.protocol = {conn.security_protocol}"]
-        if conn.security_protocol.startswith("SASL"):
-            password = conn.sasl_password.get_secret_value() if conn.sasl_password else ""
-            lines += [
-                f"{alias}.sasl.mechanism = {conn.sasl_mechanism}",
-                f"{alias}.sasl.jaas.config = org.apache.kafka.common.security.plain.PlainLoginModule required "
-                f'username="{conn.sasl_username}" password="{password}";',
-            ]
-        return lines
-
-    lines = [
-        f"clusters = {src}, {dst}",
-        *cluster(src, remote),
-        *cluster(dst, local),
-        f"{src}->{dst}.enabled = true",
-        f"{src}->{dst}.topics = {topic}",
-        f"{dst}->{src}.enabled = false",
-        f"tasks.max = {partitions}",
-        "replication.factor = 3",
-        "offset-syncs.topic.location = target",
-        "offset-syncs.topic.replication.factor = 3",
-        "heartbeats.topic.replication.factor = 3",
-        "checkpoints.topic.replication.factor = 3",
-        "offset.storage.replication.factor = 3",
-        "config.storage.replication.factor = 3",
-        "status.storage.replication.factor = 3",
-        "emit.heartbeats.enabled = false",
-        "emit.checkpoints.enabled = false",
-        "sync.group.offsets.enabled = false",
-        "sync.topic.acls.enabled = false",
-        "refresh.topics.interval.seconds = 2",
-        "refresh.groups.enabled = false",
-    ]
-    if eos:
-        lines += ["exactly.once.source.support = enabled", f"{dst}.exactly.once.source.support = enabled"]
-    return "\n".join(lines) + "\n"
 
 
 async def bench_mm2(remote: KafkaConnection, local: KafkaConnection, base: str, topic: str, events: int, partitions: int, eos: bool) -> Run:
@@ -257,25 +154,13 @@ async def bench_mm2(remote: KafkaConnection, local: KafkaConnection, base: str, 
     props = OUT / f"{base}.mm2.properties"
     props.write_text(mm2_properties(remote, local, src, dst, topic, partitions, eos))
     props.chmod(0o600)
-    argv = [
-        "java",
-        "-Xms256m",
-        "-Xmx1g",
-        f"-Dlog4j.configuration=file:{REPO / 'infra/kafka/log4j.properties'}",
-        f"-Dkafka.logs.dir={OUT}",
-        "-cp",
-        str(mm2_libs() / "*"),
-        "org.apache.kafka.connect.mirror.MirrorMaker",
-        str(props),
-        "--clusters",
-        dst,
-    ]
+    argv = mm2_argv(props, dst, OUT)
     log = OUT / f"{base}.mm2.log"
     started = time.monotonic()
     proc = spawn(argv, log, os.environ.copy(), OUT)
     try:
         run.total_s, run.steady_eps = await count_until(local, f"{src}.{topic}", events, started=started, timeout_s=1800, proc=proc)
-        run.peak_rss_mb = peak_rss_mb(proc.pid)
+        run.peak_rss_mb = peak_rss_mib(proc.pid)
     finally:
         stop(proc)
         props.unlink(missing_ok=True)  # holds the SASL passwords
@@ -312,7 +197,7 @@ async def bench_latency(remote: KafkaConnection, local: KafkaConnection, base: s
                     event = json.loads(record.value)
                     received[(event["source_partition"], event["source_offset"])] = now_ms
         await producing
-        run.peak_rss_mb = peak_rss_mb(proc.pid)
+        run.peak_rss_mb = peak_rss_mib(proc.pid)
         run.profile = await bridge_profile(port)
     finally:
         await consumer.stop()

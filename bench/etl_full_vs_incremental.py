@@ -18,7 +18,7 @@ and prints events/s, Spark start / extract / transform / load seconds and the dr
 (Python driver and its Spark JVM, /proc VmHWM) per run, with the load average around each run.
 
 Seeding is the slow part on FerretDB: the documents are the sink's own (``sink.documents.
-build_document`` via the integration tests' generator), written with ``insert_many(ordered=
+build_document`` of ``eventgen.samples.star_events``), written with ``insert_many(ordered=
 False)`` in ``--batch`` documents, ``--in-flight`` batches at once, while the next ones are
 generated. The seeded events are stamped as ingested over the 3 days before the last 2 hours
 (as a live sink would have: one hour's traffic per ``ingest_hour``), the new ones now; the indexes
@@ -52,32 +52,21 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "services" / "etl-api"), str(REPO / "services" / "sink")]
+sys.path[:0] = [str(REPO), str(REPO / "services" / "etl-api"), str(REPO / "services" / "sink"), str(REPO / "tools" / "eventgen")]
 
 import asyncpg  # noqa: E402
 from etl_api.ferretdb import ensure_read_indexes  # noqa: E402
 from etl_api.schema import apply_ddl  # noqa: E402
+from eventgen.samples import star_events  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
+from sink.documents import IngestStamp, build_document  # noqa: E402
 from sink.mongo import INDEXES, wants_read_indexes  # noqa: E402
 
+from bench.probes import load_stack_env, loadavg  # noqa: E402
 from infra.stack import ferretdb_postgresql_url  # noqa: E402
-from tests.conftest import STACK_ENV  # noqa: E402
-from tests.integration.etl.helpers import make_events  # noqa: E402
 
 DATES = [date(2020, 5, 1) + timedelta(days=i) for i in range(30)]
 NEW_DATE = date(2020, 5, 31)
-
-
-def load_stack_env() -> None:
-    if STACK_ENV.exists():
-        for line in STACK_ENV.read_text().splitlines():
-            if line and not line.startswith("#") and "=" in line:
-                k, v = line.split("=", 1)
-                os.environ.setdefault(k, v)
-
-
-def loadavg() -> str:
-    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def insert_events(coll: Any, n: int, dates: list[date], stamps: Iterator[datetime], seed: int, *, batch: int, in_flight: int) -> float:
@@ -99,7 +88,8 @@ def insert_events(coll: Any, n: int, dates: list[date], stamps: Iterator[datetim
         done = 0
         while done < n:
             k = min(batch, n - done)
-            docs = [d.doc for d in make_events(rng, k, dates, next(stamps), devices=5000)]
+            stamp = next(stamps)
+            docs = [build_document(e, IngestStamp.at(stamp)) for e, _, _ in star_events(rng, k, dates, stamp, devices=5000)]
             if len(pending) >= in_flight:
                 _, pending = wait(pending, return_when=FIRST_COMPLETED)
             if errors:

@@ -22,13 +22,8 @@ from pathlib import Path
 
 from pymongo import MongoClient
 
+from bench.probes import free_port
 from infra.stack import ENV_FILE, ferretdb_bin, load_env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_docs(n: int, seed: int = 7) -> list[dict]:

@@ -26,7 +26,6 @@ import os
 import random
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,18 +39,12 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from infra.stack import load_env
+from bench.probes import free_port, load_stack_env, peak_rss_mib
 
 REPO = Path(__file__).resolve().parent.parent
 PARTITIONS = 6
 VIEW = "view_product_detail"
 OTHER = ("add_to_cart_action", "select_product_option", "view_listing_page")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def event(i: int, rng: random.Random, ts: float) -> dict[str, Any]:
@@ -164,13 +157,6 @@ async def peer_count(topic: str, n: int) -> dict[str, Any]:
         await consumer.stop()
 
 
-def vm_hwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 async def get(client: httpx.AsyncClient, path: str, **params: Any) -> Any:
     response = await client.get(path, params=params)
     response.raise_for_status()
@@ -190,8 +176,7 @@ async def events_seen(client: httpx.AsyncClient) -> int:
 
 async def main(args: argparse.Namespace) -> None:
     logging.getLogger("aiokafka.conn").setLevel(logging.ERROR)  # "username and password in the clear": the local stack
-    for k, v in load_env().items():
-        os.environ.setdefault(k, v)
+    load_stack_env()
     from shared.kafka import create_topics
     from shared.settings import local_kafka_from_env
 
@@ -272,7 +257,7 @@ async def main(args: argparse.Namespace) -> None:
                 await asyncio.sleep(0.5)
             windows = (await get(client, "/api/views/stores", start="2000-01-01T00:00:00Z", end="2100-01-01T00:00:00Z"))["windows"]
             counted = sum(sum(w["counts"].values()) for w in windows)
-            live_rss = vm_hwm_mb(proc.pid)
+            live_rss = peak_rss_mib(proc.pid)
 
             def pct(xs: list[int], q: float) -> int:
                 return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))]
@@ -321,8 +306,7 @@ if __name__ == "__main__":
     cli = parser.parse_args()
     if cli.peer:
         logging.getLogger("aiokafka.conn").setLevel(logging.ERROR)
-        for key, value in load_env().items():
-            os.environ.setdefault(key, value)
+        load_stack_env()
         print(json.dumps(asyncio.run(peer_count(cli.peer, cli.backlog))))
     else:
         asyncio.run(main(cli))

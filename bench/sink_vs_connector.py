@@ -31,11 +31,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -45,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "services" / "sink"), str(REPO / "services" / "etl-api")]
+sys.path[:0] = [str(REPO), str(REPO / "services" / "sink"), str(REPO / "services" / "etl-api"), str(REPO / "tools" / "eventgen")]
 
 import asyncpg  # noqa: E402
 import orjson  # noqa: E402
@@ -53,35 +51,25 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa:
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from aiokafka.errors import KafkaError  # noqa: E402
 from etl_api.ferretdb import collection_table  # noqa: E402
+from eventgen.samples import bridged_events  # noqa: E402
 from pymongo import AsyncMongoClient  # noqa: E402
 from sink.documents import IngestStamp, document_of  # noqa: E402
 from sink.mongo import INDEXES, wants_read_indexes  # noqa: E402
 
+from bench.peers.mongo_connector import connect_standalone  # noqa: E402
+from bench.probes import backend_cpu_seconds, cpu_seconds, ferretdb_pid, free_port, load_stack_env, peak_rss_mib  # noqa: E402
 from infra.stack import ferretdb_backend, ferretdb_postgresql_url  # noqa: E402
 from shared.kafka import KafkaConnection, create_topics  # noqa: E402
 
-KAFKA_LIBS = REPO / ".cache" / "kafka-3.9.1" / "libs"
-PLUGINS = REPO / ".cache" / "connect-plugins"
-POM = REPO / "bench" / "sink_connector_pom.xml"
 DATABASE = "bench_sink"
 STAGES = ("fetch", "build", "slot_wait", "insert", "commit_wait", "commit")  # the sink's sink_stage_seconds labels
 
 
-def load_stack_env() -> None:
-    env_file = Path(os.environ.get("STACK_HOME", REPO / ".stack")) / "stack.env"
-    for line in env_file.read_text().splitlines():
-        if line and not line.startswith("#") and "=" in line:
-            k, v = line.split("=", 1)
-            os.environ.setdefault(k, v)
-
-
 def make_values(count: int, *, clean_keys: bool, seed: int = 7) -> list[bytes]:
-    """The integration tests' contract-shaped events. ``clean_keys`` drops the field names only
+    """The integration tests' contract-shaped events (``eventgen.samples``). ``clean_keys`` drops the field names only
     the sink can store (``utm.source``, ``$meta``): the connector's task dies on the first one
     (``IllegalArgumentException: Invalid BSON field name $meta``), so a comparison needs them out."""
-    from tests.integration.sink.helpers import make_events
-
-    events = make_events(count, seed=seed)
+    events = bridged_events(count, seed=seed)
     if clean_keys:
         for e in events:
             e.pop("utm.source", None)
@@ -329,34 +317,6 @@ async def run_ceiling(
     return elapsed, done
 
 
-def cpu_seconds(pid: int | None, *, children: bool = False) -> float:
-    """User + system CPU seconds a process used so far (NaN when unknown); ``children``: plus
-    those of its exited children it waited for."""
-    if pid is None:
-        return float("nan")
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def backend_cpu_seconds() -> float:
-    """CPU seconds used so far by FerretDB plus every PostgreSQL process (its backends,
-    checkpointer, autovacuum workers, …, and through the postmaster's children times those that
-    exited meanwhile): the database side of a phase, as a difference."""
-    total = cpu_seconds(ferretdb_pid())
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if (proc / "comm").read_text().startswith("postgres"):
-                    total += cpu_seconds(int(proc.name), children=True)
-            except OSError:
-                continue
-    return total
-
-
 PG_COUNTERS = """
 SELECT d.xact_commit, d.xact_rollback, d.tup_inserted, d.blks_read, d.blks_hit,
        w.wal_records, w.wal_fpi, w.wal_bytes::bigint, b.checkpoints_timed + b.checkpoints_req AS checkpoints,
@@ -399,13 +359,6 @@ def backend_line(seconds: float, documents: int) -> str:
     return f"FerretDB + PostgreSQL CPU: {seconds:.1f}s = {seconds / max(1, documents) * 1e6:.0f} µs per document"
 
 
-def ferretdb_pid() -> int | None:
-    try:
-        return int((Path(os.environ.get("STACK_HOME", REPO / ".stack")) / "run" / "ferretdb.pid").read_text().split()[0])
-    except (OSError, ValueError):
-        return None
-
-
 def sink_batches(port: int) -> str:
     """Batch count, mean size and mean latency from the sink's /metrics."""
     try:
@@ -420,13 +373,6 @@ def sink_batches(port: int) -> str:
     size, latency = m["sink_batch_size_records_sum"] / n, m["sink_batch_latency_seconds_sum"] / n
     stages = ", ".join(f"{stage} {m[key]:.1f}s" for stage in STAGES if (key := f'sink_stage_seconds_total{{stage="{stage}"}}') in m)
     return f"{n:.0f} batches, mean {size:.0f} records, mean write+commit {latency:.2f}s; time per stage: {stages}"
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def run_sink(
@@ -458,98 +404,6 @@ async def run_sink(
     return t1 - t0, rss
 
 
-def ensure_connector_jars() -> None:
-    if any((PLUGINS / "mongo-kafka-connect").glob("mongo-kafka-connect-*.jar")):
-        return
-    print("resolving org.mongodb.kafka:mongo-kafka-connect from Maven Central …", flush=True)
-    subprocess.run(
-        [
-            "mvn",
-            "-q",
-            "-B",
-            "-f",
-            str(POM),
-            f"-Dmaven.repo.local={REPO / '.cache' / 'm2'}",
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={PLUGINS / 'mongo-kafka-connect'}",
-            "-DincludeScope=runtime",
-        ],
-        check=True,
-    )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def task_failure(port: int, name: str) -> str | None:
-    """The first FAILED task's trace from Connect's REST API, or None (also while it starts)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/connectors/{name}/status", timeout=2) as r:
-            status = orjson.loads(r.read())
-    except (OSError, urllib.error.URLError, ValueError):
-        return None
-    for task in status.get("tasks", []):
-        if task.get("state") == "FAILED":
-            return f"connector task failed: {task.get('trace', '')[:500]}"
-    return None
-
-
-def connect_files(
-    work: Path, conn: KafkaConnection, topic: str, collection: str, uri: str, tasks: int, name: str, rest_port: int, mode: str, batch: int
-) -> tuple[Path, Path]:
-    user = conn.sasl_username or ""
-    pw = conn.sasl_password.get_secret_value() if conn.sasl_password else ""
-    jaas = f'org.apache.kafka.common.security.plain.PlainLoginModule required username="{user}" password="{pw}";'
-    security = {
-        "security.protocol": conn.security_protocol,
-        "sasl.mechanism": conn.sasl_mechanism,
-        "sasl.jaas.config": jaas,
-    }
-    worker = {
-        "bootstrap.servers": conn.bootstrap_servers,
-        **security,
-        **{f"consumer.{k}": v for k, v in security.items()},
-        **{f"producer.{k}": v for k, v in security.items()},
-        "consumer.isolation.level": "read_committed",
-        "key.converter": "org.apache.kafka.connect.storage.StringConverter",
-        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-        "value.converter.schemas.enable": "false",
-        "offset.storage.file.filename": str(work / "connect.offsets"),
-        "offset.flush.interval.ms": "1000",
-        # the same batch size as the sink's default (the connector writes one bulk per poll)
-        "consumer.max.poll.records": str(batch),
-        "plugin.path": str(PLUGINS),
-        "listeners": f"http://127.0.0.1:{rest_port}",
-    }
-    connector = {
-        "name": name,
-        "connector.class": "com.mongodb.kafka.connect.MongoSinkConnector",
-        "tasks.max": str(tasks),
-        "topics": topic,
-        "connection.uri": uri,
-        "database": DATABASE,
-        "collection": collection,
-        "transforms": "id",
-        "transforms.id.type": "org.apache.kafka.connect.transforms.ReplaceField$Value",
-        "transforms.id.renames": "event_id:_id",
-        "document.id.strategy": "com.mongodb.kafka.connect.sink.processor.id.strategy.ProvidedInValueStrategy",
-        "errors.tolerance": "none",
-    }
-    if mode == "insert":
-        # Plain inserts, like the sink's insert_many; a redelivered record would fail on its
-        # duplicate _id, so this mode is the connector's fastest, not an idempotent one.
-        connector["writemodel.strategy"] = "com.mongodb.kafka.connect.sink.writemodel.strategy.InsertOneDefaultStrategy"
-    wp, cp = work / "worker.properties", work / "connector.properties"
-    wp.write_text("".join(f"{k}={v}\n" for k, v in worker.items()))
-    cp.write_text("".join(f"{k}={v}\n" for k, v in connector.items()))
-    return wp, cp
-
-
 async def run_connector(
     conn: KafkaConnection,
     topic: str,
@@ -564,51 +418,12 @@ async def run_connector(
     timeout: float,
 ) -> tuple[float, int]:
     """Seconds from start until done, and how many records were done (all, or fewer at ``timeout``)."""
-    ensure_connector_jars()
-    name = f"{topic}-mongo"
-    work = Path(tempfile.mkdtemp(prefix="bench-connect-"))
-    try:
-        rest = free_port()
-        wp, cp = connect_files(work, conn, topic, collection, uri, tasks, name, rest, mode, batch)
-        log4j = work / "log4j.properties"
-        log4j.write_text(
-            "log4j.rootLogger=WARN, stdout\n"
-            "log4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
-            "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n"
-            "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
-            # one WARN per record ("Cannot overwrite the existing '_id'") would measure log4j
-            "log4j.logger.com.mongodb.kafka.connect.sink.processor.DocumentIdAdder=ERROR\n"
-        )
-        argv = [
-            "java",
-            "-Xms256m",
-            "-Xmx1g",
-            "-XX:+UseG1GC",
-            f"-Dlog4j.configuration=file:{log4j}",
-            "-cp",
-            str(KAFKA_LIBS / "*"),
-            "org.apache.kafka.connect.cli.ConnectStandalone",
-            str(wp),
-            str(cp),
-        ]
-        with log.open("wb") as out:
-            t0 = time.monotonic()
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=work)  # noqa: ASYNC220
-            try:
-                t1, done = await wait_done(
-                    uri, collection, conn, f"connect-{name}", end, last_ids, proc, timeout=timeout, failed=lambda: task_failure(rest, name)
-                )
-                if done >= sum(end.values()):
-                    print(f"    offsets committed to the end: {await wait_committed(conn, f'connect-{name}', end)}", flush=True)
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-        return t1 - t0, done
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with connect_standalone(conn, topic, DATABASE, collection, uri, tasks=tasks, mode=mode, batch=batch, log=log) as worker:
+        group = f"connect-{worker.name}"
+        t1, done = await wait_done(uri, collection, conn, group, end, last_ids, worker.proc, timeout=timeout, failed=worker.failure)
+        if done >= sum(end.values()):
+            print(f"    offsets committed to the end: {await wait_committed(conn, group, end)}", flush=True)
+    return t1 - worker.started, done
 
 
 async def main() -> None:
