@@ -56,7 +56,7 @@ from pymongo import AsyncMongoClient  # noqa: E402
 from sink.documents import IngestStamp, document_of  # noqa: E402
 from sink.mongo import INDEXES, wants_read_indexes  # noqa: E402
 
-from bench.peers.mongo_connector import connect_standalone  # noqa: E402
+from bench.peers.mongo_connector import SinkConnector, connect_standalone  # noqa: E402
 from bench.probes import backend_cpu_seconds, cpu_seconds, ferretdb_pid, free_port, load_stack_env, peak_rss_mib  # noqa: E402
 from infra.stack import ferretdb_backend, ferretdb_postgresql_url  # noqa: E402
 from shared.kafka import KafkaConnection, create_topics  # noqa: E402
@@ -418,7 +418,8 @@ async def run_connector(
     timeout: float,
 ) -> tuple[float, int]:
     """Seconds from start until done, and how many records were done (all, or fewer at ``timeout``)."""
-    with connect_standalone(conn, topic, DATABASE, collection, uri, tasks=tasks, mode=mode, batch=batch, log=log) as worker:
+    spec = SinkConnector(topic, DATABASE, collection, uri, tasks=tasks, mode=mode, batch=batch)
+    with connect_standalone(conn, spec, log) as worker:
         group = f"connect-{worker.name}"
         t1, done = await wait_done(uri, collection, conn, group, end, last_ids, worker.proc, timeout=timeout, failed=worker.failure)
         if done >= sum(end.values()):

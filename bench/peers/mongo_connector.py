@@ -61,19 +61,24 @@ def task_failure(port: int, name: str) -> str | None:
     return None
 
 
-def connect_files(
-    work: Path,
-    conn: KafkaConnection,
-    topic: str,
-    database: str,
-    collection: str,
-    uri: str,
-    tasks: int,
-    name: str,
-    rest_port: int,
-    mode: str,
-    batch: int,
-) -> tuple[Path, Path]:
+@dataclass(frozen=True)
+class SinkConnector:
+    """One MongoDB sink connector: what it reads and where it writes, and how."""
+
+    topic: str
+    database: str
+    collection: str
+    uri: str
+    tasks: int  # tasks.max
+    mode: str  # "insert": InsertOneDefaultStrategy; "upsert": the connector's default replace-one upsert
+    batch: int  # consumer.max.poll.records
+
+    @property
+    def name(self) -> str:
+        return f"{self.topic}-mongo"
+
+
+def connect_files(work: Path, conn: KafkaConnection, spec: SinkConnector, rest_port: int) -> tuple[Path, Path]:
     user = conn.sasl_username or ""
     pw = conn.sasl_password.get_secret_value() if conn.sasl_password else ""
     jaas = f'org.apache.kafka.common.security.plain.PlainLoginModule required username="{user}" password="{pw}";'
@@ -94,25 +99,25 @@ def connect_files(
         "offset.storage.file.filename": str(work / "connect.offsets"),
         "offset.flush.interval.ms": "1000",
         # the same batch size as the sink's default (the connector writes one bulk per poll)
-        "consumer.max.poll.records": str(batch),
+        "consumer.max.poll.records": str(spec.batch),
         "plugin.path": str(PLUGINS),
         "listeners": f"http://127.0.0.1:{rest_port}",
     }
     connector = {
-        "name": name,
+        "name": spec.name,
         "connector.class": "com.mongodb.kafka.connect.MongoSinkConnector",
-        "tasks.max": str(tasks),
-        "topics": topic,
-        "connection.uri": uri,
-        "database": database,
-        "collection": collection,
+        "tasks.max": str(spec.tasks),
+        "topics": spec.topic,
+        "connection.uri": spec.uri,
+        "database": spec.database,
+        "collection": spec.collection,
         "transforms": "id",
         "transforms.id.type": "org.apache.kafka.connect.transforms.ReplaceField$Value",
         "transforms.id.renames": "event_id:_id",
         "document.id.strategy": "com.mongodb.kafka.connect.sink.processor.id.strategy.ProvidedInValueStrategy",
         "errors.tolerance": "none",
     }
-    if mode == "insert":
+    if spec.mode == "insert":
         # Plain inserts, like the sink's insert_many; a redelivered record would fail on its
         # duplicate _id, so this mode is the connector's fastest, not an idempotent one.
         connector["writemodel.strategy"] = "com.mongodb.kafka.connect.sink.writemodel.strategy.InsertOneDefaultStrategy"
@@ -146,27 +151,14 @@ LOG4J = (
 
 
 @contextlib.contextmanager
-def connect_standalone(
-    conn: KafkaConnection,
-    topic: str,
-    database: str,
-    collection: str,
-    uri: str,
-    *,
-    tasks: int,
-    mode: str,
-    batch: int,
-    log: Path,
-) -> Iterator[ConnectWorker]:
-    """Kafka Connect standalone with the connector ``<topic>-mongo`` (consumer group
-    ``connect-<topic>-mongo``) writing ``topic`` into ``database.collection``; stopped (SIGTERM,
+def connect_standalone(conn: KafkaConnection, spec: SinkConnector, log: Path) -> Iterator[ConnectWorker]:
+    """Kafka Connect standalone running ``spec`` (consumer group ``connect-<spec.name>``); stopped (SIGTERM,
     SIGKILL after 30 s) and its work directory removed on exit."""
     ensure_connector_jars()
-    name = f"{topic}-mongo"
     work = Path(tempfile.mkdtemp(prefix="bench-connect-"))
     try:
         rest = free_port()
-        wp, cp = connect_files(work, conn, topic, database, collection, uri, tasks, name, rest, mode, batch)
+        wp, cp = connect_files(work, conn, spec, rest)
         log4j = work / "log4j.properties"
         log4j.write_text(LOG4J)
         argv = [
@@ -185,7 +177,7 @@ def connect_standalone(
             started = time.monotonic()
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=work)
         try:
-            yield ConnectWorker(name, proc, started, rest)
+            yield ConnectWorker(spec.name, proc, started, rest)
         finally:
             stop(proc, timeout=30)
     finally:
