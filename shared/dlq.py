@@ -9,7 +9,10 @@ in one request of the producer (``max_request_bytes``): a dead letter is never a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from aiokafka.structs import ConsumerRecord
 
 HEADER_SOURCE_TOPIC = "dlq.source.topic"
 HEADER_SOURCE_PARTITION = "dlq.source.partition"
@@ -98,6 +101,40 @@ def dead_letter_record(
         ours.append((HEADER_ERROR_CODE, str(error_code)))
     ours += cuts
     return DeadLetterRecord(key, value, [*headers, *((k, header_text(v).encode()) for k, v in ours)])
+
+
+class Reason(Protocol):
+    """Why a record is dead-lettered (the bridge's ``Refusal``, the sink's ``DeadLetter``)."""
+
+    @property
+    def stage(self) -> str: ...
+    @property
+    def error_class(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+
+
+def dead_letter_of(
+    record: ConsumerRecord[Any, Any],
+    reason: Reason,
+    *,
+    error_code: int | str | None = None,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+) -> DeadLetterRecord:
+    """:func:`dead_letter_record` of a consumed record (its key, value, headers and coordinates)."""
+    return dead_letter_record(
+        record.key,
+        record.value,
+        list(record.headers or ()),  # a value may be None (a null header): kept as it is
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        stage=reason.stage,
+        error_class=reason.error_class,
+        error_message=reason.message,
+        error_code=error_code,
+        max_request_bytes=max_request_bytes,
+    )
 
 
 def read_dead_letter_headers(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:

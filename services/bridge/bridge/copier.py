@@ -36,7 +36,7 @@ from bridge.offsets import offset_key, offset_value
 from bridge.records import Refusal, copy_record
 from bridge.settings import BridgeSettings
 from shared.backoff import Backoff
-from shared.dlq import HEADROOM_BYTES, dead_letter_record
+from shared.dlq import HEADROOM_BYTES, dead_letter_of
 from shared.errors import BackendUnavailableError
 
 # The worker's one logger, as before the split (its name is in every log line).
@@ -219,7 +219,7 @@ class Copier:
                 try:
                     futures = await send_batches(producer, s.local_topic, self.partitioner, events)
                     for record, error in dead:
-                        futures.append(await self._send_dead_letter(producer, tp, record, error))
+                        futures.append(await self._send_dead_letter(producer, record, error))
                     stored_value = offset_value(txn.next_offset, source_epoch=epoch, reset=copy.last_reset)
                     futures.append(await producer.send(s.offsets_topic, key=offset_key(tp.topic, tp.partition), value=stored_value))
                     sent = time.perf_counter()
@@ -276,20 +276,9 @@ class Copier:
             await asyncio.wait_for(producer.abort_transaction(), self.settings.close_timeout_s)
 
     async def _send_dead_letter(
-        self, producer: AIOKafkaProducer, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], refusal: Refusal
+        self, producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], refusal: Refusal
     ) -> asyncio.Future[Any]:
         s = self.settings
-        key, value, headers = dead_letter_record(
-            record.key,
-            record.value,
-            list(record.headers or ()),
-            source_topic=tp.topic,
-            source_partition=tp.partition,
-            source_offset=record.offset,
-            stage=refusal.stage,
-            error_class=refusal.error_class,
-            error_message=refusal.message,
-            max_request_bytes=s.max_request_bytes,
-        )
-        future: asyncio.Future[Any] = await producer.send(s.dlq_topic, value=value, key=key, headers=headers)
+        dead = dead_letter_of(record, refusal, max_request_bytes=s.max_request_bytes)
+        future: asyncio.Future[Any] = await producer.send(s.dlq_topic, **dead._asdict())
         return future

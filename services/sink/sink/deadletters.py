@@ -17,7 +17,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from shared.dlq import DEFAULT_MAX_REQUEST_BYTES, DeadLetterRecord, dead_letter_record
+from shared import dlq as shared_dlq
+from shared.dlq import DEFAULT_MAX_REQUEST_BYTES, DeadLetterRecord
 from sink.batch import DeadLetter
 from sink.documents import STAGE_WRITE
 from sink.mongo import STORE_CODE_RE
@@ -57,19 +58,8 @@ async def send_dead_letters(
 
 
 def dead_letter_of(d: DeadLetter) -> DeadLetterRecord:
-    """The dead letter (``key``, ``value``, ``headers``) of ``d``."""
-    r = d.record
+    """The dead letter (``key``, ``value``, ``headers``) of ``d``; a ``sink.write`` one carries
+    the store's own error code, machine-readable beside the message."""
     code = STORE_CODE_RE.match(d.message) if d.stage == STAGE_WRITE else None
-    return dead_letter_record(
-        r.key,
-        r.value,
-        [(k, bytes(v)) for k, v in r.headers],
-        source_topic=r.topic,
-        source_partition=r.partition,
-        source_offset=r.offset,
-        stage=d.stage,
-        error_class=d.error_class,
-        error_message=d.message,
-        error_code=code.group(1) if code is not None else None,  # the store's own code, machine-readable beside the message
-        max_request_bytes=DLQ_MAX_REQUEST_BYTES,
-    )
+    error_code = code.group(1) if code is not None else None
+    return shared_dlq.dead_letter_of(d.record, d, error_code=error_code, max_request_bytes=DLQ_MAX_REQUEST_BYTES)

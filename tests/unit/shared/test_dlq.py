@@ -11,6 +11,7 @@ from shared.dlq import (
     HEADER_VALUE_TRUNCATED_FROM,
     MAX_MESSAGE_CHARS,
     DeadLetterRecord,
+    dead_letter_of,
     dead_letter_record,
     read_dead_letter_headers,
 )
@@ -90,3 +91,12 @@ def test_the_message_is_cut_and_any_text_encodes() -> None:
     got = read_dead_letter_headers(headers)
     assert got["dlq.error.message"] == "é\\ud800" + "m" * (MAX_MESSAGE_CHARS - 2)
     assert got["dlq.error.class"] == "Bad\\udc00"
+
+
+def test_a_consumed_record_gives_its_bytes_and_coordinates() -> None:
+    from aiokafka.structs import ConsumerRecord
+    from bridge.records import Refusal
+
+    record = ConsumerRecord("product_views", 2, 99, 0, 0, b"k", b"{bad", None, 1, 4, [("trace", b"t-1"), ("null", None)])
+    got = dead_letter_of(record, Refusal("bridge.validate", "TooDeep", "too deep"))  # type: ignore[arg-type]
+    assert got == (b"k", b"{bad", [("trace", b"t-1"), ("null", None), *DLQ_OURS])
