@@ -135,12 +135,9 @@ class Bridge:
             # reset incident); a partition never stored starts at BRIDGE_START_FROM by an
             # explicit seek in take_over.
             auto_offset_reset="none",
-            fetch_max_bytes=s.fetch_max_bytes,
-            max_partition_fetch_bytes=s.max_partition_fetch_bytes,
-            session_timeout_ms=s.session_timeout_ms,
-            heartbeat_interval_ms=s.heartbeat_interval_ms,
-            # A remote topic created (or grown) after the bridge subscribed is seen this soon.
-            metadata_max_age_ms=s.metadata_max_age_ms,
+            # Fetch sizes, session and metadata age (a remote topic created or grown after the
+            # bridge subscribed is seen this soon).
+            **s.consumer_options(),
         )
         self._copier.failure = None
         self._pending = None

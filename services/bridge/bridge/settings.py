@@ -6,22 +6,24 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import AwareDatetime, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from shared.dlq import DEFAULT_MAX_REQUEST_BYTES
 from shared.event import EVENT_TIME_FLOOR, EVENT_TIME_MAX_AHEAD_S
 from shared.kafka import KafkaConnection
-from shared.settings import local_kafka_from_env, remote_kafka_from_env
+from shared.settings import ConsumerSettings, remote_kafka_from_env
 
 if TYPE_CHECKING:
     from bridge.transform import EventRules
 
 
-class BridgeSettings(BaseSettings):
+class BridgeSettings(ConsumerSettings):
+    """Inherited (shared.settings): the local cluster, the remote consumer's tuning, backoff,
+    HTTP, log level and shutdown timeout."""
+
     model_config = SettingsConfigDict(env_prefix="BRIDGE_", extra="ignore")
 
     remote_kafka: KafkaConnection = Field(default_factory=remote_kafka_from_env, exclude=True)
-    local_kafka: KafkaConnection = Field(default_factory=local_kafka_from_env, exclude=True)
 
     # Topics and names (the seed's names as defaults).
     remote_topic: str = "product_views"
@@ -55,13 +57,6 @@ class BridgeSettings(BaseSettings):
     # The largest request to the local brokers; an event's key and value may take this minus the
     # dead-letter headroom (shared.dlq.HEADROOM_BYTES), larger ones are dead-lettered.
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    fetch_max_bytes: int = 52_428_800
-    max_partition_fetch_bytes: int = 4_194_304
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 3_000
-    # How often the consumer refreshes metadata: bounds how long a remote topic that appears
-    # (or gains partitions) after start goes unnoticed. aiokafka's default is 5 minutes.
-    metadata_max_age_ms: int = 10_000
     transaction_timeout_ms: int = 60_000
     # Seconds to wait for a producer's init_transactions (fencing the previous owner).
     init_timeout_s: float = 30.0
@@ -82,15 +77,9 @@ class BridgeSettings(BaseSettings):
     event_time_floor: AwareDatetime = datetime.fromisoformat(EVENT_TIME_FLOOR)
     event_time_max_ahead_s: float = Field(default=EVENT_TIME_MAX_AHEAD_S, ge=0, le=100 * 365 * 86_400)
 
-    # Outages.
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 15.0
-
-    # Service.
-    http_host: str = "0.0.0.0"
+    # Service (the other fields are inherited).
     http_port: int = 8101
     shutdown_timeout_s: float = 8.0
-    log_level: str = "INFO"
 
     def event_rules(self) -> EventRules:
         from bridge.transform import EventRules

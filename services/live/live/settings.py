@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from shared.event import DEFAULT_PRODUCT_VIEW_TYPES
-from shared.kafka import KafkaConnection
-from shared.settings import local_kafka_from_env
+from shared.settings import ServiceSettings
 
 
-class LiveSettings(BaseSettings):
+class LiveSettings(ServiceSettings):
+    """Inherited (shared.settings): the local cluster, backoff, HTTP, log level, shutdown timeout."""
+
     model_config = SettingsConfigDict(env_prefix="LIVE_", extra="ignore", populate_by_name=True)
 
-    local_kafka: KafkaConnection = Field(default_factory=local_kafka_from_env, exclude=True)
     # The star schema the page plots (read only). None: the page says "no data yet".
     postgres_dsn: SecretStr | None = Field(default=None, validation_alias=AliasChoices("POSTGRES_DSN", "LIVE_POSTGRES_DSN"), exclude=True)
     pg_schema: str = "public"
@@ -61,15 +61,9 @@ class LiveSettings(BaseSettings):
     etl_runs_limit: int = 10
     pg_timeout_s: float = 5.0
 
-    # Kafka unreachable at start: bounded backoff.
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 15.0
-
-    # Service.
-    http_host: str = "0.0.0.0"
+    # Service (the other fields are inherited; the backoff is used while Kafka is unreachable at start).
     http_port: int = 8104
     shutdown_timeout_s: float = 15.0
-    log_level: str = "INFO"
 
     @field_validator("pg_schema")
     @classmethod

@@ -145,12 +145,8 @@ class Sink(ConsumerRebalanceListener):
                     group_instance_id=s.group_instance_id,
                     client_id=f"sink-{s.group_id}",
                     auto_offset_reset="earliest",
-                    fetch_max_bytes=s.fetch_max_bytes,
-                    max_partition_fetch_bytes=s.max_partition_fetch_bytes,
-                    metadata_max_age_ms=s.metadata_max_age_ms,
-                    session_timeout_ms=s.session_timeout_ms,
-                    heartbeat_interval_ms=s.heartbeat_interval_ms,
                     max_poll_interval_ms=s.max_poll_interval_ms,
+                    **s.consumer_options(),
                 )
                 self.commits = OffsetCommitter(
                     self.consumer,

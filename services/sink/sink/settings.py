@@ -9,20 +9,21 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from shared.kafka import KafkaConnection
-from shared.settings import local_kafka_from_env
+from shared.settings import ConsumerSettings
 
 BSON_MAX_DOCUMENT_BYTES = 16 * 1024 * 1024  # MongoDB's (and FerretDB's) maxBsonObjectSize
 
 
-class SinkSettings(BaseSettings):
+class SinkSettings(ConsumerSettings):
+    """Inherited (shared.settings): the local cluster, the consumer's tuning, backoff, HTTP, log
+    level and shutdown timeout."""
+
     # populate_by_name: SinkSettings(mongodb_uri=…, mongodb_database=…) works as it reads (the
     # aliases alone would silently ignore those keyword arguments and take the environment's).
     model_config = SettingsConfigDict(env_prefix="SINK_", extra="ignore", populate_by_name=True)
 
-    local_kafka: KafkaConnection = Field(default_factory=local_kafka_from_env, exclude=True)
     mongodb_uri: SecretStr = Field(
         default=SecretStr("mongodb://127.0.0.1:27017/"), validation_alias=AliasChoices("MONGODB_URI", "SINK_MONGODB_URI"), exclude=True
     )
@@ -71,17 +72,9 @@ class SinkSettings(BaseSettings):
     # retried with backoff for as long as they last: they are not bad records.
     document_write_attempts: int = 3
 
-    # Consumer.
-    fetch_max_bytes: int = 52_428_800
-    max_partition_fetch_bytes: int = 4_194_304
-    # Static membership (KIP-345): a stable id per instance (e.g. the container name) lets a
+    # Consumer (the rest of its tuning is inherited). Static membership (KIP-345): a stable id per instance (e.g. the container name) lets a
     # restarted sink take its partitions back at once instead of waiting for a rebalance.
     group_instance_id: str | None = None
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 3_000
-    # How often the consumer refreshes metadata: bounds how long a topic that appears (or gains
-    # partitions) after start goes unnoticed. aiokafka's default is 5 minutes.
-    metadata_max_age_ms: int = 10_000
     max_poll_interval_ms: int = 300_000
     # On revocation the batch being written gets this long to finish and commit; after that it
     # is abandoned uncommitted (the partition's next owner rewrites it; writes are idempotent).
@@ -94,9 +87,7 @@ class SinkSettings(BaseSettings):
     # Service. SIGTERM: the open batch is flushed if MongoDB answers within shutdown_flush_s,
     # offsets committed, clients closed (≤ 2 s): the worker returns within shutdown_flush_s + 3 s
     # and the process exits 0; shutdown_timeout_s is shared.service's last-resort cancel.
-    http_host: str = "0.0.0.0"
     http_port: int = 8102
-    log_level: str = "INFO"
     shutdown_flush_s: float = 6.0
     shutdown_timeout_s: float = 9.5
 
