@@ -1,8 +1,10 @@
 """The HTTP API: assembles settings, the PostgreSQL pool, the DDL, the run launcher and the routes.
 
 ``POST /runs`` (bearer token) → 202 ``{run_id}``; 409 while a run is queued/running; 422 on a
-bad body. ``GET /runs/{run_id}``, ``GET /runs``, ``GET /health`` (live), ``GET /ready`` (DDL
-applied and PostgreSQL answering), ``GET /metrics`` (Prometheus), OpenAPI at ``/docs``.
+bad body. ``GET /runs/{run_id}``, ``GET /runs``, ``GET /reconciliation?from=&to=`` (the raw store
+against the star schema, hour by hour: :mod:`etl_api.ledger`), ``GET /health`` (live),
+``GET /ready`` (DDL applied and PostgreSQL answering), ``GET /metrics`` (Prometheus), OpenAPI at
+``/docs``.
 
 ``GET /runs`` and ``GET /runs/{run_id}`` answer anyone, but only with the bearer token do they show
 the run's full ``error`` (it can hold a job-log tail), ``host``, ``pid`` and ``owner_token``; an
@@ -19,7 +21,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -30,7 +32,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from etl_api import runs
+from etl_api import ledger, runs
 from etl_api.schema import apply_ddl
 from etl_api.settings import EtlSettings
 from shared.backoff import Backoff
@@ -135,6 +137,17 @@ class RunView(BaseModel):
         return cls(**fields)
 
 
+def parse_hour(text: str, what: str) -> str:
+    """An ingest hour ``YYYY-MM-DDTHH``, or any ISO-8601 instant (its UTC hour); 422 otherwise."""
+    try:
+        if len(text) == 13:
+            return ledger.hour_of(ledger.hour_start(text))
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"{what}: {text!r} is not YYYY-MM-DDTHH or an ISO-8601 instant") from exc
+    return ledger.hour_of(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -142,6 +155,9 @@ class Metrics:
         self.finished = Counter("etl_runs_finished", "Runs that reached a final status", ["status"], registry=self.registry)
         self.rejected = Counter("etl_runs_rejected_active", "POST /runs refused because a run was active", registry=self.registry)
         self.active = Gauge("etl_run_processes", "Job processes this API is waiting for", registry=self.registry)
+        self.reconciliation_hours = Gauge(
+            "etl_reconciliation_disagreeing_hours", "Hours late or missing in the last GET /reconciliation", registry=self.registry
+        )
 
 
 class State:
@@ -280,6 +296,35 @@ def create_app(settings: EtlSettings) -> FastAPI:
         run_status: Annotated[Literal["queued", "running", "succeeded", "failed"] | None, Query(alias="status")] = None,
     ) -> list[RunView]:
         return [RunView.of(r, detail) for r in await runs.list_runs(conn, limit, run_status)]
+
+    @app.get("/reconciliation")
+    async def reconciliation(
+        conn: Conn,
+        first: Annotated[str | None, Query(alias="from", description="first ingest hour (YYYY-MM-DDTHH or ISO instant)")] = None,
+        last: Annotated[str | None, Query(alias="to", description="last ingest hour, inclusive; default: the watermark's")] = None,
+        hours: Annotated[int, Query(ge=1, le=ledger.MAX_SPAN_HOURS, description="without from: this many hours up to `to`")] = 24,
+    ) -> JSONResponse:
+        """Per ingest hour, MongoDB's product-view documents (ingested up to the watermark) against
+        what the star schema accounts for (counted + skipped). ``ok`` is false when an hour is
+        ``late`` (healed by the next incremental run within ETL_HEAL_LOOKBACK_HOURS) or
+        ``missing`` (counted documents gone from the raw store); ``disagreeing_hours`` names them.
+        Default span: the ``hours`` (24) hours up to the watermark's hour."""
+        watermark = await conn.fetchval("SELECT ingested_high FROM etl_watermark WHERE name = 'events'")
+        to_hour = parse_hour(last, "to") if last else ledger.hour_of(watermark or datetime.now(UTC))
+        from_hour = parse_hour(first, "from") if first else ledger.hour_of(ledger.hour_start(to_hour) - timedelta(hours=hours - 1))
+        span = (ledger.hour_start(to_hour) - ledger.hour_start(from_hour)) / timedelta(hours=1) + 1
+        if span < 1 or span > ledger.MAX_SPAN_HOURS:
+            detail = f"from..to must be 1 to {ledger.MAX_SPAN_HOURS} hours, not {span:.0f}"
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail)
+        count = ledger.raw_store_counter(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_collection)
+        try:
+            report = await ledger.reconcile(conn, count, settings.product_view_types, from_hour, to_hour, watermark)
+        except Exception as exc:  # the raw store is not answering: say so, do not pretend agreement
+            if type(exc).__module__.startswith(("pymongo", "bson")):
+                raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"raw store (MongoDB): {type(exc).__name__}: {exc}") from exc
+            raise
+        state.metrics.reconciliation_hours.set(len(report.disagreeing))
+        return JSONResponse(report.as_dict())
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -37,6 +37,7 @@ RAW_FIELDS = (
     "local_time",
     "event_date",
     "ingested_at",
+    "ingest_hour",
 )
 _PROJECTION = {f: 1 for f in RAW_FIELDS if f != "event_id"}
 

@@ -62,7 +62,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.storagelevel import StorageLevel
 
-from etl_api import extract, ferretdb, transform
+from etl_api import extract, ferretdb, ledger, transform
 from etl_api.load import (
     DIMENSIONS,
     FACT_STAGE_COLUMNS,
@@ -359,6 +359,7 @@ class Job:
         new_events: int
         replace_all = False
         merge = False
+        heal: list[date] = []
         if mode == "range":
             assert date_from is not None and date_to is not None
             touched = [date_from + timedelta(days=i) for i in range((date_to - date_from).days + 1)]
@@ -378,6 +379,7 @@ class Job:
             tasks = extract.plan_window_tasks(low, high, types, s.read_parts, covered)
             merge = True
             new_events = -1
+            heal = await self._late_dates(conn, low)
         partitions = 0
         if replace_all:  # a full read: bound the rows per partition, whatever the collection's size
             partitions = read_partitions(await asyncio.to_thread(estimated_documents, s), s.read_partition_rows)
@@ -393,14 +395,15 @@ class Job:
         if new_events < 0:
             new_events = events_read
         if replace_all or merge:
-            touched = dates_read
+            touched = sorted(set(dates_read) | set(heal))
         merge_dates: list[date] = []
         recomputed: list[date] = []
         if merge and touched:
-            recomputed = await unmergeable_dates(conn, touched)
+            # legacy rows (no view_time_sum_ms) and late documents' dates: read all their events, replace
+            recomputed = sorted(set(await unmergeable_dates(conn, touched)) | set(heal))
             merge_dates = [d for d in touched if d not in set(recomputed)]
-            if recomputed:  # legacy rows: read all events of those dates instead of merging
-                log.info("run %s: %d touched dates have rows without view_time_sum_ms: recomputed", self.run_id, len(recomputed))
+            if recomputed:
+                log.info("run %s: %d touched dates recomputed from all their events (healed: %s)", self.run_id, len(recomputed), heal)
                 whole = transform.clean_events(read_events(spark, s, extract.plan_date_tasks(recomputed, high, types, s.read_parts)))
                 mixed = events.where(~F.col("event_date").isin(recomputed)).unionByName(whole).persist(StorageLevel.MEMORY_AND_DISK)
                 events_read, _ = await asyncio.to_thread(count_by_date, mixed)
@@ -421,6 +424,14 @@ class Job:
         classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
         skips = await asyncio.to_thread(lambda: {r["skip_reason"]: r["n"] for r in transform.skip_counts(classified).collect()})
         valid = int(skips.pop(None, 0))
+        ledger_rows = await asyncio.to_thread(
+            lambda: [
+                (r[transform.LEDGER_HOUR], r[transform.LEDGER_DATE], int(r["events"]), int(r["valid"]))
+                for r in transform.ledger_counts(classified).collect()
+            ]
+        )
+        if sum(r[3] for r in ledger_rows) != valid or sum(r[2] for r in ledger_rows) != valid + sum(skips.values()):
+            raise ledger.LedgerMismatchError(f"hour ledger rows {ledger_rows[:5]}… do not add up to {valid} valid, {skips} skipped")
         views = transform.valid_views(classified)
         dim_frames = {
             "dim_product": transform.build_dim_product(views),
@@ -439,6 +450,7 @@ class Job:
             "skipped": dict(sorted(skips.items())),
             "skipped_total": sum(skips.values()),
             "recomputed_dates": [d.isoformat() for d in recomputed],
+            "healed_dates": [d.isoformat() for d in heal],
         }
         spec_cols = {d.table: stage_columns(d) for d in DIMENSIONS}
         fact_cols = [c for c, _ in FACT_STAGE_COLUMNS]
@@ -462,6 +474,12 @@ class Job:
             merge_dates=merge_dates,
             run_fields={"timings": self.timings, "reconciliation": reconciliation},
             fault_pause_seconds=s.fault_pause_in_load_seconds,
+            ledger=ledger.LedgerWrite(
+                rows=ledger_rows,
+                replace_all=replace_all,
+                replace_dates=[d.isoformat() for d in (touched if mode == "range" else recomputed)],
+                covers_from=None if replace_all else (high if mode == "range" else low),
+            ),
         )
         self.timings["total_seconds_before_load"] = round(time.monotonic() - t0, 3)
         self.timings["driver_python_peak_rss_mb"] = _rss_peak_mb()
@@ -473,6 +491,26 @@ class Job:
         finally:
             await load_conn.close()
         log.info("run %s succeeded: %s", self.run_id, counts)
+
+    async def _late_dates(self, conn: asyncpg.Connection, watermark: datetime) -> list[date]:
+        """Healing: the event dates of documents ingested in the last ``heal_lookback_hours`` up to
+        the watermark that no run has counted (visible only after their hour was read); the run
+        recomputes them. Empty when healing is off or every hour agrees."""
+        s = self.settings
+        if s.heal_lookback_hours <= 0:
+            return []
+        t0 = time.monotonic()
+        first = ledger.hour_of(watermark - timedelta(hours=s.heal_lookback_hours))
+        count = ledger.raw_store_counter(s.mongodb_uri, s.mongodb_database, s.mongodb_collection)
+        report = await ledger.reconcile(conn, count, s.product_view_types, first, ledger.hour_of(watermark), watermark)
+        self.timings["heal_check_seconds"] = round(time.monotonic() - t0, 3)
+        late = [h for h in report.hours if h.status == ledger.LATE]
+        missing = [h.ingest_hour for h in report.hours if h.status == ledger.MISSING]
+        if missing:
+            log.warning("run %s: counted documents are gone from the raw store in hours %s (not healed)", self.run_id, missing)
+        if late:
+            log.warning("run %s: late-visible documents in hours %s: healing", self.run_id, [h.as_dict() for h in late])
+        return ledger.late_dates(late)
 
 
 async def unmergeable_dates(conn: asyncpg.Connection, dates: list[date]) -> list[date]:

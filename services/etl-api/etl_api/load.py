@@ -48,6 +48,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from etl_api.ledger import LedgerWrite, write_ledger
 from etl_api.schema import lock_id, quote_ident
 
 log = logging.getLogger(__name__)
@@ -314,6 +315,8 @@ class LoadInput:
     # touched dates whose existing facts are merged with the staged ones (the run read only their
     # new events); the other touched dates are replaced. Empty unless incremental.
     merge_dates: Sequence[date] = ()
+    # the hour ledger's change (etl_api.ledger), written with the facts; None: leave it
+    ledger: LedgerWrite | None = None
 
 
 async def load_star(conn: asyncpg.Connection, schema: str, data: LoadInput) -> dict[str, dict[str, int]]:
@@ -417,6 +420,8 @@ async def load_star(conn: asyncpg.Connection, schema: str, data: LoadInput) -> d
             data.run_id,
             data.ingested_high,
         )
+        if data.ledger is not None:
+            counts["etl_hour_reads"] = {"written": await write_ledger(conn, data.run_id, data.ledger)}
         fields = {**data.run_fields, "counts": counts}
         fields["timings"] = {
             **(fields.get("timings") or {}),

@@ -47,6 +47,10 @@ class EtlSettings(BaseSettings):
     exclude_bots: bool = True  # bot/crawler user agents are skipped (reason "bot"), not counted as views
     internal_domains: Annotated[tuple[str, ...], NoDecode] = ("glamira",)  # registered-domain names of the shop's own sites
     settle_seconds: float = 120.0  # events ingested in the last N seconds wait for the next run (see README)
+    # An incremental run first checks the ingest hours this far back from the watermark against
+    # the hour ledger and recomputes the event dates of documents that became visible after their
+    # hour was read (etl_api/ledger.py); 0 turns healing off (GET /reconciliation still reports them).
+    heal_lookback_hours: float = Field(default=24.0, ge=0, le=24 * 31)
     read_parts: int = PARTS  # split every hour/date read into this many `part` equality slices (1 = no split)
     # Plausible event times: an event before the floor, or later than its document's ingested_at
     # by more than max_ahead seconds, is skipped ('implausible_event_time'), never counted.

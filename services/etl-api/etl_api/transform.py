@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 RAW_SCHEMA = T.StructType([T.StructField(name, T.StringType(), True) for name in RAW_FIELDS])
 
+LEDGER_HOUR, LEDGER_DATE = "ledger_hour", "ledger_date"
+
 SKIP_NOT_PRODUCT_VIEW = "not_product_view"
 SKIP_MISSING_PRODUCT_ID = "missing_product_id"
 SKIP_MISSING_EVENT_TIME = "missing_event_time"
@@ -114,6 +116,9 @@ def clean_events(raw: DataFrame) -> DataFrame:
         ts_ms.alias("ts_ms"),
         event_date.alias("event_date"),
         _clean_text(F.col("ingested_at")).alias("ingested_at"),
+        # the hour ledger's keys (etl_api.ledger): the document's own ingest_hour and event_date, as read
+        F.coalesce(F.col("ingest_hour"), F.lit("")).alias(LEDGER_HOUR),
+        F.coalesce(F.col("event_date"), F.lit("")).alias(LEDGER_DATE),
     )
 
 
@@ -334,6 +339,13 @@ def build_facts(views: DataFrame) -> DataFrame:
         "first_ms",
         "last_ms",
         F.col("sum_ms").cast("long").alias("sum_ms"),
+    )
+
+
+def ledger_counts(events: DataFrame) -> DataFrame:
+    """The hour ledger's rows of classified events: (ledger_hour, ledger_date, events, valid)."""
+    return events.groupBy(LEDGER_HOUR, LEDGER_DATE).agg(
+        F.count(F.lit(1)).alias("events"), F.count(F.when(F.col("skip_reason").isNull(), 1)).alias("valid")
     )
 
 

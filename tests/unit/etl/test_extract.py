@@ -74,6 +74,7 @@ def test_document_to_row_flattens_messy_values() -> None:
         "local_time": "2020-06-04 9:05:11",
         "event_date": "2020-06-04",
         "ingested_at": "2026-11-27T20:00:00.000Z",
+        "ingest_hour": "2026-11-27T20",
     }
     row = dict(zip(RAW_FIELDS, document_to_row(doc), strict=True))
     assert row == {
@@ -91,6 +92,7 @@ def test_document_to_row_flattens_messy_values() -> None:
         "local_time": "2020-06-04 9:05:11",
         "event_date": "2020-06-04",
         "ingested_at": "2026-11-27T20:00:00.000Z",
+        "ingest_hour": "2026-11-27T20",
     }
     assert "email_address" not in RAW_FIELDS and "ip" not in RAW_FIELDS
 
