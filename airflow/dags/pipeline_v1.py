@@ -22,8 +22,11 @@ Tasks (what waits on what):
   the DAG run's state does not depend on it.
 - ``start_etl_run`` (a 409, another ETL run active, is retried: nothing was created) →
   ``wait_etl_run`` (fails at once, without retry, when the run failed, with the run's error) →
-  ``reconcile`` (the run's own count check). ``reconcile`` produces the
-  star-schema asset: downstream DAGs can be scheduled on ``STAR_SCHEMA``.
+  ``reconcile``: the run's own count check, then ``GET /reconciliation`` — MongoDB's product-view
+  documents against what the star schema accounts for, per ingest hour, over the last
+  ``PIPELINE_V1_RECONCILE_HOURS`` (24) hours up to the watermark; a disagreeing hour fails the
+  task, naming the hour (a ``late`` one is healed by the next incremental run). ``reconcile``
+  produces the star-schema asset: downstream DAGs can be scheduled on ``STAR_SCHEMA``.
 
 Every sensor runs in ``reschedule`` mode (no worker slot held between pokes) and keeps poking
 on 5xx answers (a service that is starting answers 503) and on connection errors until its own
@@ -93,6 +96,10 @@ ONE_POKE = timedelta(minutes=2)  # execution_timeout of one poke of a reschedule
 # ("finished with state success, but the task instance's state attribute is queued"). `airflow dags
 # test` runs pokes in-process without an executor, so tests and the demo set 5 (infra/demo.py).
 POKE_SECONDS = int(os.environ.get("PIPELINE_V1_POKE_SECONDS", "30"))
+# Ingest hours up to the watermark that the reconcile task checks (GET /reconciliation?hours=…),
+# and how long that check may take (about 20 s per million documents on FerretDB, see the ETL README).
+RECONCILE_HOURS = int(os.environ.get("PIPELINE_V1_RECONCILE_HOURS", "24"))
+RECONCILE_TIMEOUT_SECONDS = 240
 
 
 # --------------------------------------------------------------------------- the ETL run to issue
@@ -240,6 +247,37 @@ def reconciled(response: Any) -> bool:
     return True
 
 
+def hours_agree(body: dict[str, Any]) -> bool:
+    """``GET /reconciliation``: True when every ingest hour of the span agrees (the raw store's
+    product-view documents = what the star schema accounts for); else fails the task, without
+    retry, naming the hours and their per-date differences."""
+    if body.get("ok") is True:
+        return True
+    bad = body.get("disagreeing_hours") or []
+    detail = [
+        {k: h.get(k) for k in ("ingest_hour", "status", "mongodb", "accounted", "dates")}
+        for h in body.get("hours", [])
+        if h.get("ingest_hour") in bad
+    ]
+    raise AirflowFailException(
+        f"raw store and star schema disagree in ingest hours {', '.join(bad) or '?'}: {json.dumps(detail)[:2000]}"
+        " (late: documents visible after their hour was read, counted by the next incremental run;"
+        " missing: counted documents are gone from MongoDB)"
+    )
+
+
+def reconciled_across_hops(response: Any) -> bool:
+    """The ``reconcile`` task: the run's own check (:func:`reconciled`), then the raw store against
+    the star schema for the last ``RECONCILE_HOURS`` ingest hours up to the watermark
+    (:func:`hours_agree`), from the same API."""
+    reconciled(response)
+    base = str(response.url).split("/runs/", 1)[0]
+    answer = requests.get(f"{base}/reconciliation", params={"hours": RECONCILE_HOURS}, timeout=RECONCILE_TIMEOUT_SECONDS)
+    if answer.status_code != 200:
+        raise AirflowFailException(f"GET /reconciliation answered {answer.status_code}: {answer.text[:500]}")
+    return hours_agree(answer.json())
+
+
 def log_failure(context: Any) -> None:
     """on_failure_callback: one line with the task, the ETL run id (if one was started) and the error."""
     ti = context.get("ti") or context.get("task_instance")
@@ -377,7 +415,7 @@ with DAG(
         http_conn_id="etl_api",
         endpoint="runs/{{ ti.xcom_pull(task_ids='start_etl_run') }}",
         method="GET",
-        response_check=reconciled,
+        response_check=reconciled_across_hops,
         extra_options={"timeout": HTTP_TIMEOUT_SECONDS},
         outlets=[STAR_SCHEMA],
         retries=0,

@@ -49,6 +49,23 @@ def reconciled_cases():
         ok({"valid_views": 5}),
         ok({"valid_views": 5, "view_count_written": 5}, status="failed"),
     ]
+
+def hours_cases():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("pipeline_v1_hours", "airflow/dags/pipeline_v1.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = []
+    late = {"ingest_hour": "2026-12-03T09", "status": "late", "mongodb": 4, "accounted": 3,
+            "dates": [{"event_date": "2026-12-03", "mongodb": 4, "accounted": 3, "difference": 1}]}
+    for body in ({"ok": True, "disagreeing_hours": [], "hours": []},
+                 {"ok": False, "disagreeing_hours": ["2026-12-03T09"], "hours": [late]},
+                 {"detail": "no ok field"}):
+        try:
+            out.append(mod.hours_agree(body))
+        except Exception as exc:
+            out.append([type(exc).__name__, str(exc)[:120]])
+    return out
 def plans():
     import importlib.util
     from datetime import datetime, timezone
@@ -138,6 +155,7 @@ print(json.dumps({
     "catchup": dag.catchup,
     "max_active_runs": dag.max_active_runs,
     "reconciled": reconciled_cases(),
+    "hours_agree": hours_cases(),
 }))
 """
 
@@ -208,3 +226,9 @@ def test_dagbag_imports_pipeline_v1_with_the_expected_graph(tmp_path, version: s
         fail,
     ]
     assert info["reconciled"] == [True, True, fail, fail, fail, fail]
+    # the cross-hop check names the disagreeing hour and its difference
+    assert info["hours_agree"] == [
+        True,
+        [fail, 'raw store and star schema disagree in ingest hours 2026-12-03T09: [{"ingest_hour": "2026-12-03T09", "status": "late", "mo'],
+        [fail, "raw store and star schema disagree in ingest hours ?: [] (late: documents visible after their hour was read, counted by"],
+    ]
