@@ -330,3 +330,38 @@ def test_a_2_10_backfill_issues_one_range_run_per_interval(services: Services) -
         ("range", "2026-11-29", "2026-11-29", "succeeded"),
         ("range", "2026-11-30", "2026-11-30", "succeeded"),
     ]
+
+
+def test_reconcile_fails_naming_the_hour_of_a_seeded_disagreement(services: Services) -> None:
+    """A product view the star schema counts is deleted from MongoDB: the DAG's reconcile task
+    fails (no retry), naming the document's ingest hour and the difference of its event date;
+    the ETL run itself succeeded. Airflow 3 only: the check is a plain HTTP call in both versions."""
+    import httpx
+    from pymongo import MongoClient
+
+    ensure_sink_ready(services)
+    api = f"http://127.0.0.1:{services.ports['etl-api']}"
+    headers = {"Authorization": f"Bearer {services.token}"}
+    posted = httpx.post(f"{api}/runs", json={"mode": "incremental"}, headers=headers, timeout=30)
+    assert posted.status_code == 202, posted.text
+    deadline = time.monotonic() + 300
+    while (status := services.procs["etl-api"].get(f"/runs/{posted.json()['run_id']}")[1]["status"]) not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, "the ETL run did not finish"
+        time.sleep(1)
+    assert status == "succeeded"
+    with MongoClient(os.environ["MONGODB_URI"]) as client:
+        coll = client["kafka_data_db"][f"af_{services.uid}"]
+        gone = coll.find_one({"collection": "view_product_detail"})
+        assert gone is not None
+        assert coll.delete_one({"_id": gone["_id"]}).deleted_count == 1
+        try:
+            before = services.run_ids()
+            ok, text = services.dag("3", "disagree")
+            assert not ok
+            states = task_states(text)
+            assert states.get("wait_etl_run") == "success" and states.get("reconcile") == "failed", states
+            assert f"raw store and star schema disagree in ingest hours {gone['ingest_hour']}" in text, text[-6000:]
+            assert f'"event_date": "{gone["event_date"]}"' in text and '"difference": -1' in text
+            assert [(r["mode"], r["status"]) for r in services.runs_since(before)] == [("incremental", "succeeded")]
+        finally:
+            coll.insert_one(gone)  # the raw store agrees again for whatever runs next
