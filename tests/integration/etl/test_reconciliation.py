@@ -1,4 +1,3 @@
-# ruff: noqa: E501
 """Cross-hop reconciliation of the raw store against the star schema (issue 15), on the real
 FerretDB: a document that becomes visible after the incremental run that read its hour is
 reported by ``GET /reconciliation`` (its hour ``late``, with the exact difference per date) and
