@@ -46,19 +46,16 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import socket
 import sys
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import pymongo
-import pymongo.errors
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.storagelevel import StorageLevel
 
@@ -69,12 +66,20 @@ from etl_api.load import (
     LoadInput,
     Ownership,
     OwnershipLostError,
-    date_key,
     load_star,
-    lost_ownership_message,
     read_ownership,
-    run_problems,
     stage_columns,
+)
+from etl_api.owned_run import HeartbeatError, OwnedRun, RunNotClaimableError, new_owner_token
+from etl_api.reading import (
+    _chunks,
+    _rss_peak_mb,
+    count_by_date,
+    estimated_documents,
+    read_events,
+    read_partitions,
+    shuffle_partitions,
+    unmergeable_dates,
 )
 from etl_api.schema import quote_ident
 from etl_api.settings import EtlSettings
@@ -84,111 +89,7 @@ from shared.logs import setup_logging
 log = logging.getLogger("etl_api.job")
 
 
-class RunNotClaimableError(RuntimeError):
-    """The run row is missing or not queued (another job took it, or it was already reaped)."""
-
-
-class HeartbeatError(RuntimeError):
-    """The heartbeat could not be written for too long: the job stops rather than work unowned."""
-
-
-JOB_STOPS = "the job stopped"
-
-
-def new_owner_token() -> str:
-    """``<host>:<pid>:<16 random hex>``: who claimed a run (readable) and unique per claim."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"
-
-
-def heartbeat_budget(settings: EtlSettings) -> float:
-    """How long the heartbeat may fail to be written before the job stops: half the silence after
-    which a reaper marks the run failed (at least one heartbeat interval)."""
-    return max(settings.heartbeat_timeout_seconds / 2, settings.heartbeat_seconds)
-
-
-def _rss_peak_mb(pid: int | str = "self") -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
-
-
-def read_events(spark: SparkSession, settings: EtlSettings, tasks: list[extract.ReadTask], partitions: int = 0) -> DataFrame:
-    """The raw rows of every task, one Spark partition per task, read on the executors; spread
-    over ``partitions`` partitions (a streaming shuffle) when that is more than the tasks."""
-    uri, db, coll = settings.mongodb_uri, settings.mongodb_database, settings.mongodb_collection
-    if not tasks:
-        return spark.createDataFrame([], transform.RAW_SCHEMA)
-    rdd = spark.sparkContext.parallelize(tasks, len(tasks)).flatMap(lambda task: extract.read_task(task, uri, db, coll))
-    df = spark.createDataFrame(rdd, transform.RAW_SCHEMA)
-    # hashed on event_id (a round-robin repartition would sort every read partition first)
-    return df.repartition(partitions, "event_id") if partitions > len(tasks) else df
-
-
-def read_partitions(documents: int, rows_per_partition: int) -> int:
-    """Spark partitions for reading ``documents``: none under ``rows_per_partition`` each."""
-    return -(-documents // rows_per_partition)
-
-
-def shuffle_partitions(setting: int, read: int) -> int:
-    """Shuffle partitions for a full run: never fewer than its read partitions, so the rows per
-    aggregated partition stay bounded as the collection grows."""
-    return max(setting, read)
-
-
-def estimated_documents(settings: EtlSettings) -> int:
-    """The collection's document count from its storage statistics (``collStats``: MongoDB's
-    metadata, PostgreSQL's row estimate under FerretDB); 0 when unknown. Not
-    ``estimated_document_count()``: FerretDB 1.24 answers it by reading every document (minutes
-    for a million, which first doubled a 1 M-event full run's extract)."""
-    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=10_000)
-    try:
-        return int(client[settings.mongodb_database].command("collStats", settings.mongodb_collection).get("count", 0))
-    except pymongo.errors.PyMongoError as exc:
-        log.warning("could not estimate the collection's size (%s): one Spark partition per read task", exc)
-        return 0
-    finally:
-        client.close()
-
-
-def count_by_date(df: DataFrame, never_counted: Column | None = None) -> tuple[int, list[date]]:
-    """Rows of ``df`` and its distinct non-null ``event_date`` values, sorted: one Spark job (was a
-    count and a distinct, two passes). ``never_counted``: rows that can never be counted (an
-    implausible event time); a date that has only such rows is not listed (its sink date, e.g.
-    2099-01-01, would otherwise become a touched date and a ``dim_date`` row)."""
-    if never_counted is None:
-        rows = df.groupBy("event_date").count().collect()
-        return sum(int(r["count"]) for r in rows), sorted(r["event_date"] for r in rows if r["event_date"] is not None)
-    counts = df.groupBy("event_date").agg(
-        F.count(F.lit(1)).alias("count"), F.count(F.when(~F.coalesce(never_counted, F.lit(False)), 1)).alias("countable")
-    )
-    rows = counts.collect()
-    return sum(int(r["count"]) for r in rows), sorted(r["event_date"] for r in rows if r["event_date"] is not None and r["countable"])
-
-
-async def _chunks(rows: Iterator[Any], size: int, convert: Callable[[Any], tuple[Any, ...]]) -> AsyncIterator[list[tuple[Any, ...]]]:
-    """Spark's row iterator (blocking, one partition in memory at a time) as async chunks."""
-
-    def next_chunk() -> list[tuple[Any, ...]]:
-        out = []
-        for row in rows:
-            out.append(convert(row))
-            if len(out) >= size:
-                break
-        return out
-
-    while True:
-        chunk = await asyncio.to_thread(next_chunk)
-        if not chunk:
-            return
-        yield chunk
-
-
-class Job:
+class Job(OwnedRun):
     def __init__(self, settings: EtlSettings, run_id: str) -> None:
         self.settings = settings
         self.run_id = run_id
@@ -196,75 +97,6 @@ class Job:
         self.timings: dict[str, Any] = {}
         self.owner_token = new_owner_token()
         self.ownership: Ownership | None = None
-
-    async def _connect(self) -> asyncpg.Connection:
-        conn = await asyncpg.connect(self.settings.postgres_dsn.get_secret_value())
-        await conn.execute(f"SET search_path TO {quote_ident(self.settings.pg_schema)}")
-        return conn
-
-    async def _touch(self, conn: asyncpg.Connection, phase: str) -> bool:
-        """Heartbeat + phase, only on our own running row. False once our own load has committed
-        (the row is ``succeeded`` with our token: nothing left to beat for); raises
-        :class:`OwnershipLostError` when the row is no longer ours."""
-        done = await conn.execute(
-            "UPDATE etl_runs SET phase = $2, heartbeat_at = now() WHERE run_id = $1 AND status = 'running' AND owner_token = $3",
-            self.run_id,
-            phase,
-            self.owner_token,
-        )
-        if done == "UPDATE 1":
-            return True
-        row = await conn.fetchrow("SELECT status, owner_token, finished_at, error FROM etl_runs WHERE run_id = $1", self.run_id)
-        if row is not None and row["status"] == "succeeded" and row["owner_token"] == self.owner_token:
-            return False
-        problems = run_problems(self.owner_token, dict(row) if row else None) or ["the run's row was not updated"]
-        raise OwnershipLostError(lost_ownership_message(problems, JOB_STOPS))
-
-    async def _enter_phase(self, conn: asyncpg.Connection, phase: str) -> None:
-        """Record the phase now (the heartbeat repeats it), so observers never see a stale one."""
-        self.phase = phase
-        if not await self._touch(conn, phase):
-            raise OwnershipLostError(lost_ownership_message(["the run already succeeded"], JOB_STOPS))
-
-    async def _heartbeat(self) -> None:
-        """Write the heartbeat every ``heartbeat_seconds``; returns only once our load committed. Raises
-        :class:`OwnershipLostError` as soon as the row is no longer ours (reaped), and
-        :class:`HeartbeatError` when no heartbeat could be written for :func:`heartbeat_budget`
-        seconds (each attempt reconnects; an attempt is bounded by the budget too)."""
-        s = self.settings
-        budget = heartbeat_budget(s)
-        last_ok = time.monotonic()
-        conn: asyncpg.Connection | None = None
-        try:
-            while True:
-                try:
-                    left = max(budget - (time.monotonic() - last_ok), 0.1)
-                    if conn is None:
-                        conn = await asyncio.wait_for(self._connect(), timeout=left)
-                    if not await asyncio.wait_for(self._touch(conn, self.phase), timeout=left):
-                        return  # our load committed
-                except OwnershipLostError:
-                    raise
-                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    silent = time.monotonic() - last_ok
-                    if silent >= budget:
-                        raise HeartbeatError(
-                            f"heartbeat could not be written for {silent:.0f}s ({type(exc).__name__}: {exc}); {JOB_STOPS}"
-                            " rather than work on a run it may no longer own"
-                        ) from exc
-                    log.warning("run %s: heartbeat failed (%s: %s); retrying", self.run_id, type(exc).__name__, exc)
-                    if conn is not None:
-                        with contextlib.suppress(Exception):
-                            await conn.close(timeout=1)
-                        conn = None
-                    await asyncio.sleep(min(s.heartbeat_seconds, 1.0, max(budget - silent, 0.0)))
-                    continue
-                last_ok = time.monotonic()
-                await asyncio.sleep(s.heartbeat_seconds)
-        finally:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close(timeout=1)
 
     async def run(self) -> None:
         conn = await self._connect()
@@ -511,17 +343,6 @@ class Job:
         if late:
             log.warning("run %s: late-visible documents in hours %s: healing", self.run_id, [h.as_dict() for h in late])
         return ledger.late_dates(late)
-
-
-async def unmergeable_dates(conn: asyncpg.Connection, dates: list[date]) -> list[date]:
-    """Of ``dates``, those with fact rows written before ``view_time_sum_ms`` existed (NULL): their
-    facts cannot be merged with new events exactly, so the run recomputes them from all events."""
-    rows = await conn.fetch(
-        """SELECT DISTINCT to_date(date_key::text, 'YYYYMMDD') AS d FROM fact_product_views
-           WHERE date_key = ANY($1::int[]) AND view_time_sum_ms IS NULL ORDER BY 1""",
-        [date_key(d) for d in dates],
-    )
-    return [r["d"] for r in rows]
 
 
 async def mark_failed(settings: EtlSettings, run_id: str, error: str, owner_token: str | None = None) -> None:

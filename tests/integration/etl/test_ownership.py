@@ -30,7 +30,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from etl_api import job as job_module
+from etl_api import owned_run
 from etl_api.job import HeartbeatError, Job, mark_failed
 from etl_api.load import LoadInput, OwnershipLostError, load_star, read_ownership
 from etl_api.schema import apply_ddl, table_checksums
@@ -293,7 +293,7 @@ async def test_heartbeat_that_cannot_be_written_ends_the_job(pg, run_schema, mon
     assert 0.4 < time.monotonic() - started < 5  # the budget: max(timeout / 2, interval) = 0.5 s
     assert seen["cancelled"] and calls["n"] >= 3
     assert str(err.value).startswith("heartbeat could not be written for ")
-    assert "ConnectionRefusedError" in str(err.value) and job_module.JOB_STOPS in str(err.value)
+    assert "ConnectionRefusedError" in str(err.value) and owned_run.JOB_STOPS in str(err.value)
     await mark_failed(job.settings, run_id, str(err.value), job.owner_token)
     row = await pg.fetchrow(f'SELECT status, error FROM "{run_schema}".etl_runs WHERE run_id = $1', run_id)
     assert row["status"] == "failed" and row["error"] == str(err.value)
