@@ -316,7 +316,8 @@ def create_app(settings: EtlSettings) -> FastAPI:
         if span < 1 or span > ledger.MAX_SPAN_HOURS:
             detail = f"from..to must be 1 to {ledger.MAX_SPAN_HOURS} hours, not {span:.0f}"
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail)
-        count = ledger.raw_store_counter(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_collection)
+        fdb = settings.ferretdb_postgresql_url.get_secret_value() if settings.ferretdb_postgresql_url else None
+        count = ledger.raw_store_counter(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_collection, fdb)
         try:
             report = await ledger.reconcile(conn, count, settings.product_view_types, from_hour, to_hour, watermark)
         except Exception as exc:  # the raw store is not answering: say so, do not pretend agreement

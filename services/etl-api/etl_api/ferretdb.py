@@ -30,8 +30,12 @@ import asyncpg
 READ_INDEX_EXPRESSIONS = ("(_jsonb -> 'ingest_hour')", "(_jsonb -> 'event_date')", "(_jsonb -> 'part')")
 
 
-def _ident(name: str) -> str:
+def quote(name: str) -> str:
+    """A PostgreSQL identifier, quoted."""
     return '"' + name.replace('"', '""') + '"'
+
+
+_ident = quote
 
 
 def read_index_name(schema: str, table: str) -> str:

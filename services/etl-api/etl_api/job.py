@@ -333,7 +333,8 @@ class Job(OwnedRun):
             return []
         t0 = time.monotonic()
         first = ledger.hour_of(watermark - timedelta(hours=s.heal_lookback_hours))
-        count = ledger.raw_store_counter(s.mongodb_uri, s.mongodb_database, s.mongodb_collection)
+        fdb = s.ferretdb_postgresql_url.get_secret_value() if s.ferretdb_postgresql_url else None
+        count = ledger.raw_store_counter(s.mongodb_uri, s.mongodb_database, s.mongodb_collection, fdb)
         report = await ledger.reconcile(conn, count, s.product_view_types, first, ledger.hour_of(watermark), watermark)
         self.timings["heal_check_seconds"] = round(time.monotonic() - t0, 3)
         late = [h for h in report.hours if h.status == ledger.LATE]

@@ -31,6 +31,7 @@ its documents' ``ingested_at`` (compared as instants, as the run's own read does
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -113,13 +114,54 @@ def count_raw_store(
 RawCounter = Callable[[Sequence[str], Sequence[str], datetime], Awaitable[dict[str, dict[str, int]]]]
 
 
-def raw_store_counter(mongodb_uri: str, database: str, collection: str) -> RawCounter:
-    """:func:`count_raw_store` on that collection, awaitable (in a worker thread)."""
+def raw_store_counter(mongodb_uri: str, database: str, collection: str, ferretdb_postgresql_url: str | None = None) -> RawCounter:
+    """:func:`count_raw_store` on that collection, awaitable (in a worker thread); with FerretDB on
+    PostgreSQL (``ferretdb_postgresql_url``), hours wholly before the bound are counted by
+    :func:`count_ferretdb_hours` instead."""
 
     async def count(types: Sequence[str], hours: Sequence[str], bound: datetime) -> dict[str, dict[str, int]]:
-        return await asyncio.to_thread(count_raw_store, mongodb_uri, database, collection, types, hours, bound)
+        whole = [h for h in hours if hour_start(h) + timedelta(hours=1) <= bound]
+        out: dict[str, dict[str, int]] = {}
+        if ferretdb_postgresql_url and whole:
+            counted = await count_ferretdb_hours(ferretdb_postgresql_url, database, collection, types, whole)
+            if counted is not None:
+                out = counted
+                hours = [h for h in hours if h not in set(whole)]
+        rest = await asyncio.to_thread(count_raw_store, mongodb_uri, database, collection, types, hours, bound)
+        return out | rest
 
     return count
+
+
+async def count_ferretdb_hours(
+    postgresql_url: str, database: str, collection: str, types: Sequence[str], hours: Sequence[str]
+) -> dict[str, dict[str, int]] | None:
+    """FerretDB on PostgreSQL only: the counts of :func:`count_raw_store` for whole hours, by SQL
+    on FerretDB's own table (None when the collection has no table yet).
+
+    FerretDB 1.24 pushes no aggregation stage down: every ``$match``/``$group`` per hour reads the
+    whole collection (measured: 695 s for 24 hours of 1 M documents). Here one query per hour
+    finds the hour through the GIN read index (:mod:`etl_api.ferretdb`, same ``@>`` condition
+    FerretDB itself writes for ``{ingest_hour: …}``), keeps the product-view types (JSON string
+    equality, like MongoDB's) with a text ``ingested_at``, and groups by ``event_date`` as text."""
+    from etl_api.ferretdb import collection_table, quote
+
+    conn = await asyncpg.connect(postgresql_url)
+    try:
+        table = await collection_table(conn, database, collection)
+        if table is None:
+            return None
+        query = f"""SELECT coalesce(_jsonb ->> 'event_date', '') AS d, count(*) AS n FROM {quote(database)}.{quote(table)}
+                    WHERE (_jsonb -> 'ingest_hour') @> $1::jsonb AND (_jsonb -> 'collection') = ANY($2::jsonb[])
+                      AND jsonb_typeof(_jsonb -> 'ingested_at') = 'string'
+                    GROUP BY 1"""
+        kinds = [json.dumps(t) for t in types]
+        out = {}
+        for hour in hours:
+            out[hour] = {r["d"]: int(r["n"]) for r in await conn.fetch(query, json.dumps(hour), kinds)}
+        return out
+    finally:
+        await conn.close()
 
 
 def _instant_at_or_before(text: str, bound: datetime) -> bool:

@@ -14,6 +14,7 @@ which ignores ``maxTimeMS`` on inserts."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import threading
 from collections import Counter
@@ -135,3 +136,37 @@ async def test_a_deleted_document_is_reported_missing_and_never_healed(make_serv
         assert r.status_code == 422 and "from" in r.text
         r = await client.get("/reconciliation", params={"from": "2021-01-02T00", "to": "2021-01-01T00"})
         assert r.status_code == 422
+
+
+async def test_both_raw_store_counts_equal_an_independent_count(mongo_collection, postgres_dsn) -> None:
+    """The two ways the report counts the raw store — MongoDB's wire protocol, and SQL on FerretDB's
+    own table for whole hours — give the same per-(hour, date) counts as plain Python over the
+    documents, for hours before the bound and for the hour holding it (only documents at or before it)."""
+    from datetime import timedelta
+
+    from etl_api import ledger
+
+    now = datetime.now(UTC)
+    bound = now - timedelta(minutes=1)
+    docs = []
+    for k, at in enumerate((now - timedelta(hours=3), now - timedelta(hours=2), bound - timedelta(seconds=5), now)):
+        docs += make_events(random.Random(70 + k), 40, [date(2021, 5, 1), date(2021, 5, 2)], at)
+    insert(mongo_collection, docs)
+    ferretdb_url = postgres_dsn.rsplit("/", 1)[0] + "/ferretdb"
+    assert await ferretdb.ensure_read_indexes(ferretdb_url, mongo_collection.database.name, mongo_collection.name)
+    hours = sorted({d.doc["ingest_hour"] for d in docs} | {ledger.hour_of(now + timedelta(hours=1))})
+    expected: dict[str, Counter] = {}
+    for d in docs:
+        if d.doc["collection"] == V and datetime.fromisoformat(d.doc["ingested_at"]) <= bound:
+            expected.setdefault(d.doc["ingest_hour"], Counter())[d.doc["event_date"]] += 1
+    for h in hours:
+        if ledger.hour_start(h) <= bound:
+            expected.setdefault(h, Counter())
+    want = {h: dict(c) for h, c in expected.items()}
+    name, db = mongo_collection.name, mongo_collection.database.name
+    wire = ledger.raw_store_counter(os.environ["MONGODB_URI"], db, name)
+    sql = ledger.raw_store_counter(os.environ["MONGODB_URI"], db, name, ferretdb_url)
+    assert await wire((V,), hours, bound) == want
+    assert await sql((V,), hours, bound) == want
+    whole = [h for h in hours if ledger.hour_start(h) + timedelta(hours=1) <= bound]
+    assert len(whole) >= 2 and await ledger.count_ferretdb_hours(ferretdb_url, db, name, (V,), whole) == {h: want[h] for h in whole}
