@@ -42,11 +42,12 @@ from typing import Any
 import asyncpg
 
 from etl_api.extract import _as_text, hours_between, parse_utc
+from shared.errors import PipelineError
 
 HOUR_FORMAT = "%Y-%m-%dT%H"
 
 
-class LedgerMismatchError(RuntimeError):
+class LedgerMismatchError(PipelineError, RuntimeError):
     """The ledger rows of a run do not add up to the run's own counts: nothing is committed."""
 
 

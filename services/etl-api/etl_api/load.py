@@ -50,6 +50,7 @@ import orjson
 
 from etl_api.ledger import LedgerWrite, write_ledger
 from etl_api.schema import lock_id, quote_ident
+from shared.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +91,11 @@ FACT_STAGE_COLUMNS = (
 )
 
 
-class ReconciliationError(RuntimeError):
+class ReconciliationError(PipelineError, RuntimeError):
     """What was written does not add up to what was read: the transaction is rolled back."""
 
 
-class OwnershipLostError(RuntimeError):
+class OwnershipLostError(PipelineError, RuntimeError):
     """The run no longer owns its window (reaped, taken over, or another load committed since it
     started): nothing of it may be committed. The message starts with ``lost ownership:``."""
 

@@ -18,15 +18,16 @@ import asyncpg
 from etl_api.load import OwnershipLostError, lost_ownership_message, run_problems
 from etl_api.schema import quote_ident
 from etl_api.settings import EtlSettings
+from shared.errors import PipelineError
 
 log = logging.getLogger("etl_api.job")
 
 
-class RunNotClaimableError(RuntimeError):
+class RunNotClaimableError(PipelineError, RuntimeError):
     """The run row is missing or not queued (another job took it, or it was already reaped)."""
 
 
-class HeartbeatError(RuntimeError):
+class HeartbeatError(PipelineError, RuntimeError):
     """The heartbeat could not be written for too long: the job stops rather than work unowned."""
 
 

@@ -28,6 +28,7 @@ import asyncpg
 import orjson
 
 from etl_api.settings import EtlSettings
+from shared.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,10 @@ RUN_COLUMNS = (
 )
 
 
-class RunActiveError(RuntimeError):
-    """Another run is queued or running."""
+class RunActiveError(PipelineError, RuntimeError):
+    """Another run is queued or running (409): nothing was created, the same request may succeed later."""
+
+    retriable = True
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:

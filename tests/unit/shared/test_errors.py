@@ -17,7 +17,7 @@ from sink.mongo import MongoBatchRefusedError, MongoUnavailableError, Verdict
 from shared.errors import BackendUnavailableError, ConfigError, InvalidEventError, PipelineError, is_retriable
 from shared.jsonvalues import JsonValueError
 
-PACKAGES = ("shared", "bridge", "sink", "live")
+PACKAGES = ("shared", "bridge", "sink", "live", "etl_api")
 
 
 def modules(package: str) -> list[ModuleType]:
