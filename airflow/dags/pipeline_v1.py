@@ -97,7 +97,7 @@ ONE_POKE = timedelta(minutes=2)  # execution_timeout of one poke of a reschedule
 # test` runs pokes in-process without an executor, so tests and the demo set 5 (infra/demo.py).
 POKE_SECONDS = int(os.environ.get("PIPELINE_V1_POKE_SECONDS", "30"))
 # Ingest hours up to the watermark that the reconcile task checks (GET /reconciliation?hours=…),
-# and how long that check may take (about 20 s per million documents on FerretDB, see the ETL README).
+# and how long that check may take (12 s for 24 hours of 1 M documents on FerretDB: bench/README.md).
 RECONCILE_HOURS = int(os.environ.get("PIPELINE_V1_RECONCILE_HOURS", "24"))
 RECONCILE_TIMEOUT_SECONDS = 240
 
