@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from eventgen.generate import DEFAULT_DAYS, DEFAULT_START, generate, plan_counts
+from eventgen.now import stamp_now
 from eventgen.produce import produce
 from shared.logs import setup_logging
 from shared.settings import local_kafka_from_env, remote_kafka_from_env
@@ -56,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=date.fromisoformat, default=DEFAULT_START, help="first day of event times, UTC (default 2020-06-01)")
     p.add_argument("--days", type=_positive_int, default=DEFAULT_DAYS, help="days the event times span (default 3)")
     p.add_argument("--rate", type=float, default=0.0, help="events per second, 0 = as fast as possible")
+    p.add_argument(
+        "--now",
+        action="store_true",
+        help="event times = the wall clock as each record is produced (--start/--days ignored); with --rate: a live stream",
+    )
     p.add_argument("--partitions", type=_positive_int, default=6, help="partitions if the topic is created (default 6)")
     p.add_argument("--replication-factor", type=_positive_int, default=1, help="replication factor if the topic is created (default 1)")
     p.add_argument("--cluster", choices=("remote", "local"), default="remote", help="REMOTE_KAFKA_* (default) or LOCAL_KAFKA_*")
@@ -83,7 +89,7 @@ def generator_args(ns: argparse.Namespace) -> dict[str, Any]:
         "seed_shape_fraction": ns.seed_shape_fraction,
         "start": ns.start.isoformat(),
         "days": ns.days,
-    }
+    } | ({"now": True} if ns.now else {})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     records = generate(
         ns.count, seed=ns.seed, bad_fraction=ns.bad_fraction, seed_shape_fraction=ns.seed_shape_fraction, start=ns.start, days=ns.days
     )
+    if ns.now:
+        records = stamp_now(records)
     began, began_cpu = time.perf_counter(), time.process_time()
     summary: dict[str, Any] = {"args": args}
     if ns.dry_run:
