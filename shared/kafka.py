@@ -5,12 +5,19 @@ records between a consumer's position (its committed or stored next offset) and 
 (the last stable offset: every consumer reads ``read_committed``), never negative. A partition
 with no position yet counts from its log start: a consumer without a commit starts at the
 earliest offset still in the log, never at 0 (the log may have been trimmed by retention).
+
+Security: a connection with SASL credentials must name its security protocol
+(``*_KAFKA_SECURITY_PROTOCOL``); without one the client would connect PLAINTEXT and never
+authenticate, so it refuses to start (:class:`~shared.errors.ConfigError`). ``SASL_PLAINTEXT``
+(the local stack) sends the password unencrypted: this module says so once per cluster and
+process, and drops aiokafka's own warning, which it repeats on every connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
@@ -19,11 +26,28 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr, model_validator
 
 from shared.errors import BackendUnavailableError, ConfigError
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+# aiokafka.conn logs this at WARNING on every SASL_PLAINTEXT/PLAIN connection (each broker, each
+# reconnect); we say it once ourselves (KafkaConnection.client_kwargs).
+AIOKAFKA_CLEAR_PASSWORD_MESSAGE = "Sending username and password in the clear"
+_warned_clear_password: set[tuple[str, str | None]] = set()
+
+
+def _not_clear_password_warning(record: logging.LogRecord) -> bool:
+    return record.msg != AIOKAFKA_CLEAR_PASSWORD_MESSAGE
+
+
+# Installed on import: every aiokafka client of the pipeline is made from a KafkaConnection of
+# this module. addFilter ignores a filter that is already installed.
+logging.getLogger("aiokafka.conn").addFilter(_not_clear_password_warning)
 
 
 class KafkaConnection(BaseModel):
@@ -38,15 +62,29 @@ class KafkaConnection(BaseModel):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], prefix: str) -> KafkaConnection:
-        """Reads ``{prefix}BOOTSTRAP_SERVERS``, ``{prefix}SASL_USERNAME`` … from a mapping."""
-        fields = {name: env[prefix + name.upper()] for name in cls.model_fields if prefix + name.upper() in env}
+        """Reads ``{prefix}BOOTSTRAP_SERVERS``, ``{prefix}SASL_USERNAME`` … from a mapping; empty
+        values count as unset. Raises ``ConfigError`` naming the variable that is wrong."""
+        fields = {name: env[prefix + name.upper()] for name in cls.model_fields if env.get(prefix + name.upper())}
         if "bootstrap_servers" not in fields:
             raise ConfigError(f"{prefix}BOOTSTRAP_SERVERS is not set")
+        problem = _security_problem(fields, prefix)
+        if problem:
+            raise ConfigError(problem)
         return cls.model_validate(fields)
+
+    @model_validator(mode="after")
+    def _credentials_need_a_sasl_protocol(self) -> KafkaConnection:
+        fields = {name: getattr(self, name) for name in self.model_fields_set}
+        problem = _security_problem(fields, "")
+        if problem:
+            raise ConfigError(problem)
+        return self
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for any aiokafka client."""
         kw: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers, "security_protocol": self.security_protocol}
+        if self.security_protocol == "SASL_PLAINTEXT":
+            self._warn_clear_password()
         if self.security_protocol.startswith("SASL"):
             kw["sasl_mechanism"] = self.sasl_mechanism
             kw["sasl_plain_username"] = self.sasl_username
@@ -57,6 +95,42 @@ class KafkaConnection(BaseModel):
 
     def masked(self) -> str:
         return f"{self.bootstrap_servers} ({self.security_protocol}, user={self.sasl_username})"
+
+    def _warn_clear_password(self) -> None:
+        key = (self.bootstrap_servers, self.sasl_username)
+        if key in _warned_clear_password:
+            return
+        _warned_clear_password.add(key)
+        log.warning(
+            "Kafka %s: SASL_PLAINTEXT sends the password of user %s unencrypted on every connection; "
+            "fine on the local stack's loopback, use SASL_SSL anywhere else",
+            self.bootstrap_servers,
+            self.sasl_username,
+        )
+
+
+def _security_problem(fields: Mapping[str, Any], prefix: str) -> str | None:
+    """Why the explicitly given ``fields`` (``security_protocol``, ``sasl_username`` …) cannot
+    make a connection, naming the variables under ``prefix`` (``""``: the field names); None if
+    they can."""
+
+    def name(field: str) -> str:
+        return prefix + field.upper() if prefix else field
+
+    given = [f for f in ("sasl_username", "sasl_password") if fields.get(f) is not None]
+    protocol = fields.get("security_protocol")
+    if given and protocol is None:
+        return (
+            f"{' and '.join(name(f) for f in given)} set but {name('security_protocol')} is not: "
+            f"set it to SASL_SSL (or SASL_PLAINTEXT on a trusted network); without it the client "
+            f"would connect with PLAINTEXT and never send the credentials"
+        )
+    if given and protocol not in SASL_PROTOCOLS:
+        return (
+            f"{' and '.join(name(f) for f in given)} set but {name('security_protocol')}={protocol} "
+            f"does not use them: set it to SASL_SSL or SASL_PLAINTEXT, or remove the credentials"
+        )
+    return None
 
 
 async def create_topics(

@@ -15,5 +15,3 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiokafka warns on every SASL_PLAINTEXT connect; the local stack uses it on purpose.
-    logging.getLogger("aiokafka.conn").setLevel(logging.ERROR)
