@@ -1,10 +1,12 @@
 """The end-to-end run a new user starts with (``./pipeline demo``).
 
 Starts the services on the running local stack, streams a realistic batch of events (with a
-fraction of malformed ones) from the generator to the remote topic, waits until bridge and sink
-copied them, runs the Airflow DAG ``pipeline_v1`` for real (``airflow dags test``), then prints
-the star schema: row counts per table and the top product views with date, product, country,
-referrer domain and device type.
+fraction of malformed ones, event times over the last ``--days`` whole UTC days) from the
+generator to the remote topic, then a live stream of events stamped with the current time
+(``eventgen --now``, ``--live-seconds`` at ``--live-rate``) so the live page's event-time windows
+fill while it runs, waits until bridge and sink copied them, runs the Airflow DAG
+``pipeline_v1`` for real (``airflow dags test``), then prints the star schema: row counts per
+table and the top product views with date, product, country, referrer domain and device type.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +73,28 @@ def wait_until(what: str, check: Any, timeout: float) -> None:
     raise StackError(f"{what} not reached within {timeout:.0f}s (last: {last})")
 
 
-def produce_events(count: int, seed: int, bad_fraction: float, topic: str) -> Any:
+def produce_events(count: int, seed: int, bad_fraction: float, topic: str, *, start: date, days: int) -> Any:
     import eventgen
 
-    records = eventgen.generate(count, seed=seed, bad_fraction=bad_fraction)
+    records = eventgen.generate(count, seed=seed, bad_fraction=bad_fraction, start=start, days=days)
     return asyncio.run(eventgen.produce(records, remote_kafka_from_env(), topic, progress=True))
+
+
+def stream_now(seconds: int, rate: float, seed: int, topic: str) -> Any:
+    """``seconds × rate`` valid events whose event times are the moment each is produced."""
+    import eventgen
+    from eventgen.now import stamp_now
+
+    count = int(seconds * rate)
+    records = stamp_now(eventgen.generate(count, seed=seed))
+    return asyncio.run(eventgen.produce(records, remote_kafka_from_env(), topic, rate=rate, progress=True))
+
+
+def live_views(minutes: int) -> tuple[bool, str]:
+    """The live service's views over the last ``minutes`` (its per-minute windows summed)."""
+    live = get_json(f"http://127.0.0.1:{services.SERVICES['live'].base_port}/api/live?minutes={minutes}")
+    views = sum(m["views"] for m in live["views_per_minute"])
+    return views > 0, f"{views:,} views in the last {minutes} minutes"
 
 
 def bridge_caught_up() -> tuple[bool, str]:
@@ -210,33 +229,43 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bad-fraction", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=None, help="generator seed (default: from the clock, printed)")
     ap.add_argument("--topic", default="product_views")
+    ap.add_argument("--days", type=int, default=3, help="the batch's event times span the last N whole UTC days (default 3)")
+    ap.add_argument("--live-seconds", type=int, default=60, help="then stream now-stamped events this long (default 60; 0: none)")
+    ap.add_argument("--live-rate", type=float, default=100.0, help="events per second of that stream (default 100)")
     args = ap.parse_args(argv)
     seed = args.seed if args.seed is not None else int(time.time())
+    start = datetime.now(UTC).date() - timedelta(days=args.days)
     env = load_env()
     os.environ.update({k: v for k, v in env.items() if k not in os.environ})
     t0 = time.monotonic()
     try:
-        step(1, 5, "starting the services: etl-api, bridge, sink, live")
+        step(1, 6, "starting the services: etl-api, bridge, sink, live")
         # The demo asks for its run right after ingesting, so the ETL's settle margin (events
         # ingested in the last N seconds wait for the next run; 120 s by default) is cut to 5 s.
         services.start(["etl-api"], extra_env={"ETL_SETTLE_SECONDS": str(DEMO_SETTLE_SECONDS)})
         # The remote topic exists before the bridge subscribes to it, as it does in production.
         asyncio.run(create_topics(remote_kafka_from_env(), [args.topic], partitions=6, replication_factor=1))
         services.start(["bridge", "sink", "live"])
-        step(2, 5, f"streaming {args.count:,} events (seed {seed}, {args.bad_fraction:.0%} malformed) to remote topic {args.topic}")
-        manifest = produce_events(args.count, seed, args.bad_fraction, args.topic)
+        step(2, 6, f"streaming {args.count:,} events (seed {seed}, {args.bad_fraction:.0%} malformed, {start} + {args.days} days)")
+        manifest = produce_events(args.count, seed, args.bad_fraction, args.topic, start=start, days=args.days)
         print(f"    produced: {json.dumps(manifest.counts)}")
-        step(3, 5, "bridge and sink copying them (remote → local Kafka → MongoDB)")
+        step(3, 6, f"live stream: {args.live_seconds} s at {args.live_rate:g} events/s stamped with the current time (eventgen --now)")
+        if args.live_seconds > 0:
+            live_manifest = stream_now(args.live_seconds, args.live_rate, seed + 1, args.topic)
+            print(f"    produced: {json.dumps(live_manifest.counts)}")
+        step(4, 6, "bridge and sink copying them (remote → local Kafka → MongoDB)")
         wait_until("bridge caught up", bridge_caught_up, 600)
         wait_until("sink caught up", sink_caught_up, 600)
+        if args.live_seconds > 0:
+            wait_until("live counters", lambda: live_views(args.live_seconds // 60 + 2), 120)
         time.sleep(DEMO_SETTLE_SECONDS + 1)
-        step(4, 5, "Airflow 3: airflow dags test pipeline_v1 (sensors → POST /runs → Spark run → reconciliation)")
+        step(5, 6, "Airflow 3: airflow dags test pipeline_v1 (sensors → POST /runs → Spark run → reconciliation)")
         ports = {name: services.port_of(services.SERVICES[name], 1) for name in ("bridge", "sink", "etl-api")}
         log_path = HOME / "logs" / "airflow-dags-test.log"
         if not run_dag(airflow_env(env["ETL_API_TOKEN"], ports, HOME / "airflow"), log_path):
             raise StackError(f"the Airflow run of pipeline_v1 failed; see {log_path}")
         print(f"    pipeline_v1 succeeded (log: {log_path})")
-        step(5, 5, "the star schema")
+        step(6, 6, "the star schema")
         asyncio.run(print_star_schema(env["POSTGRES_DSN"]))
     except StackError as exc:
         print(f"\n[demo] FAILED: {exc}", file=sys.stderr)
@@ -245,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("bridge", "sink", "etl-api"):
         port = services.SERVICES[name].base_port
         print(f"  {name:<8} http://127.0.0.1:{port}/metrics  /ready  {'/lag' if name != 'etl-api' else '/runs  /docs'}")
-    print(f"  page     http://127.0.0.1:{services.SERVICES['live'].base_port}/   (live counters + star-schema plots)")
+    print(f"  page     http://127.0.0.1:{services.SERVICES['live'].base_port}/   (live counters + star schema; JSON API: /docs)")
     print(f"  logs     {HOME / 'logs'}   (./pipeline stack status; python -m infra.services status)")
     print('  psql     set -a; . .stack/stack.env; set +a; psql "$POSTGRES_DSN"')
     print(f"  airflow  AIRFLOW_HOME={HOME / 'airflow'} .venv-airflow/bin/airflow dags list-runs pipeline_v1")
