@@ -2,7 +2,9 @@
 
 HTTP (FastAPI on uvicorn, the one framework of every service):
 ``GET /health`` live; ``GET /ready`` 200 only when connected and not in backoff, 503 otherwise
-(body says why); ``GET /metrics`` Prometheus text; ``GET /lag`` JSON from the service.
+(body says why); ``GET /metrics`` Prometheus text (the service's registry:
+:func:`shared.metrics.service_registry`, so ``process_*`` and ``python_*`` too); ``GET /lag``
+JSON from the service.
 
 :func:`run_service` runs the worker and the HTTP server in one event loop. SIGTERM/SIGINT only
 set the ``stop`` event; the worker drains, commits what is durable and returns; the process then
@@ -24,7 +26,11 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from shared.metrics import service_registry
+
 log = logging.getLogger(__name__)
+
+SCRAPE_REFRESH_S = 3.0
 
 
 @dataclass
@@ -32,10 +38,13 @@ class ServiceState:
     """Liveness and readiness as the worker reports them, and how to compute ``/lag``."""
 
     name: str
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    registry: CollectorRegistry = field(default_factory=service_registry)
     ready: bool = False
     not_ready_reason: str = "starting"
     lag: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    # Awaited (bounded by SCRAPE_REFRESH_S, errors ignored) before each /metrics answer: gauges
+    # that need a broker round trip (the sink's lag) are fresh at every scrape.
+    on_scrape: Callable[[], Awaitable[Any]] | None = None
 
     def set_ready(self) -> None:
         if not self.ready:
@@ -63,6 +72,11 @@ def create_http_app(state: ServiceState) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> Response:
+        if state.on_scrape is not None:
+            try:
+                await asyncio.wait_for(state.on_scrape(), SCRAPE_REFRESH_S)
+            except Exception as exc:  # the broker may be down: answer with the last values
+                log.debug("metrics refresh: %s: %s", type(exc).__name__, exc)
         return PlainTextResponse(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/lag")

@@ -262,9 +262,8 @@ class Copier:
         self.metrics.transactions.labels("committed").inc()
         self.metrics.consumed.inc(txn.records)
         self.metrics.produced.inc(txn.events)
-        self.metrics.dead_lettered.inc(txn.dead)
         for stage, count in txn.dead_by_stage.items():
-            self.metrics.dead_lettered_by_stage.labels(stage).inc(count)
+            self.metrics.dead_lettered.labels(stage).inc(count)
         self.metrics.stored_offset.labels(str(tp.partition)).set(txn.next_offset)
         self.metrics.batch_seconds.observe(committed - txn.started)
 

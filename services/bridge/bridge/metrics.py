@@ -1,4 +1,7 @@
-"""The bridge's Prometheus metrics, in the service's own registry."""
+"""The bridge's Prometheus metrics, in the service's own registry (:func:`shared.metrics.service_registry`).
+
+Counters are named without ``_total`` here; they are exposed (and documented) with it.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,17 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from shared.metrics import DeadLetters
+
+# Every dlq.stage the bridge writes (bridge.records.Refusal): present at 0 from the start.
+DLQ_STAGES = ("bridge.decode", "bridge.validate", "bridge.encode", "bridge.normalize")
+
 
 @dataclass
 class BridgeMetrics:
     consumed: Counter
     produced: Counter
-    dead_lettered: Counter
-    dead_lettered_by_stage: Counter
+    dead_lettered: DeadLetters
     transactions: Counter
     batch_seconds: Histogram
     lag: Gauge
@@ -28,17 +35,13 @@ class BridgeMetrics:
     @classmethod
     def create(cls, registry: CollectorRegistry) -> BridgeMetrics:
         return cls(
-            consumed=Counter("bridge_consumed", "Remote records consumed and handled in a committed transaction", registry=registry),
-            produced=Counter("bridge_produced", "Events produced to the local topic (committed)", registry=registry),
-            dead_lettered=Counter("bridge_dead_lettered", "Records produced to the dead-letter topic (committed)", registry=registry),
-            # The same records by the step that refused them (the dlq.stage header): bridge.decode,
-            # bridge.validate, bridge.encode, bridge.normalize. Sums to bridge_dead_lettered_total.
-            dead_lettered_by_stage=Counter(
-                "bridge_dead_lettered_by_stage",
-                "Records produced to the dead-letter topic (committed), by stage",
-                ["stage"],
-                registry=registry,
+            consumed=Counter(
+                "bridge_consumed_records", "Remote records consumed and handled in a committed transaction", registry=registry
             ),
+            produced=Counter("bridge_produced_records", "Events produced to the local topic (committed)", registry=registry),
+            # pipeline_dead_lettered_records_total{hop="bridge", stage}: by the step that refused
+            # them (the dlq.stage header); consumed = produced + dead-lettered.
+            dead_lettered=DeadLetters(registry, "bridge", DLQ_STAGES),
             transactions=Counter("bridge_transactions", "Local transactions by result", ["result"], registry=registry),
             batch_seconds=Histogram(
                 "bridge_batch_seconds",
@@ -46,7 +49,9 @@ class BridgeMetrics:
                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
                 registry=registry,
             ),
-            lag=Gauge("bridge_lag", "Remote end offset minus stored offset, per assigned partition", ["partition"], registry=registry),
+            lag=Gauge(
+                "bridge_lag_records", "Remote end offset minus stored offset, per assigned partition", ["partition"], registry=registry
+            ),
             stored_offset=Gauge(
                 "bridge_stored_offset", "Next remote offset stored per assigned partition", ["partition"], registry=registry
             ),

@@ -29,10 +29,11 @@ import asyncpg
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from etl_api import ledger, runs
+from etl_api.metrics import EtlMetrics
 from etl_api.schema import apply_ddl
 from etl_api.settings import EtlSettings
 from shared.backoff import Backoff
@@ -148,22 +149,10 @@ def parse_hour(text: str, what: str) -> str:
     return ledger.hour_of(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
 
 
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.started = Counter("etl_runs_started", "Runs accepted by POST /runs", ["mode"], registry=self.registry)
-        self.finished = Counter("etl_runs_finished", "Runs that reached a final status", ["status"], registry=self.registry)
-        self.rejected = Counter("etl_runs_rejected_active", "POST /runs refused because a run was active", registry=self.registry)
-        self.active = Gauge("etl_run_processes", "Job processes this API is waiting for", registry=self.registry)
-        self.reconciliation_hours = Gauge(
-            "etl_reconciliation_disagreeing_hours", "Hours late or missing in the last GET /reconciliation", registry=self.registry
-        )
-
-
 class State:
     def __init__(self, settings: EtlSettings) -> None:
         self.settings = settings
-        self.metrics = Metrics()
+        self.metrics = EtlMetrics()
         self.pool: asyncpg.Pool | None = None
         self.launcher: runs.RunLauncher | None = None
         self.ddl_applied = False
@@ -234,9 +223,7 @@ def create_app(settings: EtlSettings) -> FastAPI:
                 async with state.pool.acquire() as conn:
                     applied = await apply_ddl(conn, settings.pg_schema)
                 log.info("DDL applied to schema %s: %s", settings.pg_schema, ", ".join(applied) or "none (all up to date)")
-                state.launcher = runs.RunLauncher(
-                    settings, state.pool, on_finished=lambda _run, st: state.metrics.finished.labels(st).inc()
-                )
+                state.launcher = runs.RunLauncher(settings, state.pool, on_finished=state.metrics.on_finished(state.pool))
                 await state.launcher.reap()
                 state.ddl_applied = True
                 state.not_ready_reason = ""
@@ -345,7 +332,7 @@ def create_app(settings: EtlSettings) -> FastAPI:
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
         launcher = state.launcher
-        state.metrics.active.set(len(launcher.children) if launcher else 0)
+        await state.metrics.refresh(state.pool if state.ddl_applied else None, len(launcher.children) if launcher else 0)
         return PlainTextResponse(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -80,6 +80,7 @@ class Sink(ConsumerRebalanceListener):
         self._give_up_at: float | None = None  # monotonic deadline once SIGTERM arrived
         self._backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
         state.lag = self.lag
+        state.on_scrape = self.lag  # sink_lag_records fresh at every scrape
 
     # ------------------------------------------------------------------ lifecycle
 

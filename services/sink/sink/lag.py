@@ -3,8 +3,9 @@
 Contract: per partition of the topic, the group's committed offset against the end offset (the
 last stable offset: the consumer reads ``read_committed``); a partition without a commit counts
 from its beginning offset (:mod:`shared.kafka`'s one lag rule). Raises (``/lag`` answers 503)
-while no partition of the topic is known. The gauges ``sink_lag_records`` and
-``sink_lag_records_total`` are set as a side effect.
+while no partition of the topic is known. The gauge ``sink_lag_records{partition}`` is set as a
+side effect (``/lag`` and every ``/metrics`` scrape call it; the topic's total is
+``sum(sink_lag_records)`` in PromQL).
 """
 
 from __future__ import annotations
@@ -29,5 +30,4 @@ async def group_lag(
         rows.append({"partition": p.tp.partition, "committed": p.position, "end": p.end, "lag": p.lag})
         metrics.lag.labels(str(p.tp.partition)).set(p.lag)
     total = sum(p.lag for p in lags)
-    metrics.lag_total.set(total)
     return {"topic": topic, "group": group_id, "partitions": rows, "total_lag": total, "caught_up": total == 0}

@@ -1,8 +1,15 @@
-"""The sink's Prometheus metrics, registered on the service's own registry."""
+"""The sink's Prometheus metrics, registered on the service's own registry
+(:func:`shared.metrics.service_registry`). Counters are named without ``_total`` here; they are
+exposed (and documented) with it."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from shared.metrics import DeadLetters
+
+# Every dlq.stage the sink writes (sink.documents STAGE_*): present at 0 from the start.
+DLQ_STAGES = ("sink.decode", "sink.validate", "sink.size", "sink.encode", "sink.write", "sink.conflict", "sink.build")
 
 
 class SinkMetrics:
@@ -13,12 +20,13 @@ class SinkMetrics:
             "sink_duplicate_documents", "Documents already in MongoDB (duplicate _id): redelivered, counted as written", registry=registry
         )
         self.conflicting_duplicates = Counter(
-            "sink_conflicting_duplicates",
+            "sink_conflicting_duplicate_documents",
             "Documents whose _id was already stored with different content (outside the delivery fields): "
             "dead-lettered (stage sink.conflict), the stored one kept",
             registry=registry,
         )
-        self.dead_lettered = Counter("sink_dead_lettered_records", "Records sent to the dead-letter topic", ["stage"], registry=registry)
+        # pipeline_dead_lettered_records_total{hop="sink", stage}, the bridge's counter's name
+        self.dead_lettered = DeadLetters(registry, "sink", DLQ_STAGES)
         self.batch_size = Histogram(
             "sink_batch_size_records",
             "Records per written batch",
@@ -37,8 +45,14 @@ class SinkMetrics:
         self.abandoned = Counter(
             "sink_abandoned_batches", "Batches dropped uncommitted (revocation or shutdown while MongoDB was down)", registry=registry
         )
-        self.lag = Gauge("sink_lag_records", "End offset (last stable) minus committed offset", ["partition"], registry=registry)
-        self.lag_total = Gauge("sink_lag_records_total", "Sum of sink_lag_records over the topic's partitions", registry=registry)
+        # The group's lag, the same from every replica (it is the group's, not this process's):
+        # sum over partitions of max over instances. Refreshed at each scrape (ServiceState.on_scrape).
+        self.lag = Gauge(
+            "sink_lag_records",
+            "End offset (last stable) minus the group's committed offset, per partition",
+            ["partition"],
+            registry=registry,
+        )
         self.buffered = Gauge("sink_buffered_records", "Records fetched and waiting for the next batch", registry=registry)
         # Where a sink's time goes (seconds, summed): tells a slow sink's bottleneck from /metrics.
         # fetch: waiting in the consumer's getmany; build: decoding records into documents (on the

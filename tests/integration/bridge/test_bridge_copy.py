@@ -26,6 +26,7 @@ from tests.integration.bridge.helpers import (
     stored_positions,
     wait_caught_up,
 )
+from tests.support.metrics import sample_sum
 
 COUNT = 3000
 PARTITIONS = 3
@@ -111,9 +112,9 @@ async def test_copies_valid_events_exactly_and_dead_letters_the_bad(
     assert want_bad == {}, "every bad record dead-lettered exactly once"
 
     assert lag["total_lag"] == 0 and sorted(lag["partitions"]) == [str(p) for p in range(PARTITIONS)]
-    assert f"bridge_consumed_total {float(COUNT)}" in metrics
-    assert f"bridge_produced_total {float(len(want_good))}" in metrics
-    assert f"bridge_dead_lettered_total {float(len(dead))}" in metrics
+    assert f"bridge_consumed_records_total {float(COUNT)}" in metrics
+    assert f"bridge_produced_records_total {float(len(want_good))}" in metrics
+    assert sample_sum(metrics, "pipeline_dead_lettered_records_total", hop="bridge") == len(dead)
 
 
 @pytest.mark.timeout(90)
@@ -147,7 +148,7 @@ async def test_in_process_bridge_serves_health_ready_metrics_and_stops(
         try:
             assert (await client.get("/health")).json() == {"status": "ok", "service": "bridge"}
             await wait_caught_up(local_kafka, names.offsets_topic, produced, names.remote_topic, timeout_s=45)
-            caught_up = ('bridge_lag{partition="0"} 0.0', 'bridge_lag{partition="1"} 0.0')
+            caught_up = ('bridge_lag_records{partition="0"} 0.0', 'bridge_lag_records{partition="1"} 0.0')
             for _ in range(50):  # the gauges follow within lag_interval_s
                 metrics = (await client.get("/metrics")).text
                 if (await client.get("/ready")).status_code == 200 and all(g in metrics for g in caught_up):
@@ -157,7 +158,7 @@ async def test_in_process_bridge_serves_health_ready_metrics_and_stops(
             assert all(g in metrics for g in caught_up), metrics
             assert 'bridge_transactions_total{result="committed"}' in metrics
             assert "bridge_batch_seconds_count" in metrics
-            assert f"bridge_dead_lettered_total {float(len(produced.bad()))}" in metrics
+            assert sample_sum(metrics, "pipeline_dead_lettered_records_total", hop="bridge") == len(produced.bad())
             lag = (await client.get("/lag")).json()
             assert lag["total_lag"] == 0
             assert {p: v["stored_offset"] for p, v in lag["partitions"].items()} == {"0": ends[0], "1": ends[1]}

@@ -193,7 +193,7 @@ async def test_a_recreated_topic_is_an_incident_then_resumed_from_earliest_exact
         metrics = (await bridge.get("/metrics")).text
         assert "bridge_source_incident_partitions 3.0" in metrics, metrics
         assert sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("bridge_source_resets_total{")) >= 3
-        assert 'bridge_lag{partition="' not in metrics, "an incident partition has no lag gauge (never a 0)"
+        assert 'bridge_lag_records{partition="' not in metrics, "an incident partition has no lag gauge (never a 0)"
         log_text = bridge.log_path.read_text(errors="replace")
         named = f"source reset incident: topic {topic} partition 0 stored {first_ends[0]}"
         assert any("ERROR" in line and named in line for line in log_text.splitlines()), log_text[-3000:]

@@ -114,8 +114,8 @@ async def test_a_nul_record_between_valid_ones_is_dead_lettered_and_the_sink_kee
     assert m["sink_consumed_records_total"] == 1500
     assert m["sink_written_documents_total"] == 1498
     assert m["sink_duplicate_documents_total"] == 0
-    assert m['sink_dead_lettered_records_total{stage="sink.write"}'] == 2
-    assert m.get("sink_conflicting_duplicates_total", 0) == 0
+    assert m['pipeline_dead_lettered_records_total{hop="sink",stage="sink.write"}'] == 2
+    assert m.get("sink_conflicting_duplicate_documents_total", 0) == 0
     assert sink.get("/ready")[0] == 200
     # Offsets committed to the end: nothing is read again.
     assert await committed_offsets(local_kafka, names.topic, names.group) == await end_offsets(local_kafka, names.topic)
@@ -160,8 +160,8 @@ async def test_a_conflicting_duplicate_is_dead_lettered_and_an_identical_redeliv
         assert "dlq.error.code" not in h
     m = sink.metrics()
     assert m["sink_duplicate_documents_total"] == 1
-    assert m["sink_conflicting_duplicates_total"] == len(conflicting)
-    assert m['sink_dead_lettered_records_total{stage="sink.conflict"}'] == len(conflicting)
+    assert m["sink_conflicting_duplicate_documents_total"] == len(conflicting)
+    assert m['pipeline_dead_lettered_records_total{hop="sink",stage="sink.conflict"}'] == len(conflicting)
     assert m["sink_written_documents_total"] == 300
 
 
