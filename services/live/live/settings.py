@@ -60,6 +60,16 @@ class LiveSettings(ServiceSettings):
     # Recent ETL runs shown on the page.
     etl_runs_limit: int = 10
     pg_timeout_s: float = 5.0
+    # The page's star section: the default date range is the last star_days days up to the last
+    # date with facts (not today); the section re-fetches itself every star_refresh_s seconds.
+    star_days: int = Field(default=7, ge=1, le=366)
+    star_refresh_s: int = Field(default=60, ge=1)
+    # Rows per star-schema breakdown on the page (the API's n goes up to 100).
+    star_top_n: int = Field(default=10, ge=1, le=100)
+    # The one asyncpg pool of the process (page and /api/star/*): at most this many connections,
+    # named so in pg_stat_activity.
+    pg_pool_max: int = Field(default=4, ge=1)
+    pg_application_name: str = "live"
 
     # Service (the other fields are inherited; the backoff is used while Kafka is unreachable at start).
     http_port: int = 8104
