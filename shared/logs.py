@@ -1,17 +1,121 @@
-"""One logging setup for every service: one line per record, key=value, UTC timestamps."""
+"""One logging setup for every service: one line per record, UTC timestamps, in one of two formats.
+
+``LOG_FORMAT`` (unprefixed, the same for every service) chooses it:
+
+- ``text`` (the default, for people): ``2026-05-01T12:00:00.123Z WARNING sink sink.app: message
+  hop=sink partition=3``: the structured fields, if any, follow the message as ``key=value``;
+- ``json`` (for Loki, Elasticsearch …): one JSON object per line with ``ts``, ``level``,
+  ``logger``, ``message``, ``service``, then every structured field, then ``exception`` (the
+  formatted traceback) when the record carries one.
+
+Structured fields are passed with ``extra=`` (``log.warning("…", extra={"hop": "sink",
+"partition": 3})``); their names across the services: ``hop`` (bridge, sink, live, etl), ``topic``,
+``partition``, ``offset`` / ``offsets``, ``run_id``, ``stage``, ``count``. A field named like one
+of the fixed keys is written as ``extra_<name>``. Values that are not JSON go in as ``str()``.
+Fields that hold for the whole process (``hop``; an ETL job's ``run_id``) are given once to
+:func:`setup_logging` (``fields=``) and added to every record that does not set them itself.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
+from collections.abc import Mapping
+from typing import Any
+
+from shared.errors import ConfigError
+
+LOG_FORMATS = ("text", "json")
+FIXED_KEYS = ("ts", "level", "logger", "message", "service")
+# Everything a LogRecord has of its own: what is not in here came from ``extra=``.
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
 
-def setup_logging(service: str, level: str = "INFO") -> None:
-    fmt = f"%(asctime)s.%(msecs)03dZ %(levelname)s {service} %(name)s: %(message)s"
-    formatter = logging.Formatter(fmt, datefmt="%Y-%m-%dT%H:%M:%S")
-    formatter.converter = time.gmtime
+def structured_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields passed to the log call with ``extra=``, in the order given."""
+    return {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRS and not k.startswith("_")}
+
+
+def _utc_iso(created: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+
+
+class TextFormatter(logging.Formatter):
+    """``ts level service logger: message key=value …`` (and the traceback on the lines after)."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{_utc_iso(record.created)} {record.levelname} {self.service} {record.name}: {record.getMessage()}"
+        fields = structured_fields(record)
+        if fields:
+            line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line (see the module docstring)."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": _utc_iso(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "service": self.service,
+        }
+        for key, value in structured_fields(record).items():
+            out[f"extra_{key}" if key in FIXED_KEYS else key] = value
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+def log_format_from_env() -> str:
+    fmt = os.environ.get("LOG_FORMAT", "").strip().lower() or "text"
+    if fmt not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT={os.environ['LOG_FORMAT']!r}: use one of {', '.join(LOG_FORMATS)}")
+    return fmt
+
+
+class ContextFields(logging.Filter):
+    """Adds the process's fields to every record that does not carry them already."""
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.fields = dict(fields)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in self.fields.items():
+            if key not in vars(record):
+                setattr(record, key, value)
+        return True
+
+
+def setup_logging(service: str, level: str = "INFO", log_format: str | None = None, fields: Mapping[str, Any] | None = None) -> None:
+    """Every record of the process to stderr in ``log_format`` (default: ``LOG_FORMAT``, else
+    text), with ``fields`` (e.g. ``{"hop": "sink"}``) on each."""
+    fmt = log_format or log_format_from_env()
+    if fmt not in LOG_FORMATS:
+        raise ConfigError(f"log format {fmt!r}: use one of {', '.join(LOG_FORMATS)}")
     handler = logging.StreamHandler()
-    handler.setFormatter(formatter)
+    handler.setFormatter(JsonFormatter(service) if fmt == "json" else TextFormatter(service))
+    if fields:
+        handler.addFilter(ContextFields(fields))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -19,9 +19,9 @@ Use in a settings class::
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.kafka import KafkaConnection
@@ -57,6 +57,9 @@ class ServiceSettings(BaseSettings):
     http_port: int
     shutdown_timeout_s: float
     log_level: str = "INFO"
+    # text (readable) | json (one object per line, for Loki/ELK): shared.logs. One unprefixed
+    # variable for the whole deployment.
+    log_format: Literal["text", "json"] = Field("text", validation_alias=AliasChoices("LOG_FORMAT"))
 
 
 class ConsumerSettings(ServiceSettings):

@@ -36,7 +36,7 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(0))
     settings = BridgeSettings()
-    setup_logging("bridge", settings.log_level)
+    setup_logging("bridge", settings.log_level, settings.log_format, fields={"hop": "bridge"})
     log.info(
         "starting: %s → %s (remote %s, local %s), settings %s",
         settings.remote_topic,

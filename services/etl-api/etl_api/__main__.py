@@ -13,7 +13,7 @@ from shared.logs import setup_logging
 
 def main() -> None:
     settings = EtlSettings()  # type: ignore[call-arg]
-    setup_logging("etl-api", settings.log_level)
+    setup_logging("etl-api", settings.log_level, settings.log_format, fields={"hop": "etl"})
     logging.getLogger(__name__).info("settings: %s", settings.masked())
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=10)
 

@@ -49,7 +49,6 @@ import os
 import socket
 import sys
 import time
-import traceback
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -371,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", required=True)
     args = parser.parse_args(argv)
     settings = EtlSettings()  # type: ignore[call-arg]
-    setup_logging("etl-job", settings.log_level)
+    setup_logging("etl-job", settings.log_level, settings.log_format, fields={"hop": "etl", "run_id": args.run_id})
     logging.getLogger("py4j").setLevel(logging.WARNING)
     job = Job(settings, args.run_id)
     try:
@@ -380,8 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     except BaseException as exc:
-        log.error("run %s failed: %s", args.run_id, exc)
-        traceback.print_exc()
+        log.error("run %s failed: %s", args.run_id, exc, exc_info=True)  # the traceback: a field in json, lines in text
         # lost ownership / heartbeat: the message says it all; anything else: the exception's type too
         error = str(exc) if isinstance(exc, OwnershipLostError | HeartbeatError) else f"{type(exc).__name__}: {exc}"
         with contextlib.suppress(Exception):

@@ -127,7 +127,7 @@ class RunLauncher:
                 start_new_session=True,
             )
         self.children[run_id] = proc
-        log.info("run %s: job process %d started (log %s)", run_id, proc.pid, log_path)
+        log.info("run %s: job process %d started (log %s)", run_id, proc.pid, log_path, extra={"run_id": run_id})
         task = asyncio.create_task(self._watch(run_id, proc, log_path))
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
@@ -142,7 +142,9 @@ class RunLauncher:
             if code != 0:
                 marked = await mark_failed(conn, run_id, f"job process exited with code {code}\n{tail}")
                 if marked:
-                    log.error("run %s: job process exited with %d; marked failed", run_id, code)
+                    log.error(
+                        "run %s: job process exited with %d; marked failed", run_id, code, extra={"run_id": run_id, "exit_code": code}
+                    )
             else:
                 await mark_failed(conn, run_id, "job process exited 0 without finishing the run")
             row = await conn.fetchrow("SELECT status FROM etl_runs WHERE run_id = $1", run_id)
@@ -168,7 +170,7 @@ class RunLauncher:
                 elif r["silent"] is not None and float(r["silent"]) > timeout:
                     reason = f"orphaned: no heartbeat for {float(r['silent']):.0f}s"
                 if reason and await mark_failed(conn, r["run_id"], reason):
-                    log.error("run %s: %s; marked failed", r["run_id"], reason)
+                    log.error("run %s: %s; marked failed", r["run_id"], reason, extra={"run_id": r["run_id"]})
                     reaped.append(r["run_id"])
                     if self.on_finished:
                         self.on_finished(r["run_id"], "failed")

@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -38,6 +38,7 @@ class EtlSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8103
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field("text", validation_alias=AliasChoices("LOG_FORMAT"))  # shared.logs; API and job processes
 
     # --- warehouse
     pg_schema: str = "public"  # the star schema's PostgreSQL schema (tests use one per test)

@@ -13,7 +13,7 @@ from sink.settings import SinkSettings
 
 def main() -> int:
     settings = SinkSettings()
-    setup_logging("sink", settings.log_level)
+    setup_logging("sink", settings.log_level, settings.log_format, fields={"hop": "sink"})
     state, sink = create_sink(settings)
     asyncio.run(
         run_service(state, sink.run, host=settings.http_host, port=settings.http_port, shutdown_timeout=settings.shutdown_timeout_s)

@@ -63,7 +63,14 @@ def build_batch(
         except InvalidEventError as exc:
             batch.dead_letters.append(DeadLetter(record, exc.stage, exc.error_class, exc.reason))
         except Exception as exc:  # one record never fails the batch: whatever it raises, it is dead-lettered
-            log.warning("record %s/%d/%d could not be built: %r", record.topic, record.partition, record.offset, exc)
+            log.warning(
+                "record %s/%d/%d could not be built: %r",
+                record.topic,
+                record.partition,
+                record.offset,
+                exc,
+                extra={"topic": record.topic, "partition": record.partition, "offset": record.offset, "stage": STAGE_BUILD},
+            )
             batch.dead_letters.append(DeadLetter(record, STAGE_BUILD, type(exc).__name__, str(exc) or repr(exc)))
         else:
             batch.docs.append(doc)
