@@ -7,8 +7,8 @@ HTTP (port ``LIVE_HTTP_PORT``, default 8104), besides ``/health``, ``/ready``, `
 - ``GET /api/views/{products|stores}?start=&end=`` exact counts per window and id for windows
   starting in ``[start, end)``;
 - ``GET /api/top?minutes=&until=&n=`` one top-N;
-- ``GET /api/star`` the star-schema breakdowns and recent ETL runs;
-- ``GET /`` the page; ``GET /partials/live`` its live section (what the page re-fetches).
+- ``GET /api/star/{range,top,views,runs}`` the star schema for a date range and filters (:mod:`live.star_api`);
+- ``GET /`` the page; ``GET /partials/live`` and ``/partials/star`` its two sections (what it re-fetches).
 
 The faust app runs in this process and event loop; the routes read its in-memory tables
 directly, so a number on the page is the table's value at the moment of the request.
@@ -29,9 +29,11 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse, Response
 
 from live.counting import WindowEntry, counts_by_window, iso, parse_iso, series, top_n, totals, window_start
-from live.page import live_section, render_page
+from live.models import LiveSnapshot
+from live.page import live_section, render_page, star_section_html
 from live.settings import LiveSettings
-from live.star import read_star
+from live.star import StarReader, StarUnavailable
+from live.star_api import FromParam, LabelParam, RangeError, StarSection, ToParam, star_router, star_section
 from live.streams import PRODUCT_TABLE, STORE_TABLE, LiveCounters, changelog_topics, prepare_topics
 from live.view import ChangelogView
 from shared.backoff import Backoff
@@ -118,12 +120,23 @@ class LiveReader:
         return {
             "until": iso(end),
             "window_s": w,
+            "retention_s": self.settings.retention_s,
             "events_seen": self.counters.events_seen,
             "views_counted": self.counters.views_counted,
             "views_redelivered": self.counters.views_redelivered,
             "views_per_minute": [{"window_start": iso(ws), "views": views} for ws, views in series(by_window, start, end, w)],
+            "views_per_hour": self.hours(end),
             "top": [self.top(span_min, until) for span_min in self.settings.top_spans_min],
         }
+
+    def hours(self, end: int) -> list[dict[str, Any]]:
+        """Views per whole UTC hour, from the hour holding ``end - retention`` (older windows are
+        gone) to the hour holding the last window before ``end``."""
+        first = window_start(end - self.settings.retention_s, 3600)
+        hours = dict.fromkeys(range(first, end, 3600), 0)
+        for ws, ids in counts_by_window(self.store_entries(), first, end).items():
+            hours[window_start(ws, 3600)] += sum(ids.values())
+        return [{"window_start": iso(h), "views": views} for h, views in sorted(hours.items())]
 
     def views(self, table: Literal["products", "stores"], start: str, end: str) -> dict[str, Any]:
         try:
@@ -138,46 +151,92 @@ class LiveReader:
         }
 
 
-def create_app(settings: LiveSettings, state: ServiceState, reader: LiveReader) -> FastAPI:
+def create_app(settings: LiveSettings, state: ServiceState, reader: LiveReader, star: StarReader | None = None) -> FastAPI:
+    """The HTTP app. ``star``: the process's one star-schema reader (its pool); a new one when None."""
     app = create_http_app(state)
-
-    async def star() -> dict[str, Any]:
+    app.title, app.description = "live: product views, live and from the star schema", __doc__ or ""
+    if star is None:
         dsn = settings.postgres_dsn.get_secret_value() if settings.postgres_dsn else None
-        snapshot = await read_star(dsn, settings.pg_schema, runs_limit=settings.etl_runs_limit, timeout_s=settings.pg_timeout_s)
-        return snapshot.as_json()
+        star = StarReader(
+            dsn,
+            settings.pg_schema,
+            timeout_s=settings.pg_timeout_s,
+            pool_max=settings.pg_pool_max,
+            application_name=settings.pg_application_name,
+        )
+    stars: StarReader = star
+    app.state.star = stars
+    app.include_router(star_router(stars, days=settings.star_days, runs_limit=settings.etl_runs_limit))
 
-    @app.get("/api/live")
-    async def api_live(until: Until = None, minutes: Minutes = None) -> dict[str, Any]:
+    async def live_snapshot(until: str | None, minutes: int | None) -> LiveSnapshot:
         await reader.sync()
-        return reader.live(until, minutes)
+        snapshot = LiveSnapshot.model_validate(reader.live(until, minutes))
+        ids = sorted({p.product_id for top in snapshot.top for p in top.products})
+        try:
+            names = await stars.product_names(ids)
+        except StarUnavailable:
+            names = {}  # the counts do not depend on PostgreSQL: shown without names
+        for top in snapshot.top:
+            for product in top.products:
+                product.name = names.get(product.product_id)
+        return snapshot
 
-    @app.get("/api/top")
+    async def section(date_from: str | None, date_to: str | None, country: str | None, device: str | None) -> StarSection:
+        try:
+            return await star_section(
+                stars,
+                days=settings.star_days,
+                runs_limit=settings.etl_runs_limit,
+                n=settings.star_top_n,
+                date_from=date_from,
+                date_to=date_to,
+                country=country,
+                device=device,
+            )
+        except RangeError as exc:
+            raise HTTPException(422, str(exc)) from exc
+
+    @app.get("/api/live", response_model=LiveSnapshot, tags=["live"], summary="Views per minute and per hour, top products")
+    async def api_live(until: Until = None, minutes: Minutes = None) -> LiveSnapshot:
+        return await live_snapshot(until, minutes)
+
+    @app.get("/api/top", tags=["live"], summary="One live top-N over the last `minutes`")
     async def api_top(
         minutes: Annotated[int, Query(ge=1, le=24 * 60)] = 5, until: Until = None, n: Annotated[int, Query(ge=1, le=1000)] = 10
     ) -> dict[str, Any]:
         await reader.sync()
         return reader.top(minutes, until, n)
 
-    @app.get("/api/views/{table}")
+    @app.get("/api/views/{table}", tags=["live"], summary="Exact live counts per window and id")
     async def api_views(table: Literal["products", "stores"], start: str, end: str) -> dict[str, Any]:
         await reader.sync()
         return reader.views(table, start, end)
 
-    @app.get("/api/star")
-    async def api_star() -> dict[str, Any]:
-        return await star()
-
-    @app.get("/partials/live", response_class=HTMLResponse)
+    @app.get("/partials/live", response_class=HTMLResponse, include_in_schema=False)
     async def partial_live(until: Until = None, minutes: Minutes = None) -> str:
-        await reader.sync()
-        return live_section(reader.live(until, minutes))
+        return live_section(await live_snapshot(until, minutes))
 
-    @app.get("/", response_class=HTMLResponse)
-    async def page(until: Until = None, minutes: Minutes = None) -> str:
-        await reader.sync()
-        return render_page(reader.live(until, minutes), await star(), refresh_s=settings.refresh_s)
+    @app.get("/partials/star", response_class=HTMLResponse, include_in_schema=False)
+    async def partial_star(
+        date_from: FromParam = None, date_to: ToParam = None, country: LabelParam = None, device: LabelParam = None
+    ) -> str:
+        return star_section_html(await section(date_from, date_to, country, device))
 
-    @app.get("/favicon.ico")
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page(
+        until: Until = None,
+        minutes: Minutes = None,
+        date_from: FromParam = None,
+        date_to: ToParam = None,
+        country: LabelParam = None,
+        device: LabelParam = None,
+    ) -> str:
+        star_data = await section(date_from, date_to, country, device)
+        return render_page(
+            await live_snapshot(until, minutes), star_data, refresh_s=settings.refresh_s, star_refresh_s=settings.star_refresh_s
+        )
+
+    @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:
         return Response(status_code=204)
 
@@ -213,6 +272,7 @@ async def run(settings: LiveSettings) -> None:
     state.lag = lambda: consumer_lag(settings)
     reader = LiveReader(settings)
     app = create_app(settings, state, reader)
+    star: StarReader = app.state.star
 
     async def worker(stop: asyncio.Event) -> None:
         partitions = await _prepare_with_retry(settings, state, stop)
@@ -248,9 +308,12 @@ async def run(settings: LiveSettings) -> None:
             await counters.stop()
             await view.stop()
 
-    await run_service(
-        state, worker, host=settings.http_host, port=settings.http_port, shutdown_timeout=settings.shutdown_timeout_s, app=app
-    )
+    try:
+        await run_service(
+            state, worker, host=settings.http_host, port=settings.http_port, shutdown_timeout=settings.shutdown_timeout_s, app=app
+        )
+    finally:
+        await star.close()  # the process's one PostgreSQL pool
 
 
 async def _prepare_with_retry(settings: LiveSettings, state: ServiceState, stop: asyncio.Event) -> int | None:

@@ -77,11 +77,20 @@ def column_chart(
     return f'<figure id="{_attr(chart_id)}" class="chart"><figcaption>{escape(title)}</figcaption>{"".join(parts)}</figure>'
 
 
-def bar_chart(chart_id: str, title: str, points: Sequence[tuple[str, int]], *, width: int = 720, row_h: int = 22) -> str:
-    """Horizontal bars for categories, largest first. ``points``: (label, value)."""
+def bar_chart(
+    chart_id: str,
+    title: str,
+    points: Sequence[tuple[str, int]],
+    *,
+    keys: Sequence[str] | None = None,
+    width: int = 720,
+    row_h: int = 22,
+) -> str:
+    """Horizontal bars for categories, largest first. ``points``: (label, value); ``keys``: an id
+    per point (``data-key``, e.g. the product id next to its name in the label)."""
     if not points:
         return f'<figure id="{_attr(chart_id)}" class="chart"><figcaption>{escape(title)}</figcaption>{EMPTY}</figure>'
-    label_w, value_w = 220, 70
+    label_w, value_w = 300, 70
     plot_w = width - label_w - value_w
     height = row_h * len(points) + 6
     x_max = max(1, *(value for _, value in points))
@@ -89,10 +98,11 @@ def bar_chart(chart_id: str, title: str, points: Sequence[tuple[str, int]], *, w
     for i, (label, value) in enumerate(points):
         y = 3 + i * row_h
         w = plot_w * value / x_max
-        shown = label if len(label) <= 32 else label[:31] + "…"
+        shown = label if len(label) <= 44 else label[:43] + "…"
         parts.append(f'<text x="{label_w - 6}" y="{y + row_h * 0.65:.1f}" text-anchor="end" font-size="12">{escape(shown)}</text>')
+        key = f' data-key="{_attr(keys[i])}"' if keys is not None else ""
         parts.append(
-            f'<rect class="point" data-label="{_attr(label)}" data-value="{value}" x="{label_w}" y="{y + 2}" '
+            f'<rect class="point" data-label="{_attr(label)}"{key} data-value="{value}" x="{label_w}" y="{y + 2}" '
             f'width="{w:.1f}" height="{row_h - 6}" fill="{BAR}"><title>{escape(label)}: {value}</title></rect>'
         )
         parts.append(f'<text x="{label_w + w + 4:.1f}" y="{y + row_h * 0.65:.1f}" font-size="12">{value}</text>')

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 
 from live.charts import EMPTY, bar_chart, column_chart
-from live.page import render_page
+from live.models import DayViews, LiveSnapshot, StarTop, StarViews, TopItem
+from live.page import filter_form, render_page, star_section_html
+from live.star import DataRange, Dimension, StarFilter
+from live.star_api import StarRequest, StarSection
 
 POINT = re.compile(r'<rect class="point" data-label="([^"]*)" data-value="(\d+)"')
 
@@ -27,18 +31,54 @@ def test_empty_charts_say_no_data_yet() -> None:
     assert EMPTY in bar_chart("b", "Top", [])
 
 
-def test_page_renders_with_an_empty_star_schema() -> None:
-    live = {
+LIVE = LiveSnapshot.model_validate(
+    {
         "until": "2026-11-27T10:03:00Z",
         "window_s": 60,
+        "retention_s": 7200,
         "events_seen": 0,
         "views_counted": 0,
+        "views_redelivered": 0,
         "views_per_minute": [{"window_start": "2026-11-27T10:02:00Z", "views": 0}],
-        "top": [{"span_minutes": 5, "products": []}],
+        "views_per_hour": [{"window_start": "2026-11-27T10:00:00Z", "views": 0}],
+        "top": [{"span_minutes": 5, "window_start": "2026-11-27T09:58:00Z", "window_end": "2026-11-27T10:03:00Z", "products": []}],
     }
-    star = {"breakdowns": {k: [] for k in ("views_per_day", "views_per_country", "views_per_referrer_medium", "views_per_device_type")}}
-    html = render_page(live, star | {"etl_runs": [], "error": "no POSTGRES_DSN configured"}, refresh_s=5)
-    assert html.count(EMPTY) == 6  # live minutes, top-5, four star plots
+)
+KEYED = re.compile(r'<rect class="point" data-label="([^"]*)" data-key="([^"]*)" data-value="(\d+)"')
+
+
+def test_page_renders_with_an_empty_star_schema() -> None:
+    star = StarSection(None, {}, None, [], error="no POSTGRES_DSN configured")
+    html = render_page(LIVE, star, refresh_s=5, star_refresh_s=60)
+    assert html.count(EMPTY) == 8  # live minutes and hours, top-5, star days and four breakdowns
     assert '<p class="empty" id="etl-runs">no data yet</p>' in html
-    assert "every=5*1000" in html
+    assert '<p class="muted error" id="star-range">star schema: no POSTGRES_DSN configured</p>' in html
+    assert "every('live','/partials/live',5,'data-refreshes');" in html
+    assert "every('star-body','/partials/star',60,'data-star-refreshes');" in html
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")  # nothing loaded from elsewhere
+    assert "https://" not in html and "src=" not in html
+
+
+def test_star_section_names_products_next_to_their_ids_and_keeps_the_filters() -> None:
+    data = DataRange(date(2026, 11, 1), date(2026, 11, 22), ["France", 'Côte "d\'Ivoire"'], ["desktop"])
+    flt = StarFilter(date(2026, 11, 20), date(2026, 11, 22), 'Côte "d\'Ivoire"', None)
+    req = StarRequest(flt, data, 'Côte "d\'Ivoire"', None)
+    echo = req.echo()
+    top: dict[Dimension, StarTop] = {
+        "product": StarTop(
+            dimension="product",
+            items=[TopItem(key="p1", name="Glamira Ring Viktor", views=7), TopItem(key="p2", name="p2", views=3)],
+            **echo,
+        ),
+        "device": StarTop(dimension="device", items=[TopItem(key="desktop", name="desktop", views=10)], **echo),
+    }
+    views = StarViews(points=[DayViews(day=date(2026, 11, 20), views=4), DayViews(day=date(2026, 11, 21), views=6)], **echo)
+    html = star_section_html(StarSection(req, top, views, []))
+    products = html[html.index('id="star-products"') : html.index('id="star-countries"')]
+    assert KEYED.findall(products) == [("Glamira Ring Viktor (p1)", "p1", "7"), ("p2", "p2", "3")]
+    days = html[html.index('id="star-days"') : html.index('id="star-products"')]
+    assert POINT.findall(days) == [("2026-11-20", "4"), ("2026-11-21", "6")]
+    assert 'data-from="2026-11-20" data-to="2026-11-22"' in html
+    form = filter_form(StarSection(req, top, views, []))
+    assert '<option value="Côte &quot;d&#x27;Ivoire&quot;" selected>' in form
+    assert '<input type="date" name="from" value="2026-11-20" min="2026-11-01" max="2026-11-22">' in form
