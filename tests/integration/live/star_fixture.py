@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass
+from datetime import date, timedelta
+
 import asyncpg
 
 DDL = """
@@ -47,13 +51,18 @@ INSERT INTO {s}.etl_runs (run_id, mode, status, requested_at, started_at, finish
     ('00000000-0000-0000-0000-000000000003', 'incremental', 'running', '2026-11-22 12:00Z', '2026-11-22 12:00:01Z', NULL, NULL);
 """
 
-# What the page and /api/star must show for ROWS, worked out by hand.
-EXPECTED_BREAKDOWNS = {
-    "views_per_day": [("2026-11-20", 15), ("2026-11-21", 10), ("2026-11-22", 20)],
-    "views_per_country": [("Italy", 20), ("France", 17), ("Germany", 5), ("99", 3)],
-    "views_per_referrer_medium": [("search", 30), ("social", 12), ("unknown", 3)],
-    "views_per_device_type": [("mobile", 25), ("desktop", 17), ("tablet", 3)],
+# What the star API must answer for ROWS, worked out by hand (the facts span 2026-11-20..22).
+LAST_DAY = date(2026, 11, 22)
+EXPECTED_RANGE = {"first": date(2026, 11, 20), "last": LAST_DAY, "countries": ["Italy", "France", "Germany", "99"]}
+EXPECTED_RANGE["devices"] = ["mobile", "desktop", "tablet"]
+# The default range (the 7 days up to 2026-11-22) holds every fact: (key, name, views).
+EXPECTED_TOP = {
+    "product": [("p2", "necklace", 25), ("p1", "ring", 20)],
+    "country": [("Italy", "Italy", 20), ("France", "France", 17), ("Germany", "Germany", 5), ("99", "99", 3)],
+    "medium": [("search", "search", 30), ("social", "social", 12), ("unknown", "unknown", 3)],
+    "device": [("mobile", "mobile", 25), ("desktop", "desktop", 17), ("tablet", "tablet", 3)],
 }
+EXPECTED_DAYS = [(date(2026, 11, d), 0) for d in range(16, 20)] + [(date(2026, 11, 20), 15), (date(2026, 11, 21), 10), (LAST_DAY, 20)]
 EXPECTED_RUN_STATUSES = ["running", "failed", "succeeded"]  # newest first
 
 
@@ -73,3 +82,72 @@ async def drop_schema(dsn: str, schema: str) -> None:
         await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     finally:
         await conn.close()
+
+
+@dataclass(frozen=True)
+class Fact:
+    day: date
+    product_id: str
+    product_name: str | None
+    store_id: str
+    country_name: str | None
+    referrer_type: str | None
+    device_type: str | None
+    views: int
+
+
+async def create_random_star(dsn: str, schema: str, *, seed: int, last: date, days: int = 40) -> list[Fact]:
+    """A demo-sized star (about 2 000 facts over ``days`` days up to ``last``, some days without
+    facts, unnamed products/countries and NULL media/device types among them) in the seed DDL.
+    Returns the facts as written, for the test's own arithmetic."""
+    rng = random.Random(seed)
+    products = [(f"p{i:03d}", None if i % 13 == 5 else f"Glamira {rng.choice(['Ring', 'Pendant', 'Bracelet'])} {i:03d}") for i in range(60)]
+    countries = [("6", "France"), ("7", "Germany"), ("12", "Italy"), ("25", "Spain"), ("29", "Poland"), ("41", "Austria"), ("99", None)]
+    media = [("https://www.google.com/", "search"), ("https://facebook.com/", "social"), ("https://mail.example/", "email")]
+    media += [("https://ads.example/?gclid=1", "paid"), ("", None)]
+    devices = [(f"d{i}", t) for i, t in enumerate(["desktop", "mobile", "tablet", "bot", None])]
+    all_days = [last - timedelta(days=i) for i in range(days)]
+    used_days = [d for i, d in enumerate(all_days) if i == 0 or i % 9 != 4]  # a few days without facts
+    cells: dict[tuple[date, int, int, int, int], int] = {}
+    for _ in range(2400):
+        day, product, country = rng.choice(used_days), int(len(products) * rng.random() ** 2), rng.randrange(len(countries))
+        cells[(day, product, country, rng.randrange(len(media)), rng.randrange(len(devices)))] = rng.randint(1, 40)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(DDL.format(s=schema))
+        await conn.executemany(
+            f"INSERT INTO {schema}.dim_date (date_key, date, year, month, day, day_of_week, week_of_year, quarter) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            [
+                (int(d.strftime("%Y%m%d")), d, d.year, d.month, d.day, d.isoweekday(), d.isocalendar()[1], (d.month - 1) // 3 + 1)
+                for d in all_days
+            ],
+        )
+        await conn.executemany(
+            f"INSERT INTO {schema}.dim_product (product_key, product_id, product_name) VALUES ($1, $2, $3)",
+            [(i + 1, pid, name) for i, (pid, name) in enumerate(products)],
+        )
+        await conn.executemany(
+            f"INSERT INTO {schema}.dim_country (country_key, store_id, country_name) VALUES ($1, $2, $3)",
+            [(i + 1, sid, name) for i, (sid, name) in enumerate(countries)],
+        )
+        await conn.executemany(
+            f"INSERT INTO {schema}.dim_referrer (referrer_key, referrer_url, referrer_type) VALUES ($1, $2, $3)",
+            [(i + 1, url, medium) for i, (url, medium) in enumerate(media)],
+        )
+        await conn.executemany(
+            f"INSERT INTO {schema}.dim_device (device_key, device_id, device_type) VALUES ($1, $2, $3)",
+            [(i + 1, did, dtype) for i, (did, dtype) in enumerate(devices)],
+        )
+        await conn.executemany(
+            f"INSERT INTO {schema}.fact_product_views (date_key, product_key, country_key, referrer_key, device_key, view_count) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            [(int(d.strftime("%Y%m%d")), p + 1, c + 1, m + 1, v + 1, n) for (d, p, c, m, v), n in cells.items()],
+        )
+        await conn.execute(ROWS[ROWS.index("INSERT INTO {s}.etl_runs") :].format(s=schema))
+    finally:
+        await conn.close()
+    return [
+        Fact(d, products[p][0], products[p][1], countries[c][0], countries[c][1], media[m][1], devices[v][1], n)
+        for (d, p, c, m, v), n in cells.items()
+    ]
