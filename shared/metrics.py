@@ -3,6 +3,7 @@
 - :func:`service_registry`: a service's own registry with prometheus_client's default
   collectors, so every ``/metrics`` also answers ``process_*`` (CPU, memory, open fds, start
   time) and ``python_*`` (interpreter, gc) like any Python service an operator already scrapes.
+- :func:`ready_gauge`: ``pipeline_service_ready`` (0/1), the readiness ``GET /ready`` answers.
 - :class:`DeadLetters`: ``pipeline_dead_lettered_records_total{hop, stage}``, the same name in
   every hop that dead-letters (bridge, sink), every known stage present at 0 from the start (so
   ``increase()`` sees the first dead letter and a dashboard shows every stage).
@@ -20,10 +21,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+
+READY = "pipeline_service_ready"
+"""Gauge, 1 while the service's ``GET /ready`` would answer 200, else 0 (what the NotReady alert reads)."""
 
 DEAD_LETTERED = "pipeline_dead_lettered_records"
 """Counter name in code; exposed and documented as ``pipeline_dead_lettered_records_total``."""
@@ -63,6 +67,8 @@ UNITS = frozenset(
 the thing counted (``etl_runs_started_total``). ``process_*``/``python_*`` are prometheus_client's
 and exempt."""
 BASE_UNITS = frozenset({"seconds", "bytes", "ratio"})
+BOOLEANS = frozenset({"ready"})
+"""A gauge whose last word is one of these is 0 or 1 (like Prometheus' own ``up``)."""
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 _FORBIDDEN_UNITS = re.compile(r"_(ms|milliseconds|millis|us|microseconds|minutes|hours_total|kb|mb|kilobytes|megabytes|percent)(_|$)")
@@ -70,12 +76,22 @@ _SUFFIXES = ("_total", "_created", "_bucket", "_sum", "_count", "_gcount", "_gsu
 
 
 def service_registry() -> CollectorRegistry:
-    """A new registry with the process, platform and gc collectors registered on it."""
+    """A new registry with the process, platform and gc collectors registered on it.
+
+    Also turns off prometheus_client's ``*_created`` samples for the process: in the Prometheus
+    text format each is one more gauge series per counter/histogram child, which nothing here
+    queries and which a name check would have to explain away."""
+    disable_created_metrics()
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
+
+
+def ready_gauge(registry: CollectorRegistry) -> Gauge:
+    """``pipeline_service_ready`` on ``registry`` (set it, or give it a function)."""
+    return Gauge(READY, "1 while GET /ready answers 200 (connected, not backing off), else 0", registry=registry)
 
 
 class DeadLetters:
@@ -119,7 +135,7 @@ def convention_problems(family: str, kind: str) -> list[str]:
         problems.append("not a base unit (seconds, bytes) or a plain count")
     words = name.split("_")
     if not name.startswith(("process_", "python_")):
-        if not UNITS.intersection(words):
+        if not UNITS.intersection(words) and not (kind == "gauge" and words[-1] in BOOLEANS):
             problems.append(f"no unit or counted thing in the name ({', '.join(sorted(UNITS))})")
         for base in BASE_UNITS.intersection(words[:-1]):
             problems.append(f"the base unit {base!r} must be the last word")

@@ -26,7 +26,7 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from shared.metrics import service_registry
+from shared.metrics import ready_gauge, service_registry
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ class ServiceState:
     # Awaited (bounded by SCRAPE_REFRESH_S, errors ignored) before each /metrics answer: gauges
     # that need a broker round trip (the sink's lag) are fresh at every scrape.
     on_scrape: Callable[[], Awaitable[Any]] | None = None
+
+    def __post_init__(self) -> None:
+        ready_gauge(self.registry).set_function(lambda: 1.0 if self.ready else 0.0)
 
     def set_ready(self) -> None:
         if not self.ready:

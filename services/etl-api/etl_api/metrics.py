@@ -28,7 +28,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter, Gauge, Histogram
 
-from shared.metrics import service_registry
+from shared.metrics import ready_gauge, service_registry
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class EtlMetrics:
         self.started = Counter("etl_runs_started", "Runs accepted by POST /runs", ["mode"], registry=registry)
         self.finished = Counter("etl_runs_finished", "Runs that reached a final status", ["status"], registry=registry)
         self.rejected = Counter("etl_runs_rejected_active", "POST /runs refused because a run was active", registry=registry)
+        self.ready = ready_gauge(registry)  # set at each scrape: DDL applied and PostgreSQL answering
         self.active = Gauge("etl_run_processes", "Job processes this API is waiting for", registry=registry)
         self.reconciliation_hours = Gauge(
             "etl_reconciliation_disagreeing_hours", "Hours late or missing in the last GET /reconciliation", registry=registry
@@ -90,8 +91,10 @@ class EtlMetrics:
         self._observing: set[asyncio.Task[None]] = set()
 
     async def refresh(self, pool: asyncpg.Pool | None, active_processes: int) -> None:
-        """Freshness gauges from PostgreSQL (bounded; on failure the last values stay)."""
+        """Freshness gauges from PostgreSQL (bounded; on failure the last values stay) and
+        ``pipeline_service_ready``: 1 when ``pool`` (given once the DDL is applied) answers."""
         self.active.set(active_processes)
+        self.ready.set(0)
         if pool is None:
             return
         try:
@@ -100,6 +103,7 @@ class EtlMetrics:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             log.debug("metrics refresh: %s: %s", type(exc).__name__, exc)
             return
+        self.ready.set(1)
         self.watermark_age.set(math.nan if row["watermark_age"] is None else row["watermark_age"])
         self.last_success.set(row["last_success"] or 0.0)
 

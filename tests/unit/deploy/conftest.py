@@ -98,3 +98,11 @@ def resolved_compose() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def env_example() -> dict[str, EnvEntry]:
     return parse_env_example(ENV_EXAMPLE.read_text())
+
+
+@pytest.fixture(scope="session")
+def resolved_monitoring() -> dict[str, Any]:
+    """The same with the ``monitoring`` profile: every service, Prometheus and Grafana included."""
+    res = run_compose("--profile", "monitoring", "config", "--format", "json", env_file=ENV_EXAMPLE)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)

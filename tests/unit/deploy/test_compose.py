@@ -63,9 +63,10 @@ def test_compose_refuses_to_start_without_the_secrets(tmp_path: Path, compose_te
 # ---------------------------------------------------------------- health and start order
 
 
-@pytest.mark.parametrize("model_name", ["raw_compose", "resolved_compose"])
+@pytest.mark.parametrize("model_name", ["raw_compose", "resolved_compose", "resolved_monitoring"])
 def test_every_long_running_service_has_a_healthcheck(model_name: str, request: pytest.FixtureRequest) -> None:
-    """Checked on the file as PyYAML reads it and on the model the Compose CLI builds."""
+    """Checked on the file as PyYAML reads it and on the models the Compose CLI builds (without
+    and with the monitoring profile)."""
     model = request.getfixturevalue(model_name)
     oneshot = one_shots(model)
     assert oneshot == {"kafka-init", "airflow-init"}
@@ -390,7 +391,9 @@ def test_broker_entrypoint_writes_the_jaas_file(tmp_path: Path) -> None:
     assert missing.returncode != 0
 
 
-def test_service_healthchecks_hit_health_on_the_services_own_port(resolved_compose: dict[str, Any]) -> None:
+def test_service_healthchecks_hit_ready_on_the_services_own_port(resolved_compose: dict[str, Any]) -> None:
+    """compose: ``/ready`` ("healthy" = able to work, what ``up --wait`` and depends_on wait for);
+    the image's own HEALTHCHECK (``docker run``) uses the same port variable."""
     from tests.unit.deploy.envspec import load_settings, settings_env_vars
 
     port_var = {"bridge": "BRIDGE_HTTP_PORT", "sink": "SINK_HTTP_PORT", "etl-api": "ETL_PORT", "live": "LIVE_HTTP_PORT"}
@@ -398,6 +401,6 @@ def test_service_healthchecks_hit_health_on_the_services_own_port(resolved_compo
     for name, var in port_var.items():
         default = {v.name: v.default for v in settings_env_vars(settings[name])}[var]
         test = " ".join(services(resolved_compose)[name]["healthcheck"]["test"])
-        assert f"os.environ.get('{var}', '{default}')" in test and "/health" in test, (name, test)
+        assert f"os.environ.get('{var}', '{default}')" in test and "/ready'" in test and "/health" not in test, (name, test)
         dockerfile = (REPO / "services" / name / "Dockerfile").read_text()
         assert f"os.environ.get('{var}', '{default}')" in dockerfile, name
