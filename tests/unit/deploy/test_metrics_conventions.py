@@ -269,3 +269,28 @@ def test_prometheus_scrapes_every_service_and_its_replicas(resolved_monitoring: 
     mounts = {v["target"]: v for v in resolved_monitoring["services"]["prometheus"]["volumes"]}
     assert Path(mounts["/etc/prometheus"]["source"]).resolve() == PROMETHEUS_DIR and mounts["/etc/prometheus"]["read_only"]
     assert "--config.file=/etc/prometheus/prometheus.yml" in resolved_monitoring["services"]["prometheus"]["command"]
+
+
+def test_the_registries_the_services_build_expose_exactly_the_documented_names() -> None:
+    """Without a broker: the registry each service builds (ServiceState's for bridge and sink,
+    EtlMetrics' for etl-api) against the documented list; the integration test scrapes the
+    running processes."""
+    from bridge.metrics import BridgeMetrics
+    from etl_api.metrics import EtlMetrics
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+    from sink.metrics import SinkMetrics
+
+    from shared.service import ServiceState
+
+    bridge, sink = ServiceState("bridge"), ServiceState("sink")
+    BridgeMetrics.create(bridge.registry)
+    SinkMetrics(sink.registry)
+    registries = {"bridge": bridge.registry, "sink": sink.registry, "etl-api": EtlMetrics().registry}
+    docs = documented()
+    for service, registry in registries.items():
+        exposed = {}
+        for fam in text_string_to_metric_families(generate_latest(registry).decode()):
+            assert convention_problems(fam.name, fam.type) == [], (service, fam.name)
+            exposed[f"{fam.name}_total" if fam.type == "counter" else fam.name] = fam.type
+        assert exposed == {name: row["type"] for name, row in docs.items() if service in row["services"]}, service
