@@ -1,4 +1,4 @@
-"""PostgreSQL: the server from Debian's packages, its data directory, the pipeline role and databases; the JDBC driver Spark uses."""
+"""PostgreSQL: the server from Debian's packages, its data directory, the pipeline and analyst roles, the databases; Spark's JDBC driver."""
 
 from __future__ import annotations
 
@@ -133,6 +133,21 @@ def pg_bootstrap_sql(env: dict[str, str]) -> None:
         exists = run([*psql, "-d", "postgres", "-c", f"SELECT 1 FROM pg_database WHERE datname='{db}'"]).stdout.strip()
         if not exists:
             run([*psql, "-d", "postgres", "-c", f"CREATE DATABASE {db} OWNER pipeline"])
+    # The star schema's read-only role (sql/009_roles.sql grants it SELECT on the star and the
+    # views of each schema the ETL creates); a superuser creates it so the ETL's role needs no
+    # CREATEROLE. Its password: ANALYST_PASSWORD of stack.env (ANALYST_POSTGRES_DSN uses it).
+    analyst_pw = env["ANALYST_PASSWORD"].replace("'", "''")
+    run(
+        [
+            *psql,
+            "-d",
+            "postgres",
+            "-c",
+            "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='analyst') THEN "
+            f"CREATE ROLE analyst LOGIN PASSWORD '{analyst_pw}' NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION; "
+            f"ELSE ALTER ROLE analyst LOGIN PASSWORD '{analyst_pw}'; END IF; END$$;",
+        ]
+    )
 
 
 def pg_ready() -> bool:
