@@ -119,7 +119,9 @@ def decode(value: bytes | None) -> dict[str, Any]:
             value.decode("utf-8")
         except UnicodeDecodeError as uexc:
             raise _invalid(f"not UTF-8: {uexc}", "NotUTF8", STAGE_DECODE) from None
-        if "recursion" in str(exc):  # JSON, but deeper than orjson reads (1 024 levels)
+        # JSON, but deeper than orjson reads (1 024 levels): orjson < 3.12 says "recursion depth
+        # exceeded", 3.12+ "depth limit exceeded".
+        if "recursion" in str(exc) or "depth limit" in str(exc):
             raise _invalid(f"objects/arrays nested more than {MAX_EVENT_DEPTH} levels deep ({exc})", "TooDeep") from None
         raise _invalid(f"not JSON: {exc}", "NotJSON", STAGE_DECODE) from None
     if not isinstance(doc, dict):

@@ -62,22 +62,32 @@ def resolve_args(text: str, instrs: list[tuple[str, str]]) -> str:
     return re.sub(r"\$\{?(\w+)\}?", lambda m: defaults.get(m[1], m[0]), text)
 
 
-def installed_packages(instrs: list[tuple[str, str]]) -> list[str]:
-    """The distributions named in the ``pip install --constraint …lock.txt`` of the build stage."""
+def installed_packages(service: str, instrs: list[tuple[str, str]]) -> list[str]:
+    """The distributions the build stage installs: ``pip install --require-hashes -r`` of the image's
+    lock, requirements/images/<service>.txt; returns the names its .in asks for."""
     runs = [a for w, a in instrs if w == "RUN" and "pip install" in a]
     assert len(runs) == 1, runs
-    run = runs[0]
-    assert re.search(r"--constraint /tmp/lock\.txt", run), "versions must come from the lock file"
-    tail = run.split("--constraint /tmp/lock.txt", 1)[1].split("&&")[0]
-    return tail.split()
+    assert re.search(r"pip install --no-cache-dir --require-hashes --no-deps -r /tmp/requirements\.txt", runs[0]), runs[0]
+    assert ("COPY", f"requirements/images/{service}.txt /tmp/requirements.txt") in instrs
+    source = (REPO / "requirements/images" / f"{service}.in").read_text().splitlines()
+    return [line.strip() for line in source if line.strip() and not line.startswith(("#", "-c"))]
+
+
+def image_lock_pins(service: str) -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "requirements/images" / f"{service}.txt").read_text().splitlines():
+        if "==" in line and not line.startswith(("#", " ")):
+            name, version = line.split("==", 1)
+            pins[_norm(name)] = version.split()[0].strip()
+    return pins
 
 
 def lock_pins() -> dict[str, str]:
     pins = {}
     for line in (REPO / "requirements/lock.txt").read_text().splitlines():
-        if "==" in line and not line.startswith("#"):
+        if "==" in line and not line.startswith(("#", " ")):
             name, version = line.split("==", 1)
-            pins[_norm(name)] = version.strip()
+            pins[_norm(name)] = version.split()[0].strip()
     return pins
 
 
@@ -131,12 +141,14 @@ def test_service_image_properties(service: str) -> None:
 
     copies = [a for w, a in instrs if w in ("COPY", "ADD")]
     sources = sorted(a.split()[0] for a in copies if not a.startswith(("--from", "--checksum")))
-    allowed = {"requirements/lock.txt", "shared/", f"services/{service}/{package}/"} | ({"sql/"} if service == "etl-api" else set())
+    allowed = {f"requirements/images/{service}.txt", "shared/", f"services/{service}/{package}/"} | (
+        {"sql/"} if service == "etl-api" else set()
+    )
     assert set(sources) == allowed, sources
     # the repository's layout is mirrored under /app (code finds files relative to itself)
     for copy in copies:
         parts = copy.split()
-        if parts[0] in allowed - {"requirements/lock.txt"}:
+        if parts[0] in allowed - {f"requirements/images/{service}.txt"}:
             assert parts[1] == f"/app/{parts[0]}", copy
     env = " ".join(a for w, a in final if w == "ENV")
     assert f"PYTHONPATH=/app:/app/services/{service} " in env
@@ -164,12 +176,23 @@ def test_etl_image_has_java_and_the_jdbc_driver() -> None:
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
 def test_installed_packages_are_pinned_by_the_lock_file(service: str) -> None:
-    packages = installed_packages(instructions(REPO / "services" / service / "Dockerfile"))
-    pins = lock_pins()
+    packages = installed_packages(service, instructions(REPO / "services" / service / "Dockerfile"))
+    pins, image = lock_pins(), image_lock_pins(service)
     assert packages, service
     for pkg in packages:
         assert "==" not in pkg and not pkg.startswith("-"), pkg  # the version is the lock file's
         assert _norm(pkg) in pins, f"{pkg} is not pinned in requirements/lock.txt"
+        assert _norm(pkg) in image, f"{pkg} is not in requirements/images/{service}.txt"
+    # the image's lock is the services' lock restricted to what the image needs: same versions, hashed
+    assert {name: version for name, version in image.items() if name in pins} == image
+    assert all(pins[name] == version for name, version in image.items()), service
+    lines = (REPO / "requirements/images" / f"{service}.txt").read_text().splitlines()
+    hashed = [
+        lines[i]
+        for i, line in enumerate(lines[:-1])
+        if "==" in line and not line.startswith(("#", " ")) and lines[i + 1].startswith("    --hash=sha256:")
+    ]
+    assert len(hashed) == len(image), "every pin carries its hashes (pip install --require-hashes)"
     assert ("pyspark" in packages) == (service == "etl-api"), "only the ETL image carries Spark"
 
 
@@ -222,7 +245,9 @@ def test_every_imported_module_is_installed_in_the_image(service: str) -> None:
     if not code.exists():
         pytest.fail(f"{code} is missing")
     modules = _third_party_imports([code, REPO / "shared"])
-    provided = _closure(installed_packages(instructions(REPO / "services" / service / "Dockerfile")))
+    installed_packages(service, instructions(REPO / "services" / service / "Dockerfile"))  # installs the image's lock
+    provided = set(image_lock_pins(service))  # exactly what pip installs (--no-deps)
+    assert _closure(installed_packages(service, instructions(REPO / "services" / service / "Dockerfile"))) <= provided
     by_module = metadata.packages_distributions()
     missing = {}
     for module in sorted(modules):

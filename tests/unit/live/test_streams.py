@@ -26,7 +26,7 @@ def settings(**kw: object) -> LiveSettings:
 
 
 def test_the_pinned_pair() -> None:
-    assert (faust.__version__, aiokafka.__version__) == ("0.11.3", "0.12.0")
+    assert (faust.__version__, aiokafka.__version__) == ("0.15.3", "0.12.0")
 
 
 def test_broker_urls_and_sasl_credentials() -> None:
