@@ -25,7 +25,9 @@ Tasks (what waits on what):
   ``reconcile``: the run's own count check, then ``GET /reconciliation`` — MongoDB's product-view
   documents against what the star schema accounts for, per ingest hour, over the last
   ``PIPELINE_V1_RECONCILE_HOURS`` (24) hours up to the watermark; a disagreeing hour fails the
-  task, naming the hour (a ``late`` one is healed by the next incremental run). ``reconcile``
+  task, naming the hour (a ``late`` one is healed by the next incremental run); then
+  ``GET /reconciliation/kafka`` — the bridge's, the sink's and MongoDB's counts per remote
+  partition; an ``over`` or ``missing`` partition fails the task, naming it. ``reconcile``
   produces the star-schema asset: downstream DAGs can be scheduled on ``STAR_SCHEMA``.
 
 Every sensor runs in ``reschedule`` mode (no worker slot held between pokes) and keeps poking
@@ -275,7 +277,25 @@ def reconciled_across_hops(response: Any) -> bool:
     answer = requests.get(f"{base}/reconciliation", params={"hours": RECONCILE_HOURS}, timeout=RECONCILE_TIMEOUT_SECONDS)
     if answer.status_code != 200:
         raise AirflowFailException(f"GET /reconciliation answered {answer.status_code}: {answer.text[:500]}")
-    return hours_agree(answer.json())
+    hours_agree(answer.json())
+    answer = requests.get(f"{base}/reconciliation/kafka", timeout=RECONCILE_TIMEOUT_SECONDS)
+    if answer.status_code == 503 and "not configured" in answer.text:
+        logging.getLogger("airflow.task").warning("Kafka hops not reconciled: %s", answer.text[:300])
+        return True
+    if answer.status_code != 200:
+        raise AirflowFailException(f"GET /reconciliation/kafka answered {answer.status_code}: {answer.text[:500]}")
+    return partitions_agree(answer.json())
+
+
+def partitions_agree(body: dict[str, Any]) -> bool:
+    """``GET /reconciliation/kafka``: True when no remote partition is ``over`` (local records
+    counted that the bridge never committed) or ``missing`` (stored documents gone from MongoDB);
+    else fails the task, without retry, naming the partitions and their counts."""
+    if body.get("ok") is True:
+        return True
+    bad = body.get("disagreeing_partitions") or []
+    detail = [p for p in body.get("partitions", []) if f"{p.get('source_topic')}/{p.get('source_partition')}" in bad]
+    raise AirflowFailException(f"the Kafka hops disagree in remote partitions {', '.join(bad) or '?'}: {json.dumps(detail)[:2000]}")
 
 
 def log_failure(context: Any) -> None:

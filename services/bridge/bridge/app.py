@@ -41,6 +41,7 @@ from bridge.settings import BridgeSettings
 from bridge.source_resets import SourceResets, now_iso
 from shared.backoff import Backoff
 from shared.errors import BackendUnavailableError, is_retriable
+from shared.hops import BridgeCounts
 from shared.kafka import create_consumer, create_topics, partition_lags, topic_partitions
 from shared.service import ServiceState
 
@@ -247,6 +248,8 @@ class Bridge:
                     state = states[(tp.topic, tp.partition)]
                     copy = copies[tp]
                     copy.source_epoch, copy.last_reset = state.source_epoch, state.reset
+                    # Counts carried by the value (absent: stored before the ledger, incomplete from here).
+                    copy.counts = state.counts if state.counts is not None else BridgeCounts(complete=False)
                     incident = self._resets.stored_incident(tp, state, log_starts[tp], log_ends[tp])
                     if incident is None:
                         continue

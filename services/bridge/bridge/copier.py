@@ -38,6 +38,7 @@ from bridge.settings import BridgeSettings
 from shared.backoff import Backoff
 from shared.dlq import HEADROOM_BYTES, dead_letter_of
 from shared.errors import BackendUnavailableError
+from shared.hops import BridgeCounts
 
 # The worker's one logger, as before the split (its name is in every log line).
 log = logging.getLogger("bridge.app")
@@ -62,6 +63,8 @@ class PartitionCopy:
     # The partition's reset epoch and last resume (offsets topic), carried into every value.
     source_epoch: int = 0
     last_reset: dict[str, Any] | None = None
+    # Cumulative copied / dead-lettered records, as of the last transaction produced (shared.hops).
+    counts: BridgeCounts = field(default_factory=BridgeCounts)
 
 
 @dataclass
@@ -220,7 +223,8 @@ class Copier:
                     futures = await send_batches(producer, s.local_topic, self.partitioner, events)
                     for record, error in dead:
                         futures.append(await self._send_dead_letter(producer, record, error))
-                    stored_value = offset_value(txn.next_offset, source_epoch=epoch, reset=copy.last_reset)
+                    counts = copy.counts.plus(len(events), len(dead))
+                    stored_value = offset_value(txn.next_offset, source_epoch=epoch, reset=copy.last_reset, counts=counts)
                     futures.append(await producer.send(s.offsets_topic, key=offset_key(tp.topic, tp.partition), value=stored_value))
                     sent = time.perf_counter()
                     await asyncio.gather(*futures)
@@ -236,6 +240,9 @@ class Copier:
         except BaseException:
             self.metrics.transactions.labels("aborted").inc()
             raise
+        # The next transaction's value builds on these counts; if this one aborts, the session ends
+        # and the next owner starts from the committed value.
+        copy.counts = counts
         txn.produced = time.perf_counter()
         phases.labels("send").observe(sent - built)
         phases.labels("produce").observe(txn.produced - sent)

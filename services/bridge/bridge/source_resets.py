@@ -103,14 +103,16 @@ class SourceResets:
         )
         if policy == "fail":
             if not recorded:  # durable: a restart with "fail" must not find the log "fine" again
-                value = offset_value(incident.stored, source_epoch=copy.source_epoch, reset=copy.last_reset, incident=incident.as_dict())
+                value = offset_value(
+                    incident.stored, source_epoch=copy.source_epoch, reset=copy.last_reset, incident=incident.as_dict(), counts=copy.counts
+                )
                 await self.write_offset_record(copy, value)
             self.incidents[tp] = incident
             self.refresh()
             return None
         position = resume_position(policy, incident.log_start, incident.log_end)
         reset = reset_record(incident, policy, position, now_iso())
-        await self.write_offset_record(copy, offset_value(position, source_epoch=copy.source_epoch + 1, reset=reset))
+        await self.write_offset_record(copy, offset_value(position, source_epoch=copy.source_epoch + 1, reset=reset, counts=copy.counts))
         copy.source_epoch += 1
         copy.last_reset = reset
         self.metrics.source_resumes.labels(str(tp.partition), policy).inc()

@@ -32,11 +32,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from etl_api import ledger, runs
+from etl_api import hops, ledger, runs
 from etl_api.metrics import EtlMetrics
 from etl_api.schema import apply_ddl
 from etl_api.settings import EtlSettings
 from shared.backoff import Backoff
+from shared.errors import ConfigError, is_retriable
+from shared.settings import local_kafka_from_env
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +314,36 @@ def create_app(settings: EtlSettings) -> FastAPI:
                 raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"raw store (MongoDB): {type(exc).__name__}: {exc}") from exc
             raise
         state.metrics.reconciliation_hours.set(len(report.disagreeing))
+        return JSONResponse(report.as_dict())
+
+    @app.get("/reconciliation/kafka")
+    async def reconciliation_kafka(
+        topic: Annotated[str | None, Query(description="only this remote topic")] = None,
+    ) -> JSONResponse:
+        """Per remote partition, the Kafka hops against each other: the bridge's copied records
+        (its offsets topic) against the local records the sink counted (its ledger), and the
+        documents the sink stored against MongoDB's documents of that partition (shared.hops).
+        ``ok`` is false when a partition is ``over`` (counted downstream, never committed
+        upstream) or ``missing`` (stored documents gone); ``in_flight`` is not a disagreement."""
+        try:
+            kafka = local_kafka_from_env()
+        except ConfigError as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"local Kafka not configured: {exc}") from exc
+        fdb = settings.ferretdb_postgresql_url.get_secret_value() if settings.ferretdb_postgresql_url else None
+        try:
+            report = await hops.reconcile_kafka(
+                kafka,
+                settings.bridge_offsets_topic,
+                settings.mongodb_uri,
+                settings.mongodb_database,
+                settings.mongodb_collection,
+                fdb,
+                topic,
+            )
+        except Exception as exc:  # a store not answering: say which, never pretend agreement
+            if is_retriable(exc) or type(exc).__module__.startswith(("pymongo", "bson", "aiokafka")):
+                raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"{type(exc).__name__}: {exc}") from exc
+            raise
         return JSONResponse(report.as_dict())
 
     @app.get("/health")

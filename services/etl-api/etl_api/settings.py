@@ -52,6 +52,9 @@ class EtlSettings(BaseSettings):
     # the hour ledger and recomputes the event dates of documents that became visible after their
     # hour was read (etl_api/ledger.py); 0 turns healing off (GET /reconciliation still reports them).
     heal_lookback_hours: float = Field(default=24.0, ge=0, le=24 * 31)
+    # GET /reconciliation/kafka reads the bridge's counts from its offsets topic on the local
+    # cluster (LOCAL_KAFKA_* as every service); the same name as BRIDGE_OFFSETS_TOPIC.
+    bridge_offsets_topic: str = "processed_product_view_test.bridge-offsets"
     read_parts: int = PARTS  # split every hour/date read into this many `part` equality slices (1 = no split)
     # Plausible event times: an event before the floor, or later than its document's ingested_at
     # by more than max_ahead seconds, is skipped ('implausible_event_time'), never counted.

@@ -41,7 +41,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from shared.backoff import Backoff
-from shared.errors import BackendUnavailableError
+from shared.errors import BackendUnavailableError, is_retriable
 from shared.kafka import create_consumer, create_topics
 from shared.service import ServiceState
 from sink.batch import Batch, BatchAbandonedError, DeadLetter, build_batch
@@ -49,6 +49,7 @@ from sink.commits import OffsetCommitter
 from sink.deadletters import DLQ_MAX_REQUEST_BYTES, send_dead_letters
 from sink.documents import IngestStamp
 from sink.lag import group_lag
+from sink.ledger import SinkLedger, tally_batch
 from sink.metrics import SinkMetrics
 from sink.mongo import MongoUnavailableError, MongoWriter
 from sink.settings import SinkSettings
@@ -77,6 +78,7 @@ class Sink(ConsumerRebalanceListener):
         self._epoch = 0  # bumped on every revocation: batches of an older epoch are not written
         # The batches being written and the commits of their offsets (made with the consumer).
         self.commits: OffsetCommitter | None = None
+        self.ledger: SinkLedger | None = None  # counts per local and remote partition (sink.ledger)
         self._give_up_at: float | None = None  # monotonic deadline once SIGTERM arrived
         self._backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
         state.lag = self.lag
@@ -129,6 +131,7 @@ class Sink(ConsumerRebalanceListener):
             try:
                 how = await self.writer.prepare()
                 log.info("mongodb ready: write concern %s", how)
+                self.ledger = SinkLedger(self.writer.client[s.mongodb_database], s.mongodb_collection, self._group_committed)
                 break
             except MongoUnavailableError as exc:
                 self.state.set_not_ready(f"mongodb: {exc}")
@@ -155,6 +158,7 @@ class Sink(ConsumerRebalanceListener):
                     backoff_initial_s=s.backoff_initial_s,
                     backoff_max_s=s.backoff_max_s,
                     give_up_at=lambda: self._give_up_at,
+                    ledger=self.ledger.advance if self.ledger is not None else None,
                 )
                 await self.consumer.start()
                 self.consumer.subscribe([s.topic], listener=self)
@@ -304,6 +308,7 @@ class Sink(ConsumerRebalanceListener):
     async def _write_batch(self, batch: Batch) -> Batch:
         """Dead letters and documents acknowledged; the committer commits the offsets later."""
         batch.started = time.monotonic()
+        await self._load_ledger(batch)
         await asyncio.gather(self._send_dead_letters(batch.dead_letters), self._write_documents(batch))
         return batch
 
@@ -335,6 +340,8 @@ class Sink(ConsumerRebalanceListener):
             )
         finally:
             self.metrics.stage_seconds.labels("insert").inc(time.monotonic() - inserting)
+        if self.ledger is not None:
+            tally_batch(self.ledger, batch, result)
         self.metrics.written.inc(len(result.inserted))
         self.metrics.duplicates.inc(len(result.duplicates))
         self.metrics.conflicting_duplicates.inc(len(result.conflicts))
@@ -349,6 +356,26 @@ class Sink(ConsumerRebalanceListener):
             await self._send_dead_letters(dead)
         self._backoff.reset()
         self.state.set_ready()
+
+    async def _group_committed(self, tp: TopicPartition) -> int | None:
+        assert self.consumer is not None
+        committed: int | None = await self.consumer.committed(tp)
+        return committed
+
+    async def _load_ledger(self, batch: Batch) -> None:
+        """The ledger positions of the batch's partitions (once per assignment), retried while
+        MongoDB is away: records below them were counted by an earlier delivery."""
+        while self.ledger is not None:
+            try:
+                await self.ledger.load(batch.offsets)
+                return
+            except Exception as exc:
+                if not is_retriable(exc):
+                    raise
+                self._check_give_up(batch)
+                self.metrics.write_retries.labels("ledger").inc()
+                self.state.set_not_ready(f"mongodb (ledger): {exc}"[:300])
+                await self._sleep_backoff()
 
     async def _send_dead_letters(self, dead: list[DeadLetter]) -> None:
         """Produces each dead letter (``acks=all``) and waits for every acknowledgement
@@ -409,6 +436,8 @@ class Sink(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self._committer.assigned()
+        if self.ledger is not None:
+            self.ledger.forget()
         self.metrics.assigned.set(len(assigned))
         log.info("partitions assigned: %s", _names(assigned))
 

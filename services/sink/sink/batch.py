@@ -18,6 +18,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from shared.errors import InvalidEventError, PipelineError
+from shared.hops import SinkTally
 from sink.documents import STAGE_BUILD, IngestStamp, document_of
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class Batch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     started: float = 0.0  # monotonic start of its write
+    # What it did per local and remote partition, for the ledger (sink.ledger.tally_batch).
+    tally: SinkTally = field(default_factory=SinkTally)
 
 
 def build_batch(

@@ -34,17 +34,22 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from shared.backoff import Backoff
+from shared.errors import is_retriable
+from shared.hops import SinkTally
 from sink.batch import Batch, BatchAbandonedError
 from sink.metrics import SinkMetrics
 
 log = logging.getLogger(__name__)
+
+# Adds the counts of committed-to-be offsets to the ledger (sink.ledger.SinkLedger.advance).
+LedgerAdvance = Callable[[dict[TopicPartition, int], SinkTally], Awaitable[None]]
 
 COMMIT_TIMEOUT_S = 30.0  # aiokafka retries a commit while the coordinator is away; we move on after this
 
@@ -60,8 +65,11 @@ class OffsetCommitter:
         backoff_initial_s: float,
         backoff_max_s: float,
         give_up_at: Callable[[], float | None],
+        ledger: LedgerAdvance | None = None,
     ) -> None:
-        """``give_up_at``: the monotonic deadline once the worker is stopping, else None."""
+        """``give_up_at``: the monotonic deadline once the worker is stopping, else None;
+        ``ledger``: adds the counts of the batches a commit covers (:mod:`sink.ledger`), before it."""
+        self._ledger = ledger
         self.consumer = consumer
         self.metrics = metrics
         self._backoff_initial_s = backoff_initial_s
@@ -73,6 +81,7 @@ class OffsetCommitter:
         # (write start, records) of each batch they cover; one commit task at a time.
         self._acked: dict[TopicPartition, int] = {}
         self._acked_batches: list[tuple[float, int]] = []
+        self._acked_tally = SinkTally()
         self._commit_task: asyncio.Task[None] | None = None
         self._fatal: BaseException | None = None  # a write's unexpected error, seen during a rebalance
         self._committed: dict[TopicPartition, int] = {}
@@ -134,6 +143,7 @@ class OffsetCommitter:
                 for tp, offset in batch.offsets.items():
                     self._acked[tp] = max(self._acked.get(tp, 0), offset)
                 self._acked_batches.append((batch.started, batch.records))
+                self._acked_tally.merge(batch.tally)
             self._inflight.popleft()
         self._kick_commit()
 
@@ -157,12 +167,14 @@ class OffsetCommitter:
                 raise exc
         if not self._acked:
             return
-        offsets, batches = self._acked, self._acked_batches
-        self._acked, self._acked_batches = {}, []
-        self._commit_task = asyncio.create_task(self._commit_written(offsets, batches), name="sink-commit")
+        offsets, batches, tally = self._acked, self._acked_batches, self._acked_tally
+        self._acked, self._acked_batches, self._acked_tally = {}, [], SinkTally()
+        self._commit_task = asyncio.create_task(self._commit_written(offsets, batches, tally), name="sink-commit")
 
-    async def _commit_written(self, offsets: dict[TopicPartition, int], batches: list[tuple[float, int]]) -> None:
+    async def _commit_written(self, offsets: dict[TopicPartition, int], batches: list[tuple[float, int]], tally: SinkTally) -> None:
         committing = time.monotonic()
+        if not await self._advance_ledger(offsets, tally):
+            return
         await self._commit(offsets)
         done = time.monotonic()
         self.metrics.stage_seconds.labels("commit").inc(done - committing)
@@ -180,6 +192,28 @@ class OffsetCommitter:
     def _remaining(self) -> float | None:
         give_up_at = self._give_up_at()
         return None if give_up_at is None else max(0.05, give_up_at - time.monotonic())
+
+    async def _advance_ledger(self, offsets: dict[TopicPartition, int], tally: SinkTally) -> bool:
+        """The ledger first (retried while MongoDB is away): offsets are committed only after the
+        counts of their records are. Given up (stopping, or a refusal): nothing more is committed
+        in this assignment, the records are read and counted again by the next owner."""
+        if self._ledger is None:
+            return True
+        backoff = Backoff(self._backoff_initial_s, self._backoff_max_s)
+        while True:
+            assigned = self.consumer.assignment()
+            todo = {tp: o for tp, o in offsets.items() if tp in assigned}
+            try:
+                await self._ledger(todo, tally)
+                return True
+            except Exception as exc:
+                give_up_at = self._give_up_at()
+                if not is_retriable(exc) or (give_up_at is not None and time.monotonic() > give_up_at):
+                    log.warning("sink ledger not written (%s: %s): these offsets stay uncommitted", type(exc).__name__, exc)
+                    self._lost_batch = True
+                    return False
+                self.metrics.write_retries.labels("ledger").inc()
+                await asyncio.sleep(backoff.next_delay())
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commits ``offsets`` for the partitions still assigned; a lost partition is skipped (its
@@ -269,7 +303,7 @@ class OffsetCommitter:
             if self._fatal is None and exc is not None and not isinstance(exc, BatchAbandonedError):
                 self._fatal = exc
         self._inflight.clear()
-        self._acked, self._acked_batches = {}, []
+        self._acked, self._acked_batches, self._acked_tally = {}, [], SinkTally()
         self._committed.clear()
         self._lost_batch = True  # until the new assignment resets positions to the committed offsets
 

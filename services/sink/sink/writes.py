@@ -73,6 +73,9 @@ class WriteResult:
     duplicates: list[int] = field(default_factory=list)  # same event already stored (content equal outside DELIVERY_FIELDS)
     conflicts: dict[int, str] = field(default_factory=dict)  # index → message (same _id, different content; stored one kept)
     refused: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # index → (stage, error_class, message)
+    # Those of ``duplicates`` whose stored copy came from the same local record (the same source
+    # coordinates): written by an earlier delivery whose offsets were not committed (shared.hops).
+    redelivered: list[int] = field(default_factory=list)
 
 
 def _default_on_unavailable() -> Callable[[Exception], Awaitable[None]]:
@@ -252,6 +255,8 @@ class _Run:
                 self.claimed.add(doc["_id"])
             else:
                 result.duplicates.append(i)
+                if _same_source(raw, doc):
+                    result.redelivered.append(i)
         return missing
 
 
@@ -348,6 +353,17 @@ def _stored_stamp(raw: bytes) -> str | None:
             value = _element_value(element)
             return value if isinstance(value, str) else None
     return None
+
+
+_SOURCE_FIELDS = ("source_topic", "source_partition", "source_offset")
+
+
+def _same_source(stored: bytes, doc: dict[str, Any]) -> bool:
+    """The stored document came from the same record as ``doc`` (equal source coordinates)."""
+    if any(doc.get(name) is None for name in _SOURCE_FIELDS):
+        return False
+    found = {name: _element_value(element) for name, element in bson_elements(stored) if name in _SOURCE_FIELDS}
+    return all(found.get(name) == doc[name] for name in _SOURCE_FIELDS)
 
 
 def conflict_message(stored: bytes, differing: list[str]) -> str:

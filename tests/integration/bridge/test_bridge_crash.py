@@ -12,11 +12,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from bridge.offsets import offset_key, offset_value
+from bridge.offsets import offset_key, offset_value, read_stored_states
 from bridge.settings import BridgeSettings
 
 from shared.dlq import read_dead_letter_headers
 from shared.event import event_id_from_coordinates
+from shared.hops import BridgeCounts
 from shared.kafka import KafkaConnection, create_topics
 from tests.integration.bridge.helpers import (
     BridgeNames,
@@ -116,6 +117,13 @@ async def test_kill_9_at_random_points_loses_and_duplicates_nothing(
             bridge.stop_quietly()
     events, dead = await assert_exactly_once(local_kafka, names, produced)
     assert events + dead == count
+    # The ledger in the offsets topic (shared.hops): written in the same transactions, so exact
+    # through the kills: per partition, the good records copied and the bad ones dead-lettered.
+    states = await read_stored_states(local_kafka, names.offsets_topic)
+    good, bad = Counter(p for p, _, _ in produced.good()), Counter(p for p, _, _ in produced.bad())
+    assert {key: state.counts for key, state in states.items()} == {
+        (names.remote_topic, p): BridgeCounts(copied=good[p], dead_lettered=bad[p], complete=True) for p in range(partitions)
+    }
     aborted = await uncommitted_count(local_kafka, names.local_topic) - events
     print(f"kill -9 x{kills} (seed {seed}): {events} events + {dead} dead letters exactly once; {aborted} records of aborted transactions")
 

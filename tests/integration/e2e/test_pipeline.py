@@ -102,6 +102,7 @@ class Pipeline:
             "ETL_SETTLE_SECONDS": "2",
             "ETL_RUN_LOG_DIR": str(self.work / "etl-runs"),
             "ETL_SPARK_SHUFFLE_PARTITIONS": "4",
+            "ETL_BRIDGE_OFFSETS_TOPIC": f"{self.local_topic}.bridge-offsets",
         }
 
     def process(self, name: str, label: str | None = None) -> ServiceProcess:
@@ -246,6 +247,28 @@ async def test_end_to_end_exactly_once_under_faults(
         finally:
             await conn.close()
         assert total == expected_views(records)
+
+        # 5. GET /reconciliation/kafka: per remote partition, the bridge's, the sink's and
+        # MongoDB's counts, after the kills, each exactly what the generator produced there.
+        status, body = etl.get("/reconciliation/kafka", timeout=60)
+        assert status == 200, body
+        valid, bad = Counter[int](), Counter[int]()
+        for r in manifest.records:
+            (valid if r.event_id is not None else bad)[r.partition] += 1
+        got = {p["source_partition"]: p for p in body["partitions"]}
+        assert set(got) == set(range(PARTITIONS))
+        for partition, report in got.items():
+            copied = valid[partition]
+            assert report == {
+                "source_topic": pipeline.remote_topic,
+                "source_partition": partition,
+                "status": "ok",
+                "bridge": {"copied": copied, "dead_lettered": bad[partition], "complete": True},
+                "sink": {"consumed": copied, "stored": copied, "duplicates": 0, "dead_lettered": 0},
+                "documents": copied,
+                "in_flight": 0,
+            }, report
+        assert body["ok"] is True and body["disagreeing_partitions"] == [] and body["sink_ledger_complete"] is True
     finally:
         if broker_down:
             await asyncio.to_thread(stack, "start", "kafka-local-2")

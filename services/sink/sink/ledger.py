@@ -1,0 +1,164 @@
+"""The sink's ledger: what it did with each local record, counted once (see :mod:`shared.hops`).
+
+One document per local partition in the ``sink_ledger`` collection (beside the events):
+``_id`` ``"{collection}/{topic}/{partition}"``, ``next_offset`` (every record below it is
+counted), ``complete`` (created while the consumer group had no committed offset for the
+partition: counting started with its first record; false after an upgrade) and ``counts`` per remote partition
+(``consumed``, ``stored``, ``duplicates``, ``dead_lettered``).
+
+- A batch's counts are added by the committer *before* its offsets are committed, in batch
+  order, with a compare-and-set on ``next_offset``; if the commit then fails, the redelivered
+  records lie below ``next_offset`` and are not counted again (:meth:`SinkLedger.floor`).
+- A compare-and-set that misses (another owner moved the ledger inside this range: a rebalance
+  raced a write) marks the partition's ledger incomplete and says so: its counts are reported,
+  no longer judged. It never blocks the sink.
+- If the ledger cannot be written (MongoDB away) the offsets are not committed either: the
+  records come again and are counted then.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import orjson
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from shared.hops import SINK_LEDGER_COLLECTION, UNKNOWN_SOURCE, SinkTally, source_key
+
+log = logging.getLogger(__name__)
+
+
+def ledger_id(collection: str, tp: TopicPartition) -> str:
+    return f"{collection}/{tp.topic}/{tp.partition}"
+
+
+def source_of_value(value: bytes | None) -> str:
+    """The remote partition of a record that did not become a document (best effort)."""
+    try:
+        doc = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return UNKNOWN_SOURCE
+    return source_key(doc.get("source_topic"), doc.get("source_partition")) if isinstance(doc, dict) else UNKNOWN_SOURCE
+
+
+def source_of_doc(doc: dict[str, Any]) -> str:
+    return source_key(doc.get("source_topic"), doc.get("source_partition"))
+
+
+class SinkLedger:
+    """The ledger documents of the partitions this sink owns (see the module)."""
+
+    def __init__(self, database: Any, collection: str, committed: Callable[[TopicPartition], Awaitable[int | None]]) -> None:
+        """``committed``: the consumer group's committed offset of a partition (None: never)."""
+        self.ledger: AsyncCollection[dict[str, Any]] = database[SINK_LEDGER_COLLECTION]
+        self.collection = collection
+        self._committed = committed
+        self._fresh: dict[TopicPartition, bool] = {}  # no ledger document and no committed offset at load
+        self._floors: dict[TopicPartition, int] = {}  # next_offset as loaded at assignment: below it, counted
+        self._positions: dict[TopicPartition, int | None] = {}  # next_offset now (None: no document yet)
+
+    def forget(self) -> None:
+        """A new assignment: positions are read again before the next batch is counted."""
+        self._floors.clear()
+        self._positions.clear()
+        self._fresh.clear()
+
+    async def load(self, tps: Iterable[TopicPartition]) -> None:
+        """Reads the positions of ``tps`` not known yet (raises pymongo's errors: the caller retries)."""
+        todo = [tp for tp in tps if tp not in self._positions]
+        if not todo:
+            return
+        ids = {ledger_id(self.collection, tp): tp for tp in todo}
+        found = {doc["_id"]: int(doc["next_offset"]) async for doc in self.ledger.find({"_id": {"$in": list(ids)}}, {"next_offset": 1})}
+        for _id, tp in ids.items():
+            if _id not in found:
+                self._fresh[tp] = await self._committed(tp) is None
+            self._positions[tp] = found.get(_id)
+            self._floors[tp] = found.get(_id, 0)
+
+    def floor(self, tp: TopicPartition) -> int:
+        return self._floors.get(tp, 0)
+
+    def counts(self, tp: TopicPartition, record: ConsumerRecord[Any, Any]) -> bool:
+        """Whether ``record`` is counted (not below the ledger position loaded at assignment)."""
+        return bool(record.offset >= self._floors.get(tp, 0))
+
+    async def advance(self, offsets: dict[TopicPartition, int], tally: SinkTally) -> None:
+        """Adds ``tally`` and moves each partition's ``next_offset`` to ``offsets`` (see the module)."""
+        for tp, end in offsets.items():
+            counts = tally.counts.get((tp.topic, tp.partition), {})
+            position = self._positions.get(tp)
+            if position is not None and end <= position:
+                continue
+            _id = ledger_id(self.collection, tp)
+            if position is None and tp in self._positions:
+                doc = {
+                    "_id": _id,
+                    "collection": self.collection,
+                    "topic": tp.topic,
+                    "partition": tp.partition,
+                    "next_offset": end,
+                    "complete": self._fresh.get(tp, False),
+                    "counts": counts,
+                }
+                try:
+                    await self.ledger.insert_one(doc)
+                except DuplicateKeyError:
+                    await self._missed(tp, _id, end)
+                    continue
+            else:
+                inc = {f"counts.{source}.{name}": n for source, per in counts.items() for name, n in per.items() if n}
+                update: dict[str, Any] = {"$set": {"next_offset": end}}
+                if inc:
+                    update["$inc"] = inc
+                result = await self.ledger.update_one({"_id": _id, "next_offset": position if position is not None else 0}, update)
+                if result.matched_count != 1:
+                    await self._missed(tp, _id, end)
+                    continue
+            self._positions[tp] = end
+
+    async def _missed(self, tp: TopicPartition, _id: str, end: int) -> None:
+        found = await self.ledger.find_one({"_id": _id}, {"next_offset": 1})
+        moved = int(found["next_offset"]) if found else None
+        self._positions[tp] = moved
+        if moved is not None and moved >= end:
+            return  # another owner counted this range already
+        log.error(
+            "sink ledger of %s partition %d moved to %s under this sink (expected %s): its counts are no longer complete",
+            tp.topic,
+            tp.partition,
+            moved,
+            end,
+        )
+        await self.ledger.update_one({"_id": _id}, {"$set": {"complete": False}})
+
+
+def tally_batch(
+    ledger: SinkLedger,
+    batch: Any,
+    result: Any,
+) -> None:
+    """Fills ``batch.tally`` from the outcome of its documents (``result``, a
+    :class:`sink.writes.WriteResult`) and its build-stage dead letters; records below the ledger
+    position are skipped (counted by an earlier delivery)."""
+    tally: SinkTally = batch.tally
+
+    def book(record: ConsumerRecord[Any, Any], source: str, outcome: str) -> None:
+        tp = TopicPartition(record.topic, record.partition)
+        if not ledger.counts(tp, record):
+            return
+        tally.add((record.topic, record.partition), source, outcome)
+
+    redelivered = set(result.redelivered)
+    outcome = dict.fromkeys(result.inserted, "stored")
+    outcome.update((i, "stored" if i in redelivered else "duplicates") for i in result.duplicates)
+    outcome.update(dict.fromkeys([*result.refused, *result.conflicts], "dead_lettered"))
+    for i, record in enumerate(batch.doc_records):
+        book(record, source_of_doc(batch.docs[i]), outcome[i])
+    for dead in batch.dead_letters:
+        book(dead.record, source_of_value(dead.record.value), "dead_lettered")
