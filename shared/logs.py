@@ -119,3 +119,7 @@ def setup_logging(service: str, level: str = "INFO", log_format: str | None = No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # aiokafka logs each SASL authentication of each connection at INFO; its warnings and errors
+    # (connection failures …) still pass, and all of it with LOG_LEVEL=DEBUG. Its "in the clear"
+    # warning: see shared.kafka.
+    logging.getLogger("aiokafka.conn").setLevel(logging.WARNING if root.level > logging.DEBUG else logging.NOTSET)

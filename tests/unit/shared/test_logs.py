@@ -153,3 +153,10 @@ def test_process_fields_are_on_every_record_unless_the_call_sets_them(capsys: py
     base = {"ts": "2026-05-28T20:26:40.250Z", "level": "INFO", "service": "etl-job"}
     assert json.loads(first[0]) == {**base, "logger": "etl_api.job", "message": "claimed", "hop": "etl", "run_id": "r7"}
     assert json.loads(second[0]) == {**base, "logger": "etl_api.load", "message": "loaded", "run_id": "other", "count": 3, "hop": "etl"}
+
+
+def test_aiokafka_connection_info_is_quiet_unless_debugging() -> None:
+    setup_logging("sink", "INFO", log_format="text")
+    assert logging.getLogger("aiokafka.conn").level == logging.WARNING  # "Authenticated as … via PLAIN" on every connection
+    setup_logging("sink", "DEBUG", log_format="text")
+    assert logging.getLogger("aiokafka.conn").level == logging.NOTSET

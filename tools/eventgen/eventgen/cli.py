@@ -24,6 +24,7 @@ import orjson
 from eventgen.generate import DEFAULT_DAYS, DEFAULT_START, generate, plan_counts
 from eventgen.now import stamp_now
 from eventgen.produce import produce
+from shared.errors import ConfigError
 from shared.logs import setup_logging
 from shared.settings import local_kafka_from_env, remote_kafka_from_env
 
@@ -114,7 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary |= {"topic": None, "total": ns.count, "counts": counts, "bytes": size}
     else:
         load_env_file(ns.env_file)
-        conn = remote_kafka_from_env() if ns.cluster == "remote" else local_kafka_from_env()
+        try:
+            conn = remote_kafka_from_env() if ns.cluster == "remote" else local_kafka_from_env()
+        except ConfigError as exc:  # e.g. credentials without *_KAFKA_SECURITY_PROTOCOL
+            log.error("%s", exc)
+            return 2
         log.info("producing %d records to %s on %s", ns.count, ns.topic, conn.masked())
         manifest = asyncio.run(
             produce(
