@@ -170,3 +170,34 @@ async def test_both_raw_store_counts_equal_an_independent_count(mongo_collection
     assert await sql((V,), hours, bound) == want
     whole = [h for h in hours if ledger.hour_start(h) + timedelta(hours=1) <= bound]
     assert len(whole) >= 2 and await ledger.count_ferretdb_hours(ferretdb_url, db, name, (V,), whole) == {h: want[h] for h in whole}
+
+
+async def test_documents_by_remote_partition_both_ways_equal_an_independent_count(mongo_collection, postgres_dsn) -> None:
+    """GET /reconciliation/kafka's store count (etl_api.hops.documents_by_source), by the wire
+    protocol and by SQL on FerretDB's table, equals plain Python; documents without usable source
+    coordinates (no topic, a text or boolean partition) are counted under no partition."""
+    from etl_api import hops
+
+    rng = random.Random(81)
+    docs: list[dict] = []
+    for i in range(600):
+        doc = {"_id": f"e{i}", "source_topic": rng.choice(["a", "b.c"]), "source_partition": rng.randrange(4), "source_offset": i}
+        kind = rng.randrange(20)
+        if kind == 0:
+            del doc["source_topic"]
+        elif kind == 1:
+            doc["source_partition"] = str(doc["source_partition"])
+        elif kind == 2:
+            doc["source_partition"] = True
+        docs.append(doc)
+    mongo_collection.insert_many(docs)
+    want = Counter(
+        (d["source_topic"], d["source_partition"])
+        for d in docs
+        if "source_topic" in d and type(d["source_partition"]) is int  # bool is not a partition
+    )
+    ferretdb_url = postgres_dsn.rsplit("/", 1)[0] + "/ferretdb"
+    name, db = mongo_collection.name, mongo_collection.database.name
+    assert await hops.documents_by_source(os.environ["MONGODB_URI"], db, name, None) == dict(want)
+    assert await hops.documents_by_source(os.environ["MONGODB_URI"], db, name, ferretdb_url) == dict(want)
+    assert await hops._ferretdb_documents_by_source(ferretdb_url, db, name) == dict(want)  # the SQL path itself, not a fallback
