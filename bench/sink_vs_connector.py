@@ -62,7 +62,7 @@ from infra.stack import ferretdb_backend, ferretdb_postgresql_url  # noqa: E402
 from shared.kafka import KafkaConnection, create_topics  # noqa: E402
 
 DATABASE = "bench_sink"
-STAGES = ("fetch", "build", "slot_wait", "insert", "commit_wait", "commit")  # the sink's sink_stage_seconds labels
+STAGES = ("fetch", "build", "slot_wait", "insert", "commit_wait", "commit")  # the stage labels of the sink's sink_stage_seconds_total
 
 
 def make_values(count: int, *, clean_keys: bool, seed: int = 7) -> list[bytes]:

@@ -294,3 +294,12 @@ def test_the_registries_the_services_build_expose_exactly_the_documented_names()
             assert convention_problems(fam.name, fam.type) == [], (service, fam.name)
             exposed[f"{fam.name}_total" if fam.type == "counter" else fam.name] = fam.type
         assert exposed == {name: row["type"] for name, row in docs.items() if service in row["services"]}, service
+
+
+def test_the_docs_name_counters_as_exposed() -> None:
+    """A counter mentioned in the docs without its ``_total`` is a query that returns nothing."""
+    counters = [name.removesuffix("_total") for name, row in documented().items() if row["type"] == "counter"]
+    mention = re.compile(r"`(" + "|".join(map(re.escape, counters)) + r")(\{[^`]*\})?`")
+    docs = [*(REPO / "docs").glob("*.md"), *(REPO / "services").glob("*/README.md"), REPO / "README.md", REPO / "bench/README.md"]
+    hits = [f"{f.relative_to(REPO)}: {m.group(0)}" for f in docs for m in mention.finditer(f.read_text())]
+    assert hits == []
