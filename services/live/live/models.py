@@ -84,3 +84,4 @@ class StarRange(BaseModel):
 
 class StarRuns(BaseModel):
     runs: list[dict[str, Any]] = Field(description="recent ETL runs, newest first")
+    readable: bool = Field(True, description="false: etl_runs exists but the page's database role may not read it")

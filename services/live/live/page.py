@@ -97,7 +97,9 @@ def _top_chart(top: StarTop | None, dimension: Dimension) -> str:
     return bar_chart(chart_id, title, [(i.name, i.views) for i in items], keys=[i.key for i in items])
 
 
-def _runs_table(runs: Sequence[Mapping[str, Any]]) -> str:
+def _runs_table(runs: Sequence[Mapping[str, Any]] | None) -> str:
+    if runs is None:
+        return '<p class="muted" id="etl-runs">etl_runs is not readable by the page\'s database role</p>'
     if not runs:
         return '<p class="empty" id="etl-runs">no data yet</p>'
     columns = list(runs[0])

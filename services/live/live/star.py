@@ -217,7 +217,18 @@ class StarReader:
         rows = await self._fetch(names_sql(self.schema), list(product_ids))
         return {r["product_id"]: r["product_name"] for r in rows if r["product_name"]}
 
-    async def recent_runs(self, limit: int) -> list[dict[str, Any]]:
+    async def recent_runs(self, limit: int) -> list[dict[str, Any]] | None:
+        """The last ``limit`` ETL runs, newest first; None when ``etl_runs`` exists but this role
+        may not read it (a read-only analyst role is granted the star schema, not the ETL's
+        bookkeeping)."""
+        access = await self._fetch(
+            "SELECT to_regclass($1) IS NOT NULL AS present, COALESCE(has_table_privilege(to_regclass($1), 'SELECT'), false) AS readable",
+            f"{self.schema}.etl_runs",
+        )
+        if not access or not access[0]["present"]:
+            return []
+        if not access[0]["readable"]:
+            return None
         columns = [
             r["column_name"]
             for r in await self._fetch(

@@ -164,7 +164,8 @@ def star_router(star: StarReader, *, days: int, runs_limit: int) -> APIRouter:
     @router.get("/runs", response_model=StarRuns, summary="Recent ETL runs, newest first")
     async def star_runs() -> StarRuns:
         try:
-            return StarRuns(runs=await star.recent_runs(runs_limit))
+            runs = await star.recent_runs(runs_limit)
+            return StarRuns(runs=runs or [], readable=runs is not None)
         except StarUnavailable as exc:
             raise HTTPException(503, str(exc)) from exc
 
@@ -179,7 +180,7 @@ class StarSection:
     request: StarRequest | None
     top: dict[Dimension, StarTop]
     views: StarViews | None
-    runs: list[dict[str, Any]]
+    runs: list[dict[str, Any]] | None  # None: etl_runs not readable by the page's role
     error: str | None = None
 
 

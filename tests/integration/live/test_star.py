@@ -112,3 +112,19 @@ async def test_an_unreachable_database_is_star_unavailable() -> None:
         await star.data_range()
     with pytest.raises(StarUnavailable, match=r"^no POSTGRES_DSN configured$"):
         await StarReader(None, "public", timeout_s=1).data_range()
+
+
+async def test_etl_runs_the_role_may_not_read_are_reported_as_such(postgres_dsn: str, unique_name: str) -> None:
+    """A read-only analyst role is granted the star schema, not etl_runs: the breakdowns still
+    work and the runs are "not readable", not "no runs" (simulated: the owner revokes its own SELECT)."""
+    await create_star(postgres_dsn, unique_name)
+    conn = await asyncpg.connect(postgres_dsn)
+    await conn.execute(f"REVOKE SELECT ON {unique_name}.etl_runs FROM CURRENT_USER")
+    star = reader(postgres_dsn, unique_name)
+    try:
+        assert await star.recent_runs(10) is None
+        assert await star.top("device", StarFilter(date(2026, 11, 16), LAST_DAY), 10) == EXPECTED_TOP["device"]
+    finally:
+        await star.close()
+        await conn.close()
+        await drop_schema(postgres_dsn, unique_name)

@@ -57,6 +57,8 @@ def test_page_renders_with_an_empty_star_schema() -> None:
     assert "every('star-body','/partials/star',60,'data-star-refreshes');" in html
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")  # nothing loaded from elsewhere
     assert "https://" not in html and "src=" not in html
+    unreadable = star_section_html(StarSection(None, {}, None, None))
+    assert '<p class="muted" id="etl-runs">etl_runs is not readable by the page\'s database role</p>' in unreadable
 
 
 def test_star_section_names_products_next_to_their_ids_and_keeps_the_filters() -> None:
