@@ -115,7 +115,10 @@ async def run_service(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = _Server(uvicorn.Config(app or create_http_app(state), host=host, port=port, log_level="warning", lifespan="off"))
+    # log_config=None: uvicorn installs no handlers of its own; its records go through shared.logs (LOG_FORMAT)
+    server = _Server(
+        uvicorn.Config(app or create_http_app(state), host=host, port=port, log_level="warning", log_config=None, lifespan="off")
+    )
     http = asyncio.create_task(server.serve(), name="http")
     work: asyncio.Task[None] = asyncio.ensure_future(worker(stop))
     stopping = asyncio.ensure_future(stop.wait())

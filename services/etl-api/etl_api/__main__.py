@@ -15,7 +15,10 @@ def main() -> None:
     settings = EtlSettings()  # type: ignore[call-arg]
     setup_logging("etl-api", settings.log_level, settings.log_format, fields={"hop": "etl"})
     logging.getLogger(__name__).info("settings: %s", settings.masked())
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=10)
+    # log_config=None: uvicorn keeps its hands off logging, its records reach shared.logs' handler
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level="warning", log_config=None, timeout_graceful_shutdown=10
+    )
 
 
 if __name__ == "__main__":
