@@ -59,7 +59,7 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     # text (readable) | json (one object per line, for Loki/ELK): shared.logs. One unprefixed
     # variable for the whole deployment.
-    log_format: Literal["text", "json"] = Field("text", validation_alias=AliasChoices("LOG_FORMAT"))
+    log_format: Literal["text", "json"] = Field(default="text", validation_alias=AliasChoices("LOG_FORMAT"))
 
 
 class ConsumerSettings(ServiceSettings):

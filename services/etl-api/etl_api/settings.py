@@ -21,7 +21,7 @@ _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 # Variables of the API's environment a job process never inherits (it does not need them: the
 # job writes no HTTP answers, and its environment is readable by its Spark JVM and workers).
-JOB_ENV_EXCLUDED = frozenset({"ETL_API_TOKEN"})
+JOB_ENV_EXCLUDED = frozenset({"ETL_API_TOKEN", "LOCAL_KAFKA_SASL_PASSWORD"})  # Kafka: read by the API only (/reconciliation/kafka)
 
 
 class EtlSettings(BaseSettings):
@@ -38,7 +38,8 @@ class EtlSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8103
     log_level: str = "INFO"
-    log_format: Literal["text", "json"] = Field("text", validation_alias=AliasChoices("LOG_FORMAT"))  # shared.logs; API and job processes
+    # text | json (shared.logs), for the API and its job processes; unprefixed like every service's
+    log_format: Literal["text", "json"] = Field(default="text", validation_alias=AliasChoices("LOG_FORMAT"))
 
     # --- warehouse
     pg_schema: str = "public"  # the star schema's PostgreSQL schema (tests use one per test)
