@@ -21,7 +21,7 @@ _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 # Variables of the API's environment a job process never inherits (it does not need them: the
 # job writes no HTTP answers, and its environment is readable by its Spark JVM and workers).
-JOB_ENV_EXCLUDED = frozenset({"ETL_API_TOKEN", "LOCAL_KAFKA_SASL_PASSWORD"})  # Kafka: read by the API only (/reconciliation/kafka)
+JOB_ENV_EXCLUDED = frozenset({"ETL_API_TOKEN"})
 
 
 class EtlSettings(BaseSettings):
