@@ -74,7 +74,7 @@ def kafka_kwargs() -> dict[str, Any]:
 async def produce_backlog(topic: str, n: int, seed: int) -> int:
     rng = random.Random(seed)
     start = time.time() - 50 * 60
-    producer = AIOKafkaProducer(**kafka_kwargs(), acks="all", linger_ms=20, max_batch_size=262_144)
+    producer = AIOKafkaProducer(**kafka_kwargs(), acks="all", enable_idempotence=True, linger_ms=20, max_batch_size=262_144)
     await producer.start()
     views = 0
     try:
@@ -102,7 +102,7 @@ def rate_payloads(rate: int, seconds: float, seed: int, start: float) -> tuple[l
 
 async def produce_at_rate(topic: str, rate: int, payloads: list[tuple[bytes, bytes]], produced: list[int]) -> None:
     """Sends ``payloads`` at ``rate`` per second in 20 ms ticks; ``produced[0]``: acked so far."""
-    producer = AIOKafkaProducer(**kafka_kwargs(), acks="all", linger_ms=5, max_batch_size=262_144)
+    producer = AIOKafkaProducer(**kafka_kwargs(), acks="all", enable_idempotence=True, linger_ms=5, max_batch_size=262_144)
     await producer.start()
     i, tick = 0, 0.02
     t0 = time.monotonic()
@@ -155,6 +155,16 @@ async def peer_count(topic: str, n: int) -> dict[str, Any]:
         }
     finally:
         await consumer.stop()
+
+
+def lag_slope(samples: list[int]) -> float:
+    """Least-squares slope of one-per-second lag samples, events/s: ~0 when the app keeps up."""
+    n = len(samples)
+    if n < 2:
+        return 0.0
+    mean_x, mean_y = (n - 1) / 2, sum(samples) / n
+    num = sum((x - mean_x) * (y - mean_y) for x, y in enumerate(samples))
+    return num / sum((x - mean_x) ** 2 for x in range(n))
 
 
 async def get(client: httpx.AsyncClient, path: str, **params: Any) -> Any:
@@ -270,6 +280,14 @@ async def main(args: argparse.Namespace) -> None:
                 )
             )
             rows.append(("steady: processing lag max (seconds at the achieved rate)", f"{max(processing_lag) / achieved:.2f}"))
+            tenth = max(1, len(processing_lag) // 6)
+            first, last = processing_lag[:tenth], processing_lag[-tenth:]
+            rows.append(
+                (
+                    f"steady: processing lag mean, first / last {tenth} s (events); trend (events/s)",
+                    f"{sum(first) / len(first):,.0f} / {sum(last) / len(last):,.0f}; {lag_slope(processing_lag):+,.0f}",
+                )
+            )
             rows.append(("steady: committed-offset lag p50 / max (events)", f"{pct(committed_lag, 0.5)} / {max(committed_lag)}"))
             rows.append(("peak RSS live process (MB)", f"{live_rss:.0f}"))
             rows.append(("peak RSS peer process (MB)", f"{peer_result['rss_mb']:.0f}"))
