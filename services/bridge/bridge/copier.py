@@ -162,7 +162,13 @@ class Copier:
             if previous is not None:
                 with contextlib.suppress(Exception):
                     await previous  # bounded by the transaction deadline; its outcome is settled by the next owner
-            log.warning("copying partition %s failed: %s: %s", copy.tp.partition, type(exc).__name__, exc)
+            log.warning(
+                "copying partition %s failed: %s: %s",
+                copy.tp.partition,
+                type(exc).__name__,
+                exc,
+                extra={"topic": copy.tp.topic, "partition": copy.tp.partition},
+            )
             self.failure = self.failure or exc
 
     async def _produce(self, copy: PartitionCopy, producer: AIOKafkaProducer, records: list[ConsumerRecord[bytes, bytes]]) -> _Txn:

@@ -100,6 +100,13 @@ class SourceResets:
             f", fetch position {incident.fetch_offset}" if incident.fetch_offset is not None else "",
             "the recorded incident" if recorded else via,
             policy,
+            extra={
+                "topic": tp.topic,
+                "partition": tp.partition,
+                "offsets": {"stored": incident.stored, "log_start": incident.log_start, "log_end": incident.log_end},
+                "incident": incident.kind,
+                "policy": policy,
+            },
         )
         if policy == "fail":
             if not recorded:  # durable: a restart with "fail" must not find the log "fine" again
@@ -127,6 +134,18 @@ class SourceResets:
             incident.log_start,
             incident.log_end,
             copy.source_epoch,
+            extra={
+                "topic": tp.topic,
+                "partition": tp.partition,
+                "offsets": {
+                    "stored": incident.stored,
+                    "resumed_at": position,
+                    "log_start": incident.log_start,
+                    "log_end": incident.log_end,
+                },
+                "incident": incident.kind,
+                "policy": policy,
+            },
         )
         self.incidents.pop(tp, None)
         self.refresh()

@@ -348,10 +348,28 @@ class Sink(ConsumerRebalanceListener):
         dead = [DeadLetter(records[i], stage, error_class, message) for i, (stage, error_class, message) in sorted(result.refused.items())]
         dead += [DeadLetter(records[i], STAGE_CONFLICT, CONFLICT_ERROR_CLASS, message) for i, message in sorted(result.conflicts.items())]
         if result.refused:
-            log.warning("mongodb refused %d document(s), dead-lettering: %s", len(result.refused), dead[0].message[:200])
+            log.warning(
+                "mongodb refused %d document(s), dead-lettering: %s",
+                len(result.refused),
+                dead[0].message[:200],
+                extra={
+                    "stage": dead[0].stage,
+                    "count": len(result.refused),
+                    "offsets": _coordinates(records[i] for i in sorted(result.refused)),
+                },
+            )
         if result.conflicts:
             first = next(iter(result.conflicts.values()))
-            log.warning("%d conflicting duplicate(s), dead-lettering: %s", len(result.conflicts), first[:200])
+            log.warning(
+                "%d conflicting duplicate(s), dead-lettering: %s",
+                len(result.conflicts),
+                first[:200],
+                extra={
+                    "stage": STAGE_CONFLICT,
+                    "count": len(result.conflicts),
+                    "offsets": _coordinates(records[i] for i in sorted(result.conflicts)),
+                },
+            )
         if dead:
             await self._send_dead_letters(dead)
         self._backoff.reset()
@@ -432,14 +450,21 @@ class Sink(ConsumerRebalanceListener):
         self.metrics.buffered.set(0)
         await self._committer.revoke(self.settings.revoke_flush_timeout_s)
         self.metrics.assigned.set(0)
-        log.info("partitions revoked: %s (dropped %d buffered records, they will be read again)", _names(revoked), dropped)
+        log.info(
+            "partitions revoked: %s (dropped %d buffered records, they will be read again)",
+            _names(revoked),
+            dropped,
+            extra={"partitions": [f"{tp.topic}:{tp.partition}" for tp in sorted(revoked)], "count": dropped},
+        )
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self._committer.assigned()
         if self.ledger is not None:
             self.ledger.forget()
         self.metrics.assigned.set(len(assigned))
-        log.info("partitions assigned: %s", _names(assigned))
+        log.info(
+            "partitions assigned: %s", _names(assigned), extra={"partitions": [f"{tp.topic}:{tp.partition}" for tp in sorted(assigned)]}
+        )
 
     # ------------------------------------------------------------------ lag
 
@@ -457,6 +482,11 @@ async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:
 
 def _names(tps: Iterable[TopicPartition]) -> str:
     return ",".join(f"{tp.topic}:{tp.partition}" for tp in sorted(tps)) or "-"
+
+
+def _coordinates(records: Iterable[ConsumerRecord[bytes, bytes]], limit: int = 100) -> list[str]:
+    """``topic:partition:offset`` of (at most ``limit``) records: the ``offsets`` log field."""
+    return [f"{r.topic}:{r.partition}:{r.offset}" for _, r in zip(range(limit), records, strict=False)]
 
 
 def create_sink(settings: SinkSettings) -> tuple[ServiceState, Sink]:
