@@ -37,8 +37,7 @@ from etl_api.metrics import EtlMetrics
 from etl_api.schema import apply_ddl
 from etl_api.settings import EtlSettings
 from shared.backoff import Backoff
-from shared.errors import ConfigError, is_retriable
-from shared.settings import local_kafka_from_env
+from shared.errors import is_retriable
 
 log = logging.getLogger(__name__)
 
@@ -325,10 +324,9 @@ def create_app(settings: EtlSettings) -> FastAPI:
         documents the sink stored against MongoDB's documents of that partition (shared.hops).
         ``ok`` is false when a partition is ``over`` (counted downstream, never committed
         upstream) or ``missing`` (stored documents gone); ``in_flight`` is not a disagreement."""
-        try:
-            kafka = local_kafka_from_env()
-        except ConfigError as exc:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"local Kafka not configured: {exc}") from exc
+        kafka = settings.local_kafka
+        if kafka is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "local Kafka not configured: LOCAL_KAFKA_BOOTSTRAP_SERVERS is not set")
         fdb = settings.ferretdb_postgresql_url.get_secret_value() if settings.ferretdb_postgresql_url else None
         try:
             report = await hops.reconcile_kafka(

@@ -7,6 +7,7 @@ Connection settings keep the names every service shares (``MONGODB_URI``, ``MONG
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -16,12 +17,20 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.event import DEFAULT_PRODUCT_VIEW_TYPES, EVENT_TIME_FLOOR, EVENT_TIME_MAX_AHEAD_S, PARTS
+from shared.kafka import KafkaConnection
+from shared.settings import LOCAL_KAFKA_PREFIX, local_kafka_from_env
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 # Variables of the API's environment a job process never inherits (it does not need them: the
 # job writes no HTTP answers, and its environment is readable by its Spark JVM and workers).
-JOB_ENV_EXCLUDED = frozenset({"ETL_API_TOKEN"})
+JOB_ENV_EXCLUDED = frozenset({"ETL_API_TOKEN", *(LOCAL_KAFKA_PREFIX + name.upper() for name in KafkaConnection.model_fields)})
+
+
+def optional_local_kafka_from_env() -> KafkaConnection | None:
+    """The local cluster (``LOCAL_KAFKA_*``, as every service) if configured: only
+    ``GET /reconciliation/kafka`` reads it (the bridge's offsets topic); a job never does."""
+    return local_kafka_from_env() if os.environ.get(LOCAL_KAFKA_PREFIX + "BOOTSTRAP_SERVERS") else None
 
 
 class EtlSettings(BaseSettings):
@@ -56,6 +65,7 @@ class EtlSettings(BaseSettings):
     # GET /reconciliation/kafka reads the bridge's counts from its offsets topic on the local
     # cluster (LOCAL_KAFKA_* as every service); the same name as BRIDGE_OFFSETS_TOPIC.
     bridge_offsets_topic: str = "processed_product_view_test.bridge-offsets"
+    local_kafka: KafkaConnection | None = Field(default_factory=optional_local_kafka_from_env, exclude=True)
     read_parts: int = PARTS  # split every hour/date read into this many `part` equality slices (1 = no split)
     # Plausible event times: an event before the floor, or later than its document's ingested_at
     # by more than max_ahead seconds, is skipped ('implausible_event_time'), never counted.

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from etl_api.settings import optional_local_kafka_from_env
 from pydantic import AliasChoices, BaseModel
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, NoDecode
@@ -50,7 +51,11 @@ COMPOSE_VALUES = {
 # Service variables .env.example sets in its own sections (not documented as a default).
 ENV_EXAMPLE_ACTIVE = {"BRIDGE_REMOTE_TOPIC", "ETL_API_TOKEN", "ETL_SPARK_MASTER"}
 
-_KAFKA_FACTORIES = {local_kafka_from_env: LOCAL_KAFKA_PREFIX, remote_kafka_from_env: REMOTE_KAFKA_PREFIX}
+_KAFKA_FACTORIES: dict[object, str] = {
+    local_kafka_from_env: LOCAL_KAFKA_PREFIX,
+    remote_kafka_from_env: REMOTE_KAFKA_PREFIX,
+    optional_local_kafka_from_env: LOCAL_KAFKA_PREFIX,
+}
 
 
 @dataclass(frozen=True)

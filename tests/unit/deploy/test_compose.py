@@ -200,7 +200,8 @@ def test_service_images_build_from_the_repos_dockerfiles(raw_compose: dict[str, 
 
 
 def _lock_version(lock: str, package: str) -> str:
-    m = re.search(rf"(?im)^{re.escape(package)}==(\S+)$", (REPO / "requirements" / lock).read_text())
+    # `name==version` at the start of a line; hashed locks continue it with ` \` and `--hash=` lines
+    m = re.search(rf"(?im)^{re.escape(package)}==([^\s\\]+)", (REPO / "requirements" / lock).read_text())
     assert m, f"{package} not pinned in {lock}"
     return m[1]
 
