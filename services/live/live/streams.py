@@ -12,19 +12,19 @@ one-minute step writes 60 changelog records per event, the sum costs nothing on 
 
 Guarantees:
 
-- ``read_committed``. faust 0.11 has no ``consumer_isolation_level`` setting: its aiokafka driver
-  builds the worker consumer with ``read_committed`` only when ``processing_guarantee`` is
-  ``exactly_once``, else ``read_uncommitted``. We run ``at_least_once`` and set the isolation
-  level on the consumer faust builds (:class:`_ReadCommittedConsumerThread`), so records of the
-  bridge's aborted or open transactions are never counted.
-- Why not ``exactly_once``: in faust 0.11.3 it commits a partition's transaction without
-  flushing faust's own producer buffer first (the at-least-once path flushes) and keeps
-  processing while it commits, so changelog records land in the wrong transaction. Measured in
-  tests/integration/live/test_restart.py with kill -9: counts both lost and doubled.
-- Nothing counted is lost: the agent counts a batch, then waits until the broker acknowledged
-  (acks=all) every changelog record of the batch, and only then lets faust ack the batch's
-  events; an offset commit covers acked events only. (faust's own flush-before-commit is not
-  enough: ``ProducerBuffer.flush`` returns when no record left its buffer for 100 ms.)
+- ``read_committed``: faust-streaming (0.15.3 too) builds its worker consumer with it only under
+  ``exactly_once``; we run ``at_least_once`` and set it on the consumer faust builds
+  (:mod:`live.consumer`, patch 1), so records of the bridge's aborted or open transactions are
+  never counted.
+- Why not ``exactly_once``: faust commits a partition's transaction without flushing its own
+  producer buffer first and keeps processing while it commits, so changelog records land in the
+  wrong transaction (measured on 0.11.3 with kill -9 in tests/integration/live/test_restart.py:
+  counts lost and doubled; upstream reports still open: faust-streaming #517, #323).
+- Nothing counted is lost: the consumer hands each fetched batch of the topic to
+  :meth:`LiveCounters.count_records`, which counts it (in memory, one changelog record per
+  (key, window) the batch touched) and returns once the brokers acknowledged (acks=all) those
+  records; only then does the consumer ack the batch's offsets, and an offset commit covers acked
+  offsets only.
 - No double counting: at-least-once redelivers what was processed after the last commit; each
   table value carries the last source offset it counted (:func:`live.counting.add_view`), so a
   redelivered view is skipped.
@@ -38,19 +38,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
-from typing import Any, ClassVar, cast
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, cast
 
-import aiokafka
 import faust
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
-from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
 from faust.types.auth import SASLMechanism
-from faust.types.transports import ConsumerT, TransportT
 from prometheus_client import CollectorRegistry, Counter
 
+from live.consumer import LiveApp, RecordBatch, _ReadCommittedConsumer
 from live.counting import UNKNOWN, View, WindowEntry, add_view, parse_view, scoped_key
 from live.settings import LiveSettings
 from shared.errors import BackendUnavailableError, ConfigError
@@ -68,7 +65,7 @@ def _faust_broker(settings: LiveSettings) -> tuple[str, faust.SASLCredentials | 
     if conn.security_protocol == "PLAINTEXT":
         return url, None
     if conn.security_protocol != "SASL_PLAINTEXT" or conn.sasl_mechanism != "PLAIN":
-        # faust 0.11 builds SASL_SSL from an ssl_context; only what the stacks use is wired here.
+        # faust builds SASL_SSL from an ssl_context; only what the stacks use is wired here.
         raise ConfigError(f"live: unsupported local Kafka security {conn.security_protocol}/{conn.sasl_mechanism}")
     password = conn.sasl_password.get_secret_value() if conn.sasl_password else None
     return url, faust.SASLCredentials(username=conn.sasl_username, password=password, mechanism=SASLMechanism.PLAIN)
@@ -116,84 +113,6 @@ async def _partition_count(admin: AIOKafkaAdminClient, topic: str, timeout_s: fl
         await asyncio.sleep(0.2)
 
 
-class _ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
-        consumer = super()._create_worker_consumer(transport)
-        # Read by AIOKafkaConsumer.start() when it builds its fetcher; faust only offers
-        # read_committed together with its transactions (see the module docstring).
-        consumer._isolation_level = "read_committed"
-        return consumer
-
-
-class _ReadCommittedConsumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer with read_committed and two fixes to its offset bookkeeping.
-
-    **Resume after seek, not before.** At the end of a rebalance, faust's table recovery
-    (``Recovery.on_recovery_completed`` / ``_resume_streams``) resumes the source partitions and
-    *then* awaits ``perform_seek()`` (a round trip for the committed offsets). The fetcher is
-    already running (it read the changelogs) and flow is on, so records aiokafka prefetched for
-    the newly assigned partitions are delivered and acked while faust does not know the
-    partitions' committed offsets yet; ``perform_seek`` then sets ``_committed_offset`` /
-    ``_read_offset`` under them and the same offsets are delivered again. The bookkeeping ends up
-    with acked offsets starting above the committed one (``_new_offset`` refuses to commit across
-    that "gap" forever: the partition is counted but its offset never moves, lag frozen) or with
-    the same offset acked twice (commits crawl one offset at a time). It needs a backlog on a
-    newly assigned partition and a slow seek, i.e. a restart after kill -9 under load, or a
-    replica taking over a killed one's partitions. Here, while a rebalance is running, source
-    partitions that are resumed stay paused until ``perform_seek`` has returned.
-
-    **No duplicates in the acked list.** Any other double delivery of an offset (faust pops a
-    committed batch from ``_acked`` before the commit round trip, then updates
-    ``_committed_offset``; an ack in between re-adds it) is dropped before computing the next
-    offset to commit.
-    """
-
-    _deferred_resume: set[TP]
-
-    def _new_consumer_thread(self) -> Any:
-        return _ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    def resume_partitions(self, tps: Iterable[TP]) -> None:
-        tps = set(tps)
-        if self.app.rebalancing:
-            source = {tp for tp in tps if not self._is_changelog_tp(tp)}
-            self._deferred().update(source)
-            tps -= source
-        super().resume_partitions(tps)
-
-    async def perform_seek(self) -> None:
-        await super().perform_seek()
-        deferred, self._deferred_resume = self._deferred(), set()
-        super().resume_partitions(deferred & self.assignment())
-
-    def _deferred(self) -> set[TP]:
-        if not hasattr(self, "_deferred_resume"):
-            self._deferred_resume = set()
-        return self._deferred_resume
-
-    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        self._deferred().difference_update(revoked)
-        await super().on_partitions_revoked(revoked)
-
-    def _new_offset(self, tp: TP) -> int | None:
-        acked = self._acked[tp]
-        if acked:
-            committed = self._committed_offset[tp]
-            acked[:] = sorted({offset for offset in acked if committed is None or offset >= committed})
-        return super()._new_offset(tp)
-
-
-class _ReadCommittedTransport(faust_aiokafka.Transport):
-    Consumer: ClassVar[type[ConsumerT]] = _ReadCommittedConsumer
-
-
-class LiveApp(faust.App):
-    """A faust app whose worker consumer reads with ``isolation_level="read_committed"``."""
-
-    def _new_transport(self) -> TransportT:
-        return _ReadCommittedTransport(self.conf.broker_consumer, self, loop=self.loop)
-
-
 class LiveCounters:
     """The faust app, its tables and the agent that counts. ``start``/``stop`` run it in-process."""
 
@@ -215,10 +134,10 @@ class LiveCounters:
             topic_partitions=partitions,
             topic_replication_factor=settings.replication_factor,
             topic_allow_declare=True,
-            # Keep faust's default of one standby (redundant with live.view, but): with
-            # table_standby_replicas=0 faust 0.11.3 swaps its own partition assignor for aiokafka's
-            # round-robin one, which assigns no changelog partitions as actives, so the tables are
-            # not recovered at all (tried: a restart then counted from zero).
+            # One standby: a replica keeps a warm copy of another's tables and takes over without
+            # replaying a whole changelog. (faust 0.11.3 also needed it: with 0 standbys it swapped
+            # in aiokafka's round-robin assignor and never recovered the tables; 0.15 keeps its own
+            # assignor whenever the app has changelog tables.)
             table_standby_replicas=1,
             store="memory://",
             datadir=settings.data_dir,
@@ -240,14 +159,35 @@ class LiveCounters:
         self.events_seen = 0
         self.views_counted = 0
         self.views_redelivered = 0
+        # The agent subscribes the topic; the consumer hands it its records in whole fetched
+        # batches (count_records), not one by one through faust's conductor (live.consumer).
         self.app.agent(self.topic, name="count_views")(self._count_views)
+        consumer = cast(_ReadCommittedConsumer, self.app.consumer)
+        consumer.batch_topic, consumer.batch_handler = settings.local_topic, self.count_records
 
     def _windowed_table(self, name: str) -> Any:
         """A tumbling-window table; values are JSON ``[count, last offset]``."""
         table = self.app.Table(name, default=list, partitions=self.partitions)
         return table.tumbling(self.settings.window_s, expires=self.settings.retention_s).table
 
+    async def count_records(self, batch: RecordBatch) -> None:
+        """Counts one fetched batch of the topic and returns once the brokers acknowledged (acks=all)
+        its changelog records; the consumer acks its offsets only then (live.consumer, patch 2)."""
+        views, events = [], 0
+        view_types = self.view_types
+        for tp, records in batch:
+            events += len(records)
+            partition = tp.partition
+            for record in records:
+                view = parse_view(record.value, view_types)
+                if view is not None:
+                    views.append((view, partition, record.offset))
+        self.seen.inc(events)
+        self.events_seen += events
+        await self.write_changelog(self.count(views))
+
     async def _count_views(self, stream: faust.StreamT) -> AsyncIterator[None]:
+        # Only reached when the consumer runs without its batch handler (faust's per-record path).
         # take_events acks a batch's events only when this body asks for the next batch, i.e. after
         # the brokers acknowledged the batch's changelog records: a commit covers only what the
         # changelog holds. A failed write raises: the agent crashes, nothing is committed past it.
