@@ -19,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import random
+import re
 import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +35,15 @@ import pytest
 from bridge.metrics import DLQ_STAGES as BRIDGE_STAGES
 from eventgen.samples import bridged_events as make_events
 from prometheus_client.parser import text_string_to_metric_families
+from pymongo import MongoClient
 from sink.metrics import DLQ_STAGES as SINK_STAGES
 
 from shared.kafka import KafkaConnection
 from shared.metrics import convention_problems
 from tests.integration.bridge.helpers import BridgeNames, BridgeProcess, produce_events
-from tests.integration.etl.conftest import EtlService
+from tests.integration.etl.conftest import TEST_DB as ETL_DB
+from tests.integration.etl.conftest import TOKEN, EtlService
+from tests.integration.etl.helpers import make_events as make_documents
 from tests.integration.sink.helpers import (
     PARTITIONS,
     SinkProcess,
@@ -95,8 +100,9 @@ def exposed(text: str) -> dict[str, Any]:
 
 
 def value(families: dict[str, Any], name: str, **labels: str) -> float:
-    samples = [s.value for s in families[name].samples if s.labels == labels and s.name in (name, f"{name}_total")]
-    assert len(samples) == 1, (name, labels, families[name].samples)
+    fam = families[name] if name in families else families[re.sub(r"_(count|sum|bucket)$", "", name)]
+    samples = [s.value for s in fam.samples if s.labels == labels and s.name == name]
+    assert len(samples) == 1, (name, labels, fam.samples)
     return float(samples[0])
 
 
@@ -185,19 +191,26 @@ def sink_lags(sink: SinkProcess) -> dict[str, float]:
     return {x.labels["partition"]: x.value for x in exposed(body.decode())["sink_lag_records"].samples}
 
 
+def etl_service(schema: str, tmp_path: Path, postgres_dsn: str) -> EtlService:
+    env = {
+        "ETL_PG_SCHEMA": schema,
+        "MONGODB_DATABASE": ETL_DB,
+        "MONGODB_COLLECTION": schema,
+        "ETL_API_TOKEN": TOKEN,
+        "ETL_REAPER_INTERVAL_SECONDS": "1",
+        "ETL_RUN_LOG_DIR": str(tmp_path / "runs"),
+        "ETL_SETTLE_SECONDS": "1",
+        "ETL_SPARK_MASTER": "local[2]",
+        "ETL_SPARK_SHUFFLE_PARTITIONS": "1",
+        "ETL_READ_PARTS": "2",
+        "ETL_FERRETDB_POSTGRESQL_URL": postgres_dsn.rsplit("/", 1)[0] + "/ferretdb",
+    }
+    return EtlService(env=env, log_path=tmp_path / "etl-api.log")
+
+
 @pytest.mark.timeout(120)
 async def test_etl_api_metrics(postgres_dsn: str, schema: str, tmp_path: Path) -> None:
-    etl = EtlService(
-        env={
-            "ETL_PG_SCHEMA": schema,
-            "MONGODB_DATABASE": "etl_tests",
-            "MONGODB_COLLECTION": schema,
-            "ETL_API_TOKEN": "t",
-            "ETL_REAPER_INTERVAL_SECONDS": "1",
-            "ETL_RUN_LOG_DIR": str(tmp_path / "runs"),
-        },
-        log_path=tmp_path / "etl-api.log",
-    )
+    etl = etl_service(schema, tmp_path, postgres_dsn)
     try:
         etl.start()
         _, e = await scrape(etl.url)
@@ -263,3 +276,50 @@ async def test_etl_api_metrics(postgres_dsn: str, schema: str, tmp_path: Path) -
         assert value(e, "etl_last_success_timestamp_seconds") == finished.timestamp()  # a failure is no success
     finally:
         etl.stop()
+
+
+@pytest.mark.timeout(240)
+async def test_etl_api_observes_a_succeeded_run(postgres_dsn: str, mongodb_uri: str, schema: str, tmp_path: Path) -> None:
+    """A real incremental run (Spark): its duration and events read are observed once it
+    succeeded, and the freshness gauges move to it."""
+    client: MongoClient[dict[str, Any]] = MongoClient(mongodb_uri)
+    collection = client[ETL_DB][schema]
+    docs = make_documents(random.Random(3), 120, [date(2020, 6, 1), date(2020, 6, 2)], datetime.now(UTC))
+    collection.insert_many([d.doc for d in docs], ordered=False)
+    views = sum(1 for d in docs if d.doc["collection"] == "view_product_detail")
+    etl = etl_service(schema, tmp_path, postgres_dsn)
+    try:
+        etl.start()
+        await asyncio.sleep(1.2)  # past the 1 s settle margin
+        async with etl.client() as api:
+            res = await api.post("/runs", json={"mode": "incremental"})
+            assert res.status_code == 202, res.text
+            run_id = res.json()["run_id"]
+
+            async def finished() -> dict[str, Any]:
+                run: dict[str, Any] = (await api.get(f"/runs/{run_id}")).json()
+                return run if run["status"] in ("succeeded", "failed") else {}
+
+            run = await wait_until("the run to finish", finished, 180, interval=0.5)
+        assert run["status"] == "succeeded", run["error"]
+        assert run["reconciliation"]["events_read"] == views
+
+        async def observed() -> dict[str, Any]:
+            families = (await scrape(etl.url))[1]
+            return families if value(families, "etl_run_events_read_count", mode="incremental") == 1 else {}
+
+        e = await wait_until("the run observed", observed, 30)
+        assert value(e, "etl_run_events_read_sum", mode="incremental") == views
+        duration = datetime.fromisoformat(run["finished_at"]) - datetime.fromisoformat(run["started_at"])
+        labels = {"mode": "incremental", "outcome": "succeeded"}
+        assert value(e, "etl_run_duration_seconds_count", **labels) == 1
+        assert value(e, "etl_run_duration_seconds_sum", **labels) == pytest.approx(duration.total_seconds(), abs=1e-3)
+        assert value(e, "etl_runs_finished_total", status="succeeded") == 1
+        assert value(e, "etl_last_success_timestamp_seconds") == pytest.approx(
+            datetime.fromisoformat(run["finished_at"]).timestamp(), abs=1e-3
+        )
+        assert 0 <= value(e, "etl_watermark_age_seconds") < 120
+    finally:
+        etl.stop()
+        collection.drop()
+        client.close()
