@@ -1,4 +1,3 @@
-# ruff: noqa: E501
 """Benchmark (not a test): what the hour ledger and ``GET /reconciliation`` cost at scale.
 
 Usage::
@@ -15,6 +14,10 @@ Usage::
 4. ``ledger.reconcile`` over the whole span (what ``GET /reconciliation?hours=N`` and an
    incremental run's heal check with that lookback do), timed; it must report every hour ``ok``
    with the seeded product-view count.
+5. The store side of ``GET /reconciliation/kafka`` (``hops.documents_by_source``: documents per
+   remote partition), by SQL on FerretDB's table and through the wire protocol, timed. The seeded
+   documents carry no source coordinates (the ETL's samples), so both must find no partition;
+   the scan is the same either way.
 
 Prints one Markdown table row; the collection and schema are dropped at the end unless --keep.
 """
@@ -30,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from etl_api import ledger
+from etl_api import hops, ledger
 from etl_api.ferretdb import collection_table, ensure_read_indexes
 from etl_api.schema import apply_ddl
 from pymongo import MongoClient
@@ -81,6 +84,12 @@ async def measure(args: argparse.Namespace, db: str, coll_name: str, ferret_pg: 
         assert body["ok"] is True, body["disagreeing_hours"]
         seeded_views = sum(r[2] for r in rows)
         assert sum(h["mongodb"] or 0 for h in body["hours"]) == seeded_views
+        t = time.monotonic()
+        assert await hops.documents_by_source(os.environ["MONGODB_URI"], db, coll_name, ferret_pg) == {}
+        hops_sql_seconds = time.monotonic() - t
+        t = time.monotonic()
+        assert await hops.documents_by_source(os.environ["MONGODB_URI"], db, coll_name, None) == {}
+        hops_wire_seconds = time.monotonic() - t
         return {
             "rows": len(rows),
             "views": seeded_views,
@@ -88,6 +97,8 @@ async def measure(args: argparse.Namespace, db: str, coll_name: str, ferret_pg: 
             "sql_seconds": sql_seconds,
             "write_seconds": write_seconds,
             "reconcile_seconds": report.seconds,
+            "hops_sql_seconds": hops_sql_seconds,
+            "hops_wire_seconds": hops_wire_seconds,
             "load": f"{load} → {loadavg()}",
         }
     finally:
@@ -123,12 +134,13 @@ def main() -> None:
         r = asyncio.run(measure(args, db, name, ferret_pg, end))
         print(f"seeded {args.events:,} documents in {seed_s:.0f} s ({args.events / seed_s:,.0f}/s), read index {index_s:.0f} s")
         print(
-            "| documents | product views | hours | ledger rows | ledger write (s) | GET /reconciliation (s) | SQL on FerretDB's table (s) | load |"
+            "| documents | product views | hours | ledger rows | ledger write (s) | GET /reconciliation (s) | SQL on FerretDB's table (s) "
+            "| /reconciliation/kafka store count, SQL (s) | same, wire protocol (s) | load |"
         )
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         print(
             f"| {args.events:,} | {r['views']:,} | {r['hours']} | {r['rows']} | {r['write_seconds']:.3f} | {r['reconcile_seconds']:.1f} | "
-            f"{r['sql_seconds']:.1f} | {r['load']} |",
+            f"{r['sql_seconds']:.1f} | {r['hops_sql_seconds']:.1f} | {r['hops_wire_seconds']:.1f} | {r['load']} |",
             flush=True,
         )
     finally:

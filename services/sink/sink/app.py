@@ -200,6 +200,15 @@ class Sink(ConsumerRebalanceListener):
     async def _commit_positions(self) -> None:
         """When idle: each partition's position (past the transaction markers), see
         :meth:`sink.commits.OffsetCommitter.commit_positions`."""
+        if self.ledger is not None and self.consumer is not None:
+            # The ledger documents exist before any offset of a partition is committed (sink.ledger).
+            try:
+                await self.ledger.load(self.consumer.assignment())
+            except Exception as exc:
+                if not is_retriable(exc):
+                    raise
+                log.info("idle commit skipped: sink ledger not readable (%s: %s)", type(exc).__name__, exc)
+                return
         await self._committer.commit_positions(lambda: not self._pending)
 
     # ------------------------------------------------------------------ the loop

@@ -18,6 +18,7 @@ partition: counting started with its first record; false after an upgrade) and `
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -58,31 +59,47 @@ class SinkLedger:
         self.ledger: AsyncCollection[dict[str, Any]] = database[SINK_LEDGER_COLLECTION]
         self.collection = collection
         self._committed = committed
-        self._fresh: dict[TopicPartition, bool] = {}  # no ledger document and no committed offset at load
         self._floors: dict[TopicPartition, int] = {}  # next_offset as loaded at assignment: below it, counted
-        self._positions: dict[TopicPartition, int | None] = {}  # next_offset now (None: no document yet)
+        self._positions: dict[TopicPartition, int | None] = {}  # next_offset now (None: unknown, after a missed compare-and-set)
 
     def forget(self) -> None:
         """A new assignment: positions are read again before the next batch is counted."""
         self._floors.clear()
         self._positions.clear()
-        self._fresh.clear()
 
     async def load(self, tps: Iterable[TopicPartition]) -> None:
-        """Reads the positions of ``tps`` not known yet (raises pymongo's errors: the caller retries)."""
+        """Reads the positions of ``tps`` not known yet, creating the missing documents first
+        (raises pymongo's and the coordinator's errors: the caller retries). Called before any
+        offset of a partition is committed (batches and idle position commits alike), so a
+        document created with ``complete: true`` (no committed offset yet) has missed nothing."""
         todo = [tp for tp in tps if tp not in self._positions]
         if not todo:
             return
         ids = {ledger_id(self.collection, tp): tp for tp in todo}
-        found = {doc["_id"]: int(doc["next_offset"]) async for doc in self.ledger.find({"_id": {"$in": list(ids)}}, {"next_offset": 1})}
+        found = await self._read(list(ids))
         for _id, tp in ids.items():
-            if _id not in found:
-                self._fresh[tp] = await self._committed(tp) is None
-            self._positions[tp] = found.get(_id)
-            self._floors[tp] = found.get(_id, 0)
+            if _id in found:
+                continue
+            committed = await self._committed(tp)
+            doc = {
+                "_id": _id,
+                "collection": self.collection,
+                "topic": tp.topic,
+                "partition": tp.partition,
+                "next_offset": committed or 0,
+                "complete": committed is None,  # else: records below it were written before the ledger
+                "counts": {},
+            }
+            with contextlib.suppress(DuplicateKeyError):  # created meanwhile by another owner: read below
+                await self.ledger.insert_one(doc)
+        found.update(await self._read([i for i in ids if i not in found]))
+        for _id, tp in ids.items():
+            self._positions[tp] = self._floors[tp] = found[_id]
 
-    def floor(self, tp: TopicPartition) -> int:
-        return self._floors.get(tp, 0)
+    async def _read(self, ids: list[str]) -> dict[str, int]:
+        if not ids:
+            return {}
+        return {doc["_id"]: int(doc["next_offset"]) async for doc in self.ledger.find({"_id": {"$in": ids}}, {"next_offset": 1})}
 
     def counts(self, tp: TopicPartition, record: ConsumerRecord[Any, Any]) -> bool:
         """Whether ``record`` is counted (not below the ledger position loaded at assignment)."""
@@ -91,35 +108,22 @@ class SinkLedger:
     async def advance(self, offsets: dict[TopicPartition, int], tally: SinkTally) -> None:
         """Adds ``tally`` and moves each partition's ``next_offset`` to ``offsets`` (see the module)."""
         for tp, end in offsets.items():
-            counts = tally.counts.get((tp.topic, tp.partition), {})
-            position = self._positions.get(tp)
-            if position is not None and end <= position:
-                continue
             _id = ledger_id(self.collection, tp)
-            if position is None and tp in self._positions:
-                doc = {
-                    "_id": _id,
-                    "collection": self.collection,
-                    "topic": tp.topic,
-                    "partition": tp.partition,
-                    "next_offset": end,
-                    "complete": self._fresh.get(tp, False),
-                    "counts": counts,
-                }
-                try:
-                    await self.ledger.insert_one(doc)
-                except DuplicateKeyError:
-                    await self._missed(tp, _id, end)
-                    continue
-            else:
-                inc = {f"counts.{source}.{name}": n for source, per in counts.items() for name, n in per.items() if n}
-                update: dict[str, Any] = {"$set": {"next_offset": end}}
-                if inc:
-                    update["$inc"] = inc
-                result = await self.ledger.update_one({"_id": _id, "next_offset": position if position is not None else 0}, update)
-                if result.matched_count != 1:
-                    await self._missed(tp, _id, end)
-                    continue
+            position = self._positions.get(tp)
+            if position is None:  # never loaded: cannot happen (load precedes every write); say so
+                await self._missed(tp, _id, end)
+                continue
+            if end <= position:
+                continue
+            counts = tally.counts.get((tp.topic, tp.partition), {})
+            inc = {f"counts.{source}.{name}": n for source, per in counts.items() for name, n in per.items() if n}
+            update: dict[str, Any] = {"$set": {"next_offset": end}}
+            if inc:
+                update["$inc"] = inc
+            result = await self.ledger.update_one({"_id": _id, "next_offset": position}, update)
+            if result.matched_count != 1:
+                await self._missed(tp, _id, end)
+                continue
             self._positions[tp] = end
 
     async def _missed(self, tp: TopicPartition, _id: str, end: int) -> None:

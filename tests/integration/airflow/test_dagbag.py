@@ -66,6 +66,22 @@ def hours_cases():
         except Exception as exc:
             out.append([type(exc).__name__, str(exc)[:120]])
     return out
+def partitions_cases():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("pipeline_v1_partitions", "airflow/dags/pipeline_v1.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = []
+    missing = {"source_topic": "t", "source_partition": 1, "status": "missing", "documents": 4}
+    fine = {"source_topic": "t", "source_partition": 0, "status": "ok", "documents": 5}
+    for body in ({"ok": True, "disagreeing_partitions": [], "partitions": [fine]},
+                 {"ok": False, "disagreeing_partitions": ["t/1"], "partitions": [fine, missing]},
+                 {"detail": "no ok field"}):
+        try:
+            out.append(mod.partitions_agree(body))
+        except Exception as exc:
+            out.append([type(exc).__name__, str(exc)[:120]])
+    return out
 def plans():
     import importlib.util
     from datetime import datetime, timezone
@@ -156,6 +172,7 @@ print(json.dumps({
     "max_active_runs": dag.max_active_runs,
     "reconciled": reconciled_cases(),
     "hours_agree": hours_cases(),
+    "partitions_agree": partitions_cases(),
 }))
 """
 
@@ -227,6 +244,14 @@ def test_dagbag_imports_pipeline_v1_with_the_expected_graph(tmp_path, version: s
     ]
     assert info["reconciled"] == [True, True, fail, fail, fail, fail]
     # the cross-hop check names the disagreeing hour and its difference
+    assert info["partitions_agree"] == [
+        True,
+        [
+            fail,
+            'the Kafka hops disagree in remote partitions t/1: [{"source_topic": "t", "source_partition": 1, "status": "missing", "do',
+        ],
+        [fail, "the Kafka hops disagree in remote partitions ?: []"],
+    ]
     assert info["hours_agree"] == [
         True,
         [fail, 'raw store and star schema disagree in ingest hours 2026-12-03T09: [{"ingest_hour": "2026-12-03T09", "status": "late", "m'],
