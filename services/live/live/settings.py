@@ -14,8 +14,13 @@ class LiveSettings(ServiceSettings):
 
     model_config = SettingsConfigDict(env_prefix="LIVE_", extra="ignore", populate_by_name=True)
 
-    # The star schema the page plots (read only). None: the page says "no data yet".
-    postgres_dsn: SecretStr | None = Field(default=None, validation_alias=AliasChoices("POSTGRES_DSN", "LIVE_POSTGRES_DSN"), exclude=True)
+    # The star schema the page plots, read as the read-only role analyst (sql/009_roles.sql:
+    # SELECT on dim_*, fact_*, v_*; not etl_runs). Falls back to LIVE_POSTGRES_DSN, then to
+    # POSTGRES_DSN (the owner, still read only by session setting) where no analyst DSN is set.
+    # None: the page says "no data yet".
+    postgres_dsn: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ANALYST_POSTGRES_DSN", "LIVE_POSTGRES_DSN", "POSTGRES_DSN"), exclude=True
+    )
     pg_schema: str = "public"
 
     # The bridge's output topic (normalized events, see shared.event).

@@ -8,6 +8,8 @@ from datetime import date, timedelta
 
 import asyncpg
 
+from tests.conftest import REPO
+
 DDL = """
 CREATE SCHEMA {s};
 CREATE TABLE {s}.dim_date (date_key INTEGER PRIMARY KEY, date DATE NOT NULL, year INTEGER NOT NULL, month INTEGER NOT NULL,
@@ -151,3 +153,14 @@ async def create_random_star(dsn: str, schema: str, *, seed: int, last: date, da
         Fact(d, products[p][0], products[p][1], countries[c][0], countries[c][1], media[m][1], devices[v][1], n)
         for (d, p, c, m, v), n in cells.items()
     ]
+
+
+async def grant_analyst(dsn: str, schema: str) -> None:
+    """What the ETL does to its schema: sql/009_roles.sql grants the read-only role analyst
+    SELECT on the star relations (dim_*, fact_*, v_*) of the schema, nothing else."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"SET search_path TO {schema}")
+        await conn.execute((REPO / "sql" / "009_roles.sql").read_text())
+    finally:
+        await conn.close()
