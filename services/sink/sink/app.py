@@ -131,7 +131,9 @@ class Sink(ConsumerRebalanceListener):
             try:
                 how = await self.writer.prepare()
                 log.info("mongodb ready: write concern %s", how)
-                self.ledger = SinkLedger(self.writer.client[s.mongodb_database], s.mongodb_collection, self._group_committed)
+                self.ledger = SinkLedger(
+                    self.writer.client[s.mongodb_database], s.mongodb_collection, self._group_committed, self.writer.write_concern
+                )
                 break
             except MongoUnavailableError as exc:
                 self.state.set_not_ready(f"mongodb: {exc}")

@@ -208,8 +208,13 @@ class OffsetCommitter:
                 return True
             except Exception as exc:
                 give_up_at = self._give_up_at()
-                if not is_retriable(exc) or (give_up_at is not None and time.monotonic() > give_up_at):
-                    log.warning("sink ledger not written (%s: %s): these offsets stay uncommitted", type(exc).__name__, exc)
+                if not is_retriable(exc):  # not an outage: the worker fails, loudly (the offsets stay uncommitted)
+                    log.error("sink ledger refused (%s: %s): these offsets stay uncommitted", type(exc).__name__, exc)
+                    self._fatal = self._fatal or exc
+                    self._lost_batch = True
+                    return False
+                if give_up_at is not None and time.monotonic() > give_up_at:
+                    log.warning("sink ledger not written before the shutdown deadline (%s): these offsets stay uncommitted", exc)
                     self._lost_batch = True
                     return False
                 self.metrics.write_retries.labels("ledger").inc()

@@ -28,6 +28,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
+from pymongo.write_concern import WriteConcern
 
 from shared.hops import SINK_LEDGER_COLLECTION, UNKNOWN_SOURCE, SinkTally, source_key
 
@@ -54,9 +55,16 @@ def source_of_doc(doc: dict[str, Any]) -> str:
 class SinkLedger:
     """The ledger documents of the partitions this sink owns (see the module)."""
 
-    def __init__(self, database: Any, collection: str, committed: Callable[[TopicPartition], Awaitable[int | None]]) -> None:
-        """``committed``: the consumer group's committed offset of a partition (None: never)."""
-        self.ledger: AsyncCollection[dict[str, Any]] = database[SINK_LEDGER_COLLECTION]
+    def __init__(
+        self,
+        database: Any,
+        collection: str,
+        committed: Callable[[TopicPartition], Awaitable[int | None]],
+        write_concern: WriteConcern | None = None,
+    ) -> None:
+        """``committed``: the consumer group's committed offset of a partition (None: never);
+        ``write_concern``: the events' (a count must be as durable as what it counts)."""
+        self.ledger: AsyncCollection[dict[str, Any]] = database[SINK_LEDGER_COLLECTION].with_options(write_concern=write_concern)
         self.collection = collection
         self._committed = committed
         self._floors: dict[TopicPartition, int] = {}  # next_offset as loaded at assignment: below it, counted
