@@ -42,7 +42,7 @@ def committer_with_ledger(give_up_at: float | None = None) -> tuple[OffsetCommit
     log: list[str] = []
     consumer, ledger = FakeConsumer(log), FakeLedger(log)
     committer = OffsetCommitter(
-        consumer,  # type: ignore[arg-type]
+        consumer,
         SinkMetrics(CollectorRegistry()),
         backoff_initial_s=0.01,
         backoff_max_s=0.01,
