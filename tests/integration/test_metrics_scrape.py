@@ -2,16 +2,14 @@
 
 Real processes on the local stack, one test each: ``python -m bridge`` copying a remote topic,
 ``python -m sink`` writing a local topic to MongoDB, ``python -m etl_api`` on its own PostgreSQL
-schema. Each ``/metrics`` is parsed with prometheus_client's parser; every family must follow the
-conventions (shared.metrics), each service must expose exactly the names documented for it, and
-every metric the Grafana dashboard and the alert rules query that is documented for a service
-must be exposed by it (the unit test proves each queried metric is documented for one: together,
-each is exposed by some service). The values are checked too: the dead letters by hop, the flow
-counters, the sink's lag refreshed by the scrape, readiness, and the ETL's freshness read from
-PostgreSQL at scrape.
-
-live is not started here (its own tests start it); the documented live names are checked by
-the unit test for conventions only.
+schema (and one real Spark run), ``python -m live`` counting a local topic. Each ``/metrics`` is
+parsed with prometheus_client's parser; every family must follow the conventions
+(shared.metrics), each service must expose exactly the names documented for it, and every metric
+the Grafana dashboard and the alert rules query that is documented for a service must be exposed
+by it (the unit test proves each queried metric is documented for one: together, each is exposed
+by some service). The values are checked too: the dead letters by hop, the flow counters, the
+sink's lag refreshed by the scrape, readiness, and the ETL's freshness read from PostgreSQL at
+scrape and its run observations.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import random
 import re
 import socket
@@ -38,12 +37,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
 from sink.metrics import DLQ_STAGES as SINK_STAGES
 
-from shared.kafka import KafkaConnection
+from shared.kafka import KafkaConnection, create_topics
 from shared.metrics import convention_problems
 from tests.integration.bridge.helpers import BridgeNames, BridgeProcess, produce_events
 from tests.integration.etl.conftest import TEST_DB as ETL_DB
 from tests.integration.etl.conftest import TOKEN, EtlService
 from tests.integration.etl.helpers import make_events as make_documents
+from tests.integration.live.conftest import PARTITIONS as LIVE_PARTITIONS
+from tests.integration.live.conftest import LiveProcess, free_port
+from tests.integration.live.conftest import make_events as live_events
+from tests.integration.live.conftest import produce as live_produce
 from tests.integration.sink.helpers import (
     PARTITIONS,
     SinkProcess,
@@ -323,3 +326,30 @@ async def test_etl_api_observes_a_succeeded_run(postgres_dsn: str, mongodb_uri: 
         etl.stop()
         collection.drop()
         client.close()
+
+
+@pytest.mark.timeout(180)
+async def test_live_metrics(local_kafka: KafkaConnection, unique_name: str, tmp_path: Path) -> None:
+    await create_topics(local_kafka, [unique_name], partitions=LIVE_PARTITIONS, replication_factor=3)
+    events = live_events(60, start=time.time() - 120, span_s=60, seed=4)
+    assert await live_produce(local_kafka, unique_name, events) == len(events)
+    env = dict(os.environ) | {
+        "LIVE_LOCAL_TOPIC": unique_name,
+        "LIVE_APP_ID": unique_name,
+        "LIVE_HTTP_PORT": str(free_port()),
+        "LIVE_HTTP_HOST": "127.0.0.1",
+        "LIVE_DATA_DIR": str(tmp_path / "faust"),
+        "LIVE_PG_SCHEMA": unique_name,
+        "PYTHONUNBUFFERED": "1",
+    }
+    live = LiveProcess(env, tmp_path / "live.log").start()
+    try:
+        await live.wait_ready()
+        await live.wait_caught_up()
+        _, f = await scrape(live.url)
+        check_contract("live", f)
+        assert value(f, "live_events_total") == len(events)
+    finally:
+        live.kill()
+        with contextlib.suppress(Exception):
+            await delete_topics(local_kafka, [unique_name])
