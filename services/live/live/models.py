@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -75,6 +75,7 @@ class StarViews(StarQueryEcho):
 class StarRange(BaseModel):
     first: date | None = Field(description="first date with facts (the unknown date excluded)")
     last: date | None = Field(description="last date with facts: the default range ends here, not at today")
+    loaded_at: datetime | None = Field(description="processed_at of the newest fact row (UTC): when the ETL last wrote the star")
     default_days: int
     default_from: date | None
     default_to: date | None

@@ -127,7 +127,9 @@ def _range_note(star: StarSection) -> str:
     shown += [f"device {escape(req.device)}"] if req.device else []
     return (
         f'<p class="muted" id="star-range" data-from="{f.date_from}" data-to="{f.date_to}">{", ".join(shown)}; '
-        f"facts from {data.first} to {data.last}</p>"
+        f"facts from {data.first} to {data.last}"
+        + (f", last loaded {data.loaded_at:%Y-%m-%d %H:%M} UTC" if data.loaded_at else "")
+        + "</p>"
     )
 
 

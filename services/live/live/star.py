@@ -87,6 +87,7 @@ class DataRange:
     last: date | None
     countries: list[str]
     devices: list[str]
+    loaded_at: datetime | None = None  # the newest fact row's processed_at: how fresh the star is
 
     def default_range(self, days: int) -> tuple[date, date] | None:
         """The last ``days`` days up to the last date with data (not the wall clock)."""
@@ -118,7 +119,9 @@ def views_per_day_sql(schema: str) -> str:
 
 
 def range_sql(schema: str) -> str:
-    return f"SELECT min(d.date) AS first, max(d.date) AS last FROM {schema}.fact_product_views f " + (
+    """First and last date with facts (the unknown date excluded), and when the ETL last wrote a fact."""
+    return (
+        f"SELECT min(d.date) AS first, max(d.date) AS last, max(f.processed_at) AS loaded_at FROM {schema}.fact_product_views f "
         f"JOIN {schema}.dim_date d ON d.date_key = f.date_key WHERE f.date_key <> 0"
     )
 
@@ -197,8 +200,8 @@ class StarReader:
         bounds = await self._fetch(range_sql(s))
         countries = await self._fetch(labels_sql(s, COUNTRY_LABEL, "dim_country", "c", "country_key"))
         devices = await self._fetch(labels_sql(s, DEVICE_LABEL, "dim_device", "v", "device_key"))
-        first, last = (bounds[0]["first"], bounds[0]["last"]) if bounds else (None, None)
-        return DataRange(first, last, [r["label"] for r in countries], [r["label"] for r in devices])
+        first, last, loaded = (bounds[0]["first"], bounds[0]["last"], bounds[0]["loaded_at"]) if bounds else (None, None, None)
+        return DataRange(first, last, [r["label"] for r in countries], [r["label"] for r in devices], loaded)
 
     async def top(self, dimension: Dimension, flt: StarFilter, n: int) -> list[tuple[str, str, int]]:
         rows = await self._fetch(top_sql(self.schema, dimension), *flt.args(), n)

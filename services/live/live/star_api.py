@@ -120,6 +120,7 @@ def star_router(star: StarReader, *, days: int, runs_limit: int) -> APIRouter:
         return StarRange(
             first=data.first,
             last=data.last,
+            loaded_at=data.loaded_at,
             default_days=days,
             default_from=default[0] if default else None,
             default_to=default[1] if default else None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, datetime
 
 from live.charts import EMPTY, bar_chart, column_chart
 from live.models import DayViews, LiveSnapshot, StarTop, StarViews, TopItem
@@ -62,7 +62,7 @@ def test_page_renders_with_an_empty_star_schema() -> None:
 
 
 def test_star_section_names_products_next_to_their_ids_and_keeps_the_filters() -> None:
-    data = DataRange(date(2026, 11, 1), date(2026, 11, 22), ["France", 'Côte "d\'Ivoire"'], ["desktop"])
+    data = DataRange(date(2026, 11, 1), date(2026, 11, 22), ["France", 'Côte "d\'Ivoire"'], ["desktop"], datetime(2026, 11, 23, 2, 5, 9))
     flt = StarFilter(date(2026, 11, 20), date(2026, 11, 22), 'Côte "d\'Ivoire"', None)
     req = StarRequest(flt, data, 'Côte "d\'Ivoire"', None)
     echo = req.echo()
@@ -80,7 +80,8 @@ def test_star_section_names_products_next_to_their_ids_and_keeps_the_filters() -
     assert KEYED.findall(products) == [("Glamira Ring Viktor (p1)", "p1", "7"), ("p2", "p2", "3")]
     days = html[html.index('id="star-days"') : html.index('id="star-products"')]
     assert POINT.findall(days) == [("2026-11-20", "4"), ("2026-11-21", "6")]
-    assert 'data-from="2026-11-20" data-to="2026-11-22"' in html
+    assert 'data-from="2026-11-20" data-to="2026-11-22">2026-11-20 to 2026-11-22, country Côte &quot;d&#x27;Ivoire&quot;; ' in html
+    assert "facts from 2026-11-01 to 2026-11-22, last loaded 2026-11-23 02:05 UTC</p>" in html
     form = filter_form(StarSection(req, top, views, []))
     assert '<option value="Côte &quot;d&#x27;Ivoire&quot;" selected>' in form
     assert '<input type="date" name="from" value="2026-11-20" min="2026-11-01" max="2026-11-22">' in form
