@@ -44,16 +44,16 @@ from shared.backoff import Backoff
 from shared.errors import BackendUnavailableError, is_retriable
 from shared.kafka import create_consumer, create_topics
 from shared.service import ServiceState
-from sink.batch import Batch, BatchAbandonedError, DeadLetter, build_batch
+from sink.batch import Batch, build_batch
+from sink.batchwrites import BatchWrites
 from sink.commits import OffsetCommitter
-from sink.deadletters import DLQ_MAX_REQUEST_BYTES, send_dead_letters
+from sink.deadletters import DLQ_MAX_REQUEST_BYTES
 from sink.documents import IngestStamp
 from sink.lag import group_lag
-from sink.ledger import SinkLedger, tally_batch
+from sink.ledger import SinkLedger
 from sink.metrics import SinkMetrics
 from sink.mongo import MongoUnavailableError, MongoWriter
 from sink.settings import SinkSettings
-from sink.writes import CONFLICT_ERROR_CLASS, STAGE_CONFLICT, write_documents
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ IDLE_POLL_MS = 250  # how long one poll waits when nothing is buffered (bounds t
 CLOSE_TIMEOUT_S = 2.0  # closing the clients after SIGTERM (leave group, flush producer)
 
 
-class Sink(ConsumerRebalanceListener):
+class Sink(BatchWrites, ConsumerRebalanceListener):
     """One sink process. ``run(stop)`` is the worker :func:`shared.service.run_service` drives."""
 
     def __init__(self, settings: SinkSettings, state: ServiceState) -> None:
@@ -314,143 +314,6 @@ class Sink(ConsumerRebalanceListener):
             self._committer.take_written()
         self.metrics.stage_seconds.labels("slot_wait").inc(time.monotonic() - waited)
 
-    # ------------------------------------------------------------------ one batch
-
-    async def _write_batch(self, batch: Batch) -> Batch:
-        """Dead letters and documents acknowledged; the committer commits the offsets later."""
-        batch.started = time.monotonic()
-        await self._load_ledger(batch)
-        await asyncio.gather(self._send_dead_letters(batch.dead_letters), self._write_documents(batch))
-        return batch
-
-    async def _write_documents(self, batch: Batch) -> None:
-        """Inserts every document of the batch (:func:`sink.writes.write_documents`); returns only
-        once each is inserted, a duplicate, or dead-lettered (refused: ``sink.write``/``sink.encode``;
-        same ``_id`` with different content: ``sink.conflict``). Outages are retried with bounded
-        backoff for as long as they last (not ready meanwhile); at shutdown the batch is abandoned.
-
-        Each attempt is bounded by ``write_attempt_timeout_s`` (less once stopping); an attempt that
-        runs out of time is retried with half as many documents (down to one), so a MongoDB too
-        slow for a whole batch within the bound (e.g. FerretDB's one-by-one path for duplicates,
-        under load) still makes progress instead of timing out on the same batch forever."""
-        assert self.writer is not None
-        self.writer.attempt_timeout = self._attempt_timeout
-        records = batch.doc_records
-
-        async def on_unavailable(exc: Exception) -> None:
-            self._check_give_up(batch)
-            self.metrics.write_retries.labels("unavailable").inc()
-            self.state.set_not_ready(f"mongodb: {exc}"[:300])
-            await self._sleep_backoff()
-
-        self._check_give_up(batch)
-        inserting = time.monotonic()
-        try:
-            result = await write_documents(
-                self.writer, batch.docs, max_attempts=self.settings.document_write_attempts, on_unavailable=on_unavailable
-            )
-        finally:
-            self.metrics.stage_seconds.labels("insert").inc(time.monotonic() - inserting)
-        if self.ledger is not None:
-            tally_batch(self.ledger, batch, result)
-        self.metrics.written.inc(len(result.inserted))
-        self.metrics.duplicates.inc(len(result.duplicates))
-        self.metrics.conflicting_duplicates.inc(len(result.conflicts))
-        dead = [DeadLetter(records[i], stage, error_class, message) for i, (stage, error_class, message) in sorted(result.refused.items())]
-        dead += [DeadLetter(records[i], STAGE_CONFLICT, CONFLICT_ERROR_CLASS, message) for i, message in sorted(result.conflicts.items())]
-        if result.refused:
-            log.warning(
-                "mongodb refused %d document(s), dead-lettering: %s",
-                len(result.refused),
-                dead[0].message[:200],
-                extra={
-                    "stage": dead[0].stage,
-                    "count": len(result.refused),
-                    "offsets": _coordinates(records[i] for i in sorted(result.refused)),
-                },
-            )
-        if result.conflicts:
-            first = next(iter(result.conflicts.values()))
-            log.warning(
-                "%d conflicting duplicate(s), dead-lettering: %s",
-                len(result.conflicts),
-                first[:200],
-                extra={
-                    "stage": STAGE_CONFLICT,
-                    "count": len(result.conflicts),
-                    "offsets": _coordinates(records[i] for i in sorted(result.conflicts)),
-                },
-            )
-        if dead:
-            await self._send_dead_letters(dead)
-        self._backoff.reset()
-        self.state.set_ready()
-
-    async def _group_committed(self, tp: TopicPartition) -> int | None:
-        assert self.consumer is not None
-        committed: int | None = await self.consumer.committed(tp)
-        return committed
-
-    async def _load_ledger(self, batch: Batch) -> None:
-        """The ledger positions of the batch's partitions (once per assignment), retried while
-        MongoDB is away: records below them were counted by an earlier delivery."""
-        while self.ledger is not None:
-            try:
-                await self.ledger.load(batch.offsets)
-                return
-            except Exception as exc:
-                if not is_retriable(exc):
-                    raise
-                self._check_give_up(batch)
-                self.metrics.write_retries.labels("ledger").inc()
-                self.state.set_not_ready(f"mongodb (ledger): {exc}"[:300])
-                await self._sleep_backoff()
-
-    async def _send_dead_letters(self, dead: list[DeadLetter]) -> None:
-        """Produces each dead letter (``acks=all``) and waits for every acknowledgement
-        (:func:`sink.deadletters.send_dead_letters`); failed rounds are retried with backoff, not
-        ready meanwhile, until the shutdown deadline."""
-        if not dead:
-            return
-        assert self.producer is not None
-        self._check_give_up(None)
-
-        async def on_failed(first: Any) -> None:
-            self.state.set_not_ready(f"dead-letter topic: {first!r}"[:300])
-            self.metrics.write_retries.labels("dead_letter").inc()
-            await self._sleep_backoff()
-            self._check_give_up(None)
-
-        await send_dead_letters(
-            self.producer,
-            self.settings.dlq_topic,
-            dead,
-            on_sent=lambda d: self.metrics.dead_lettered.labels(d.stage).inc(),
-            on_failed=on_failed,
-        )
-
-    # ------------------------------------------------------------------ retries and deadlines
-
-    def _remaining(self) -> float | None:
-        return None if self._give_up_at is None else max(0.05, self._give_up_at - time.monotonic())
-
-    def _attempt_timeout(self) -> float:
-        """One insert_many attempt: at most ``write_attempt_timeout_s``, less once stopping."""
-        remaining = self._remaining()
-        limit = self.settings.write_attempt_timeout_s
-        return limit if remaining is None else min(limit, remaining)
-
-    def _check_give_up(self, batch: Batch | None) -> None:
-        if self._give_up_at is not None and time.monotonic() >= self._give_up_at:
-            self.metrics.abandoned.inc()
-            size = f"{batch.records} records" if batch else "dead letters"
-            raise BatchAbandonedError(f"stopping: batch of {size} abandoned uncommitted (MongoDB or Kafka did not answer in time)")
-
-    async def _sleep_backoff(self) -> None:
-        delay = self._backoff.next_delay()
-        remaining = self._remaining()
-        await asyncio.sleep(delay if remaining is None else min(delay, remaining))
-
     # ------------------------------------------------------------------ rebalance
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -493,11 +356,6 @@ async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:
 
 def _names(tps: Iterable[TopicPartition]) -> str:
     return ",".join(f"{tp.topic}:{tp.partition}" for tp in sorted(tps)) or "-"
-
-
-def _coordinates(records: Iterable[ConsumerRecord[bytes, bytes]], limit: int = 100) -> list[str]:
-    """``topic:partition:offset`` of (at most ``limit``) records: the ``offsets`` log field."""
-    return [f"{r.topic}:{r.partition}:{r.offset}" for _, r in zip(range(limit), records, strict=False)]
 
 
 def create_sink(settings: SinkSettings) -> tuple[ServiceState, Sink]:
