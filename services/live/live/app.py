@@ -232,9 +232,14 @@ def create_app(settings: LiveSettings, state: ServiceState, reader: LiveReader, 
         device: LabelParam = None,
     ) -> str:
         star_data = await section(date_from, date_to, country, device)
-        return render_page(
-            await live_snapshot(until, minutes), star_data, refresh_s=settings.refresh_s, star_refresh_s=settings.star_refresh_s
-        )
+        live: LiveSnapshot | str
+        try:
+            live = await live_snapshot(until, minutes)
+        except HTTPException as exc:
+            if exc.status_code != 503:
+                raise
+            live = f"live counters not available yet: {exc.detail}"  # the star half still helps; the timer retries
+        return render_page(live, star_data, refresh_s=settings.refresh_s, star_refresh_s=settings.star_refresh_s)
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:

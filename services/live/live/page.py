@@ -172,7 +172,10 @@ def filter_form(star: StarSection) -> str:
     )
 
 
-def render_page(live: LiveSnapshot, star: StarSection, *, refresh_s: int, star_refresh_s: int, title: str = "Product views") -> str:
+def render_page(live: LiveSnapshot | str, star: StarSection, *, refresh_s: int, star_refresh_s: int, title: str = "Product views") -> str:
+    """The whole page; ``live`` as a string: why the counters cannot answer yet (the live timer
+    replaces it as soon as they can)."""
+    live_html = live_section(live) if isinstance(live, LiveSnapshot) else f'<p class="empty">{escape(live)}</p>'
     return (
         "<!DOCTYPE html>"
         '<html lang="en"><head><meta charset="utf-8">'
@@ -183,7 +186,7 @@ def render_page(live: LiveSnapshot, star: StarSection, *, refresh_s: int, star_r
         '<p class="muted">JSON behind every chart: <a href="/docs">/docs</a> (/api/live, /api/star/top, /api/star/views, '
         "/api/star/range, /api/star/runs)</p>"
         f"<h2>Live (faust counters, refreshed every {refresh_s} s)</h2>"
-        f'<section id="live">{live_section(live)}</section>'
+        f'<section id="live">{live_html}</section>'
         f"<h2>Star schema (ETL, refreshed every {star_refresh_s} s)</h2>"
         + filter_form(star)
         + f'<section id="star-body">{star_section_html(star)}</section>'

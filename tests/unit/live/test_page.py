@@ -85,3 +85,10 @@ def test_star_section_names_products_next_to_their_ids_and_keeps_the_filters() -
     form = filter_form(StarSection(req, top, views, []))
     assert '<option value="Côte &quot;d&#x27;Ivoire&quot;" selected>' in form
     assert '<input type="date" name="from" value="2026-11-20" min="2026-11-01" max="2026-11-22">' in form
+
+
+def test_a_page_whose_counters_are_starting_still_shows_the_star_half() -> None:
+    starting = "live counters not available yet: starting: <topics>"
+    html = render_page(starting, StarSection(None, {}, None, []), refresh_s=5, star_refresh_s=60)
+    assert '<section id="live"><p class="empty">live counters not available yet: starting: &lt;topics&gt;</p></section>' in html
+    assert '<section id="star-body">' in html
