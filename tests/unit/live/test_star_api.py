@@ -17,6 +17,7 @@ from live.settings import LiveSettings
 from live.star import DIMENSIONS, DataRange, Dimension, StarFilter, StarReader, range_sql, top_sql, views_per_day_sql
 from live.star_api import MAX_RANGE_DAYS, RangeError, resolve_range
 
+from shared.kafka import KafkaConnection
 from shared.service import ServiceState
 
 LAST = date(2026, 11, 22)
@@ -50,7 +51,7 @@ class FakeStar(StarReader):
 
 
 def client(star: StarReader) -> TestClient:
-    s = LiveSettings()
+    s = LiveSettings(local_kafka=KafkaConnection(bootstrap_servers="127.0.0.1:1"))  # no Kafka: the star routes only
     return TestClient(create_app(s, ServiceState("live"), LiveReader(s), star=star))
 
 
