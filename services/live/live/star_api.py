@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
@@ -148,6 +148,7 @@ def star_router(star: StarReader, *, days: int, runs_limit: int) -> APIRouter:
 
     @router.get("/views", response_model=StarViews, summary="Views per day over the range (days without views: 0)")
     async def star_views(
+        by: Annotated[Literal["day"], Query(description="day only: the fact table's grain; views per hour: /api/live")] = "day",
         date_from: FromParam = None,
         date_to: ToParam = None,
         country: LabelParam = None,
@@ -160,7 +161,7 @@ def star_router(star: StarReader, *, days: int, runs_limit: int) -> APIRouter:
                 points = [DayViews(day=d, views=v) for d, v in await star.views_per_day(req.filter)]
             except StarUnavailable as exc:
                 raise HTTPException(503, str(exc)) from exc
-        return StarViews(points=points, **req.echo())
+        return StarViews(by=by, points=points, **req.echo())
 
     @router.get("/runs", response_model=StarRuns, summary="Recent ETL runs, newest first")
     async def star_runs() -> StarRuns:

@@ -111,6 +111,12 @@ def test_invalid_ranges_are_422_with_the_reason(params: dict[str, str], detail: 
     assert (response.status_code, response.json()) == (422, {"detail": detail})
 
 
+def test_views_by_hour_is_refused_the_fact_grain_is_a_day() -> None:
+    response = client(FakeStar()).get("/api/star/views", params={"by": "hour"})
+    assert response.status_code == 422
+    assert [(e["loc"], e["input"]) for e in response.json()["detail"]] == [(["query", "by"], "hour")]
+
+
 def test_the_routes_are_in_the_openapi_document_with_their_models() -> None:
     doc = client(FakeStar()).get("/openapi.json").json()
     paths = doc["paths"]
