@@ -32,6 +32,7 @@ from bridge.offsets import StoredOffset, parse_offset_state, read_stored_states
 from bridge.transform import normalize, output_key
 
 from shared.event import event_id_from_coordinates
+from shared.hops import BridgeCounts
 from shared.kafka import KafkaConnection, create_topics
 from tests.integration.bridge.helpers import BridgeNames, BridgeProcess, read_topic
 
@@ -164,7 +165,8 @@ async def test_a_recreated_topic_is_an_incident_then_resumed_from_earliest_exact
     try:
         await bridge.wait_ready()
         deadline = time.monotonic() + 90
-        while await stored(local_kafka, names, topic) != {p: StoredOffset(e) for p, e in first_ends.items()}:
+        first_counts = {p: BridgeCounts(copied=sum(1 for pp, _ in first if pp == p)) for p in range(PARTITIONS)}
+        while await stored(local_kafka, names, topic) != {p: StoredOffset(e, counts=first_counts[p]) for p, e in first_ends.items()}:
             assert time.monotonic() < deadline, bridge.tail()
             await asyncio.sleep(0.5)
         lag = (await bridge.get("/lag")).json()
@@ -208,6 +210,7 @@ async def test_a_recreated_topic_is_an_incident_then_resumed_from_earliest_exact
     states = await stored(local_kafka, names, topic)
     for p in range(PARTITIONS):
         assert states[p].next_offset == first_ends[p] and states[p].source_epoch == 0
+        assert states[p].counts == first_counts[p]  # the incident record carries the counts on
         assert states[p].incident is not None and states[p].incident["kind"] == "above_end"
 
     # 3. Restarted with fail: the recorded incident holds (the log offsets alone might not show it).
@@ -231,6 +234,9 @@ async def test_a_recreated_topic_is_an_incident_then_resumed_from_earliest_exact
             await asyncio.sleep(0.5)
         lag = (await resumed.get("/lag")).json()
         assert lag["total_lag"] == 0 and lag["incidents"] == 0, lag
+        # The counts go on across the reset: both topics' events, each counted once.
+        counts = {p: s.counts for p, s in (await stored(local_kafka, names, topic)).items()}
+        assert counts == {p: BridgeCounts(copied=first_counts[p].copied + sum(1 for pp, _ in second if pp == p)) for p in range(PARTITIONS)}
         assert all(v["source_epoch"] == 1 for v in lag["partitions"].values())
         metrics = (await resumed.get("/metrics")).text
         assert "bridge_source_incident_partitions 0.0" in metrics
