@@ -15,9 +15,8 @@ Usage::
    incremental run's heal check with that lookback do), timed; it must report every hour ``ok``
    with the seeded product-view count.
 5. The store side of ``GET /reconciliation/kafka`` (``hops.documents_by_source``: documents per
-   remote partition), by SQL on FerretDB's table and through the wire protocol, timed. The seeded
-   documents carry no source coordinates (the ETL's samples), so both must find no partition;
-   the scan is the same either way.
+   remote partition), by SQL on FerretDB's table and through the wire protocol, timed; both must
+   find every seeded document (``eventgen.samples.star_events`` are all from ``product_views``/0).
 
 Prints one Markdown table row; the collection and schema are dropped at the end unless --keep.
 """
@@ -85,10 +84,11 @@ async def measure(args: argparse.Namespace, db: str, coll_name: str, ferret_pg: 
         seeded_views = sum(r[2] for r in rows)
         assert sum(h["mongodb"] or 0 for h in body["hours"]) == seeded_views
         t = time.monotonic()
-        assert await hops.documents_by_source(os.environ["MONGODB_URI"], db, coll_name, ferret_pg) == {}
+        seeded = {("product_views", 0): args.events}
+        assert await hops.documents_by_source(os.environ["MONGODB_URI"], db, coll_name, ferret_pg) == seeded
         hops_sql_seconds = time.monotonic() - t
         t = time.monotonic()
-        assert await hops.documents_by_source(os.environ["MONGODB_URI"], db, coll_name, None) == {}
+        assert await hops.documents_by_source(os.environ["MONGODB_URI"], db, coll_name, None) == seeded
         hops_wire_seconds = time.monotonic() - t
         return {
             "rows": len(rows),
