@@ -21,14 +21,14 @@ Per remote partition, with both ledgers complete (counting started at the first 
   counted yet (``in_flight``, ≥ 0); negative means a local record was counted that the bridge
   never committed: status ``over``;
 - ``stored`` (sink) = documents in MongoDB; fewer: ``missing`` (deleted from the store); more
-  is ``in_flight`` too (inserted, the batch's counts not yet added), or written by something that
-  keeps no ledger: reported as ``unledgered_documents``, not judged (it loses nothing);
+  is ``in_flight`` too (inserted, the batch's counts not yet added) or documents written by
+  something that keeps no ledger: not judged, since it loses nothing;
 - otherwise ``in_flight`` if records are on their way, else ``ok``.
 
 The readers take the ledgers in the order sink, store, bridge (the reverse of the data's path),
 so a record moving meanwhile can only make a hop look behind the one before it, never ahead:
-``over`` and ``missing`` are never caused by timing. A partition where either
-  ledger started later than the first record is ``unledgered``: its counts are reported, not judged.
+``over`` and ``missing`` are never caused by timing. A partition where either ledger started
+later than the first record is ``unledgered``: its counts are reported, not judged.
 """
 
 from __future__ import annotations
