@@ -40,8 +40,9 @@ class LiveSettings(ServiceSettings):
     retention_s: int = 2 * 3600
     # Seconds between offset commits (faust ``broker_commit_interval``).
     commit_interval_s: float = 1.0
-    # The agent counts in batches of at most batch_max events, or what arrived within batch_within_s:
-    # one changelog record per (key, window) per batch instead of one per view and table.
+    # Only on faust's per-record path (a consumer without live.consumer's batch handler): the agent's
+    # take_events batches, at most batch_max events or what arrived within batch_within_s. The
+    # service itself counts each fetched batch whole (live.consumer, patch 2).
     batch_max: int = 2000
     batch_within_s: float = 0.25
     # Changelog producer batching: one produce request per this many seconds per broker instead
