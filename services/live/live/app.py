@@ -8,7 +8,7 @@ HTTP (port ``LIVE_HTTP_PORT``, default 8104), besides ``/health``, ``/ready``, `
   starting in ``[start, end)``;
 - ``GET /api/top?minutes=&until=&n=`` one top-N;
 - ``GET /api/star/{range,top,views,runs}`` the star schema for a date range and filters (:mod:`live.star_api`);
-- ``GET /`` the page; ``GET /partials/live`` and ``/partials/star`` its two sections (what it re-fetches).
+- ``GET /`` the page (its live section refreshes from ``/api/live``, its star section from ``/partials/star``).
 
 The faust app runs in this process and event loop; the routes read its in-memory tables
 directly, so a number on the page is the table's value at the moment of the request.
@@ -30,7 +30,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from live.counting import WindowEntry, counts_by_window, iso, parse_iso, series, top_n, totals, window_start
 from live.models import LiveSnapshot
-from live.page import live_section, render_page, star_section_html
+from live.page import render_page, star_section_html
 from live.settings import LiveSettings
 from live.star import StarReader, StarUnavailable
 from live.star_api import FromParam, LabelParam, RangeError, StarSection, ToParam, star_router, star_section
@@ -211,10 +211,6 @@ def create_app(settings: LiveSettings, state: ServiceState, reader: LiveReader, 
     async def api_views(table: Literal["products", "stores"], start: str, end: str) -> dict[str, Any]:
         await reader.sync()
         return reader.views(table, start, end)
-
-    @app.get("/partials/live", response_class=HTMLResponse, include_in_schema=False)
-    async def partial_live(until: Until = None, minutes: Minutes = None) -> str:
-        return live_section(await live_snapshot(until, minutes))
 
     @app.get("/partials/star", response_class=HTMLResponse, include_in_schema=False)
     async def partial_star(

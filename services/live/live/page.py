@@ -1,11 +1,12 @@
 """The analytics page: HTML assembled server-side from the same models the JSON API returns.
 
 Pure. The page needs nothing but itself: inline CSS, inline SVG charts (:mod:`live.charts`) and
-a few lines of inline JavaScript. Two timers re-fetch the two sections with the page's own query
-string (so the filters stay): the live section every ``refresh_s`` seconds (``/partials/live``),
-the star section every ``star_refresh_s`` (``/partials/star``). Each partial is rendered from
-exactly what ``/api/live`` resp. ``/api/star/top`` and ``/api/star/views`` answer for the same
-parameters. No request leaves the page's own origin (no CDN, no fonts, no images).
+one inline script (``static/page.js``). Two timers refresh the two sections with the page's own
+query string (so the filters stay): the live section every ``refresh_s`` seconds from the JSON of
+``/api/live`` (the script draws the same markup as :func:`live_section`), the star section every
+``star_refresh_s`` from ``/partials/star`` (the server's rendering of exactly what
+``/api/star/top`` and ``/api/star/views`` answer for the same parameters). No request leaves the
+page's own origin (no CDN, no fonts, no images).
 
 Element ids (what a test or a script reads): ``live-minutes``, ``live-hours``,
 ``live-top-{minutes}``; ``star-days``, ``star-products``, ``star-countries``, ``star-media``,
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from live.charts import bar_chart, column_chart
@@ -35,21 +37,8 @@ form label{display:flex;flex-direction:column} .error{color:#c62828}
 .status-succeeded{color:#1a7f37}.status-failed{color:#c62828}.status-running,.status-queued{color:#b26a00}
 """
 
-SCRIPT = """
-(function(){
-  function every(id, url, seconds, counter){
-    var el=document.getElementById(id), n=0;
-    window.setInterval(function(){
-      fetch(url+window.location.search,{cache:'no-store'})
-        .then(function(r){if(!r.ok){throw new Error('HTTP '+r.status);}return r.text();})
-        .then(function(t){el.innerHTML=t;n+=1;document.body.setAttribute(counter,String(n));})
-        .catch(function(e){document.body.setAttribute(counter+'-error',String(e));});
-    }, seconds*1000);
-  }
-  every('live','/partials/live',%d,'data-refreshes');
-  every('star-body','/partials/star',%d,'data-star-refreshes');
-})();
-"""
+# The page's one script (live.static/page.js), inlined: no second request, nothing from elsewhere.
+SCRIPT = (Path(__file__).parent / "static" / "page.js").read_text(encoding="utf-8")
 
 CHART_TITLES: dict[Dimension, tuple[str, str]] = {
     "product": ("star-products", "Top products"),
@@ -181,7 +170,8 @@ def render_page(live: LiveSnapshot | str, star: StarSection, *, refresh_s: int, 
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<link rel="icon" href="data:,">'
-        f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>"
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head>"
+        f'<body data-live-every="{int(refresh_s)}" data-star-every="{int(star_refresh_s)}">'
         f"<h1>{escape(title)}</h1>"
         '<p class="muted">JSON behind every chart: <a href="/docs">/docs</a> (/api/live, /api/star/top, /api/star/views, '
         "/api/star/range, /api/star/runs)</p>"
@@ -190,5 +180,5 @@ def render_page(live: LiveSnapshot | str, star: StarSection, *, refresh_s: int, 
         f"<h2>Star schema (ETL, refreshed every {star_refresh_s} s)</h2>"
         + filter_form(star)
         + f'<section id="star-body">{star_section_html(star)}</section>'
-        + f"<script>{SCRIPT % (refresh_s, star_refresh_s)}</script></body></html>"
+        + f"<script>{SCRIPT}</script></body></html>"
     )

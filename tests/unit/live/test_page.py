@@ -50,11 +50,12 @@ KEYED = re.compile(r'<rect class="point" data-label="([^"]*)" data-key="([^"]*)"
 def test_page_renders_with_an_empty_star_schema() -> None:
     star = StarSection(None, {}, None, [], error="no POSTGRES_DSN configured")
     html = render_page(LIVE, star, refresh_s=5, star_refresh_s=60)
-    assert html.count(EMPTY) == 8  # live minutes and hours, top-5, star days and four breakdowns
+    assert html[: html.index("<script>")].count(EMPTY) == 8  # live minutes and hours, top-5, star days and four breakdowns
     assert '<p class="empty" id="etl-runs">no data yet</p>' in html
     assert '<p class="muted error" id="star-range">star schema: no POSTGRES_DSN configured</p>' in html
-    assert "every('live','/partials/live',5,'data-refreshes');" in html
-    assert "every('star-body','/partials/star',60,'data-star-refreshes');" in html
+    assert '<body data-live-every="5" data-star-every="60">' in html
+    assert "every(Number(body.dataset.liveEvery), '/api/live', 'data-refreshes'" in html
+    assert "every(Number(body.dataset.starEvery), '/partials/star', 'data-star-refreshes'" in html
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")  # nothing loaded from elsewhere
     assert "https://" not in html and "src=" not in html
     unreadable = star_section_html(StarSection(None, {}, None, None))
