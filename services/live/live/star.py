@@ -30,6 +30,8 @@ from typing import Any, Final, Literal
 
 import asyncpg
 
+from shared.errors import BackendUnavailableError
+
 log = logging.getLogger(__name__)
 
 Dimension = Literal["product", "country", "medium", "device"]
@@ -62,7 +64,7 @@ FROM_WHERE = f"""
       AND ($4::text IS NULL OR {DEVICE_LABEL} = $4)"""
 
 
-class StarUnavailable(Exception):
+class StarUnavailable(BackendUnavailableError):
     """PostgreSQL cannot be reached (or refused the query for another reason than a missing table)."""
 
 

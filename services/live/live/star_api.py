@@ -20,6 +20,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from live.models import DayViews, StarRange, StarRuns, StarTop, StarViews, TopItem
 from live.star import DIMENSIONS, DataRange, Dimension, StarFilter, StarReader, StarUnavailable
+from shared.errors import PipelineError
 
 MAX_RANGE_DAYS: Final = 366
 MAX_LABEL: Final = 255
@@ -29,8 +30,8 @@ ToParam = Annotated[str | None, Query(alias="to", description="last day, YYYY-MM
 LabelParam = Annotated[str | None, Query(max_length=MAX_LABEL)]
 
 
-class RangeError(ValueError):
-    """A date range or filter the API answers with 422."""
+class RangeError(PipelineError, ValueError):
+    """A date range or filter the API answers with 422 (not retriable: the request is wrong)."""
 
 
 def parse_day(name: str, text: str | None) -> date | None:
