@@ -18,7 +18,7 @@ def _not_buffer_full(record: logging.LogRecord) -> bool:
 
 def main() -> None:
     settings = LiveSettings()
-    setup_logging("live", settings.log_level)
+    setup_logging("live", settings.log_level, settings.log_format, fields={"hop": "live"})
     logging.getLogger("faust.transport.producer").addFilter(_not_buffer_full)
     asyncio.run(run(settings))
 
