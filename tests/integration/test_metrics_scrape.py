@@ -349,6 +349,9 @@ async def test_live_metrics(local_kafka: KafkaConnection, unique_name: str, tmp_
         _, f = await scrape(live.url)
         check_contract("live", f)
         assert value(f, "live_events_total") == len(events)
+        # the group's lag per partition, refreshed at the scrape: caught up, so 0 everywhere
+        lags = {sample.labels["partition"]: sample.value for sample in f["live_lag_records"].samples}
+        assert lags == {str(p): 0.0 for p in range(LIVE_PARTITIONS)}, lags
     finally:
         live.kill()
         with contextlib.suppress(Exception):

@@ -27,6 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse, Response
+from prometheus_client import Gauge
 
 from live.counting import WindowEntry, counts_by_window, iso, parse_iso, series, top_n, totals, window_start
 from live.models import LiveSnapshot
@@ -263,6 +264,31 @@ async def consumer_lag(settings: LiveSettings) -> dict[str, Any]:
         await admin.close()
 
 
+LAG_REFRESH_S = 15.0  # /lag builds two clients: a scrape refreshes the gauge at most this often
+
+
+def lag_gauge_refresher(settings: LiveSettings, state: ServiceState) -> Callable[[], Any]:
+    """``live_lag_records{partition}`` (the group's lag, as ``/lag``), refreshed before a scrape
+    when older than ``LAG_REFRESH_S``; a failed refresh keeps the last values."""
+    gauge = Gauge(
+        "live_lag_records",
+        "Source-topic records the counters' group has not committed, per partition",
+        ["partition"],
+        registry=state.registry,
+    )
+    refreshed = [-LAG_REFRESH_S]
+
+    async def refresh() -> None:
+        if time.monotonic() - refreshed[0] < LAG_REFRESH_S:
+            return
+        refreshed[0] = time.monotonic()
+        body = await consumer_lag(settings)
+        for partition, lag in body["partitions"].items():
+            gauge.labels(str(partition)).set(lag)
+
+    return refresh
+
+
 async def run(settings: LiveSettings) -> None:
     """Runs counters and HTTP until SIGTERM/SIGINT; stopping faust commits its open transactions.
 
@@ -271,6 +297,7 @@ async def run(settings: LiveSettings) -> None:
     """
     state = ServiceState("live")
     state.lag = lambda: consumer_lag(settings)
+    state.on_scrape = lag_gauge_refresher(settings, state)
     reader = LiveReader(settings)
     app = create_app(settings, state, reader)
     star: StarReader = app.state.star

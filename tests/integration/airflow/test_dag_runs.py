@@ -132,6 +132,8 @@ class Services:
             "ETL_SETTLE_SECONDS": "0",
             "ETL_RUN_LOG_DIR": str(self.work / "etl-runs"),
             "ETL_SPARK_SHUFFLE_PARTITIONS": "4",
+            # the reconcile task's GET /reconciliation/kafka reads this test's bridge
+            "ETL_BRIDGE_OFFSETS_TOPIC": f"{local_topic}.bridge-offsets",
         }
 
     def start(self, name: str) -> ServiceProcess:
