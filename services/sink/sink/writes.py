@@ -245,7 +245,8 @@ class _Run:
             if existing is None:
                 missing.append(i)
                 continue
-            raw = existing.raw if isinstance(existing, RawBSONDocument) else bson.encode(existing)
+            # bytes(): pymongo 4.20 may hand a RawBSONDocument over a memoryview of the reply
+            raw = bytes(existing.raw) if isinstance(existing, RawBSONDocument) else bson.encode(existing)
             differing = differing_fields(raw, bson.encode(doc))
             if differing:
                 result.conflicts[i] = conflict_message(raw, differing)

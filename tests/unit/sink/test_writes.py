@@ -183,6 +183,26 @@ async def test_duplicates_equal_outside_the_delivery_fields_and_conflicts() -> N
     assert store.finds == 1  # one find for the whole attempt's duplicates
 
 
+class MemoryviewStore(FakeStore):
+    """Answers ``stored`` as pymongo 4.20 can: RawBSONDocuments over a memoryview of the reply."""
+
+    async def stored(self, ids: list[Any]) -> dict[Any, RawBSONDocument]:
+        self.finds += 1
+        return {i: RawBSONDocument(memoryview(self.docs[i])) for i in ids if i in self.docs}
+
+
+async def test_duplicates_read_back_over_a_memoryview_and_own_redeliveries_are_told_apart() -> None:
+    store = MemoryviewStore()
+    coords = {"source_topic": "t", "source_partition": 1}
+    await write_documents(store, [doc(i, **coords) for i in range(3)], on_unavailable=no_wait)  # type: ignore[arg-type]
+    again = [doc(i, **coords) for i in range(3)]
+    again[1]["source_offset"] = 999  # the same event from another remote record: a true duplicate
+    again[2]["f"] = 1.0  # different content: a conflict
+    result = await write_documents(store, again, on_unavailable=no_wait)  # type: ignore[arg-type]
+    assert sorted(result.duplicates) == [0, 1] and sorted(result.conflicts) == [2]
+    assert result.redelivered == [0]  # same source coordinates: the sink's own earlier write
+
+
 def test_differing_fields_is_exact_and_type_aware() -> None:
     base = {"_id": "e", "a": 1, "b": [1.0, {"c": "x"}], "ingested_at": "t1", "source_offset": 1}
     same = {"_id": "e", "a": 1, "b": [1.0, {"c": "x"}], "ingested_at": "t2", "source_offset": 7}
