@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiokafka import TopicPartition
@@ -31,6 +31,10 @@ from pymongo.errors import DuplicateKeyError
 from pymongo.write_concern import WriteConcern
 
 from shared.hops import SINK_LEDGER_COLLECTION, UNKNOWN_SOURCE, SinkTally, source_key
+
+if TYPE_CHECKING:  # annotations only: sink.batch and sink.writes need nothing from here
+    from sink.batch import Batch
+    from sink.writes import WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +154,7 @@ class SinkLedger:
         await self.ledger.update_one({"_id": _id}, {"$set": {"complete": False}})
 
 
-def tally_batch(
-    ledger: SinkLedger,
-    batch: Any,
-    result: Any,
-) -> None:
+def tally_batch(ledger: SinkLedger, batch: Batch, result: WriteResult) -> None:
     """Fills ``batch.tally`` from the outcome of its documents (``result``, a
     :class:`sink.writes.WriteResult`) and its build-stage dead letters; records below the ledger
     position are skipped (counted by an earlier delivery)."""
