@@ -1,22 +1,29 @@
-"""Benchmark: the bridge against Kafka MirrorMaker 2, copying the same events remote → local.
+# ruff: noqa: E501
+"""Benchmark: the bridge against Kafka MirrorMaker 2 and a raw aiokafka copier, copying the same
+events remote → local.
 
     .venv/bin/python -m bench.bridge_vs_mirrormaker [--events 1000000] [--partitions 6]
-        [--latency-rate 5000 --latency-seconds 20] [--mm2-mode eos|default|skip]
+        [--latency-rates 2000,5000 --latency-seconds 20] [--mm2-mode eos|default|skip]
+        [--copiers bridge,mm2,raw] [--latency-only] [--bridge-env KEY=VALUE ...]
 
-Both copy one topic of generator events (Glamira shape, ~1 KB, no bad records) from the remote
-cluster to the local one, in the same run, on the same clusters:
+All three copy one topic of generator events (Glamira shape, ~1 KB, no bad records) from the
+remote cluster to the local one, one after the other in the same run, on the same clusters:
 
 - the bridge: ``python -m bridge`` (exactly once: one transaction per partition batch);
 - MirrorMaker 2 (``org.apache.kafka.connect.mirror.MirrorMaker``, dedicated mode, Kafka 3.9.1 jars
   from Maven Central via ``bench/bridge_mm2_pom.xml``), with ``exactly.once.source.support =
-  enabled`` (``--mm2-mode eos``) or its default at-least-once mode.
+  enabled`` (``--mm2-mode eos``) or its default at-least-once mode;
+- the ceiling: ``bench/peers/raw_copier.py``, a bare consume → produce loop with the bridge's
+  client settings and batching, at least once, no transactions: what the machine, the clusters
+  and aiokafka allow, so bridge / raw is what exactly-once and the per-record work cost.
 
 Throughput is events/s seen by a ``read_committed`` consumer of the target topic: "total" from
-process start to the last event, "steady" between 10 % and 90 % of the events. Latency (bridge
-only) is the time a ``read_committed`` consumer of the target topic receives a record minus the
-remote broker's append time (the latency source topic uses ``LogAppendTime``), at a fixed
-produce rate; the bridge's own per-phase timings (``/metrics``) are printed with it.
-Not a test: it prints a table and writes ``bench/results/bridge_vs_mirrormaker.json``.
+process start to the last event, "steady" between 10 % and 90 % of the events. Latency, for each
+copier at each ``--latency-rates`` rate: the time a ``read_committed`` consumer of the target topic
+receives a record minus the remote broker's append time (each latency run has its own source
+topic with ``LogAppendTime``, and the copier is warmed up first); the bridge's own per-phase
+timings (``/metrics``) are printed with it. Not a test: it prints Markdown tables and writes
+``bench/results/bridge_vs_mirrormaker.json``.
 """
 
 from __future__ import annotations
@@ -27,11 +34,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -39,78 +47,14 @@ sys.path.insert(0, str(REPO / "services" / "bridge"))
 sys.path.insert(0, str(REPO / "tools" / "eventgen"))
 
 import eventgen  # noqa: E402
-from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
-from bridge.producers import wait_for_leaders  # noqa: E402
 
+from bench.copy_measure import Copier, Run, bridge_source_key, bridge_target_key, latency, throughput  # noqa: E402
 from bench.peers.mirrormaker import mm2_argv, mm2_properties  # noqa: E402
-from bench.probes import free_port, load_stack_env, peak_rss_mib, stop  # noqa: E402
-from shared.kafka import KafkaConnection, create_topics  # noqa: E402
+from bench.probes import free_port, load_stack_env, loadavg  # noqa: E402
+from shared.kafka import KafkaConnection  # noqa: E402
 
 OUT = REPO / "bench" / "results"
 BRIDGE_ENV: dict[str, str] = {}  # --bridge-env KEY=VALUE: settings to try (e.g. BRIDGE_LINGER_MS=1)
-
-
-@dataclass
-class Run:
-    name: str
-    events: int
-    total_s: float = 0.0
-    steady_eps: float = 0.0
-    peak_rss_mb: float = 0.0
-    note: str = ""
-    latencies_ms: list[float] = field(default_factory=list, repr=False)
-    profile: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    @property
-    def total_eps(self) -> float:
-        return self.events / self.total_s if self.total_s else 0.0
-
-
-async def count_until(
-    conn: KafkaConnection, topic: str, want: int, *, started: float, timeout_s: float, proc: subprocess.Popen[bytes]
-) -> tuple[float, float]:
-    """Counts committed records of ``topic`` until ``want``; returns (total seconds, steady events/s)."""
-    deadline = time.monotonic() + timeout_s
-    while True:  # the copier creates the target topic (a new client each time: fresh metadata)
-        probe = AIOKafkaConsumer(**conn.client_kwargs())
-        await probe.start()
-        try:
-            partitions = probe.partitions_for_topic(topic) if topic in await probe.topics() else None
-        finally:
-            await probe.stop()
-        if partitions:
-            break
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{topic} never appeared (copier exit code {proc.poll()})")
-        await asyncio.sleep(1)
-    consumer = AIOKafkaConsumer(
-        **conn.client_kwargs(), enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        await wait_for_leaders(conn, [topic], timeout_s=60)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, 0)
-        seen, t10, t90 = 0, 0.0, 0.0
-        next_report = time.monotonic() + 15
-        while seen < want:
-            if time.monotonic() > next_report:
-                print(f"  {topic}: {seen}/{want}", flush=True)
-                next_report += 15
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{seen}/{want} copied when the copier exited ({proc.poll()}) or time ran out")
-            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            seen += sum(len(v) for v in batch.values())
-            now = time.monotonic()
-            if not t10 and seen >= want * 0.1:
-                t10 = now
-            if not t90 and seen >= want * 0.9:
-                t90 = now
-        return time.monotonic() - started, (want * 0.8) / (t90 - t10) if t90 > t10 else 0.0
-    finally:
-        await consumer.stop()
 
 
 def spawn(argv: list[str], log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
@@ -118,157 +62,108 @@ def spawn(argv: list[str], log: Path, env: dict[str, str], cwd: Path) -> subproc
         return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
 
 
-def start_bridge(base: str, remote_topic: str, partitions: int, port: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    local_topic = f"{base}.bridge"
-    env = {
-        **os.environ,
-        "BRIDGE_REMOTE_TOPIC": remote_topic,
-        "BRIDGE_LOCAL_TOPIC": local_topic,
-        "BRIDGE_DLQ_TOPIC": f"{base}.bridge.dlq",
-        "BRIDGE_OFFSETS_TOPIC": f"{base}.bridge.offsets",
-        "BRIDGE_GROUP_ID": f"{base}.bridge",
-        "BRIDGE_LOCAL_PARTITIONS": str(partitions),
-        "BRIDGE_HTTP_HOST": "127.0.0.1",
-        "BRIDGE_HTTP_PORT": str(port),
-        "PYTHONPATH": f"{REPO}:{REPO / 'services' / 'bridge'}",
-        **BRIDGE_ENV,
-    }
-    return spawn([sys.executable, "-m", "bridge"], log, env, REPO), local_topic
+def bridge(partitions: int, replicas: int = 1) -> Copier:
+    """``python -m bridge`` with its defaults (plus ``--bridge-env``), ``replicas`` processes of one group."""
+    ports = [free_port() for _ in range(replicas)]
+
+    def start(topic: str, tag: str) -> tuple[list[subprocess.Popen[bytes]], str]:
+        return [start_one(topic, tag, port) for port in ports], f"{tag}.bridge"
+
+    def start_one(topic: str, tag: str, port: int) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "BRIDGE_REMOTE_TOPIC": topic,
+            "BRIDGE_LOCAL_TOPIC": f"{tag}.bridge",
+            "BRIDGE_DLQ_TOPIC": f"{tag}.bridge.dlq",
+            "BRIDGE_OFFSETS_TOPIC": f"{tag}.bridge.offsets",
+            "BRIDGE_GROUP_ID": f"{tag}.bridge",
+            "BRIDGE_LOCAL_PARTITIONS": str(partitions),
+            "BRIDGE_HTTP_HOST": "127.0.0.1",
+            "BRIDGE_HTTP_PORT": str(port),
+            "PYTHONPATH": f"{REPO}:{REPO / 'services' / 'bridge'}",
+            **BRIDGE_ENV,
+        }
+        return spawn([sys.executable, "-m", "bridge"], OUT / f"{tag}.bridge.log", env, REPO)
+
+    name = "bridge (exactly once)" if replicas == 1 else f"bridge (exactly once) x{replicas} processes"
+    return Copier(name, start, bridge_source_key, bridge_target_key, port=ports[0])
 
 
-async def bench_bridge(remote: KafkaConnection, local: KafkaConnection, base: str, topic: str, events: int, partitions: int) -> Run:
-    run = Run("bridge (exactly once)", events)
-    started = time.monotonic()
-    proc, local_topic = start_bridge(base, topic, partitions, free_port(), OUT / f"{base}.bridge.log")
-    try:
-        run.total_s, run.steady_eps = await count_until(local, local_topic, events, started=started, timeout_s=1800, proc=proc)
-        run.peak_rss_mb = peak_rss_mib(proc.pid)
-    finally:
-        stop(proc)
-    return run
+def mirrormaker(remote: KafkaConnection, local: KafkaConnection, partitions: int, eos: bool) -> Copier:
+    """A dedicated MirrorMaker 2 per run (its own cluster aliases, so no state carries over)."""
+
+    def start(topic: str, tag: str) -> tuple[list[subprocess.Popen[bytes]], str]:
+        src, dst = f"src{tag[-8:]}", f"dst{tag[-8:]}"
+        props = OUT / f"{tag}.mm2.properties"
+        props.write_text(mm2_properties(remote, local, src, dst, topic, partitions, eos))
+        props.chmod(0o600)  # holds the SASL passwords; removed once MirrorMaker 2 has read it
+        proc = spawn(mm2_argv(props, dst, OUT), OUT / f"{tag}.mm2.log", os.environ.copy(), OUT)
+        threading.Timer(60, props.unlink, kwargs={"missing_ok": True}).start()
+        return [proc], f"{src}.{topic}"
+
+    mode = "exactly.once.source.support=enabled" if eos else "default, at least once"
+    return Copier(f"MirrorMaker 2 ({mode})", start)
 
 
-async def bench_mm2(remote: KafkaConnection, local: KafkaConnection, base: str, topic: str, events: int, partitions: int, eos: bool) -> Run:
-    run = Run(f"MirrorMaker 2 ({'exactly.once.source.support=enabled' if eos else 'default, at least once'})", events)
-    src, dst = f"src{base[-6:]}", f"dst{base[-6:]}"
-    props = OUT / f"{base}.mm2.properties"
-    props.write_text(mm2_properties(remote, local, src, dst, topic, partitions, eos))
-    props.chmod(0o600)
-    argv = mm2_argv(props, dst, OUT)
-    log = OUT / f"{base}.mm2.log"
-    started = time.monotonic()
-    proc = spawn(argv, log, os.environ.copy(), OUT)
-    try:
-        run.total_s, run.steady_eps = await count_until(local, f"{src}.{topic}", events, started=started, timeout_s=1800, proc=proc)
-        run.peak_rss_mb = peak_rss_mib(proc.pid)
-    finally:
-        stop(proc)
-        props.unlink(missing_ok=True)  # holds the SASL passwords
-    return run
+def raw_copier(partitions: int, in_flight: int) -> Copier:
+    """``bench/peers/raw_copier.py``: at least once, no transactions, the bridge's client settings."""
+
+    def start(topic: str, tag: str) -> tuple[list[subprocess.Popen[bytes]], str]:
+        target = f"{tag}.raw"
+        argv = [sys.executable, "-m", "bench.peers.raw_copier", "--source-topic", topic, "--target-topic", target]
+        argv += ["--group", f"{tag}.raw", "--partitions", str(partitions), "--in-flight", str(in_flight)]
+        return [spawn(argv, OUT / f"{tag}.raw.log", {**os.environ, "PYTHONPATH": str(REPO)}, REPO)], target
+
+    return Copier("raw aiokafka copier (at least once)", start)
 
 
-async def bench_latency(remote: KafkaConnection, local: KafkaConnection, base: str, rate: float, seconds: float, partitions: int) -> Run:
-    """The bridge at a fixed produce rate: p50/p99 of target receive time − remote timestamp."""
-    topic = f"{base}.latency"
-    count = int(rate * seconds)
-    run = Run(f"bridge latency at {rate:.0f} ev/s", count)
-    # The remote broker stamps each record when it appends it (LogAppendTime), so latency runs
-    # from the remote append, not from whenever the generator's producer built its batch.
-    await create_topics(remote, [topic], partitions=partitions, replication_factor=1, configs={"message.timestamp.type": "LogAppendTime"})
-    port = free_port()
-    proc, local_topic = start_bridge(base + "l", topic, partitions, port, OUT / f"{base}.latency.log")
-    consumer = AIOKafkaConsumer(**local.client_kwargs(), enable_auto_commit=False, isolation_level="read_committed")
-    try:
-        await asyncio.sleep(8)  # joined and idle
-        await consumer.start()
-        await consumer.topics()
-        tps = [TopicPartition(local_topic, p) for p in sorted(consumer.partitions_for_topic(local_topic) or ())]
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        received: dict[tuple[int, int], float] = {}
-        records = eventgen.generate(count, seed=11)
-        producing = asyncio.create_task(eventgen.produce(records, remote, topic, rate=rate, progress=False, partitions=partitions))
-        deadline = time.monotonic() + seconds + 120
-        while len(received) < count and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            now_ms = time.time() * 1000
-            for records in batch.values():
-                for record in records:
-                    event = json.loads(record.value)
-                    received[(event["source_partition"], event["source_offset"])] = now_ms
-        await producing
-        run.peak_rss_mb = peak_rss_mib(proc.pid)
-        run.profile = await bridge_profile(port)
-    finally:
-        await consumer.stop()
-        stop(proc)
-    # remote timestamps of the same records
-    source = AIOKafkaConsumer(**remote.client_kwargs(), enable_auto_commit=False)
-    await source.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        source.assign(tps)
-        await source.seek_to_beginning(*tps)
-        ends = await source.end_offsets(tps)
-        stamps: dict[tuple[int, int], int] = {}
-        while [tp for tp in tps if await source.position(tp) < ends[tp]]:
-            for tp, records in (await source.getmany(timeout_ms=500, max_records=10_000)).items():
-                for record in records:
-                    stamps[(tp.partition, record.offset)] = record.timestamp
-    finally:
-        await source.stop()
-    run.latencies_ms = sorted(received[k] - stamps[k] for k in received if k in stamps)
-    run.note = f"{len(received)}/{count} received"
-    return run
-
-
-async def bridge_profile(port: int) -> dict[str, dict[str, float]]:
-    """The bridge's own timings from ``/metrics``: per transaction phase and per record stage,
-    the count, mean and (bucket upper bound) p50/p99, in milliseconds."""
-    import httpx
-
-    async with httpx.AsyncClient(timeout=10) as client:
-        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-    series: dict[str, dict[str, Any]] = {}
-    for line in text.splitlines():
-        for metric, label in (("bridge_transaction_phase_seconds", "phase"), ("bridge_record_age_seconds", "stage")):
-            if not line.startswith(metric):
-                continue
-            name = line.split(f'{label}="', 1)[1].split('"', 1)[0]
-            entry = series.setdefault(f"{label} {name}", {"buckets": []})
-            value = float(line.rsplit(" ", 1)[1])
-            if line.startswith(f"{metric}_bucket"):
-                le = line.split('le="', 1)[1].split('"', 1)[0]
-                entry["buckets"].append((float(le), value))
-            elif line.startswith(f"{metric}_sum"):
-                entry["sum"] = value
-            elif line.startswith(f"{metric}_count"):
-                entry["count"] = value
-    out: dict[str, dict[str, float]] = {}
-    for name, entry in series.items():
-        count = entry.get("count", 0.0)
-        if not count:
-            continue
-
-        def quantile(q: float, buckets: list[tuple[float, float]] = entry["buckets"], n: float = count) -> float:
-            return next((le for le, c in sorted(buckets) if c >= q * n), float("inf")) * 1000
-
-        out[name] = {"count": count, "mean_ms": entry["sum"] / count * 1000, "p50_ms": quantile(0.5), "p99_ms": quantile(0.99)}
-    return out
-
-
-def percentile(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+def print_tables(runs: list[Run], latencies: dict[float, list[Run]]) -> None:
+    print()
+    print(f"| copier | events | total ev/s | steady ev/s | peak RSS MB |{' vs raw (steady) |' if runs else ''}")
+    print(f"|---|---|---|---|---|{'---|' if runs else ''}")
+    raw = next((r for r in runs if r.name.startswith("raw")), None)
+    for run in runs:
+        vs_raw = f" {run.steady_eps / raw.steady_eps:.0%} |" if raw and raw.steady_eps else ""
+        print(f"| {run.name} | {run.events} | {run.total_eps:.0f} | {run.steady_eps:.0f} | {run.peak_rss_mb:.0f} |{vs_raw}")
+    bridge_run = next((r for r in runs if r.name.startswith("bridge")), None)
+    mm2 = next((r for r in runs if r.name.startswith("MirrorMaker")), None)
+    if bridge_run and mm2 and mm2.steady_eps:
+        print(
+            f"bridge / MirrorMaker 2: total {bridge_run.total_eps / mm2.total_eps:.2f}x, steady {bridge_run.steady_eps / mm2.steady_eps:.2f}x"
+        )
+    if latencies:
+        print()
+        print("| rate ev/s | copier | p50 ms | p99 ms | max ms | received | peak RSS MB |")
+        print("|---|---|---|---|---|---|---|")
+        for rate, rate_runs in latencies.items():
+            for run in rate_runs:
+                q = run.latency()
+                print(
+                    f"| {rate:.0f} | {run.name} | {q['p50_ms']:.0f} | {q['p99_ms']:.0f} | {q['max_ms']:.0f} | {run.note} | {run.peak_rss_mb:.0f} |"
+                )
+    for rate_runs in latencies.values():
+        for run in rate_runs:
+            if run.profile:
+                print(f"  bridge's own timings at {run.events} events (ms; p50/p99 are histogram bucket bounds):")
+                for name, p in run.profile.items():
+                    print(
+                        f"    {name:22} n={p['count']:>6.0f} mean {p['mean_ms']:>7.1f} p50 <= {p['p50_ms']:>6.0f} p99 <= {p['p99_ms']:>6.0f}"
+                    )
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=6)
-    parser.add_argument("--latency-rate", type=float, default=5000)
+    parser.add_argument("--latency-rates", default="2000,5000", help="comma list of produce rates (events/s); empty: no latency runs")
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--mm2-mode", choices=("eos", "default", "skip"), default="eos")
-    parser.add_argument("--latency-only", action="store_true", help="only the fixed-rate latency run (no throughput runs)")
+    parser.add_argument(
+        "--copiers", default="bridge,mm2,raw", help="which copiers run, in this order (bridge, bridge2 = two bridge processes, mm2, raw)"
+    )
+    parser.add_argument("--raw-in-flight", type=int, default=16, help="the raw copier's unacknowledged fetches (2000 records each)")
+    parser.add_argument("--latency-copiers", default="bridge,mm2,raw", help="which copiers the latency runs measure")
+    parser.add_argument("--latency-only", action="store_true", help="only the fixed-rate latency runs (no throughput runs)")
     parser.add_argument("--bridge-env", action="append", default=[], metavar="KEY=VALUE", help="a bridge setting to try (repeatable)")
     args = parser.parse_args()
     BRIDGE_ENV.update(dict(kv.split("=", 1) for kv in args.bridge_env))
@@ -278,53 +173,65 @@ async def main() -> None:
     remote, local = remote_kafka_from_env(), local_kafka_from_env()
     OUT.mkdir(parents=True, exist_ok=True)
     base = f"bench_bridge_{uuid.uuid4().hex[:6]}"
-    topic = f"{base}.source"
-    load_before = os.getloadavg()
+    make = {
+        "bridge": lambda: bridge(args.partitions),
+        "bridge2": lambda: bridge(args.partitions, replicas=2),
+        "mm2": lambda: mirrormaker(remote, local, args.partitions, eos=args.mm2_mode == "eos"),
+        "raw": lambda: raw_copier(args.partitions, args.raw_in_flight),
+    }
+    names = [n for n in args.copiers.split(",") if n and not (n == "mm2" and args.mm2_mode == "skip")]
+    load_before = loadavg()
+    print(f"{base}: copiers {names}, {args.events} events, {args.partitions} partitions, load {load_before}", flush=True)
     runs: list[Run] = []
+    failures: list[str] = []
     if not args.latency_only:
+        topic = f"{base}.source"
         t0 = time.monotonic()
-        records = eventgen.generate(args.events, seed=42)
-        manifest = await eventgen.produce(records, remote, topic, progress=False, partitions=args.partitions)
+        manifest = await eventgen.produce(
+            eventgen.generate(args.events, seed=42), remote, topic, progress=False, partitions=args.partitions
+        )
         print(f"produced {manifest.total} events to {topic} in {time.monotonic() - t0:.0f}s", flush=True)
-        runs.append(await bench_bridge(remote, local, base, topic, args.events, args.partitions))
-        print(f"bridge: {runs[0].total_eps:.0f} ev/s total, {runs[0].steady_eps:.0f} steady", flush=True)
-    if args.mm2_mode != "skip" and not args.latency_only:
-        try:
-            runs.append(await bench_mm2(remote, local, base, topic, args.events, args.partitions, eos=args.mm2_mode == "eos"))
-        except RuntimeError as exc:
-            print(f"MirrorMaker 2 ({args.mm2_mode}) failed: {exc}; see {OUT}/{base}.mm2.log", flush=True)
-    latency = await bench_latency(remote, local, base, args.latency_rate, args.latency_seconds, args.partitions)
+        for i, name in enumerate(names):
+            copier = make[name]()
+            try:
+                runs.append(await throughput(copier, local, topic, args.events, f"{base}t{i}"))
+                print(f"{copier.name}: {runs[-1].total_eps:.0f} ev/s total, {runs[-1].steady_eps:.0f} steady, load {loadavg()}", flush=True)
+            except RuntimeError as exc:
+                failures.append(f"{copier.name} throughput failed: {exc}; see {OUT}/{base}t{i}.*.log")
+                print(failures[-1], flush=True)
+    latencies: dict[float, list[Run]] = {}
+    for rate in [float(r) for r in args.latency_rates.split(",") if r]:
+        for i, name in enumerate(n for n in args.latency_copiers.split(",") if n in names or n == "bridge"):
+            copier, tag = make[name](), f"{base}r{rate:.0f}c{i}"
+            try:
+                run = await latency(copier, remote, local, f"{tag}.latency", tag, rate, int(rate * args.latency_seconds), args.partitions)
+            except RuntimeError as exc:
+                failures.append(f"{copier.name} latency at {rate:.0f}/s failed: {exc}; see {OUT}/{tag}.*.log")
+                print(failures[-1], flush=True)
+                continue
+            latencies.setdefault(rate, []).append(run)
+            q = run.latency()
+            print(
+                f"{copier.name} at {rate:.0f} ev/s: p50 {q['p50_ms']:.0f} p99 {q['p99_ms']:.0f} max {q['max_ms']:.0f} ms, load {loadavg()}",
+                flush=True,
+            )
 
-    print()
-    print(f"{'copier':58} {'events':>9} {'total ev/s':>11} {'steady ev/s':>12} {'peak RSS MB':>12}")
-    for run in runs:
-        print(f"{run.name:58} {run.events:>9} {run.total_eps:>11.0f} {run.steady_eps:>12.0f} {run.peak_rss_mb:>12.0f}")
-    if len(runs) == 2 and runs[1].steady_eps:
-        total, steady = runs[0].total_eps / runs[1].total_eps, runs[0].steady_eps / runs[1].steady_eps
-        print(f"ratio bridge / MirrorMaker 2: total {total:.2f}x, steady {steady:.2f}x")
-    lat = latency.latencies_ms
-    worst = lat[-1] if lat else float("nan")
-    print(
-        f"{latency.name}: p50 {percentile(lat, 0.5):.0f} ms, p99 {percentile(lat, 0.99):.0f} ms, max {worst:.0f} ms "
-        f"({latency.note}); peak RSS {latency.peak_rss_mb:.0f} MB; settings {BRIDGE_ENV or 'default'}"
-    )
-    print("  bridge's own timings (ms; p50/p99 are histogram bucket bounds):")
-    for name, p in latency.profile.items():
-        print(f"    {name:22} n={p['count']:>6.0f} mean {p['mean_ms']:>7.1f} p50 <= {p['p50_ms']:>6.0f} p99 <= {p['p99_ms']:>6.0f}")
-    print(f"load average before {load_before}, after {os.getloadavg()}")
+    print_tables(runs, latencies)
+    print(*failures, sep="\n")
+    print(f"load average before {load_before}, after {loadavg()}; bridge settings {BRIDGE_ENV or 'default'}")
     result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "events": args.events,
         "partitions": args.partitions,
         "runs": [{**asdict(r), "total_eps": r.total_eps, "latencies_ms": None} for r in runs],
-        "latency": {
-            "rate": args.latency_rate,
-            "p50_ms": percentile(lat, 0.5),
-            "p99_ms": percentile(lat, 0.99),
-            "note": latency.note,
-            "profile": latency.profile,
-            "bridge_env": BRIDGE_ENV,
-        },
-        "load_average": {"before": load_before, "after": os.getloadavg()},
+        "latency": [
+            {"rate": rate, "copier": r.name, **r.latency(), "note": r.note, "peak_rss_mb": r.peak_rss_mb, "profile": r.profile}
+            for rate, rate_runs in latencies.items()
+            for r in rate_runs
+        ],
+        "bridge_env": BRIDGE_ENV,
+        "failures": failures,
+        "load_average": {"before": load_before, "after": loadavg()},
     }
     (OUT / "bridge_vs_mirrormaker.json").write_text(json.dumps(result, indent=2))
 
