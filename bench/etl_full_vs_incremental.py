@@ -62,8 +62,10 @@ from pymongo import MongoClient  # noqa: E402
 from sink.documents import IngestStamp, build_document  # noqa: E402
 from sink.mongo import INDEXES, wants_read_indexes  # noqa: E402
 
+from bench.mongo_raw_read import full_run_tasks, raw_read  # noqa: E402
 from bench.probes import load_stack_env, loadavg  # noqa: E402
 from infra.stack import ferretdb_postgresql_url  # noqa: E402
+from shared.event import DEFAULT_PRODUCT_VIEW_TYPES  # noqa: E402
 
 DATES = [date(2020, 5, 1) + timedelta(days=i) for i in range(30)]
 NEW_DATE = date(2020, 5, 31)
@@ -148,6 +150,37 @@ def peer_driver_read(coll: Any, limit: int) -> tuple[float, float, int]:
     return elapsed, after - before, len(docs)
 
 
+def read_ceilings(args: argparse.Namespace, db: str, name: str) -> dict[str, tuple[float, int]]:
+    """The raw reads of what a full run reads now: serial, then in ``--raw-processes`` processes."""
+    uri = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27017/")
+    tasks = full_run_tasks(list(DEFAULT_PRODUCT_VIEW_TYPES), int(args.read_parts))
+    out = {}
+    for label, processes in (("raw read, serial", 1), (f"raw read, {args.raw_processes} processes", args.raw_processes)):
+        load = loadavg()
+        out[label] = raw_read(uri, db, name, tasks, processes, args.raw_batch)
+        print(
+            f"{label}: {out[label][1]:,} documents in {out[label][0]:.1f} s ({out[label][1] / out[label][0]:,.0f}/s), load {load} → {loadavg()}",
+            flush=True,
+        )
+    return out
+
+
+def print_ceilings(ceilings: dict[int, dict[str, tuple[float, int]]], fulls: dict[int, dict[str, Any]]) -> None:
+    """The full run's extract against the raw reads of the same documents."""
+    print("| events | read | documents | seconds | documents/s | full run's extract / it |")
+    print("|---|---|---|---|---|---|")
+    for size, reads in ceilings.items():
+        full = fulls.get(size)
+        if full is None:
+            continue
+        extract_s, read = full["timings"]["extract_seconds"], full["rec"]["events_read"]
+        print(f"| {size:,} | full run's extract (Spark) | {read:,} | {extract_s:.1f} | {read / extract_s:,.0f} | |")
+        for label, (seconds, docs) in reads.items():
+            print(
+                f"| {size:,} | {label} | {docs:,} | {seconds:.1f} | {docs / seconds:,.0f} | {(read / extract_s) / (docs / seconds):.0%} |"
+            )
+
+
 def row(size: int, name: str, r: dict[str, Any]) -> str:
     t, rec = r["timings"], r["rec"]
     return (
@@ -226,6 +259,10 @@ def main() -> None:
         "--ferretdb-pg-url", help="FerretDB's PostgreSQL URL (default: the local stack's, POSTGRES_DSN's server, db ferretdb)"
     )
     parser.add_argument("--peer-events", type=int, default=100_000)
+    parser.add_argument(
+        "--raw-processes", type=int, default=os.cpu_count() or 1, help="the partitioned raw read's processes (Spark local[*]: the cores)"
+    )
+    parser.add_argument("--raw-batch", type=int, default=10_000, help="the raw reads' cursor batch size")
     parser.add_argument("--keep", action="store_true", help="keep the collection and schemas")
     parser.add_argument(
         "--again",
@@ -258,6 +295,7 @@ def main() -> None:
             await conn.close()
 
     results: list[tuple[int, str, dict[str, Any]]] = []
+    ceilings: dict[int, dict[str, tuple[float, int]]] = {}
     notes: list[str] = []
     print(f"ETL benchmark {tag}: sizes {sizes}, read_parts={args.read_parts}, {os.cpu_count()} cores, load {loadavg()}", flush=True)
     try:
@@ -284,6 +322,7 @@ def main() -> None:
                 name = asyncio.run(ensure_read_indexes(ferret_pg, db, tag))
                 notes.append(f"read index {name} ready in {time.monotonic() - t:.0f} s at {size:,} events")
                 print(notes[-1], flush=True)
+            ceilings[size] = read_ceilings(args, coll.database.name, tag)
             schema = f"{tag}_{size}"
             schemas.append(schema)
             asyncio.run(pg("", schema))
@@ -322,6 +361,15 @@ def main() -> None:
         size, _, full = results[i]
         incr = results[i + 1][2]
         print(f"{size:,} events: incremental / full wall time = {incr['wall'] / full['wall']:.1%}")
+    print_ceilings(ceilings, {size: r for size, name, r in results if name == "full"})
+    out = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "read_parts": args.read_parts,
+        "notes": notes,
+        "runs": [{"events": size, "run": name, **r} for size, name, r in results],
+        "ceilings": {str(size): {k: {"seconds": v[0], "documents": v[1]} for k, v in c.items()} for size, c in ceilings.items()},
+    }
+    (REPO / "bench" / "results" / "etl_full_vs_incremental.json").write_text(json.dumps(out, indent=2))
     if peer:
         print(f"peer (seed: documents into the driver): {peer[2]:,} docs in {peer[0]:.1f}s, driver RSS +{peer[1]:.0f} MB")
 
