@@ -49,6 +49,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 import bson
@@ -129,20 +130,39 @@ def unescape_key(key: str) -> str:
 
 
 def escape_fields(value: Any, needs_escape: Callable[[str], bool] = key_needs_escape) -> Any:
-    """``value`` with every field name escaped at any depth; the same object when none needed it."""
+    """``value`` with every field name escaped at any depth; the same object when none needed it.
+
+    One pass, each field looked at once: the common case (nothing to escape) builds nothing, and
+    a container is copied from its first changed field on, reusing the work done to find it (a
+    second walk of a changed child would make nested escapes cost 2^depth)."""
     if type(value) is dict:
-        changed = False
-        items = []
-        for k, v in value.items():
+        items = iter(value.items())
+        done = 0
+        for k, v in items:
             ek = escape_key(k) if needs_escape(k) else k
             ev = escape_fields(v, needs_escape) if type(v) is dict or type(v) is list else v
             if ek is not k or ev is not v:
-                changed = True
-            items.append((ek, ev))
-        return dict(items) if changed else value
+                break
+            done += 1
+        else:
+            return value
+        out = dict(islice(value.items(), done))
+        out[ek] = ev
+        for k, v in items:
+            out[escape_key(k) if needs_escape(k) else k] = escape_fields(v, needs_escape) if type(v) is dict or type(v) is list else v
+        return out
     if type(value) is list:
-        out = [escape_fields(v, needs_escape) if type(v) is dict or type(v) is list else v for v in value]
-        return out if any(a is not b for a, b in zip(out, value, strict=True)) else value
+        rest = iter(value)
+        done = 0
+        for v in rest:
+            if type(v) is dict or type(v) is list:
+                ev = escape_fields(v, needs_escape)
+                if ev is not v:
+                    break
+            done += 1
+        else:
+            return value
+        return [*value[:done], ev, *(escape_fields(v, needs_escape) if type(v) is dict or type(v) is list else v for v in rest)]
     return value
 
 

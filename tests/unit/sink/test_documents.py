@@ -20,6 +20,7 @@ from sink.documents import (
     encoding_error,
     escape_fields,
     escape_key,
+    key_needs_escape,
     restamp,
     unescape_fields,
     unescape_key,
@@ -180,6 +181,62 @@ def test_escaping_is_reversible_and_leaves_nothing_either_store_refuses(key: str
 def test_escape_fields_returns_the_same_object_when_nothing_to_escape() -> None:
     event = {"a": [{"b": 1}, [2, {"c": "d.e"}]], "f": {"g": "$h"}}
     assert escape_fields(event) is event
+
+
+def _escape_everything(value: object) -> object:
+    """The reference: rebuild every container, escaping each key that needs it."""
+    if isinstance(value, dict):
+        return {(escape_key(k) if key_needs_escape(k) else k): _escape_everything(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape_everything(v) for v in value]
+    return value
+
+
+def _keys_in(value: object) -> int:
+    if isinstance(value, dict):
+        return len(value) + sum(_keys_in(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_keys_in(v) for v in value)
+    return 0
+
+
+_KEYS = st.sampled_from(["a", "b", "$x", "a.b", "", "_id", "$", "x.", 'q"', "t\tab"])
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(_JSON)
+def test_escape_fields_equals_escaping_everything_and_looks_at_each_key_once(value: object) -> None:
+    asked: list[str] = []
+
+    def needs_escape(key: str) -> bool:
+        asked.append(key)
+        return key_needs_escape(key)
+
+    expected = _escape_everything(value)
+    escaped = escape_fields(value, needs_escape)
+    assert escaped == expected
+    assert (escaped is value) == (expected == value)  # copied exactly when something changed
+    assert len(asked) == _keys_in(value)
+
+
+def test_escape_fields_is_linear_in_depth_when_the_deepest_key_needs_escaping() -> None:
+    """A copy from the first changed field on, not a second walk: nested escapes once cost 2^depth."""
+    value: object = {"$deep": 1}
+    for _ in range(MAX_EVENT_DEPTH - 1):
+        value = {"x": [0, value, {"y": 2}]}
+    asked: list[str] = []
+
+    def needs_escape(key: str) -> bool:
+        asked.append(key)
+        return key_needs_escape(key)
+
+    escaped = escape_fields(value, needs_escape)
+    assert len(asked) == _keys_in(value)
+    assert escaped == _escape_everything(value) and escaped != value
 
 
 def test_escaped_document_is_accepted_by_bson_and_round_trips() -> None:
