@@ -17,9 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from etl_api.extract import RAW_FIELDS, ReadTask, plan_all_tasks, task_queries
-
-PROJECTION = {**{f: 1 for f in RAW_FIELDS if f != "event_id"}, "part": 1}
+from etl_api.extract import READ_PROJECTION, ReadTask, plan_all_tasks, task_queries
 
 
 def read_queries(uri: str, database: str, collection: str, queries: list[dict[str, Any]], batch_size: int) -> int:
@@ -32,7 +30,7 @@ def read_queries(uri: str, database: str, collection: str, queries: list[dict[st
     with MongoClient(uri) as client:
         coll: Collection[dict[str, Any]] = client[database][collection]
         for query in queries:
-            for _ in coll.find(query, PROJECTION, batch_size=batch_size):
+            for _ in coll.find(query, READ_PROJECTION, batch_size=batch_size):
                 n += 1
     return n
 

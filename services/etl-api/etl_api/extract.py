@@ -39,7 +39,8 @@ RAW_FIELDS = (
     "ingested_at",
     "ingest_hour",
 )
-_PROJECTION = {f: 1 for f in RAW_FIELDS if f != "event_id"}
+# what a read fetches: the row's fields (``_id`` comes anyway) and ``part`` for a slice's client-side check
+READ_PROJECTION = {**{f: 1 for f in RAW_FIELDS if f != "event_id"}, "part": 1}
 
 
 @dataclass(frozen=True)
@@ -177,11 +178,10 @@ def read_task(task: ReadTask, mongodb_uri: str, database: str, collection: str, 
     after = parse_utc(task.ingested_after) if task.ingested_after else None
     until = parse_utc(task.ingested_until) if task.ingested_until else None
     covered = {d: parse_utc(at) for d, at in task.covered_until.items()}
-    projection = {**_PROJECTION, "part": 1}
     client: MongoClient[dict[str, Any]]
     with MongoClient(mongodb_uri, serverSelectionTimeoutMS=30_000) as client:
         for query in task_queries(task):
-            cursor: Iterable[dict[str, Any]] = client[database][collection].find(query, projection, batch_size=batch_size)
+            cursor: Iterable[dict[str, Any]] = client[database][collection].find(query, READ_PROJECTION, batch_size=batch_size)
             for doc in cursor:
                 if keep_document(doc, task, after, until, covered):
                     yield document_to_row(doc)
