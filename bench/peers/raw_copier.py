@@ -105,7 +105,7 @@ async def main() -> None:
     parser.add_argument("--target-topic", required=True)
     parser.add_argument("--group", required=True)
     parser.add_argument("--partitions", type=int, default=6, help="of the target topic (created when missing)")
-    parser.add_argument("--in-flight", type=int, default=4, help="fetched batches sent but not yet acknowledged")
+    parser.add_argument("--in-flight", type=int, default=16, help="fetched batches sent but not yet acknowledged (the benchmark's default)")
     args = parser.parse_args()
     from shared.settings import local_kafka_from_env, remote_kafka_from_env
 
