@@ -64,9 +64,12 @@ def proc_of(svc: Service, replica: int, extra_env: dict[str, str] | None = None)
     if svc.name == "live":  # faust's local table state, one folder per replica
         (HOME / "live").mkdir(parents=True, exist_ok=True)
         env.setdefault("LIVE_DATA_DIR", str(HOME / "live" / f"replica-{replica}"))
-    if svc.name == "etl-api" and ferretdb_backend() == "postgresql":
-        # The stand-in's read index (etl_api.ferretdb): FerretDB's database on the stack's server.
-        env.setdefault("ETL_FERRETDB_POSTGRESQL_URL", ferretdb_postgresql_url(env))
+    if ferretdb_backend() == "postgresql":
+        # The stand-in's own GIN indexes (shared.ferretdb): FerretDB's database on the stack's server.
+        if svc.name == "etl-api":
+            env.setdefault("ETL_FERRETDB_POSTGRESQL_URL", ferretdb_postgresql_url(env))
+        elif svc.name == "sink":
+            env.setdefault("SINK_FERRETDB_POSTGRESQL_URL", ferretdb_postgresql_url(env))
     return Proc(
         f"svc-{svc.name}-{replica}", lambda: [sys.executable, "-m", svc.module], lambda: _ready(port), env=env, marker=f"-m {svc.module}"
     )

@@ -138,3 +138,43 @@ class ProxiedPgFerretDB:
     def stop(self) -> None:
         self.stop_ferretdb()
         self.stop_proxy()
+
+
+async def scan_counts(pg_url: str, database: str, collection: str, index_prefix: str) -> tuple[int, int]:
+    """PostgreSQL's own counters for a FerretDB collection's table: its sequential scans, and the
+    scans of its indexes whose name starts with ``index_prefix`` (``pg_stat_user_*``; a backend
+    publishes its counters when idle, up to about 10 s late)."""
+    import asyncpg
+
+    from shared.ferretdb import collection_table
+
+    conn = await asyncpg.connect(pg_url)
+    try:
+        table = await collection_table(conn, database, collection)
+        assert table is not None, f"FerretDB has no table for {database}.{collection}"
+        seq = await conn.fetchval("SELECT seq_scan FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2", database, table)
+        idx = await conn.fetchval(
+            "SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes WHERE schemaname = $1 AND relname = $2 AND indexrelname LIKE $3",
+            database,
+            table,
+            index_prefix.replace("_", "\\_") + "%",
+        )
+        return int(seq), int(idx)
+    finally:
+        await conn.close()
+
+
+async def table_indexes(pg_url: str, database: str, collection: str) -> dict[str, str]:
+    """Every index of a FerretDB collection's table in PostgreSQL, name → definition (``pg_indexes``)."""
+    import asyncpg
+
+    from shared.ferretdb import collection_table
+
+    conn = await asyncpg.connect(pg_url)
+    try:
+        table = await collection_table(conn, database, collection)
+        assert table is not None, f"FerretDB has no table for {database}.{collection}"
+        rows = await conn.fetch("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = $2", database, table)
+        return {row["indexname"]: row["indexdef"].split(" USING ", 1)[1] for row in rows}
+    finally:
+        await conn.close()

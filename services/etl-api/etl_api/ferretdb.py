@@ -12,17 +12,19 @@ over ``(_jsonb -> 'ingest_hour'), (_jsonb -> 'event_date'), (_jsonb -> 'part')``
 collection's table; GIN serves ``@>`` (and intersects the conditions of one query inside the
 index), and the same reads become a ``Bitmap Index Scan`` (measured in the README and
 ``bench/etl_full_vs_incremental.py``). It is built ``CONCURRENTLY`` (the sink keeps writing) and
-``IF NOT EXISTS`` (idempotent), found through FerretDB's own metadata table. FerretDB ignores
-indexes it did not create; dropping the collection drops the table and the index with it.
+``IF NOT EXISTS`` (idempotent), found through FerretDB's own metadata table
+(:mod:`shared.ferretdb`, which the sink uses for its ``_id`` index too).
 Only for the FerretDB-on-PostgreSQL stand-in: with MongoDB, leave ``ETL_FERRETDB_POSTGRESQL_URL``
 unset.
 """
 
 from __future__ import annotations
 
-import hashlib
-
 import asyncpg
+
+from shared.ferretdb import collection_table, ensure_collection_index, index_name, quote
+
+__all__ = ["READ_INDEX_EXPRESSIONS", "collection_table", "ensure_read_indexes", "quote", "read_index_name"]
 
 # `part` too: a task reads one (hour|date, part); without it every part's query would fetch all
 # of the hour's/date's rows from the heap and drop 15 of 16 (measured: 36 k events of two dates
@@ -30,62 +32,15 @@ import asyncpg
 READ_INDEX_EXPRESSIONS = ("(_jsonb -> 'ingest_hour')", "(_jsonb -> 'event_date')", "(_jsonb -> 'part')")
 
 
-def quote(name: str) -> str:
-    """A PostgreSQL identifier, quoted."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-_ident = quote
-
-
 def read_index_name(schema: str, table: str) -> str:
-    """Short and stable (PostgreSQL truncates identifiers at 63 bytes); a new definition gets a new name."""
-    return "etl_read_" + hashlib.sha256(f"{schema}.{table}:{READ_INDEX_EXPRESSIONS}".encode()).hexdigest()[:16]
-
-
-async def collection_table(conn: asyncpg.Connection, database: str, collection: str) -> str | None:
-    """The PostgreSQL table FerretDB stores ``database.collection`` in, or None when it does not exist yet."""
-    exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{_ident(database)}._ferretdb_database_metadata")
-    if not exists:
-        return None
-    table: str | None = await conn.fetchval(
-        f"SELECT _jsonb ->> 'table' FROM {_ident(database)}._ferretdb_database_metadata WHERE _jsonb ->> '_id' = $1",
-        collection,
-    )
-    return table
+    """Stable per definition (:func:`shared.ferretdb.index_name`)."""
+    return index_name("etl_read_", schema, table, READ_INDEX_EXPRESSIONS)
 
 
 async def ensure_read_indexes(postgresql_url: str, database: str, collection: str) -> str | None:
     """Creates the GIN read index when missing; returns its name, or None when the collection has no table yet."""
     conn = await asyncpg.connect(postgresql_url)
     try:
-        table = await collection_table(conn, database, collection)
-        if table is None:
-            return None
-        name = read_index_name(database, table)
-        valid = await conn.fetchval(
-            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
-            database,
-            name,
-        )
-        if valid is False:  # an interrupted CONCURRENTLY build leaves an invalid index behind
-            await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_ident(database)}.{_ident(name)}")
-        if valid is not True:
-            await conn.execute(
-                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_ident(name)} ON {_ident(database)}.{_ident(table)} "
-                f"USING gin ({', '.join(READ_INDEX_EXPRESSIONS)})"
-            )
-            await conn.execute(f"ANALYZE {_ident(database)}.{_ident(table)}")
-        stale = await conn.fetch(
-            "SELECT indexname FROM pg_indexes "
-            "WHERE schemaname = $1 AND tablename = $2 AND indexname LIKE 'etl\\_read\\_%' AND indexname <> $3",
-            database,
-            table,
-            name,
-        )
-        for row in stale:  # an earlier definition of the read index
-            await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_ident(database)}.{_ident(row['indexname'])}")
-        return name
+        return await ensure_collection_index(conn, database, collection, "etl_read_", READ_INDEX_EXPRESSIONS)
     finally:
         await conn.close()

@@ -70,7 +70,7 @@ class BatchWrites:
 
         async def on_unavailable(exc: Exception) -> None:
             self._check_give_up(batch)
-            self.metrics.write_retries.labels("unavailable").inc()
+            self.metrics.write_retries.labels(getattr(exc, "reason", "unavailable")).inc()
             self.state.set_not_ready(f"mongodb: {exc}"[:300])
             await self._sleep_backoff()
 

@@ -18,6 +18,7 @@ partition: counting started with its first record; false after an upgrade) and `
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -111,7 +112,9 @@ class SinkLedger:
     async def _read(self, ids: list[str]) -> dict[str, int]:
         if not ids:
             return {}
-        return {doc["_id"]: int(doc["next_offset"]) async for doc in self.ledger.find({"_id": {"$in": ids}}, {"next_offset": 1})}
+        # One equality per id: FerretDB pushes no $in down (a scan of the ledger collection).
+        found = await asyncio.gather(*(self.ledger.find_one({"_id": _id}, {"next_offset": 1}) for _id in ids))
+        return {doc["_id"]: int(doc["next_offset"]) for doc in found if doc is not None}
 
     def counts(self, tp: TopicPartition, record: ConsumerRecord[Any, Any]) -> bool:
         """Whether ``record`` is counted (not below the ledger position loaded at assignment)."""

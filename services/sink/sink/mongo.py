@@ -19,6 +19,8 @@ server (``tests/unit/sink/fixtures/ferretdb_errors.json``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import logging
 import re
@@ -26,14 +28,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import pymongo
 from bson.errors import InvalidDocument
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel, WriteConcern
-from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError, ServerSelectionTimeoutError
+from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure, PyMongoError, ServerSelectionTimeoutError
 
-from shared.errors import BackendUnavailableError, PipelineError, is_retriable
+from shared.errors import BackendUnavailableError, ConfigError, PipelineError, is_retriable
 from sink.documents import STAGE_ENCODE, STAGE_WRITE, encoding_error
+from sink.ferretdb import ensure_id_index
 from sink.settings import BSON_MAX_DOCUMENT_BYTES, SinkSettings
 
 log = logging.getLogger(__name__)
@@ -169,6 +173,9 @@ def store_message(code: int | None, errmsg: str) -> str:
 
 STORE_CODE_RE = re.compile(r"^code (-?\d+) \(")
 
+# Point lookups by _id in flight at once while reading the stored copies of duplicates.
+STORED_LOOKUP_CONCURRENCY = 16
+
 # The indexes the ETL reads by: new events hour by hour, a date's events, each in PARTS slices.
 INDEXES = (
     IndexModel([("ingest_hour", ASCENDING), ("part", ASCENDING)]),
@@ -189,11 +196,25 @@ def wants_read_indexes(setting: str, ferretdb_version: str | None) -> bool:
 class MongoUnavailableError(BackendUnavailableError):
     """The attempt failed as a whole and no document is to blame (connection, timeout, server
     shutting down, backend unreachable): retry later, unchanged (retriable). ``timed_out``: it ran
-    out of time (the caller then retries with fewer documents per attempt)."""
+    out of time (the caller then retries with fewer documents per attempt). ``reason`` labels
+    ``sink_write_retries_total``."""
+
+    reason = "unavailable"
 
     def __init__(self, message: str, *, timed_out: bool = False) -> None:
         super().__init__(message)
         self.timed_out = timed_out
+
+
+class MongoSlowQueryError(MongoUnavailableError):
+    """A read ran out of its ``bound`` (seconds) while the server answers a ping: the query is
+    slow, the store is up. Retried with a longer bound (``sink.writes``), counted apart."""
+
+    reason = "slow_query"
+
+    def __init__(self, message: str, *, bound: float) -> None:
+        super().__init__(message, timed_out=True)
+        self.bound = bound
 
 
 class MongoBatchRefusedError(PipelineError):
@@ -263,11 +284,39 @@ class MongoWriter:
                 for index in INDEXES:
                     if tuple(index.document["key"].items()) not in existing:
                         await base.create_indexes([index])
+            lookups = await self._prepare_id_lookups(ferretdb)
         except PyMongoError as exc:
             raise MongoUnavailableError(f"{type(exc).__name__}: {exc}") from exc
         server = f"FerretDB {ferretdb}" if ferretdb else "MongoDB"
         done = "ensured" if indexes else "not created"
-        return f"w={w} (replica set: {replica_set or 'none'}); {server}, read indexes {done} (read_indexes={self.settings.read_indexes})"
+        reads = f"read indexes {done} (read_indexes={self.settings.read_indexes})"
+        return f"w={w} (replica set: {replica_set or 'none'}); {server}, {reads}; {lookups}"
+
+    async def _prepare_id_lookups(self, ferretdb: str | None) -> str:
+        """On FerretDB with ``ferretdb_postgresql_url``: the collection and the sink's GIN ``_id``
+        index (:mod:`sink.ferretdb`). Returns what serves the duplicate check's lookups."""
+        if ferretdb is None:
+            return "_id lookups: MongoDB's _id index"
+        url = self.settings.ferretdb_postgresql_url
+        if url is None:
+            log.warning("FerretDB without SINK_FERRETDB_POSTGRESQL_URL: each _id lookup of the duplicate check scans the whole collection")
+            return "_id lookups: collection scans (no SINK_FERRETDB_POSTGRESQL_URL)"
+        database = self.client[self.settings.mongodb_database]
+        name = self.settings.mongodb_collection
+        if name not in await database.list_collection_names(filter={"name": name}):
+            with contextlib.suppress(CollectionInvalid, OperationFailure):  # created meanwhile by another sink
+                await database.create_collection(name)
+        try:
+            index = await ensure_id_index(url.get_secret_value(), self.settings.mongodb_database, name)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise MongoUnavailableError(f"FerretDB's PostgreSQL (SINK_FERRETDB_POSTGRESQL_URL): {type(exc).__name__}: {exc}") from exc
+        if index is None:
+            # The collection exists (ensured above): the URL names another store than FerretDB's.
+            raise ConfigError(
+                f"SINK_FERRETDB_POSTGRESQL_URL holds no FerretDB table for {self.settings.mongodb_database}.{name}: "
+                "it must name the PostgreSQL database of the FerretDB in MONGODB_URI (unset it for MongoDB or FerretDB on SQLite)"
+            )
+        return f"_id lookups: GIN index {index}"
 
     async def insert(self, docs: list[dict[str, Any]]) -> InsertOutcome:
         """One unordered ``insert_many`` of ``docs``, classified (see the module docstring).
@@ -311,17 +360,32 @@ class MongoWriter:
         out.inserted = len(result.inserted_ids)
         return out
 
-    async def stored(self, ids: Sequence[Any]) -> dict[Any, RawBSONDocument]:
-        """The stored documents of ``ids``, as the server's exact BSON: one ``find`` with ``$in``
-        (FerretDB 1.24 scans the collection for an ``_id`` filter: call it once per set of ids).
-        Raises ``MongoUnavailableError``."""
+    async def stored(self, ids: Sequence[Any], bound_s: float | None = None) -> dict[Any, RawBSONDocument]:
+        """The stored documents of ``ids``, as the server's exact BSON: one ``find({_id: id})``
+        per id, ``STORED_LOOKUP_CONCURRENCY`` at a time, each bounded by ``bound_s`` (default:
+        the attempt timeout). An equality on ``_id`` is the one filter both stores serve from an
+        index (MongoDB's ``_id`` index; on FerretDB the sink's GIN index, :mod:`sink.ferretdb`);
+        ``$in`` is not pushed down by FerretDB 1.24 and scans the whole collection.
+        Raises ``MongoSlowQueryError`` when a lookup ran out of time and the server still answers
+        a ping, else ``MongoUnavailableError``."""
         raw = self.collection.with_options(codec_options=self.collection.codec_options.with_options(document_class=RawBSONDocument))
+        bound = bound_s if bound_s is not None else self.attempt_timeout()
+        gate = asyncio.Semaphore(STORED_LOOKUP_CONCURRENCY)
+
+        async def one(_id: Any) -> RawBSONDocument | None:
+            async with gate:
+                with pymongo.timeout(bound):
+                    found: RawBSONDocument | None = await raw.find_one({"_id": _id})
+                    return found
+
         try:
-            with pymongo.timeout(self.attempt_timeout()):
-                found = await raw.find({"_id": {"$in": list(ids)}}).to_list(None)
+            found = await asyncio.gather(*(one(_id) for _id in dict.fromkeys(ids)))
         except PyMongoError as exc:
+            if exc.timeout and not isinstance(exc, ServerSelectionTimeoutError) and await self.healthy():
+                message = f"lookup of {len(ids)} stored duplicate(s) by _id took over {bound:g} s: {exc}"
+                raise MongoSlowQueryError(message, bound=bound) from exc
             raise MongoUnavailableError(f"{type(exc).__name__}: {exc}", timed_out=exc.timeout) from exc
-        return {doc["_id"]: doc for doc in found}
+        return {doc["_id"]: doc for doc in found if doc is not None}
 
     async def healthy(self) -> bool:
         """Whether the server answers a ``ping`` now. FerretDB's ping asks its backend too (it

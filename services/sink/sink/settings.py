@@ -60,6 +60,9 @@ class SinkSettings(ConsumerSettings):
     # The ETL's read indexes (mongo.INDEXES). "auto": created on MongoDB, not on FerretDB, where
     # no query can use them while every insert pays for their upkeep (see the README, "Indexes").
     read_indexes: Literal["auto", "create", "skip"] = "auto"
+    # Only for FerretDB on PostgreSQL (the local stand-in): FerretDB's PostgreSQL database, where
+    # the sink builds the GIN index that serves its _id lookups (sink/ferretdb.py). Unset on MongoDB.
+    ferretdb_postgresql_url: SecretStr | None = Field(default=None, exclude=True)
     mongodb_timeout_ms: int = 5_000  # server selection and connect timeout of each attempt
     # One insert_many attempt is given up after this long (client-side timeout, sent to the server
     # as maxTimeMS) and retried. Each attempt stamps its documents' ingested_at when it starts, so

@@ -18,10 +18,11 @@
   short backoff in between.
 - **Per-document errors** (``BulkWriteError.writeErrors``): refusal codes → refused; transient
   codes → retried like an outage; unknown codes → retried ``max_attempts`` times, then refused;
-  duplicate ``_id`` (11000) → the stored documents of those ids are read (one ``find`` per
-  attempt) and compared with the new ones outside ``shared.event.DELIVERY_FIELDS``, exactly, as
-  BSON (types, key order as stored, nesting; ``-0.0`` equals the ``0.0`` FerretDB stores for
-  it): equal → duplicate, else → conflict (the stored one is kept).
+  duplicate ``_id`` (11000) → the stored documents of those ids are read (one ``_id``
+  equality per id: the one filter both stores serve from an index) and compared with the new
+  ones outside ``shared.event.DELIVERY_FIELDS``, exactly, as BSON (types, key order as stored,
+  nesting; ``-0.0`` equals the ``0.0`` FerretDB stores for it): equal → duplicate, else →
+  conflict (the stored one is kept).
 
 A document of a part that failed as a whole may have landed anyway (FerretDB stores the
 documents before the refused one); when its retry finds it stored with the stamp of that earlier
@@ -47,7 +48,7 @@ from bson.raw_bson import RawBSONDocument
 from shared.backoff import Backoff
 from shared.event import DELIVERY_FIELDS
 from sink.documents import STAGE_CONFLICT, STAGE_WRITE, IngestStamp, restamp
-from sink.mongo import InsertOutcome, MongoBatchRefusedError, MongoUnavailableError, MongoWriter, Verdict
+from sink.mongo import InsertOutcome, MongoBatchRefusedError, MongoSlowQueryError, MongoUnavailableError, MongoWriter, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,15 @@ CONFLICT_ERROR_CLASS = "ConflictingDuplicate"
 # confirmations of a document refused with an unknown code.
 DEFAULT_BACKOFF_INITIAL_S = 0.1
 DEFAULT_BACKOFF_MAX_S = 2.0
+# The longest bound of a slow duplicate lookup, in attempt timeouts (60 s each by default).
+SLOW_LOOKUP_MAX_FACTOR = 8
 
 
 class DocumentWriter(Protocol):
     """What :func:`write_documents` needs of :class:`~sink.mongo.MongoWriter` (tests fake it)."""
 
     async def insert(self, docs: list[dict[str, Any]]) -> InsertOutcome: ...
-    async def stored(self, ids: list[Any]) -> Mapping[Any, Any]: ...
+    async def stored(self, ids: list[Any], bound_s: float | None = None) -> Mapping[Any, Any]: ...
     async def healthy(self) -> bool: ...
 
 
@@ -228,14 +231,25 @@ class _Run:
         return sorted(retry + unsure + resend)
 
     async def _compare_duplicates(self, indices: list[int]) -> list[int]:
-        """Duplicate or conflict for each of ``indices`` (one ``find`` for all); returns the ones
-        not found stored (deleted meanwhile), to insert again."""
+        """Duplicate or conflict for each of ``indices`` (their stored copies read by ``_id``);
+        returns the ones not found stored (deleted meanwhile), to insert again.
+
+        A lookup that ran out of time while the server is up (``MongoSlowQueryError``) is tried
+        again with twice the time, up to ``SLOW_LOOKUP_MAX_FACTOR`` times its first bound (the
+        attempt timeout): a query that ran out of its bound is not sent again with the same one."""
         docs, result = self.docs, self.result
         ids = list(dict.fromkeys(docs[i]["_id"] for i in indices))
+        timeout: float | None = None  # the writer's attempt timeout until a lookup is slow
+        longest: float | None = None
         while True:
             try:
-                stored = await self.writer.stored(ids)
+                stored = await self.writer.stored(ids, timeout)
                 break
+            except MongoSlowQueryError as exc:
+                longest = longest or SLOW_LOOKUP_MAX_FACTOR * exc.bound
+                timeout = min(2 * exc.bound, longest)
+                log.warning("%s: retrying with %g s", exc, timeout)
+                await self.on_unavailable(exc)
             except MongoUnavailableError as exc:
                 await self.on_unavailable(exc)
         missing = []

@@ -25,6 +25,13 @@ class SinkNames:
     def env(self, **knobs: str) -> dict[str, str]:
         return sink_env(self.topic, self.group, self.collection, self.dlq, **knobs)
 
+    def on(self, ferretdb: SqliteFerretDB, **knobs: str) -> dict[str, str]:
+        """Settings for a sink writing to a private SQLite FerretDB: no PostgreSQL behind it, so no
+        ``_id`` lookup index (the stack's FerretDB-on-PostgreSQL URL would name the wrong store)."""
+        env = {**self.env(**knobs), "MONGODB_URI": ferretdb.uri}
+        env.pop("SINK_FERRETDB_POSTGRESQL_URL", None)
+        return env
+
 
 @pytest.fixture
 async def names(unique_name: str, local_kafka: KafkaConnection, mongodb_uri: str) -> AsyncIterator[SinkNames]:

@@ -26,6 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 from sink.documents import escape_fields
 
+from infra.stack import ferretdb_backend, ferretdb_postgresql_url
 from shared.event import part_of
 from shared.kafka import KafkaConnection, create_topics
 
@@ -298,7 +299,12 @@ async def wait_until(what: str, check: Callable[[], Any], timeout: float, interv
 
 
 def sink_env(topic: str, group: str, collection: str, dlq: str, **knobs: str) -> dict[str, str]:
+    """A test sink's settings; on the stack's FerretDB-on-PostgreSQL, with its ``_id`` index as the stack's sink has."""
+    pg = {}
+    if ferretdb_backend() == "postgresql":
+        pg["SINK_FERRETDB_POSTGRESQL_URL"] = ferretdb_postgresql_url(dict(os.environ))
     return {
+        **pg,
         "SINK_TOPIC": topic,
         "SINK_GROUP_ID": group,
         "SINK_DLQ_TOPIC": dlq,

@@ -6,7 +6,10 @@ Every test has its own topic, consumer group, dead-letter topic and collection.
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import random
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -21,7 +24,9 @@ from pymongo import AsyncMongoClient
 from sink.mongo import MongoWriter
 from sink.settings import SinkSettings
 
+from infra.stack import ferretdb_postgresql_url
 from shared.dlq import read_dead_letter_headers
+from shared.errors import ConfigError
 from shared.kafka import KafkaConnection
 from tests.integration.sink.conftest import SinkNames
 from tests.integration.sink.helpers import (
@@ -39,7 +44,7 @@ from tests.integration.sink.helpers import (
     stored_documents,
     wait_until,
 )
-from tests.support.ferretdb import SqliteFerretDB
+from tests.support.ferretdb import SqliteFerretDB, scan_counts, table_indexes
 
 StartSink = Callable[[str, dict[str, str]], SinkProcess]
 READ_INDEXES = {
@@ -63,20 +68,35 @@ async def test_read_indexes_follow_the_setting_and_the_server(names: SinkNames, 
     """auto on FerretDB: none (no query could use them); create: both, and again on a collection
     that has them (FerretDB 1.24 panics on a createIndexes naming two existing ones); skip: none."""
 
-    async def prepare(collection: str, read_indexes: str) -> str:
+    async def prepare(collection: str, read_indexes: str, **more: str) -> str:
         # by the environment's names: the connection fields are aliased (MONGODB_*)
         env = {"MONGODB_URI": mongodb_uri, "MONGODB_DATABASE": TEST_DATABASE, "MONGODB_COLLECTION": collection}
-        writer = MongoWriter(SinkSettings(**env, read_indexes=read_indexes))  # type: ignore[arg-type]
+        writer = MongoWriter(SinkSettings(**env, read_indexes=read_indexes, **more))  # type: ignore[arg-type]
         assert (writer.settings.mongodb_database, writer.settings.mongodb_collection) == (TEST_DATABASE, collection)
         try:
             return await writer.prepare()
         finally:
             await writer.close()
 
-    auto, skip = f"{names.collection}_auto", f"{names.collection}_skip"
+    auto, skip, gin = f"{names.collection}_auto", f"{names.collection}_skip", f"{names.collection}_gin"
+    pg_url = ferretdb_postgresql_url(dict(os.environ))
     try:
         how = await prepare(auto, "auto")
-        assert how.endswith("FerretDB v1.24.2, read indexes not created (read_indexes=auto)"), how
+        no_gin = "_id lookups: collection scans (no SINK_FERRETDB_POSTGRESQL_URL)"
+        assert how.endswith(f"FerretDB v1.24.2, read indexes not created (read_indexes=auto); {no_gin}"), how
+        # With FerretDB's PostgreSQL: the collection is created (before any write) with the GIN
+        # index of the _id lookups, which FerretDB does not list; a second start keeps it.
+        first = await prepare(gin, "auto", ferretdb_postgresql_url=pg_url)
+        assert re.fullmatch(r".*; _id lookups: GIN index sink_id_[0-9a-f]{16}", first), first
+        assert await prepare(gin, "auto", ferretdb_postgresql_url=pg_url) == first
+        assert await index_keys(mongodb_uri, gin) == {"_id_": [("_id", 1)]}
+        pg_indexes = await table_indexes(pg_url, TEST_DATABASE, gin)
+        assert pg_indexes[first.rsplit(" ", 1)[1]] == "gin (((_jsonb -> '_id'::text)) jsonb_path_ops)"
+        assert len(pg_indexes) == 2, pg_indexes  # and FerretDB's own unique _id_
+        # A URL naming another PostgreSQL database than FerretDB's (here the warehouse) is a bad
+        # setting, not an outage: the sink refuses to start, saying which setting and why.
+        with pytest.raises(ConfigError, match=rf"SINK_FERRETDB_POSTGRESQL_URL holds no FerretDB table for {TEST_DATABASE}\.{gin}: "):
+            await prepare(gin, "auto", ferretdb_postgresql_url=os.environ["POSTGRES_DSN"])
         await prepare(skip, "skip")
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
         try:
@@ -86,13 +106,13 @@ async def test_read_indexes_follow_the_setting_and_the_server(names: SinkNames, 
             await client.close()
         assert await index_keys(mongodb_uri, auto) == {"_id_": [("_id", 1)]}
         assert await index_keys(mongodb_uri, skip) == {"_id_": [("_id", 1)]}
-        assert (await prepare(names.collection, "create")).endswith("read indexes ensured (read_indexes=create)")
+        assert (await prepare(names.collection, "create")).endswith(f"read indexes ensured (read_indexes=create); {no_gin}")
         assert await index_keys(mongodb_uri, names.collection) == READ_INDEXES
         await prepare(names.collection, "create")  # both exist: must not send them together
         assert await index_keys(mongodb_uri, names.collection) == READ_INDEXES
     finally:
-        await drop_collection(mongodb_uri, auto)
-        await drop_collection(mongodb_uri, skip)
+        for collection in (auto, skip, gin):
+            await drop_collection(mongodb_uri, collection)
 
 
 FAST_GROUP = {"SINK_SESSION_TIMEOUT_MS": "6000", "SINK_HEARTBEAT_INTERVAL_MS": "1000"}
@@ -189,8 +209,15 @@ async def test_replay_from_the_beginning_leaves_the_collection_unchanged(
     first = sinks("first", names.env())
     await wait_caught_up(first, 150)
     assert first.terminate()[0] == 0
+    counts = functools.partial(scan_counts, ferretdb_postgresql_url(dict(os.environ)), TEST_DATABASE, names.collection, "sink_id_")
+
+    async def counts_when(ok: Callable[[tuple[int, int]], bool]) -> tuple[int, int] | None:
+        now = await counts()
+        return now if ok(now) else None
+
     before = await stored_documents(mongodb_uri, names.collection)
     check_documents(before, events)
+    seq_1, idx_1 = await counts()
 
     await reset_group_to_beginning(local_kafka, names.topic, names.group)
     assert sum((await committed_offsets(local_kafka, names.topic, names.group)).values()) == 0
@@ -198,6 +225,13 @@ async def test_replay_from_the_beginning_leaves_the_collection_unchanged(
     await wait_caught_up(second, 150)
     m = second.metrics()
     assert (m["sink_consumed_records_total"], m["sink_written_documents_total"], m["sink_duplicate_documents_total"]) == (3000, 0, 3000)
+    assert 'sink_write_retries_total{reason="slow_query"}' not in m
+    # Every stored copy was looked up through the sink's _id index, not by scanning the
+    # collection: a $in, or an equality without the index, is a sequential scan on FerretDB (3000
+    # of them, and no index scan). PostgreSQL publishes a backend's counters when it is idle, up to
+    # about 10 s late: the scans of the reads and the index build before seq_1 may land after it.
+    seq_2, _ = await wait_until("3000 _id lookups through the index", lambda: counts_when(lambda c: c[1] >= idx_1 + 3000), 30)
+    assert seq_2 - seq_1 <= 2
     after = await stored_documents(mongodb_uri, names.collection)
     assert after == before  # every field, ingested_at included: a replay rewrites nothing
     assert second.terminate()[0] == 0
@@ -274,7 +308,7 @@ async def test_ferretdb_down_30s_mid_stream_sink_waits_not_ready_then_catches_up
     names: SinkNames, local_kafka: KafkaConnection, private_ferretdb: SqliteFerretDB, sinks: StartSink
 ) -> None:
     events = make_events(12_000, seed=5)
-    sink = sinks("sink", {**names.env(SINK_MAX_BATCH_EVENTS="500"), "MONGODB_URI": private_ferretdb.uri})
+    sink = sinks("sink", names.on(private_ferretdb, SINK_MAX_BATCH_EVENTS="500"))
     await wait_until("/ready", lambda: sink.get("/ready")[0] == 200, 90)
     stream = asyncio.create_task(produce(local_kafka, names.topic, encode(events), per_transaction=200, rate=300))
     await wait_until("some documents", lambda: counter(sink, "sink_written_documents_total") >= 500, 90)
@@ -324,7 +358,7 @@ async def test_sigterm_while_mongodb_is_down_exits_0_in_time_and_commits_nothing
     names: SinkNames, local_kafka: KafkaConnection, private_ferretdb: SqliteFerretDB, sinks: StartSink
 ) -> None:
     events = make_events(1500, seed=7)
-    sink = sinks("sink", {**names.env(), "MONGODB_URI": private_ferretdb.uri})
+    sink = sinks("sink", names.on(private_ferretdb))
     await produce(local_kafka, names.topic, encode(events[:1000]))
     await wait_caught_up(sink, 120)
     committed = await committed_offsets(local_kafka, names.topic, names.group)
@@ -341,7 +375,7 @@ async def test_sigterm_while_mongodb_is_down_exits_0_in_time_and_commits_nothing
     assert await committed_offsets(local_kafka, names.topic, names.group) == committed
 
     await asyncio.to_thread(private_ferretdb.start)
-    again = sinks("again", {**names.env(), "MONGODB_URI": private_ferretdb.uri})
+    again = sinks("again", names.on(private_ferretdb))
     await wait_caught_up(again, 150)
     check_documents(await stored_documents(private_ferretdb.uri, names.collection), events)
     assert again.terminate()[0] == 0
@@ -360,8 +394,8 @@ async def test_batch_retried_longer_than_the_etl_settle_margin_is_read_by_the_ne
     # that long after its stamp; the ETL's settle margin must be larger.
     attempt_timeout, settle = timedelta(seconds=2), timedelta(seconds=5)
     events = make_events(1000, seed=8)
-    env = names.env(SINK_MAX_BATCH_EVENTS="500", SINK_WRITE_ATTEMPT_TIMEOUT_S=str(attempt_timeout.total_seconds()))
-    sink = sinks("sink", {**env, "MONGODB_URI": private_ferretdb.uri})
+    env = names.on(private_ferretdb, SINK_MAX_BATCH_EVENTS="500", SINK_WRITE_ATTEMPT_TIMEOUT_S=str(attempt_timeout.total_seconds()))
+    sink = sinks("sink", env)
     await produce(local_kafka, names.topic, encode(events[:500]))
     await wait_caught_up(sink, 120)
     visible_before = await stored_documents(private_ferretdb.uri, names.collection)

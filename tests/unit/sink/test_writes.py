@@ -50,7 +50,7 @@ class FakeStore:
                 out.inserted += 1
         return out
 
-    async def stored(self, ids: list[Any]) -> dict[Any, RawBSONDocument]:
+    async def stored(self, ids: list[Any], bound_s: float | None = None) -> dict[Any, RawBSONDocument]:
         self.finds += 1
         self._outage()
         return {i: RawBSONDocument(self.docs[i]) for i in ids if i in self.docs}
@@ -186,7 +186,7 @@ async def test_duplicates_equal_outside_the_delivery_fields_and_conflicts() -> N
 class MemoryviewStore(FakeStore):
     """Answers ``stored`` as pymongo 4.20 can: RawBSONDocuments over a memoryview of the reply."""
 
-    async def stored(self, ids: list[Any]) -> dict[Any, RawBSONDocument]:
+    async def stored(self, ids: list[Any], bound_s: float | None = None) -> dict[Any, RawBSONDocument]:
         self.finds += 1
         return {i: RawBSONDocument(memoryview(self.docs[i])) for i in ids if i in self.docs}
 
