@@ -39,6 +39,9 @@ from tests.integration.bridge.helpers import (
 from tests.integration.bridge.test_bridge_crash import assert_exactly_once
 from tests.support.kafka_clusters import PrivateKafka
 
+# One worker runs the module: its private clusters (4 brokers) start once, not once per worker.
+pytestmark = pytest.mark.xdist_group("private_kafka")
+
 BACKLOG = 2500  # copied 10 records per transaction: seconds of work, so the outage hits mid-stream
 MORE = 500  # produced during (remote cluster up) or after the outage
 DOWN_S = 6.0  # how long the cluster stays down once the bridge said not-ready

@@ -162,6 +162,7 @@ def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
     yield Pipeline(uid=uuid.uuid4().hex[:8], work=tmp_path, token=os.environ["ETL_API_TOKEN"])
 
 
+@pytest.mark.exclusive  # stops and restarts the stack's broker kafka-local-2, which every test uses
 async def test_end_to_end_exactly_once_under_faults(
     pipeline: Pipeline, remote_kafka: KafkaConnection, local_kafka: KafkaConnection
 ) -> None:

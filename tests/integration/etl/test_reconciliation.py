@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
+import pytest
 from etl_api import ferretdb
 
 from tests.integration.etl.helpers import expected_star, is_valid_view, make_events
@@ -40,6 +41,9 @@ async def report(client: Any, **params: str) -> dict[str, Any]:
     return r.json()
 
 
+# Holds a lock on a table of FerretDB's database for a whole run: the insert queued behind it keeps a
+# snapshot open, and every CREATE INDEX CONCURRENTLY in that database (sinks and ETL runs starting) waits.
+@pytest.mark.exclusive
 async def test_late_visible_documents_are_reported_then_healed(make_service, mongo_collection, pg, postgres_dsn, unique_name) -> None:
     d1, d2, d3 = date(2021, 3, 1), date(2021, 3, 2), date(2021, 3, 3)
     batch1 = make_events(random.Random(51), 200, [d1, d2], datetime.now(UTC))

@@ -153,6 +153,26 @@ async def read_topic(conn: KafkaConnection, topic: str, expected: int, timeout: 
         await consumer.stop()
 
 
+async def missing_report(conn: KafkaConnection, names: Any, stored: Mapping[str, Any], sinks: Iterable[Any]) -> str:
+    """Where the events missing from ``stored`` were in the topic (partition: offsets), the group's
+    committed offsets, the DLQ's size and each live sink's counters: what a failed exactly-once
+    check needs to say (which records, whose partitions, dead-lettered or never written)."""
+    records = await read_topic(conn, names.topic, 0, timeout=5)
+    where: dict[int, list[int]] = {}
+    for r in records:
+        if orjson.loads(r.value)["event_id"] not in stored:
+            where.setdefault(r.partition, []).append(r.offset)
+    lines = [f"missing by partition: { {p: (len(o), min(o), max(o)) for p, o in sorted(where.items())} } (count, first, last offset)"]
+    lines.append(f"committed: {await committed_offsets(conn, names.topic, names.group)}")
+    lines.append(f"dead letters: {len(await read_topic(conn, names.dlq, 0, timeout=3))}")
+    keep = ("sink_written", "sink_duplicate", "sink_conflicting", "pipeline_dead_lettered", "sink_abandoned", "sink_write_retries")
+    for sink in sinks:
+        if sink.alive():
+            counters = {k: v for k, v in sink.metrics().items() if k.startswith(keep)}
+            lines.append(f"{sink.name}: {counters}")
+    return "\n".join(lines)
+
+
 async def delete_topics(conn: KafkaConnection, topics: list[str]) -> None:
     admin = AIOKafkaAdminClient(**conn.client_kwargs())
     await admin.start()

@@ -37,6 +37,7 @@ from tests.integration.sink.helpers import (
     count_documents,
     drop_collection,
     encode,
+    missing_report,
     produce,
     produce_plain,
     read_topic,
@@ -125,6 +126,15 @@ def caught_up(sink: SinkProcess) -> bool:
 
 def counter(sink: SinkProcess, name: str) -> float:
     return sink.metrics().get(name, 0.0)
+
+
+async def check_exactly_once(names: SinkNames, conn: KafkaConnection, uri: str, events: list[dict[str, Any]], *sinks: SinkProcess) -> None:
+    """:func:`check_documents`, and on failure where the missing records were (:func:`missing_report`)."""
+    stored = await stored_documents(uri, names.collection)
+    try:
+        check_documents(stored, events)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{await missing_report(conn, names, stored, sinks)}") from None
 
 
 async def wait_caught_up(sink: SinkProcess, timeout: float) -> None:
@@ -272,7 +282,7 @@ async def test_kill_9_at_random_points_during_a_stream_loses_and_duplicates_noth
     assert kills_mid_stream >= 3
     final = sinks("final", env)
     await wait_caught_up(final, 150)
-    check_documents(await stored_documents(mongodb_uri, names.collection), events)
+    await check_exactly_once(names, local_kafka, mongodb_uri, events, final)
     assert final.terminate()[0] == 0
 
 
@@ -298,7 +308,7 @@ async def test_two_sinks_share_partitions_and_one_killed_mid_stream(
     await wait_until("a to own every partition", lambda: counter(a, "sink_assigned_partitions") == 6, 90)
     await stream
     await wait_caught_up(a, 150)
-    check_documents(await stored_documents(mongodb_uri, names.collection), events)
+    await check_exactly_once(names, local_kafka, mongodb_uri, events, a)
     assert a.terminate()[0] == 0
 
 

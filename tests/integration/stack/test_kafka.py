@@ -74,6 +74,7 @@ def _stack(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "infra.stack", *args], cwd=REPO, check=True, timeout=200)
 
 
+@pytest.mark.exclusive  # stops the stack's broker kafka-local-3, which every test uses
 async def test_local_topic_survives_one_broker_down(local_kafka: KafkaConnection, unique_name: str) -> None:
     topic = unique_name
     await create_topics(local_kafka, [topic], partitions=3, replication_factor=3, configs={"min.insync.replicas": "2"})
