@@ -11,7 +11,8 @@ Same events, same FerretDB, same run:
     batches of ``--batch``) straight from memory: no Kafka, no decoding;
 All three collections carry the indexes the sink creates: its two ETL read indexes
 ({ingest_hour, part}, {event_date, part}) when ``SINK_READ_INDEXES`` says so (by default on
-MongoDB, not on FerretDB, where no query can use them), else only ``_id``. Index upkeep is a
+MongoDB, not on FerretDB, where no query can use them), else only ``_id``; on
+FerretDB-on-PostgreSQL also the sink's GIN ``_id`` lookup index (its duplicate check). Index upkeep is a
 large part of FerretDB's cost per document, so peers with other indexes would not be comparable.
 (a) the sink: ``python -m sink`` (default settings), timed from process start until the
     collection holds every event (its committed offsets are then checked to reach the end);
@@ -45,6 +46,8 @@ import orjson  # noqa: E402
 from aiokafka import TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from eventgen.samples import bridged_events  # noqa: E402
+from pymongo import AsyncMongoClient  # noqa: E402
+from sink.ferretdb import ensure_id_index  # noqa: E402
 from sink.mongo import wants_read_indexes  # noqa: E402
 
 from bench.probes import backend_cpu_seconds, cpu_seconds, ferretdb_pid, load_stack_env  # noqa: E402
@@ -60,6 +63,7 @@ from bench.sink_store import (  # noqa: E402
     pg_line,
     run_ceiling,
 )
+from infra.stack import ferretdb_backend, ferretdb_postgresql_url  # noqa: E402
 from shared.kafka import create_topics  # noqa: E402
 
 
@@ -79,6 +83,24 @@ def make_values(count: int, *, clean_keys: bool, seed: int = 7) -> list[bytes]:
             e.pop("utm.source", None)
             e.pop("$meta", None)
     return [orjson.dumps(e) for e in events]
+
+
+async def id_lookup_indexes(uri: str, peers: list[str]) -> None:
+    """On FerretDB-on-PostgreSQL the local stack's sink builds a GIN ``_id`` index at start
+    (sink/ferretdb.py; ``SINK_FERRETDB_POSTGRESQL_URL``): the sink here runs as the stack runs it,
+    and the peers' collections get the same index, or they would pay less per insert."""
+    if ferretdb_backend() != "postgresql" or not (await ferretdb_version(uri)):
+        print("no _id lookup index (MongoDB, or FerretDB without PostgreSQL)", flush=True)
+        return
+    url = os.environ.setdefault("SINK_FERRETDB_POSTGRESQL_URL", ferretdb_postgresql_url(dict(os.environ)))
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(uri)
+    try:
+        for coll in peers:
+            await client[DATABASE].create_collection(coll)
+            await ensure_id_index(url, DATABASE, coll)
+    finally:
+        await client.close()
+    print(f"_id lookup (GIN) index on the sink's and the {len(peers)} peers' collections", flush=True)
 
 
 async def main() -> None:
@@ -220,6 +242,7 @@ async def main() -> None:
             print(f"read indexes on every collection (SINK_READ_INDEXES={setting})", flush=True)
         else:
             print(f"no read indexes, only _id (SINK_READ_INDEXES={setting})", flush=True)
+        await id_lookup_indexes(uri, [c for k, c in colls.items() if not k.startswith("sink")])
         for phase in order:
             await phases[phase]()
         if args.verify_count:  # FerretDB counts by reading every document: minutes for a million

@@ -265,8 +265,11 @@ async def test_etl_api_metrics(postgres_dsn: str, schema: str, tmp_path: Path) -
             await conn.close()
 
         async def reaped() -> dict[str, Any]:
+            # the counter moves when the run is marked failed, the histogram once the API has read
+            # the run's row back (etl_api.metrics.on_finished): wait for both, then check exactly
             families = (await scrape(etl.url))[1]
-            return families if value(families, "etl_runs_finished_total", status="failed") == 1 else {}
+            observed = value(families, "etl_run_duration_seconds_count", mode="full", outcome="failed")
+            return families if value(families, "etl_runs_finished_total", status="failed") == 1 and observed > 0 else {}
 
         e = await wait_until("the reaper to fail the run", reaped, 30)
         failed_full = {x.name: x.value for x in e["etl_run_duration_seconds"].samples if x.labels == {"mode": "full", "outcome": "failed"}}
