@@ -83,4 +83,10 @@ def _added_later(env: dict[str, str]) -> dict[str, str]:
 
 
 def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id as Kafka's own ``Uuid.randomUuid()`` makes it: base64url of 16 random
+    bytes, never starting with ``-`` (``kafka-storage format -t -…`` would read it as an option:
+    one fresh stack in 64 failed to format)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
