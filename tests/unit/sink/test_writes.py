@@ -14,7 +14,7 @@ import bson
 import pytest
 from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
-from sink.mongo import InsertOutcome, MongoBatchRefusedError, MongoUnavailableError, Verdict
+from sink.mongo import InsertOutcome, MongoBatchRefusedError, MongoSlowQueryError, MongoUnavailableError, Verdict
 from sink.writes import WriteResult, differing_fields, write_documents
 
 NUL_MESSAGE = "code 1 (InternalError): ERROR: unsupported Unicode escape sequence (SQLSTATE 22P05)"
@@ -181,6 +181,35 @@ async def test_duplicates_equal_outside_the_delivery_fields_and_conflicts() -> N
     assert "outside the delivery fields: f;" in result.conflicts[1]
     assert "outside the delivery fields: n;" in result.conflicts[2]
     assert store.finds == 1  # one find for the whole attempt's duplicates
+
+
+class SlowLookupStore(FakeStore):
+    """Its duplicate lookup runs out of its bound, with the server up, on the first ``slow`` calls.
+    The first call is bounded by the writer's attempt timeout (``bound_s`` None), here 1 s."""
+
+    def __init__(self, slow: int) -> None:
+        super().__init__()
+        self.slow = slow
+        self.bounds: list[float | None] = []
+
+    async def stored(self, ids: list[Any], bound_s: float | None = None) -> dict[Any, RawBSONDocument]:
+        self.bounds.append(bound_s)
+        if len(self.bounds) <= self.slow:
+            bound = 1.0 if bound_s is None else bound_s
+            raise MongoSlowQueryError(f"lookup took over {bound:g} s", bound=bound)
+        return await super().stored(ids, bound_s)
+
+
+@pytest.mark.parametrize(("slow", "bounds"), [(0, [None]), (2, [None, 2.0, 4.0]), (5, [None, 2.0, 4.0, 8.0, 8.0, 8.0])])
+async def test_a_slow_duplicate_lookup_is_retried_with_a_doubled_bound_up_to_8_times_the_first(
+    slow: int, bounds: list[float | None]
+) -> None:
+    store = SlowLookupStore(slow)
+    await write_documents(store, [doc(1)], on_unavailable=no_wait)  # type: ignore[arg-type]
+    result = await write_documents(store, [doc(1)], on_unavailable=no_wait)  # type: ignore[arg-type]
+    assert store.bounds == bounds
+    assert result.duplicates == [0] and result.conflicts == {} and result.inserted == []
+    assert [type(e) for e in OUTAGES] == [MongoSlowQueryError] * slow  # each one counted
 
 
 class MemoryviewStore(FakeStore):
