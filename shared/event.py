@@ -12,9 +12,11 @@ Bridge output (a JSON object on the local topic), every field of the source kept
 - ``source_topic``, ``source_partition``, ``source_offset``, ``bridged_at`` (UTC ISO-8601).
 
 Sink additions (MongoDB document): ``_id = event_id``, ``ingested_at`` (UTC ISO-8601 string),
-``ingest_hour`` (``YYYY-MM-DDTHH``), ``event_date`` (``YYYY-MM-DD`` of ``event_time``) and
-``part`` (:func:`part_of`), so the ETL reads with equality filters only (FerretDB pushes down
-nothing else): new events by ``{ingest_hour, part}``, a date's events by ``{event_date, part}``.
+``ingest_hour`` (``YYYY-MM-DDTHH``), ``ingest_second`` (``YYYY-MM-DDTHH:MM:SS``, the first 19
+characters of ``ingested_at``), ``event_date`` (``YYYY-MM-DD`` of ``event_time``) and ``part``
+(:func:`part_of`), so the ETL reads with equality filters only (FerretDB pushes down nothing
+else): new events by ``{ingest_hour, part}`` (or second by second, ``ingest_second``), a date's
+events by ``{event_date, part}``.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ BAD_KINDS = ("not_json", "not_utf8", "json_array", "missing_product_id", "wrong_
 # ``collection`` *is* the event type, kept stripped; a seed-shape event has none by definition).
 BRIDGE_FIELDS = ("event_id", "event_time", "source_shape", "source_topic", "source_partition", "source_offset", "bridged_at")
 # Fields the sink adds to the MongoDB document (``_id`` aside).
-SINK_FIELDS = ("ingested_at", "ingest_hour", "event_date", "part")
+SINK_FIELDS = ("ingested_at", "ingest_hour", "ingest_second", "event_date", "part")
 RESERVED_FIELDS = frozenset((*BRIDGE_FIELDS, *SINK_FIELDS))
 # A source field whose name is reserved, or already starts with the prefix, is kept under the
 # prefix: ``event_id`` → ``orig_event_id``, ``orig_x`` → ``orig_orig_x``. The rule is injective
@@ -99,7 +101,9 @@ def original_field_name(name: str) -> str:
 # Fields that say *when and where from* a copy was made, not what the event is: two documents
 # with one ``event_id`` that differ only here are the same event (a duplicate), otherwise they
 # conflict (the newcomer is dead-lettered with stage ``sink.conflict``).
-DELIVERY_FIELDS = frozenset({"source_topic", "source_partition", "source_offset", "bridged_at", "ingested_at", "ingest_hour"})
+DELIVERY_FIELDS = frozenset(
+    {"source_topic", "source_partition", "source_offset", "bridged_at", "ingested_at", "ingest_hour", "ingest_second"}
+)
 
 # ---- structure limits (checked by the bridge; the sink checks again for other producers) ----
 

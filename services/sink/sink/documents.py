@@ -4,9 +4,10 @@ The document is the bridge's event (every field kept, in order) with:
 
 - ``_id`` = ``event_id`` first, so a redelivered event hits the unique ``_id`` index and is
   counted as already written instead of being stored twice;
-- ``ingested_at`` (UTC ISO-8601 with milliseconds and ``Z``) and ``ingest_hour``
-  (``YYYY-MM-DDTHH`` of ``ingested_at``): the ETL reads new events hour by hour with equality
-  filters, the only filters FerretDB pushes down;
+- ``ingested_at`` (UTC ISO-8601 with milliseconds and ``Z``), ``ingest_hour``
+  (``YYYY-MM-DDTHH`` of ``ingested_at``) and ``ingest_second`` (``YYYY-MM-DDTHH:MM:SS``, its
+  first 19 characters): the ETL reads new events hour by hour, or second by second, with
+  equality filters, the only filters FerretDB pushes down;
 - ``event_date`` (``YYYY-MM-DD`` of ``event_time`` in UTC): a date's events, for recomputing it;
 - ``part`` (:func:`shared.event.part_of` of ``event_id``, 0..15): the ETL reads one hour or date
   in parallel slices, ``{ingest_hour, part}`` and ``{event_date, part}``, both indexed.
@@ -85,16 +86,19 @@ class IngestStamp:
 
     ingested_at: str
     ingest_hour: str
+    ingest_second: str
 
     @classmethod
     def at(cls, now: datetime) -> IngestStamp:
+        """The stamp of instant ``now``, truncated to the millisecond (never rounded up)."""
         utc = now.astimezone(UTC)
-        return cls(f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z", f"{utc:%Y-%m-%dT%H}")
+        second = f"{utc:%Y-%m-%dT%H:%M:%S}"
+        return cls(f"{second}.{utc.microsecond // 1000:03d}Z", second[:13], second)
 
 
 def restamp(docs: Iterable[dict[str, Any]], stamp: IngestStamp) -> None:
-    """Sets ``ingested_at`` and ``ingest_hour`` of ``docs`` (built by :func:`build_document`, so
-    both keys exist and keep their place) to ``stamp``, in place.
+    """Sets ``ingested_at``, ``ingest_hour`` and ``ingest_second`` of ``docs`` (built by
+    :func:`build_document`, so the keys exist and keep their place) to ``stamp``, in place.
 
     The sink calls it at the start of every write attempt: a document becomes visible in MongoDB
     during the attempt that inserts it, never long after its ``ingested_at``, however long the
@@ -102,10 +106,11 @@ def restamp(docs: Iterable[dict[str, Any]], stamp: IngestStamp) -> None:
     a stamp taken when the batch was built could fall behind a watermark the ETL already moved
     past while MongoDB was down, and its events would never be read.
     """
-    at, hour = stamp.ingested_at, stamp.ingest_hour
+    at, hour, second = stamp.ingested_at, stamp.ingest_hour, stamp.ingest_second
     for doc in docs:
         doc["ingested_at"] = at
         doc["ingest_hour"] = hour
+        doc["ingest_second"] = second
 
 
 def _needs_escape_plain(key: str) -> bool:
@@ -256,6 +261,7 @@ def build_document(event: dict[str, Any], stamp: IngestStamp, *, text_has_backsl
     doc.update(escape_fields(event, key_needs_escape if text_has_backslash else _needs_escape_plain))
     doc["ingested_at"] = stamp.ingested_at
     doc["ingest_hour"] = stamp.ingest_hour
+    doc["ingest_second"] = stamp.ingest_second
     doc["event_date"] = event_date
     doc["part"] = part_of(event_id)
     return doc

@@ -176,10 +176,12 @@ STORE_CODE_RE = re.compile(r"^code (-?\d+) \(")
 # Point lookups by _id in flight at once while reading the stored copies of duplicates.
 STORED_LOOKUP_CONCURRENCY = 16
 
-# The indexes the ETL reads by: new events hour by hour, a date's events, each in PARTS slices.
+# The indexes the ETL reads by: new events hour by hour, a date's events, each in PARTS slices;
+# new events second by second (the continuous mode's equality reads on ``ingest_second``).
 INDEXES = (
     IndexModel([("ingest_hour", ASCENDING), ("part", ASCENDING)]),
     IndexModel([("event_date", ASCENDING), ("part", ASCENDING)]),
+    IndexModel([("ingest_second", ASCENDING)]),
 )
 
 

@@ -37,7 +37,7 @@ ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
 
 def expected_document(event: Mapping[str, Any]) -> dict[str, Any]:
-    """The stored document without its ingest stamp (``ingested_at``, ``ingest_hour`` vary)."""
+    """The stored document without its ingest stamp (``ingested_at``, ``ingest_hour``, ``ingest_second`` vary)."""
     return {
         "_id": event["event_id"],
         **escape_fields(dict(event)),
@@ -55,8 +55,12 @@ def check_documents(stored: Mapping[str, dict[str, Any]], events: Iterable[Mappi
     assert not missing and not extra, f"missing {missing}, unexpected {extra}"
     for event_id, stored_doc in stored.items():
         doc = dict(stored_doc)
-        ingested_at, ingest_hour = doc.pop("ingested_at"), doc.pop("ingest_hour")
-        assert ISO_MS.match(ingested_at) and ingest_hour == ingested_at[:13], (ingested_at, ingest_hour)
+        ingested_at, ingest_hour, ingest_second = doc.pop("ingested_at"), doc.pop("ingest_hour"), doc.pop("ingest_second")
+        assert ISO_MS.match(ingested_at) and (ingest_hour, ingest_second) == (ingested_at[:13], ingested_at[:19]), (
+            ingested_at,
+            ingest_hour,
+            ingest_second,
+        )
         want = expected[event_id]
         assert doc == want, f"{event_id}: stored {doc} != expected {want}"
         assert list(doc) == list(want), f"{event_id}: field order {list(doc)} != {list(want)}"

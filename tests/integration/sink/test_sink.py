@@ -52,6 +52,7 @@ READ_INDEXES = {
     "_id_": [("_id", 1)],
     "ingest_hour_1_part_1": [("ingest_hour", 1), ("part", 1)],
     "event_date_1_part_1": [("event_date", 1), ("part", 1)],
+    "ingest_second_1": [("ingest_second", 1)],
 }
 
 
@@ -66,7 +67,7 @@ async def index_keys(mongodb_uri: str, collection: str) -> dict[str, list[tuple[
 
 @pytest.mark.timeout(60)
 async def test_read_indexes_follow_the_setting_and_the_server(names: SinkNames, mongodb_uri: str) -> None:
-    """auto on FerretDB: none (no query could use them); create: both, and again on a collection
+    """auto on FerretDB: none (no query could use them); create: all three, and again on a collection
     that has them (FerretDB 1.24 panics on a createIndexes naming two existing ones); skip: none."""
 
     async def prepare(collection: str, read_indexes: str, **more: str) -> str:
@@ -109,7 +110,7 @@ async def test_read_indexes_follow_the_setting_and_the_server(names: SinkNames, 
         assert await index_keys(mongodb_uri, skip) == {"_id_": [("_id", 1)]}
         assert (await prepare(names.collection, "create")).endswith(f"read indexes ensured (read_indexes=create); {no_gin}")
         assert await index_keys(mongodb_uri, names.collection) == READ_INDEXES
-        await prepare(names.collection, "create")  # both exist: must not send them together
+        await prepare(names.collection, "create")  # all exist: must not send them together
         assert await index_keys(mongodb_uri, names.collection) == READ_INDEXES
     finally:
         for collection in (auto, skip, gin):

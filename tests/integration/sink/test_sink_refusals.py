@@ -242,8 +242,8 @@ async def test_an_outage_during_a_bisection_refuses_only_the_bad_document(pg_fer
     assert sorted(stored) == sorted(e["event_id"] for e in valid)
     for e in valid:
         doc = dict(stored[e["event_id"]])
-        ingested_at, hour = doc.pop("ingested_at"), doc.pop("ingest_hour")
-        assert ISO_MS.match(ingested_at) and hour == ingested_at[:13]
+        ingested_at, hour, second = doc.pop("ingested_at"), doc.pop("ingest_hour"), doc.pop("ingest_second")
+        assert ISO_MS.match(ingested_at) and hour == ingested_at[:13] and second == ingested_at[:19]
         assert doc == expected_document(e) and list(doc) == list(expected_document(e))
 
 

@@ -48,11 +48,20 @@ EVENT = {
 }
 
 
-def test_ingest_stamp_is_utc_milliseconds_and_hour() -> None:
-    assert (STAMP.ingested_at, STAMP.ingest_hour) == ("2026-11-27T21:05:09.123Z", "2026-11-27T21")
-    # Any time zone in, UTC out.
+def test_ingest_stamp_is_utc_milliseconds_hour_and_second() -> None:
+    stamp = (STAMP.ingested_at, STAMP.ingest_hour, STAMP.ingest_second)
+    assert stamp == ("2026-11-27T21:05:09.123Z", "2026-11-27T21", "2026-11-27T21:05:09")
+    # Any time zone in, UTC out; truncated, never rounded up (999999 us stays in its second).
     cet = datetime(2026, 11, 28, 0, 30, 0, 999999, tzinfo=timezone(timedelta(hours=1)))
-    assert IngestStamp.at(cet) == IngestStamp("2026-11-27T23:30:00.999Z", "2026-11-27T23")
+    assert IngestStamp.at(cet) == IngestStamp("2026-11-27T23:30:00.999Z", "2026-11-27T23", "2026-11-27T23:30:00")
+
+
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2999, 12, 31), timezones=st.just(UTC)))
+def test_ingest_hour_and_second_are_prefixes_of_ingested_at(at: datetime) -> None:
+    stamp = IngestStamp.at(at)
+    assert stamp.ingest_second == stamp.ingested_at[:19] == f"{at:%Y-%m-%dT%H:%M:%S}"
+    assert stamp.ingest_hour == stamp.ingested_at[:13]
+    assert stamp.ingested_at == f"{at:%Y-%m-%dT%H:%M:%S}.{at.microsecond // 1000:03d}Z"
 
 
 def test_document_has_id_first_event_fields_then_sink_fields() -> None:
@@ -62,15 +71,16 @@ def test_document_has_id_first_event_fields_then_sink_fields() -> None:
         **EVENT,
         "ingested_at": "2026-11-27T21:05:09.123Z",
         "ingest_hour": "2026-11-27T21",
+        "ingest_second": "2026-11-27T21:05:09",
         "event_date": "2020-06-04",
         "part": part_of("5ed8cb2bc671fc36b74653ad"),
     }
     assert next(iter(doc)) == "_id"
-    assert list(doc)[-4:] == ["ingested_at", "ingest_hour", "event_date", "part"]
+    assert list(doc)[-5:] == ["ingested_at", "ingest_hour", "ingest_second", "event_date", "part"]
     assert part_of("5ed8cb2bc671fc36b74653ad") == 0  # pinned: part_of must never change for stored data
 
 
-def test_restamp_replaces_both_stamp_fields_in_place_keeping_field_order() -> None:
+def test_restamp_replaces_the_three_stamp_fields_in_place_keeping_field_order() -> None:
     docs = [build_document(dict(EVENT), STAMP), build_document({**EVENT, "event_id": "other"}, STAMP)]
     later = IngestStamp.at(datetime(2026, 11, 27, 22, 0, 0, 5000, tzinfo=UTC))
     restamp(docs, later)
@@ -80,6 +90,7 @@ def test_restamp_replaces_both_stamp_fields_in_place_keeping_field_order() -> No
             **EVENT,
             "ingested_at": "2026-11-27T22:00:00.005Z",
             "ingest_hour": "2026-11-27T22",
+            "ingest_second": "2026-11-27T22:00:00",
             "event_date": "2020-06-04",
             "part": part_of("5ed8cb2bc671fc36b74653ad"),
         },
@@ -89,11 +100,12 @@ def test_restamp_replaces_both_stamp_fields_in_place_keeping_field_order() -> No
             "event_id": "other",
             "ingested_at": "2026-11-27T22:00:00.005Z",
             "ingest_hour": "2026-11-27T22",
+            "ingest_second": "2026-11-27T22:00:00",
             "event_date": "2020-06-04",
             "part": part_of("other"),
         },
     ]
-    assert [list(d) for d in docs] == [["_id", *EVENT, "ingested_at", "ingest_hour", "event_date", "part"]] * 2
+    assert [list(d) for d in docs] == [["_id", *EVENT, "ingested_at", "ingest_hour", "ingest_second", "event_date", "part"]] * 2
 
 
 def test_document_of_decodes_bytes_exactly_like_build_document() -> None:
@@ -250,6 +262,7 @@ def test_escaped_document_is_accepted_by_bson_and_round_trips() -> None:
         "%24where": {"q%2Er": 1},
         "ingested_at": "2026-11-27T21:05:09.123Z",
         "ingest_hour": "2026-11-27T21",
+        "ingest_second": "2026-11-27T21:05:09",
         "event_date": "2020-06-04",
         "part": part_of("e2"),
     }
@@ -286,6 +299,12 @@ def _refusal(value: bytes | None) -> InvalidEventError:
             STAGE_VALIDATE,
             "ReservedField",
             "event carries sink-owned",
+        ),
+        (
+            b'{"event_id": "e", "ingest_second": "x", "event_time": "2020-06-04T10:21:27.000Z"}',
+            STAGE_VALIDATE,
+            "ReservedField",
+            "event carries sink-owned field(s) ['ingest_second']",
         ),
         (b'{"event_id": "e"}', STAGE_VALIDATE, "InvalidEventError", "event_time is NoneType"),
         (b'{"event_id": "e", "event_time": "yesterday"}', STAGE_VALIDATE, "InvalidEventError", "event_time 'yesterday' is not ISO-8601"),
