@@ -1,7 +1,8 @@
 """Extract: which MongoDB slices a run reads, and reading one slice inside a Spark task.
 
 The raw store is read with **equality filters only** (FerretDB pushes nothing else down):
-``{ingest_hour, part, collection}`` for events ingested in a window, ``{event_date, part,
+``{ingest_hour, part, collection}`` for events ingested in a window (``{ingest_second,
+collection}`` for the continuous worker's windows of seconds), ``{event_date, part,
 collection}`` for every event of a date, ``{part, collection}`` for everything. Each
 :class:`ReadTask` is one Spark partition (with ``read_parts`` < 16, a task covers a slice of
 parts and makes one such query per part, :func:`task_queries`); :func:`read_task` runs on an executor with its own
@@ -111,6 +112,29 @@ def plan_window_tasks(
     after, until = low.isoformat(), high.isoformat()
     cov = {d.isoformat(): at.astimezone(UTC).isoformat() for d, at in sorted((covered or {}).items()) if at > low}
     return [t for hour in hours_between(low, high) for t in _tasks({"ingest_hour": hour}, types, read_parts, after, until, cov)]
+
+
+def seconds_between(low: datetime, high: datetime) -> list[str]:
+    """Every ``ingest_second`` value (``YYYY-MM-DDTHH:MM:SS``) from low's second to high's, inclusive."""
+    second = low.astimezone(UTC).replace(microsecond=0)
+    out = []
+    while second <= high:
+        out.append(f"{second:%Y-%m-%dT%H:%M:%S}")
+        second += timedelta(seconds=1)
+    return out
+
+
+def plan_second_tasks(low: datetime, high: datetime, types: Iterable[str], covered: dict[date, datetime] | None = None) -> list[ReadTask]:
+    """Events ingested in (low, high], read second by second: one task per (``ingest_second``,
+    collection), for the short windows of the continuous worker (an hour's read would fetch the
+    whole hour every few seconds). ``covered`` as in :func:`plan_window_tasks`."""
+    after, until = low.isoformat(), high.isoformat()
+    cov = {d.isoformat(): at.astimezone(UTC).isoformat() for d, at in sorted((covered or {}).items()) if at > low}
+    return [
+        ReadTask({"ingest_second": second, "collection": collection}, after, until, covered_until=cov)
+        for second in seconds_between(low, high)
+        for collection in types
+    ]
 
 
 def plan_date_tasks(dates: Iterable[date], high: datetime, types: Iterable[str], read_parts: int = PARTS) -> list[ReadTask]:

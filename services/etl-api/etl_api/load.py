@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -49,6 +49,7 @@ import asyncpg
 import orjson
 
 from etl_api.ledger import LedgerWrite, write_ledger
+from etl_api.ownership import Ownership, OwnershipLostError, check_ownership, lost_ownership_message
 from etl_api.schema import lock_id, quote_ident
 from shared.errors import PipelineError
 
@@ -93,101 +94,6 @@ FACT_STAGE_COLUMNS = (
 
 class ReconciliationError(PipelineError, RuntimeError):
     """What was written does not add up to what was read: the transaction is rolled back."""
-
-
-class OwnershipLostError(PipelineError, RuntimeError):
-    """The run no longer owns its window (reaped, taken over, or another load committed since it
-    started): nothing of it may be committed. The message starts with ``lost ownership:``."""
-
-
-@dataclass(frozen=True)
-class Ownership:
-    """What a run owns, as read when it started: its owner token and the window's state."""
-
-    owner_token: str
-    watermark: datetime | None  # etl_watermark 'events'.ingested_high at the start (None: no watermark yet)
-    watermark_run_id: str | None
-    generation: int  # etl_load_generation.generation at the start
-
-
-# One statement, so the watermark and the generation come from one snapshot.
-OWNERSHIP_START_SQL = """
-    SELECT (SELECT ingested_high FROM etl_watermark WHERE name = 'events') AS watermark,
-           (SELECT run_id::text FROM etl_watermark WHERE name = 'events') AS watermark_run_id,
-           (SELECT generation FROM etl_load_generation WHERE id = 1) AS generation
-"""
-
-
-async def read_ownership(conn: asyncpg.Connection, owner_token: str) -> Ownership:
-    """The window's state now, for a run that has just claimed its row with ``owner_token``."""
-    row = await conn.fetchrow(OWNERSHIP_START_SQL)
-    return Ownership(owner_token, row["watermark"], row["watermark_run_id"], int(row["generation"] or 0))
-
-
-def _first_line(text: str | None, limit: int = 200) -> str:
-    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
-    return line[:limit]
-
-
-def _iso(value: datetime | None) -> str:
-    return value.isoformat() if value is not None else "none"
-
-
-def run_problems(owner_token: str, run: Mapping[str, Any] | None) -> list[str]:
-    """Why the run row ``run`` (status, owner_token, finished_at, error) is not owned by ``owner_token``
-    any more (empty: it still is)."""
-    if run is None:
-        return ["the run's etl_runs row is gone"]
-    problems = []
-    if run["status"] != "running":
-        cause = _first_line(run.get("error"))
-        when = f" at {_iso(run['finished_at'])}" if run.get("finished_at") else ""
-        verb = "was reaped" if run["status"] == "failed" else f"is {run['status']}"
-        problems.append(f"run {verb}{when}" + (f" ({cause})" if cause else ""))
-    if run["owner_token"] != owner_token:
-        problems.append(f"run is owned by {run['owner_token'] or 'nobody'}, not by this process ({owner_token})")
-    return problems
-
-
-def ownership_problems(
-    expected: Ownership, run: Mapping[str, Any] | None, watermark: Mapping[str, Any] | None, generation: Mapping[str, Any] | None
-) -> list[str]:
-    """Why a run may not commit (empty: it may). ``run``: its ``etl_runs`` row (status, owner_token,
-    finished_at, error); ``watermark``: the 'events' row (ingested_high, run_id) or None;
-    ``generation``: the ``etl_load_generation`` row (generation, run_id, mode, committed_at)."""
-    problems = run_problems(expected.owner_token, run)
-    now_wm = watermark["ingested_high"] if watermark else None
-    now_wm_run = str(watermark["run_id"]) if watermark else None
-    if now_wm != expected.watermark or (now_wm is not None and now_wm_run != expected.watermark_run_id):
-        problems.append(f"watermark moved from {_iso(expected.watermark)} to {_iso(now_wm)} by run {now_wm_run}")
-    now_gen = int(generation["generation"]) if generation else 0
-    if now_gen != expected.generation:
-        who = f"run {generation['run_id']} ({generation['mode']}) at {_iso(generation['committed_at'])}" if generation else "another run"
-        problems.append(f"{who} committed a load since this run started (load generation {expected.generation} → {now_gen})")
-    return problems
-
-
-COMMIT_REFUSED = "commit refused, nothing of this run was written"
-
-
-def lost_ownership_message(problems: Sequence[str], outcome: str = COMMIT_REFUSED) -> str:
-    return "lost ownership: " + "; ".join(problems) + "; " + outcome
-
-
-async def check_ownership(conn: asyncpg.Connection, run_id: str, expected: Ownership, *, lock: bool) -> None:
-    """Raise :class:`OwnershipLostError` unless ``run_id`` still owns its window. ``lock``: inside
-    the load transaction, lock the generation, watermark and run rows (in that order) until COMMIT."""
-    suffix = " FOR UPDATE" if lock else ""
-    generation = await conn.fetchrow(
-        f"SELECT generation, run_id::text AS run_id, mode, committed_at FROM etl_load_generation WHERE id = 1{suffix}"
-    )
-    watermark = await conn.fetchrow(f"SELECT ingested_high, run_id::text AS run_id FROM etl_watermark WHERE name = 'events'{suffix}")
-    run = await conn.fetchrow(f"SELECT status, owner_token, finished_at, error FROM etl_runs WHERE run_id = $1{suffix}", run_id)
-    problems = ownership_problems(
-        expected, dict(run) if run else None, dict(watermark) if watermark else None, dict(generation) if generation else None
-    )
-    if problems:
-        raise OwnershipLostError(lost_ownership_message(problems))
 
 
 def stage_columns(spec: DimSpec) -> list[str]:

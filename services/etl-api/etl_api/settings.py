@@ -57,7 +57,11 @@ class EtlSettings(BaseSettings):
     product_view_types: Annotated[tuple[str, ...], NoDecode] = DEFAULT_PRODUCT_VIEW_TYPES  # `collection` values that are product views
     exclude_bots: bool = True  # bot/crawler user agents are skipped (reason "bot"), not counted as views
     internal_domains: Annotated[tuple[str, ...], NoDecode] = ("glamira",)  # registered-domain names of the shop's own sites
-    settle_seconds: float = 120.0  # events ingested in the last N seconds wait for the next run (see README)
+    # Clock-skew margin: a run reads at most up to now - this (and never past a sink's visibility
+    # lease, etl_api/visibility.py). Without leases (visibility_leases false) it must exceed the
+    # sink's longest write attempt (SINK_WRITE_ATTEMPT_TIMEOUT_S, 60 s): set 120 then.
+    settle_seconds: float = Field(default=2.0, ge=0)
+    visibility_leases: bool = True  # bound every read by the sinks' visibility leases (shared/visibility.py)
     # An incremental run first checks the ingest hours this far back from the watermark against
     # the hour ledger and recomputes the event dates of documents that became visible after their
     # hour was read (etl_api/ledger.py); 0 turns healing off (GET /reconciliation still reports them).
@@ -86,6 +90,17 @@ class EtlSettings(BaseSettings):
     # whatever the data size; with 4 read tasks a 3 M-event full run ran out of a 1 g heap.
     read_partition_rows: int = Field(default=100_000, ge=1_000)
     load_batch_rows: int = 10_000  # rows per COPY chunk streamed from Spark to PostgreSQL
+
+    # --- continuous mode (etl_api/worker.py)
+    continuous: bool = False  # the API starts the worker with the service (as PUT /continuous would)
+    continuous_interval_s: float = Field(default=5.0, gt=0)  # a micro-batch every this many seconds
+    # a micro-batch that read at least this many events is followed by the next one at once (catching up)
+    continuous_eager_events: int = Field(default=20_000, ge=1)
+    # a window at most this long is read second by second (ingest_second); a longer one (catch-up
+    # after downtime) hour by hour, as an incremental run
+    continuous_fine_max_s: float = Field(default=600.0, ge=0)
+    continuous_retain_hours: float = Field(default=24.0, gt=0)  # succeeded micro-batch rows of etl_runs kept this long
+    continuous_backoff_max_s: float = Field(default=30.0, gt=0)  # a failed micro-batch is retried after at most this
 
     # --- run management
     run_log_dir: str = "/tmp/etl-api-runs"

@@ -28,6 +28,7 @@ BOOKKEEPING = (
     "etl_load_generation",
     "etl_hour_reads",
     "etl_ledger_state",
+    "etl_continuous",
 )
 INSUFFICIENT_PRIVILEGE = "42501"
 

@@ -30,9 +30,10 @@ from typing import Any
 
 import asyncpg
 import pytest
-from etl_api import owned_run
-from etl_api.job import HeartbeatError, Job, mark_failed
-from etl_api.load import LoadInput, OwnershipLostError, load_star, read_ownership
+from etl_api import ownership as owned_run
+from etl_api.job import Job
+from etl_api.load import LoadInput, load_star
+from etl_api.ownership import HeartbeatError, OwnershipLostError, RunOwner, mark_failed, read_ownership
 from etl_api.schema import apply_ddl, table_checksums
 from etl_api.settings import EtlSettings
 
@@ -239,7 +240,7 @@ async def start_job(pg: asyncpg.Connection, schema: str, monkeypatch: pytest.Mon
     await pg.execute(f"INSERT INTO \"{schema}\".etl_runs (run_id, mode, status) VALUES ($1, 'incremental', 'queued')", run_id)
     seen = {"cancelled": False}
 
-    async def work(self: Job, conn: asyncpg.Connection, mode: str, date_from: Any, date_to: Any) -> None:
+    async def work(self: Job, conn: asyncpg.Connection, claim: Any) -> None:
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
@@ -277,16 +278,16 @@ async def test_heartbeat_ends_the_job_when_its_run_was_reaped(pg, run_schema, mo
 
 async def test_heartbeat_that_cannot_be_written_ends_the_job(pg, run_schema, monkeypatch) -> None:
     job, run_id, seen = await start_job(pg, run_schema, monkeypatch)
-    connect = Job._connect
+    connect = RunOwner.connect
     calls = {"n": 0}
 
-    async def flaky_connect(self: Job) -> asyncpg.Connection:
+    async def flaky_connect(self: RunOwner) -> asyncpg.Connection:
         calls["n"] += 1
         if calls["n"] > 1:  # the claim's connection works; the heartbeat's never does (PostgreSQL unreachable)
             raise ConnectionRefusedError(111, "Connection refused")
         return await connect(self)
 
-    monkeypatch.setattr(Job, "_connect", flaky_connect)
+    monkeypatch.setattr(RunOwner, "connect", flaky_connect)
     started = time.monotonic()
     with pytest.raises(HeartbeatError) as err:
         await asyncio.wait_for(job.run(), timeout=10)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date
 
 from etl_api import transform
-from etl_api.job import count_by_date
+from etl_api.reading import count_by_date
 from pyspark.sql import SparkSession
 
 from tests.unit.etl.test_transform import CHROME_WIN, V, raw, rows_of

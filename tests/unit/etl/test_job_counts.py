@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from etl_api.job import count_by_date, read_partitions, shuffle_partitions
+from etl_api.reading import count_by_date, read_partitions, shuffle_partitions
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 

@@ -9,8 +9,15 @@ from datetime import UTC, datetime
 
 import pytest
 from etl_api.app import error_summary
-from etl_api.load import COMMIT_REFUSED, Ownership, lost_ownership_message, ownership_problems, run_problems
-from etl_api.owned_run import heartbeat_budget, new_owner_token
+from etl_api.ownership import (
+    COMMIT_REFUSED,
+    Ownership,
+    heartbeat_budget,
+    lost_ownership_message,
+    new_owner_token,
+    ownership_problems,
+    run_problems,
+)
 from etl_api.settings import EtlSettings
 
 T0 = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
