@@ -16,7 +16,13 @@ Guarantees (see ../README.md):
   ``insert_many``) while the next one is collected; at most twice as many are held.
 - ``ingested_at`` is stamped at the start of each write attempt, never when the batch is built,
   and an attempt lasts at most ``write_attempt_timeout_s``: the ETL's incremental window
-  (watermark minus settle margin) cannot pass a stamp before its document is visible.
+  (watermark minus settle margin) cannot pass a stamp before its document is visible. The
+  process also publishes a visibility lease (:mod:`sink.visibility`, the contract in
+  :mod:`shared.visibility`): every ``visibility_interval_s`` the instant through which everything
+  it stamped is visible, so a reader can bound its window within seconds instead of the settle
+  margin; it publishes before its first write attempt, starts none more than
+  ``visibility_lease_s`` after its last successful publication (an outage meanwhile), and
+  deletes its lease document on a clean stop.
 - MongoDB down: the batch is retried with bounded backoff, the service is not ready, nothing is
   committed, the consumer stops fetching (back-pressure) and the sink resumes by itself.
 - Rebalance: on revocation the batches being written get ``revoke_flush_timeout_s`` to finish and
@@ -54,11 +60,13 @@ from sink.ledger import SinkLedger
 from sink.metrics import SinkMetrics
 from sink.mongo import MongoUnavailableError, MongoWriter
 from sink.settings import SinkSettings
+from sink.visibility import LeasePublisher, VisibilityLease
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_MS = 250  # how long one poll waits when nothing is buffered (bounds the reaction to SIGTERM)
 CLOSE_TIMEOUT_S = 2.0  # closing the clients after SIGTERM (leave group, flush producer)
+LEASE_DELETE_TIMEOUT_S = 1.0  # deleting the visibility lease document at the end (within CLOSE_TIMEOUT_S)
 
 
 class Sink(BatchWrites, ConsumerRebalanceListener):
@@ -81,6 +89,9 @@ class Sink(BatchWrites, ConsumerRebalanceListener):
         self.ledger: SinkLedger | None = None  # counts per local and remote partition (sink.ledger)
         self._give_up_at: float | None = None  # monotonic deadline once SIGTERM arrived
         self._backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
+        # This process's write attempts and its lease (sink.visibility); published once MongoDB is connected.
+        self.visibility = VisibilityLease(lease_s=settings.visibility_lease_s, attempt_timeout_s=settings.write_attempt_timeout_s)
+        self.lease_publisher: LeasePublisher | None = None
         state.lag = self.lag
         state.on_scrape = self.lag  # sink_lag_records fresh at every scrape
 
@@ -134,6 +145,19 @@ class Sink(BatchWrites, ConsumerRebalanceListener):
                 self.ledger = SinkLedger(
                     self.writer.client[s.mongodb_database], s.mongodb_collection, self._group_committed, self.writer.write_concern
                 )
+                # The lease is published before any write attempt, and from then on every interval.
+                publisher = LeasePublisher(
+                    self.visibility,
+                    self.writer.client[s.mongodb_database],
+                    s.mongodb_collection,
+                    interval_s=s.visibility_interval_s,
+                    write_concern=self.writer.write_concern,
+                    metrics=self.metrics,
+                )
+                through = await publisher.publish()
+                log.info("visibility lease %s published (visible through %s)", publisher.id, through.isoformat(timespec="milliseconds"))
+                self.lease_publisher = publisher
+                publisher.start()
                 break
             except MongoUnavailableError as exc:
                 self.state.set_not_ready(f"mongodb: {exc}")
@@ -189,10 +213,19 @@ class Sink(BatchWrites, ConsumerRebalanceListener):
     async def _close(self) -> None:
         if self.commits is not None:
             await self.commits.close()
-        await self._close_kafka()
+        await asyncio.gather(self._retire_lease(), self._close_kafka())
         if self.writer is not None:
             with contextlib.suppress(Exception):
                 await self.writer.close()
+
+    async def _retire_lease(self) -> None:
+        """After the final flush: the publisher stops and the lease document is deleted (when no
+        attempt without an answer may still land; else it is left to settle), bounded."""
+        publisher, self.lease_publisher = self.lease_publisher, None
+        if publisher is None:
+            return
+        await publisher.stop()
+        await publisher.retire(LEASE_DELETE_TIMEOUT_S)
 
     @property
     def _committer(self) -> OffsetCommitter:

@@ -26,6 +26,7 @@ from sink.ledger import SinkLedger, tally_batch
 from sink.metrics import SinkMetrics
 from sink.mongo import MongoWriter
 from sink.settings import SinkSettings
+from sink.visibility import VisibilityLease
 from sink.writes import CONFLICT_ERROR_CLASS, STAGE_CONFLICT, write_documents
 
 # The worker's one logger, as before the split (its name is in every log line).
@@ -44,6 +45,7 @@ class BatchWrites:
     ledger: SinkLedger | None
     _give_up_at: float | None
     _backoff: Backoff
+    visibility: VisibilityLease
 
     # ------------------------------------------------------------------ one batch
 
@@ -78,7 +80,11 @@ class BatchWrites:
         inserting = time.monotonic()
         try:
             result = await write_documents(
-                self.writer, batch.docs, max_attempts=self.settings.document_write_attempts, on_unavailable=on_unavailable
+                self.writer,
+                batch.docs,
+                max_attempts=self.settings.document_write_attempts,
+                on_unavailable=on_unavailable,
+                attempts=self.visibility,  # stamps every attempt; refuses (an outage) while the lease lapsed
             )
         finally:
             self.metrics.stage_seconds.labels("insert").inc(time.monotonic() - inserting)

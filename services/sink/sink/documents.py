@@ -102,9 +102,10 @@ def restamp(docs: Iterable[dict[str, Any]], stamp: IngestStamp) -> None:
 
     The sink calls it at the start of every write attempt: a document becomes visible in MongoDB
     during the attempt that inserts it, never long after its ``ingested_at``, however long the
-    batch was retried before. The ETL reads ``watermark < ingested_at <= now - settle margin``, so
-    a stamp taken when the batch was built could fall behind a watermark the ETL already moved
-    past while MongoDB was down, and its events would never be read.
+    batch was retried before. The ETL reads ``watermark < ingested_at <= now - settle margin``
+    (or up to the sinks' visibility leases, :mod:`shared.visibility`), so a stamp taken when the
+    batch was built could fall behind a watermark the ETL already moved past while MongoDB was
+    down, and its events would never be read.
     """
     at, hour, second = stamp.ingested_at, stamp.ingest_hour, stamp.ingest_second
     for doc in docs:

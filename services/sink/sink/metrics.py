@@ -63,3 +63,17 @@ class SinkMetrics:
             "sink_stage_seconds", "Seconds spent per stage of the consume-write-commit path", ["stage"], registry=registry
         )
         self.assigned = Gauge("sink_assigned_partitions", "Partitions assigned to this process", registry=registry)
+        # Visibility leases (sink.visibility): how far behind the clock this process's published
+        # visible_through was at its last successful publication (its oldest unanswered write
+        # attempt; about 1 ms when none), and the publications that failed (at SINK_VISIBILITY_LEASE_S
+        # of failures in a row, writes stop).
+        self.visibility_lag = Gauge(
+            "sink_visibility_lag_seconds",
+            "Publication time minus the visible_through published, at the last successful visibility lease publication",
+            registry=registry,
+        )
+        self.visibility_failures = Counter(
+            "sink_visibility_publication_failures",
+            "Visibility lease publications that failed (retried at the next tick)",
+            registry=registry,
+        )

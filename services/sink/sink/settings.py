@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ConsumerSettings
@@ -67,8 +67,17 @@ class SinkSettings(ConsumerSettings):
     # One insert_many attempt is given up after this long (client-side timeout, sent to the server
     # as maxTimeMS) and retried. Each attempt stamps its documents' ingested_at when it starts, so
     # a document becomes visible at most this long after its stamp: the ETL's settle margin
-    # (ETL_SETTLE_SECONDS, 120 s) must be larger than this plus the clocks' skew.
+    # (ETL_SETTLE_SECONDS, 120 s) must be larger than this plus the clocks' skew. The visibility
+    # lease pins an attempt that ended without an answer for this long (+1 s) after its start.
     write_attempt_timeout_s: float = Field(default=60.0, gt=0)
+    # Visibility leases (sink/visibility.py, shared/visibility.py): every visibility_interval_s the
+    # sink publishes, in the events' database's sink_visibility collection, the instant through
+    # which everything it stamped is visible. It starts no write attempt more than
+    # visibility_lease_s after its last successful publication (retried as an outage), so a reader
+    # can tell a sink that died or was cut off: nothing it stamped lands after published_at +
+    # visibility_lease_s + write_attempt_timeout_s. The lease must outlast several intervals.
+    visibility_interval_s: float = Field(default=1.0, gt=0)
+    visibility_lease_s: float = Field(default=10.0, gt=0)
     # A document refused with a code the table (sink.mongo.ERROR_CODES) does not know is tried this
     # many times, the server answering a ping each time, then dead-lettered (stage "sink.write").
     # Known refusals are dead-lettered at once; outages (connection, timeout, backend down) are
@@ -93,6 +102,15 @@ class SinkSettings(ConsumerSettings):
     http_port: int = 8102
     shutdown_flush_s: float = 6.0
     shutdown_timeout_s: float = 9.5
+
+    @model_validator(mode="after")
+    def _lease_outlasts_its_interval(self) -> SinkSettings:
+        if self.visibility_lease_s <= self.visibility_interval_s:
+            raise ValueError(
+                f"SINK_VISIBILITY_LEASE_S ({self.visibility_lease_s:g}) must be larger than SINK_VISIBILITY_INTERVAL_S "
+                f"({self.visibility_interval_s:g}): a lease shorter than the time between publications lapses between them"
+            )
+        return self
 
     def masked(self) -> str:
         """The settings for the log: credentials never printed."""

@@ -28,8 +28,14 @@ A document of a part that failed as a whole may have landed anyway (FerretDB sto
 documents before the refused one); when its retry finds it stored with the stamp of that earlier
 attempt of this call, it counts as inserted, not as a duplicate.
 
-``ingested_at``/``ingest_hour`` are restamped at the start of every attempt
-(:func:`sink.documents.restamp`).
+``ingested_at``/``ingest_hour``/``ingest_second`` are restamped at the start of every attempt
+(:func:`sink.documents.restamp`) with the stamp of ``attempts`` (an :class:`AttemptClock`; the
+sink's is its visibility lease, :mod:`sink.visibility`). Each attempt is ended with whether the
+server may still apply it: not after an answer (an outcome, ``writeErrors`` included, or a
+whole-batch refusal that blames the data), but after an outage, a whole-batch error with an
+unknown code, or a cancellation. A clock that refuses to start an attempt
+(:class:`~sink.mongo.MongoUnavailableError`, e.g. the lease lapsed) is an outage: nothing is
+decided, ``on_unavailable`` is awaited and the part is tried again.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ from sink.mongo import InsertOutcome, MongoBatchRefusedError, MongoSlowQueryErro
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CONFLICT_ERROR_CLASS", "STAGE_CONFLICT", "WriteResult", "write_documents"]
+__all__ = ["CONFLICT_ERROR_CLASS", "STAGE_CONFLICT", "AttemptClock", "WallClock", "WriteResult", "write_documents"]
 CONFLICT_ERROR_CLASS = "ConflictingDuplicate"
 # Default pause after an outage when the caller gives no ``on_unavailable``, and the pause between
 # confirmations of a document refused with an unknown code.
@@ -60,6 +66,29 @@ DEFAULT_BACKOFF_INITIAL_S = 0.1
 DEFAULT_BACKOFF_MAX_S = 2.0
 # The longest bound of a slow duplicate lookup, in attempt timeouts (60 s each by default).
 SLOW_LOOKUP_MAX_FACTOR = 8
+
+
+class AttemptClock(Protocol):
+    """Stamps write attempts and learns how they ended (:class:`sink.visibility.VisibilityLease`)."""
+
+    def begin_attempt(self) -> tuple[IngestStamp, Any]:
+        """The stamp of an attempt starting now and a token for :meth:`end_attempt`; raises
+        ``MongoUnavailableError`` when no attempt may start now."""
+        ...
+
+    def end_attempt(self, token: Any, maybe_pending: bool) -> None:
+        """``maybe_pending``: the attempt ended without an answer, the server may still apply it."""
+        ...
+
+
+class WallClock:
+    """An :class:`AttemptClock` that stamps with the wall clock and never refuses (tests, benchmarks)."""
+
+    def begin_attempt(self) -> tuple[IngestStamp, None]:
+        return IngestStamp.at(datetime.now(UTC)), None
+
+    def end_attempt(self, token: Any, maybe_pending: bool) -> None:
+        pass
 
 
 class DocumentWriter(Protocol):
@@ -97,12 +126,14 @@ async def write_documents(
     *,
     max_attempts: int = 3,
     on_unavailable: Callable[[Exception], Awaitable[None]] | None = None,
+    attempts: AttemptClock | None = None,
 ) -> WriteResult:
     """Writes ``docs`` (see the module docstring); every index ends in exactly one bucket.
+    ``attempts`` stamps each attempt (default: :class:`WallClock`).
 
     Returns only when each document has its outcome; raises only what ``on_unavailable`` (or the
     writer, for a bug) raises."""
-    run = _Run(writer, docs, max(1, max_attempts), on_unavailable or _default_on_unavailable())
+    run = _Run(writer, docs, max(1, max_attempts), on_unavailable or _default_on_unavailable(), attempts or WallClock())
     await run.go()
     return run.result
 
@@ -114,8 +145,10 @@ class _Run:
         docs: list[dict[str, Any]],
         max_attempts: int,
         on_unavailable: Callable[[Exception], Awaitable[None]],
+        clock: AttemptClock,
     ) -> None:
         self.writer = writer
+        self.clock = clock
         self.docs = docs
         self.max_attempts = max_attempts
         self.on_unavailable = on_unavailable
@@ -138,11 +171,16 @@ class _Run:
                 queue.appendleft(part[size:])
                 part = part[:size]
             attempt = [docs[i] for i in part]
-            stamp = IngestStamp.at(datetime.now(UTC))
+            try:
+                stamp, token = self.clock.begin_attempt()
+            except MongoUnavailableError as exc:  # no attempt may start now (the visibility lease lapsed)
+                await self.on_unavailable(exc)
+                queue.appendleft(part)
+                continue
             restamp(attempt, stamp)  # see sink.documents.restamp: visible at most one attempt after its stamp
             self.attempts += 1
             try:
-                outcome = await self.writer.insert(attempt)
+                outcome = await self._insert(attempt, token)
             except MongoUnavailableError as exc:
                 self._maybe_landed(part, stamp)
                 if exc.timed_out and len(part) > 1:
@@ -179,6 +217,21 @@ class _Run:
                 self.bisections,
                 self.attempts,
             )
+
+    async def _insert(self, attempt: list[dict[str, Any]], token: Any) -> InsertOutcome:
+        """One attempt, ended on the clock before anything else is awaited: an answer ends it,
+        anything else (an outage, an unknown whole-batch code, a cancellation, a bug) leaves it
+        possibly pending on the server."""
+        maybe_pending = True
+        try:
+            outcome = await self.writer.insert(attempt)
+            maybe_pending = False
+            return outcome
+        except MongoBatchRefusedError as exc:
+            maybe_pending = exc.verdict is not Verdict.REFUSAL
+            raise
+        finally:
+            self.clock.end_attempt(token, maybe_pending)
 
     def _maybe_landed(self, part: list[int], stamp: IngestStamp) -> None:
         for i in part:

@@ -7,7 +7,8 @@ commit holds no write slot, and the batches acknowledged meanwhile go into the n
 
 The first part drives :class:`sink.commits.OffsetCommitter` through its public API with write
 tasks the test finishes itself; the second drives the sink's own writes (fake writer) through
-it: the restamp of every attempt, timeout halving, a write's unexpected error, a shutdown.
+it: the restamp of every attempt, timeout halving, a write's unexpected error, a shutdown, the
+visibility lease (no write attempt before its publication).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sink.mongo import InsertOutcome, MongoUnavailableError
 from sink.settings import SinkSettings
 
 from shared.service import ServiceState
+from shared.visibility import iso_ms
 
 TOPIC = "t"
 
@@ -64,7 +66,8 @@ class FakeConsumer:
 
 
 def batch(first_id: str, offsets: dict[int, int], records: int = 1) -> Batch:
-    docs = [{"_id": first_id, "ingested_at": "2000-01-01T00:00:00.000Z", "ingest_hour": "2000-01-01T00", "part": 0}]
+    stamp = {"ingested_at": "2000-01-01T00:00:00.000Z", "ingest_hour": "2000-01-01T00", "ingest_second": "2000-01-01T00:00:00"}
+    docs = [{"_id": first_id, **stamp, "part": 0}]
     return Batch(epoch=0, records=records, docs=docs, doc_records=[None], offsets={tp(p): o for p, o in offsets.items()})  # type: ignore[list-item]
 
 
@@ -301,12 +304,12 @@ class FakeWriter:
     def __init__(self) -> None:
         self.release: dict[str, asyncio.Event] = {}
         self.fail_once: set[str] = set()
-        self.attempts: list[tuple[str, str, str]] = []  # (first _id, ingested_at, ingest_hour)
+        self.attempts: list[tuple[str, str, str, str]] = []  # (first _id, ingested_at, ingest_hour, ingest_second)
         self.log: list[str] = []
 
     async def insert(self, docs: list[dict[str, Any]]) -> InsertOutcome:
         first = docs[0]["_id"]
-        self.attempts.append((first, docs[0]["ingested_at"], docs[0]["ingest_hour"]))
+        self.attempts.append((first, docs[0]["ingested_at"], docs[0]["ingest_hour"], docs[0]["ingest_second"]))
         await self.release.setdefault(first, asyncio.Event()).wait()
         if first in self.fail_once:
             self.fail_once.discard(first)
@@ -316,8 +319,10 @@ class FakeWriter:
         return InsertOutcome(inserted=len(docs))
 
 
-def make_sink(inflight: int = 2) -> tuple[Sink, FakeWriter, FakeConsumer]:
+def make_sink(inflight: int = 2, published: bool = True) -> tuple[Sink, FakeWriter, FakeConsumer]:
     sink = Sink(SinkSettings(max_inflight_batches=inflight, backoff_initial_s=0.01, backoff_max_s=0.01), ServiceState("sink"))
+    if published:  # what Sink._start's first publication of the visibility lease does
+        sink.visibility.published(sink.visibility.now())
     writer = FakeWriter()
     consumer = FakeConsumer(writer.log)
     sink.writer, sink.consumer = writer, consumer  # type: ignore[assignment]
@@ -408,7 +413,7 @@ async def test_an_unexpected_write_error_is_raised_by_the_loop() -> None:
         raise AssertionError("the write's error was swallowed")
 
 
-async def test_every_write_attempt_restamps_ingested_at_and_ingest_hour() -> None:
+async def test_every_write_attempt_restamps_ingested_at_ingest_hour_and_ingest_second() -> None:
     sink, writer, consumer = make_sink(inflight=1)
     writer.fail_once.add("a")
     sink._start_write(batch("a", {0: 10}))
@@ -418,10 +423,27 @@ async def test_every_write_attempt_restamps_ingested_at_and_ingest_hour() -> Non
     writer.release["a"].set()
     await finish(sink)
     assert len(writer.attempts) == 2
-    (_, at1, hour1), (_, at2, hour2) = writer.attempts
+    (_, at1, hour1, second1), (_, at2, hour2, second2) = writer.attempts
     assert at1 != "2000-01-01T00:00:00.000Z" and at1 < at2  # the build-time stamp is never written
-    assert (hour1, hour2) == (at1[:13], at2[:13])
+    assert (hour1, hour2, second1, second2) == (at1[:13], at2[:13], at1[:19], at2[:19])
     assert consumer.commits == [{tp(0): 10}]
+
+
+async def test_no_write_attempt_starts_before_the_visibility_lease_is_published() -> None:
+    sink, writer, consumer = make_sink(inflight=1, published=False)
+    writer.release.setdefault("a", asyncio.Event()).set()
+    sink._start_write(batch("a", {0: 10}))
+    await asyncio.sleep(0.1)  # backoff 10 ms: several refusals, each an outage, no attempt
+    assert writer.attempts == [] and consumer.commits == []
+    refusals = sink.state.registry.get_sample_value("sink_write_retries_total", {"reason": "visibility_lease"})
+    assert refusals is not None and refusals >= 2
+    assert not sink.state.ready and sink.state.not_ready_reason.startswith("mongodb: visibility lease not published yet")
+    published = sink.visibility.now()
+    sink.visibility.published(published)
+    await finish(sink)
+    assert [a[0] for a in writer.attempts] == ["a"] and writer.attempts[0][1] >= iso_ms(published)
+    assert consumer.commits == [{tp(0): 10}]
+    assert sink.visibility.quiet(sink.visibility.now())  # the acknowledged attempt holds nothing back
 
 
 class SlowForBigWriter:
@@ -445,7 +467,7 @@ async def test_an_attempt_that_times_out_is_retried_with_half_the_documents_unti
     writer = SlowForBigWriter(limit=2)
     sink.writer = writer  # type: ignore[assignment]
     b = batch("d0", {0: 5})
-    b.docs = [{"_id": f"d{i}", "ingested_at": "", "ingest_hour": "", "part": 0} for i in range(5)]
+    b.docs = [{"_id": f"d{i}", "ingested_at": "", "ingest_hour": "", "ingest_second": "", "part": 0} for i in range(5)]
     b.doc_records = [None] * 5  # type: ignore[list-item]
     sink._start_write(b)
     await finish(sink)

@@ -7,14 +7,18 @@ against the real FerretDB is tests/integration/sink/test_sink_refusals.py."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 import bson
 import pytest
 from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
+from sink.documents import IngestStamp
 from sink.mongo import InsertOutcome, MongoBatchRefusedError, MongoSlowQueryError, MongoUnavailableError, Verdict
+from sink.visibility import LeaseLapsedError
 from sink.writes import WriteResult, differing_fields, write_documents
 
 NUL_MESSAGE = "code 1 (InternalError): ERROR: unsupported Unicode escape sequence (SQLSTATE 22P05)"
@@ -280,9 +284,92 @@ async def test_every_attempt_restamps() -> None:
 
     async def record(batch: list[dict[str, Any]]) -> InsertOutcome:
         seen.append(batch[0]["ingested_at"])
-        assert all(d["ingest_hour"] == d["ingested_at"][:13] for d in batch)
+        assert all(d["ingest_hour"] == d["ingested_at"][:13] and d["ingest_second"] == d["ingested_at"][:19] for d in batch)
         return await original(batch)
 
     store.insert = record  # type: ignore[method-assign]
     await write_documents(store, docs, on_unavailable=no_wait)  # type: ignore[arg-type]
     assert all(s.endswith("Z") and len(s) == 24 for s in seen)
+
+
+class RecordingClock:
+    """An attempt clock (sink.writes.AttemptClock) that refuses the first ``refuse`` attempts as
+    a lapsed lease would, stamps the others one second apart, and records how each ended."""
+
+    def __init__(self, refuse: int = 0) -> None:
+        self.refuse = refuse
+        self.begun = 0
+        self.ended: list[tuple[int, bool]] = []  # (token, maybe_pending)
+
+    def begin_attempt(self) -> tuple[IngestStamp, int]:
+        if self.refuse:
+            self.refuse -= 1
+            raise LeaseLapsedError("visibility lease not published yet")
+        self.begun += 1
+        return IngestStamp.at(datetime(2026, 11, 27, 21, 5, self.begun, tzinfo=UTC)), self.begun
+
+    def end_attempt(self, token: int, maybe_pending: bool) -> None:
+        self.ended.append((token, maybe_pending))
+
+
+async def test_an_attempt_the_clock_refuses_goes_through_on_unavailable_and_is_tried_again() -> None:
+    store = FakeStore()
+    clock = RecordingClock(refuse=1)
+    docs = [doc(i) for i in range(3)]
+    result = await write_documents(store, docs, on_unavailable=no_wait, attempts=clock)  # type: ignore[arg-type]
+    assert sorted(result.inserted) == [0, 1, 2] and buckets(result) == [0, 1, 2]
+    assert len(OUTAGES) == 1 and isinstance(OUTAGES[0], LeaseLapsedError) and OUTAGES[0].reason == "visibility_lease"
+    assert store.calls == [["e0", "e1", "e2"]]  # the refused attempt never reached the store
+    assert clock.ended == [(1, False)]
+    stored = [bson.decode(store.docs[f"e{i}"]) for i in range(3)]
+    assert {(d["ingested_at"], d["ingest_hour"], d["ingest_second"]) for d in stored} == {
+        ("2026-11-27T21:05:01.000Z", "2026-11-27T21", "2026-11-27T21:05:01")
+    }
+
+
+async def test_each_attempt_ends_pending_only_when_the_server_may_still_apply_it() -> None:
+    store = FakeStore()
+    store.unknown = {"e3"}
+    clock = RecordingClock()
+    docs = [doc(i) for i in range(4)]
+    docs[1]["s"] = "\x00"
+    original = store.insert
+    calls = 0
+
+    async def flaky(batch: list[dict[str, Any]]) -> InsertOutcome:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise MongoUnavailableError("NetworkTimeout: timed out", timed_out=True)
+        return await original(batch)
+
+    store.insert = flaky  # type: ignore[method-assign]
+    result = await write_documents(store, docs, max_attempts=2, on_unavailable=no_wait, attempts=clock)  # type: ignore[arg-type]
+    assert result.refused == {
+        1: ("sink.write", "InternalError", NUL_MESSAGE),
+        3: ("sink.write", "SomethingNew", "code 424242 (SomethingNew): new"),
+    }
+    assert sorted(result.inserted) == [0, 2]
+    # 1: all 4 timed out → pending (never reached the fake's log); 2: e0,e1 (NUL: a refusal) →
+    # answered; 3: e0 ✓; 4: e1 refused; 5: e2,e3 (unknown code) → pending; 6: e2 ✓; 7, 8: e3
+    # alone, unknown code twice → pending.
+    assert store.calls == [["e0", "e1"], ["e0"], ["e1"], ["e2", "e3"], ["e2"], ["e3"], ["e3"]]
+    assert clock.ended == [(1, True), (2, False), (3, False), (4, False), (5, True), (6, False), (7, True), (8, True)]
+
+
+async def test_a_cancelled_attempt_ends_pending() -> None:
+    clock = RecordingClock()
+    started = asyncio.Event()
+
+    class Hanging(FakeStore):
+        async def insert(self, docs: list[dict[str, Any]]) -> InsertOutcome:
+            started.set()
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+    task = asyncio.create_task(write_documents(Hanging(), [doc(0)], on_unavailable=no_wait, attempts=clock))  # type: ignore[arg-type]
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert clock.ended == [(1, True)]
