@@ -17,12 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 import asyncpg
@@ -32,10 +31,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from etl_api import hops, ledger, runs
+from etl_api import continuous, hops, ledger, runs, supervisor
 from etl_api.metrics import EtlMetrics
 from etl_api.schema import apply_ddl
 from etl_api.settings import EtlSettings
+from etl_api.views import RunView, jsonable
 from shared.backoff import Backoff
 from shared.errors import is_retriable
 
@@ -72,73 +72,6 @@ class RunAccepted(BaseModel):
     status: str = "queued"
 
 
-# First lines of run errors that are safe to show anyone, as written by runs.py and job.py.
-_SAFE_ERROR_LINES = (
-    re.compile(r"job process exited with code -?\d+"),
-    re.compile(r"job process exited 0 without finishing the run"),
-    re.compile(r"orphaned: job process \d+ is gone"),
-    re.compile(r"orphaned: no heartbeat for \d+s"),
-    re.compile(r"heartbeat could not be written for \d+s"),
-    re.compile(r"could not start the job process"),
-)
-_EXCEPTION_NAME = re.compile(r"([A-Z][A-Za-z0-9_]*(?:Error|Exception|Exit|Interrupt))\b")
-_DETAIL_HINT = "details with the bearer token"
-
-
-def error_summary(error: str | None) -> str | None:
-    """A short summary of a run's ``error`` that is safe for anonymous callers: a known fixed
-    form (exit code, orphaned, heartbeat), ``lost ownership: commit refused`` / ``… the job
-    stopped``, else only the exception's class name. Never a log tail, path, host or message text."""
-    if error is None:
-        return None
-    first = error.strip().splitlines()[0] if error.strip() else ""
-    for pattern in _SAFE_ERROR_LINES:
-        if m := pattern.match(first):
-            return f"{m.group(0)} ({_DETAIL_HINT})"
-    if first.startswith("lost ownership:"):
-        outcome = "commit refused" if "commit refused" in first else "the job stopped"
-        return f"lost ownership: {outcome} ({_DETAIL_HINT})"
-    if m := _EXCEPTION_NAME.match(first):
-        return f"failed: {m.group(1)} ({_DETAIL_HINT})"
-    return f"failed ({_DETAIL_HINT})"
-
-
-class RunView(BaseModel):
-    """A run. ``detail`` false (no bearer token): ``error`` is the safe summary and ``host``,
-    ``pid``, ``owner_token`` are null."""
-
-    run_id: str
-    mode: str
-    date_from: date | None
-    date_to: date | None
-    status: str
-    phase: str | None
-    requested_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    heartbeat_at: datetime | None
-    host: str | None
-    pid: int | None
-    window_low: datetime | None
-    window_high: datetime | None
-    touched_dates: list[str] | None
-    counts: dict[str, Any] | None
-    timings: dict[str, Any] | None
-    reconciliation: dict[str, Any] | None
-    error: str | None
-    error_summary: str | None
-    owner_token: str | None = None
-    detail: bool
-
-    @classmethod
-    def of(cls, row: dict[str, Any], detail: bool) -> RunView:
-        summary = error_summary(row["error"])
-        fields = {**row, "run_id": str(row["run_id"]), "error_summary": summary, "detail": detail}
-        if not detail:
-            fields.update(error=summary, host=None, pid=None, owner_token=None)
-        return cls(**fields)
-
-
 def parse_hour(text: str, what: str) -> str:
     """An ingest hour ``YYYY-MM-DDTHH``, or any ISO-8601 instant (its UTC hour); 422 otherwise."""
     try:
@@ -153,11 +86,23 @@ def parse_hour(text: str, what: str) -> str:
 class State:
     def __init__(self, settings: EtlSettings) -> None:
         self.settings = settings
-        self.metrics = EtlMetrics()
+        self.metrics = EtlMetrics(settings.heartbeat_timeout_seconds)
         self.pool: asyncpg.Pool | None = None
         self.launcher: runs.RunLauncher | None = None
+        self.supervisor: supervisor.WorkerSupervisor | None = None
         self.ddl_applied = False
         self.not_ready_reason = "starting"
+
+
+async def supervise(state: State) -> None:
+    """Keeps the continuous worker running while it is desired (:mod:`etl_api.supervisor`)."""
+    while True:
+        try:
+            if state.supervisor is not None:
+                await state.supervisor.ensure()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("continuous supervisor: %s: %s", type(exc).__name__, exc)
+        await asyncio.sleep(state.settings.reaper_interval_seconds)
 
 
 _bearer = HTTPBearer(auto_error=False)
@@ -226,6 +171,10 @@ def create_app(settings: EtlSettings) -> FastAPI:
                 log.info("DDL applied to schema %s: %s", settings.pg_schema, ", ".join(applied) or "none (all up to date)")
                 state.launcher = runs.RunLauncher(settings, state.pool, on_finished=state.metrics.on_finished(state.pool))
                 await state.launcher.reap()
+                state.supervisor = supervisor.WorkerSupervisor(settings, state.pool)
+                if settings.continuous:  # ETL_CONTINUOUS: as PUT /continuous at every start
+                    async with state.pool.acquire() as conn:
+                        await continuous.set_desired(conn, True)
                 state.ddl_applied = True
                 state.not_ready_reason = ""
                 break
@@ -234,7 +183,7 @@ def create_app(settings: EtlSettings) -> FastAPI:
                 delay = backoff.next_delay()
                 log.warning("not ready (%s); retrying in %.1fs", state.not_ready_reason, delay)
                 await asyncio.sleep(delay)
-        await state.launcher.reap_forever()
+        await asyncio.gather(state.launcher.reap_forever(), supervise(state))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -247,6 +196,8 @@ def create_app(settings: EtlSettings) -> FastAPI:
                 await worker
             if state.launcher is not None:
                 await state.launcher.close()
+            if state.supervisor is not None:
+                await state.supervisor.close()
             if state.pool is not None:
                 await state.pool.close()
 
@@ -268,6 +219,28 @@ def create_app(settings: EtlSettings) -> FastAPI:
             raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, f"could not start the job process: {exc}") from exc
         state.metrics.started.labels(body.mode).inc()
         return RunAccepted(run_id=run_id)
+
+    @app.put("/continuous", dependencies=[Depends(require_token)])
+    async def start_continuous(conn: Conn) -> JSONResponse:
+        """Continuous mode on: a worker is launched (by this or another API instance) and kept running."""
+        await continuous.set_desired(conn, True)
+        assert state.supervisor is not None
+        await state.supervisor.ensure()
+        return JSONResponse(jsonable(await supervisor.status(conn, settings, True)))
+
+    @app.delete("/continuous", dependencies=[Depends(require_token)])
+    async def stop_continuous(conn: Conn) -> JSONResponse:
+        """Continuous mode off: the worker finishes its micro-batch and exits."""
+        await continuous.set_desired(conn, False)
+        if state.supervisor is not None:
+            state.supervisor.stop_child()
+        return JSONResponse(jsonable(await supervisor.status(conn, settings, True)))
+
+    @app.get("/continuous")
+    async def read_continuous(conn: Conn, detail: Detail) -> JSONResponse:
+        """The worker: desired, alive, state and reason, how far the star schema is behind
+        (``behind_seconds``, ``behind_events``, ``star_as_of``) and the newest micro-batches."""
+        return JSONResponse(jsonable(await supervisor.status(conn, settings, detail)))
 
     @app.get("/runs/{run_id}", response_model=RunView)
     async def read_run(run_id: UUID, conn: Conn, detail: Detail) -> RunView:

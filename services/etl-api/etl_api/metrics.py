@@ -32,13 +32,21 @@ from shared.metrics import ready_gauge, service_registry
 
 log = logging.getLogger(__name__)
 
-MODES = ("incremental", "full", "range")
+MODES = ("incremental", "full", "range", "continuous")
 OUTCOMES = ("succeeded", "failed")
 REFRESH_TIMEOUT_S = 2.0
 
 _FRESHNESS = """
 SELECT extract(epoch FROM now() - (SELECT ingested_high FROM etl_watermark WHERE name = 'events'))::float8 AS watermark_age,
        extract(epoch FROM (SELECT max(finished_at) FROM etl_runs WHERE status = 'succeeded'))::float8 AS last_success
+"""
+
+_CONTINUOUS = """
+SELECT desired, extract(epoch FROM now() - heartbeat_at)::float8 AS silent_s, state,
+       extract(epoch FROM now() - greatest((SELECT ingested_high FROM etl_watermark WHERE name = 'events'), checked_high))::float8
+           AS behind_s,
+       (last_batches -> 0 ->> 'events_read')::float8 AS behind_events
+FROM etl_continuous WHERE id = 1
 """
 
 _FINISHED_RUN = """
@@ -50,7 +58,8 @@ FROM etl_runs WHERE run_id = $1
 
 
 class EtlMetrics:
-    def __init__(self) -> None:
+    def __init__(self, heartbeat_timeout_s: float = 60.0) -> None:
+        self.heartbeat_timeout_s = heartbeat_timeout_s
         self.registry = registry = service_registry()
         self.started = Counter("etl_runs_started", "Runs accepted by POST /runs", ["mode"], registry=registry)
         self.finished = Counter("etl_runs_finished", "Runs that reached a final status", ["status"], registry=registry)
@@ -88,6 +97,22 @@ class EtlMetrics:
         for outcome in OUTCOMES:
             self.finished.labels(outcome)
         self.watermark_age.set(math.nan)
+        self.continuous_desired = Gauge("etl_continuous_desired", "1 while continuous mode is on (PUT /continuous)", registry=registry)
+        self.continuous_running = Gauge(
+            "etl_continuous_running", "1 while a continuous worker heartbeats and its last micro-batch succeeded", registry=registry
+        )
+        self.behind_seconds = Gauge(
+            "etl_star_behind_seconds",
+            "now - the instant up to which the star schema counts every visible event",
+            registry=registry,
+        )
+        self.behind_events = Gauge(
+            "etl_star_behind_events",
+            "Events the newest micro-batch found waiting (behind the star schema when it started)",
+            registry=registry,
+        )
+        self.behind_seconds.set(math.nan)
+        self.behind_events.set(math.nan)
         self._observing: set[asyncio.Task[None]] = set()
 
     async def refresh(self, pool: asyncpg.Pool | None, active_processes: int) -> None:
@@ -100,12 +125,19 @@ class EtlMetrics:
         try:
             async with pool.acquire(timeout=REFRESH_TIMEOUT_S) as conn:
                 row = await conn.fetchrow(_FRESHNESS, timeout=REFRESH_TIMEOUT_S)
+                worker = await conn.fetchrow(_CONTINUOUS, timeout=REFRESH_TIMEOUT_S)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             log.debug("metrics refresh: %s: %s", type(exc).__name__, exc)
             return
         self.ready.set(1)
         self.watermark_age.set(math.nan if row["watermark_age"] is None else row["watermark_age"])
         self.last_success.set(row["last_success"] or 0.0)
+        if worker is not None:
+            self.continuous_desired.set(1 if worker["desired"] else 0)
+            alive = worker["silent_s"] is not None and worker["silent_s"] < self.heartbeat_timeout_s
+            self.continuous_running.set(1 if worker["desired"] and alive and worker["state"] == "running" else 0)
+            self.behind_seconds.set(math.nan if worker["behind_s"] is None else worker["behind_s"])
+            self.behind_events.set(math.nan if worker["behind_events"] is None else worker["behind_events"])
 
     def on_finished(self, pool: asyncpg.Pool) -> Any:
         """The :class:`etl_api.runs.RunLauncher` callback ``(run_id, status)``: counts the final

@@ -8,7 +8,6 @@ import re
 from datetime import UTC, datetime
 
 import pytest
-from etl_api.app import error_summary
 from etl_api.ownership import (
     COMMIT_REFUSED,
     Ownership,
@@ -19,6 +18,7 @@ from etl_api.ownership import (
     run_problems,
 )
 from etl_api.settings import EtlSettings
+from etl_api.views import error_summary
 
 T0 = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 T1 = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
