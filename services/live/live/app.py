@@ -8,6 +8,8 @@ HTTP (port ``LIVE_HTTP_PORT``, default 8104), besides ``/health``, ``/ready``, `
   starting in ``[start, end)``;
 - ``GET /api/top?minutes=&until=&n=`` one top-N;
 - ``GET /api/star/{range,top,views,runs}`` the star schema for a date range and filters (:mod:`live.star_api`);
+- ``GET /api/star/freshness`` how fresh the star schema is, from the ETL API's ``GET /continuous``
+  (:mod:`live.freshness`; ``LIVE_ETL_API_URL``);
 - ``GET /`` the page (its live section refreshes from ``/api/live``, its star section from ``/partials/star``).
 
 The faust app runs in this process and event loop; the routes read its in-memory tables
@@ -30,6 +32,7 @@ from fastapi.responses import HTMLResponse, Response
 from prometheus_client import Gauge
 
 from live.counting import WindowEntry, counts_by_window, iso, parse_iso, series, top_n, totals, window_start
+from live.freshness import FreshnessReader, StarFreshness
 from live.models import LiveSnapshot
 from live.page import render_page, star_section_html
 from live.settings import LiveSettings
@@ -152,8 +155,15 @@ class LiveReader:
         }
 
 
-def create_app(settings: LiveSettings, state: ServiceState, reader: LiveReader, star: StarReader | None = None) -> FastAPI:
-    """The HTTP app. ``star``: the process's one star-schema reader (its pool); a new one when None."""
+def create_app(
+    settings: LiveSettings,
+    state: ServiceState,
+    reader: LiveReader,
+    star: StarReader | None = None,
+    freshness: FreshnessReader | None = None,
+) -> FastAPI:
+    """The HTTP app. ``star``: the process's one star-schema reader (its pool); a new one when None.
+    ``freshness``: the ETL API's view of the star's freshness; from ``LIVE_ETL_API_URL`` when None."""
     app = create_http_app(state)
     app.title, app.description = "live: product views, live and from the star schema", __doc__ or ""
     if star is None:
@@ -167,6 +177,8 @@ def create_app(settings: LiveSettings, state: ServiceState, reader: LiveReader, 
         )
     stars: StarReader = star
     app.state.star = stars
+    fresh = freshness if freshness is not None else FreshnessReader(settings.etl_api_url)
+    app.state.freshness = fresh
     app.include_router(star_router(stars, days=settings.star_days, runs_limit=settings.etl_runs_limit))
 
     async def live_snapshot(until: str | None, minutes: int | None) -> LiveSnapshot:
@@ -213,6 +225,15 @@ def create_app(settings: LiveSettings, state: ServiceState, reader: LiveReader, 
         await reader.sync()
         return reader.views(table, start, end)
 
+    @app.get(
+        "/api/star/freshness",
+        response_model=StarFreshness,
+        tags=["star schema"],
+        summary="How fresh the star schema is (the ETL API's continuous mode); never fails: says when the ETL API is unreachable",
+    )
+    async def api_star_freshness() -> StarFreshness:
+        return await fresh.read()
+
     @app.get("/partials/star", response_class=HTMLResponse, include_in_schema=False)
     async def partial_star(
         date_from: FromParam = None, date_to: ToParam = None, country: LabelParam = None, device: LabelParam = None
@@ -228,7 +249,7 @@ def create_app(settings: LiveSettings, state: ServiceState, reader: LiveReader, 
         country: LabelParam = None,
         device: LabelParam = None,
     ) -> str:
-        star_data = await section(date_from, date_to, country, device)
+        star_data, freshness_now = await asyncio.gather(section(date_from, date_to, country, device), fresh.read())
         live: LiveSnapshot | str
         try:
             live = await live_snapshot(until, minutes)
@@ -236,7 +257,7 @@ def create_app(settings: LiveSettings, state: ServiceState, reader: LiveReader, 
             if exc.status_code != 503:
                 raise
             live = f"live counters not available yet: {exc.detail}"  # the star half still helps; the timer retries
-        return render_page(live, star_data, refresh_s=settings.refresh_s, star_refresh_s=settings.star_refresh_s)
+        return render_page(live, star_data, refresh_s=settings.refresh_s, star_refresh_s=settings.star_refresh_s, freshness=freshness_now)
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:

@@ -5,12 +5,16 @@ one inline script (``static/page.js``). Two timers refresh the two sections with
 query string (so the filters stay): the live section every ``refresh_s`` seconds from the JSON of
 ``/api/live`` (the script draws the same markup as :func:`live_section`), the star section every
 ``star_refresh_s`` from ``/partials/star`` (the server's rendering of exactly what
-``/api/star/top`` and ``/api/star/views`` answer for the same parameters). No request leaves the
-page's own origin (no CDN, no fonts, no images).
+``/api/star/top`` and ``/api/star/views`` answer for the same parameters); a third, at the live
+section's period, redraws the star schema's freshness line from ``/api/star/freshness``. No
+request leaves the page's own origin (no CDN, no fonts, no images).
 
 Element ids (what a test or a script reads): ``live-minutes``, ``live-hours``,
 ``live-top-{minutes}``; ``star-days``, ``star-products``, ``star-countries``, ``star-media``,
-``star-devices``; ``star-filters`` (the form), ``star-range`` (the range shown), ``etl-runs``.
+``star-devices``; ``star-filters`` (the form), ``star-range`` (the range shown), ``etl-runs``;
+``star-freshness`` (next to the star section's header: "star schema as of …, N s behind" from the
+ETL API's continuous mode, :mod:`live.freshness`; the live timer refreshes it from
+``/api/star/freshness``; absent when ``LIVE_ETL_API_URL`` is empty).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from live.charts import bar_chart, column_chart
+from live.freshness import StarFreshness
 from live.models import LiveSnapshot, StarTop
 from live.star import Dimension
 from live.star_api import StarSection
@@ -33,7 +38,7 @@ figure{margin:0} figcaption{font-weight:600;margin:.3rem 0} .empty{color:#777;fo
 .muted{color:#666;font-size:.85rem} table{border-collapse:collapse;font-size:.85rem}
 td,th{border:1px solid #ddd;padding:.2rem .5rem;text-align:left}
 form{display:flex;flex-wrap:wrap;gap:.4rem 1rem;align-items:end;margin:.4rem 0 .8rem;font-size:.9rem}
-form label{display:flex;flex-direction:column} .error{color:#c62828}
+form label{display:flex;flex-direction:column} .error{color:#c62828} h2 .muted{font-weight:normal;margin-left:.6rem}
 .status-succeeded{color:#1a7f37}.status-failed{color:#c62828}.status-running,.status-queued{color:#b26a00}
 """
 
@@ -135,6 +140,23 @@ def star_section_html(star: StarSection) -> str:
     )
 
 
+def freshness_html(freshness: StarFreshness | None) -> str:
+    """The ``star-freshness`` element (empty when the ETL API is not configured); its data
+    attributes carry the numbers, its title the worker's whole reason."""
+    if freshness is None or freshness.status == "disabled":
+        return ""
+    data = freshness.model_dump(mode="json")  # the values /api/star/freshness answers (the script sets the same)
+    attrs = f' data-status="{freshness.status}"'
+    if data["behind_seconds"] is not None:
+        attrs += f' data-behind-seconds="{data["behind_seconds"]}"'
+    if data["star_as_of"] is not None:
+        attrs += f' data-as-of="{escape(data["star_as_of"], quote=True)}"'
+    if freshness.reason:
+        attrs += f' title="{escape(freshness.reason, quote=True)}"'
+    css = "muted error" if freshness.status in ("unreachable", "not_running") else "muted"
+    return f' <span class="{css}" id="star-freshness"{attrs}>{escape(freshness.text)}</span>'
+
+
 def _select(name: str, label: str, values: Sequence[str], chosen: str | None) -> str:
     options = ['<option value="">all</option>']
     for v in values:
@@ -161,9 +183,17 @@ def filter_form(star: StarSection) -> str:
     )
 
 
-def render_page(live: LiveSnapshot | str, star: StarSection, *, refresh_s: int, star_refresh_s: int, title: str = "Product views") -> str:
+def render_page(
+    live: LiveSnapshot | str,
+    star: StarSection,
+    *,
+    refresh_s: int,
+    star_refresh_s: int,
+    title: str = "Product views",
+    freshness: StarFreshness | None = None,
+) -> str:
     """The whole page; ``live`` as a string: why the counters cannot answer yet (the live timer
-    replaces it as soon as they can)."""
+    replaces it as soon as they can); ``freshness``: the star schema's, beside its header."""
     live_html = live_section(live) if isinstance(live, LiveSnapshot) else f'<p class="empty">{escape(live)}</p>'
     return (
         "<!DOCTYPE html>"
@@ -174,10 +204,10 @@ def render_page(live: LiveSnapshot | str, star: StarSection, *, refresh_s: int, 
         f'<body data-live-every="{int(refresh_s)}" data-star-every="{int(star_refresh_s)}">'
         f"<h1>{escape(title)}</h1>"
         '<p class="muted">JSON behind every chart: <a href="/docs">/docs</a> (/api/live, /api/star/top, /api/star/views, '
-        "/api/star/range, /api/star/runs)</p>"
+        "/api/star/range, /api/star/runs, /api/star/freshness)</p>"
         f"<h2>Live (faust counters, refreshed every {refresh_s} s)</h2>"
         f'<section id="live">{live_html}</section>'
-        f"<h2>Star schema (ETL, refreshed every {star_refresh_s} s)</h2>"
+        f"<h2>Star schema (ETL, refreshed every {star_refresh_s} s){freshness_html(freshness)}</h2>"
         + filter_form(star)
         + f'<section id="star-body">{star_section_html(star)}</section>'
         + f"<script>{SCRIPT}</script></body></html>"

@@ -65,6 +65,9 @@ class LiveSettings(ServiceSettings):
     refresh_s: int = 10
     # Recent ETL runs shown on the page.
     etl_runs_limit: int = 10
+    # The ETL API whose GET /continuous says how fresh the star schema is (the page's
+    # "star schema as of …, N s behind", live.freshness). Empty: the page does not say.
+    etl_api_url: str = "http://127.0.0.1:8103"
     pg_timeout_s: float = 5.0
     # The page's star section: the default date range is the last star_days days up to the last
     # date with facts (not today); the section re-fetches itself every star_refresh_s seconds.

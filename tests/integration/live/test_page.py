@@ -7,13 +7,19 @@ fact rows it wrote (plain Python sums, not the app's SQL), for the default range
 filtered range; the live counts from the events it produced. Also: no console errors, no failed
 or off-origin request, both sections refresh themselves, one PostgreSQL pool (the same backends
 after more page loads). Screenshots go to ``$CI_ARTIFACTS_DIR`` (default ``artifacts/``).
-A schema the ETL has not created yet: every chart says "no data yet".
+The star schema's freshness beside the star header: what a stand-in ETL API's ``GET /continuous``
+answers, redrawn by the live timer when the answer changes. A schema the ETL has not created yet:
+every chart says "no data yet"; an ETL API that is down: "ETL API unreachable".
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.server
+import json
 import os
+import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -143,6 +149,40 @@ async def wait_for_leaders(conn: KafkaConnection, topic: str, partitions: int, t
         await consumer.stop()
 
 
+class EtlApiStandIn(http.server.ThreadingHTTPServer):
+    """``GET /continuous`` answering ``self.body`` (the ETL API's shape), on a free local port."""
+
+    def __init__(self) -> None:
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                payload = json.dumps(server.body).encode()
+                self.send_response(200 if self.path == "/continuous" else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.body: dict[str, Any] = {}
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+def continuous_body(star_as_of: str, behind: float, **change: Any) -> dict[str, Any]:
+    return {"desired": True, "alive": True, "state": "running", "reason": None, "star_as_of": star_as_of, "behind_seconds": behind} | change
+
+
+FRESHNESS_JS = "[document.getElementById('star-freshness').textContent, document.getElementById('star-freshness').dataset.status]"
+
+
 async def backends(dsn: str, application_name: str) -> list[tuple[int, str]]:
     """(pid, role) of the page's connections."""
     conn = await asyncpg.connect(dsn)
@@ -165,11 +205,14 @@ async def test_page_shows_the_star_schema_and_the_last_minutes_exactly(
         events = make_events(1500, start=start, span_s=now - start, seed=18)
         await wait_for_leaders(local_kafka, live.topic, PARTITIONS)
         await produce(local_kafka, live.topic, events)
+        etl = EtlApiStandIn()
+        etl.body = continuous_body("2026-11-22T23:59:58.5+00:00", 4.2)
         proc = live.process(
             analyst_postgres_dsn=os.environ["ANALYST_POSTGRES_DSN"],
             live_refresh_s="2",
             live_star_refresh_s="3",
             live_pg_application_name=live.topic,
+            live_etl_api_url=etl.url,
         ).start()
         await proc.wait_ready()
         await proc.wait_caught_up()
@@ -186,6 +229,11 @@ async def test_page_shows_the_star_schema_and_the_last_minutes_exactly(
             await page.load(f"{proc.url}/?until={until}&minutes={minutes}")
             await wait_for(page, "Number(document.body.dataset.refreshes || 0) >= 2", "live section refreshed twice")
             await wait_for(page, "Number(document.body.dataset.starRefreshes || 0) >= 1", "star section refreshed")
+            fresh_loaded = await page.evaluate(FRESHNESS_JS)
+            # The live timer redraws the freshness line from /api/star/freshness (answers are cached 2 s).
+            etl.body = continuous_body("2026-11-23T00:00:09+00:00", 250, state="waiting", reason="MongoDB: timed out\nTraceback")
+            await wait_for(page, "document.getElementById('star-freshness').dataset.status === 'not_running'", "freshness redrawn")
+            fresh_redrawn = await page.evaluate(FRESHNESS_JS)
             got = charts(await page.evaluate(POINTS_JS))
             runs = await page.evaluate("document.getElementById('etl-runs').textContent")
             shown_range = await page.evaluate(
@@ -204,6 +252,12 @@ async def test_page_shows_the_star_schema_and_the_last_minutes_exactly(
             assert page.errors() == []
             assert all(url.startswith(proc.url) or url.startswith("data:") for url in page.requested_urls()), page.requested_urls()
 
+        etl.shutdown()
+        assert fresh_loaded == ["star schema as of 2026-11-22 23:59:58 UTC, 4 s behind", "running"]
+        assert fresh_redrawn == [
+            "continuous mode waiting: MongoDB: timed out; star schema as of 2026-11-23 00:00:09 UTC, 4 min behind",
+            "not_running",
+        ]
         for chart_id, want in want_live.items():
             assert got[chart_id] == want, chart_id
         for chart_id, want in want_default.items():
@@ -231,13 +285,17 @@ async def test_page_shows_the_star_schema_and_the_last_minutes_exactly(
 
 
 async def test_page_without_star_schema_says_no_data_yet(live: LiveSetup) -> None:
-    proc = live.process(live_pg_schema=live.topic + "_missing").start()
+    with socket.socket() as s:  # a port nobody listens on: the ETL API is down
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}"
+    proc = live.process(live_pg_schema=live.topic + "_missing", live_etl_api_url=down).start()
     await proc.wait_ready()
     async with Chromium() as page:
         await page.load(proc.url + "/")
         got = await page.evaluate(POINTS_JS)
         runs_text = await page.evaluate("document.getElementById('etl-runs').textContent")
         range_text = await page.evaluate("document.getElementById('star-range').textContent")
+        fresh = await page.evaluate(FRESHNESS_JS)
         await page.screenshot(ARTIFACTS / "live_page_empty.png")
         assert page.errors() == []
     ids = {"live-minutes", "live-hours", "live-top-5", "live-top-60"}
@@ -245,3 +303,4 @@ async def test_page_without_star_schema_says_no_data_yet(live: LiveSetup) -> Non
     assert {c["id"]: c["empty"] for c in got} == dict.fromkeys(ids, True)
     assert runs_text == "no data yet"
     assert range_text == "no data yet: the ETL has not loaded any fact"
+    assert fresh == ["ETL API unreachable", "unreachable"]

@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parents[3]
 COMPOSE_VALUES = {
     "ETL_API_TOKEN": "${ETL_API_TOKEN:?set ETL_API_TOKEN in .env}",
     "ETL_SPARK_MASTER": "${ETL_SPARK_MASTER:-spark://spark-master:7077}",
+    "LIVE_ETL_API_URL": "${LIVE_ETL_API_URL:-http://etl-api:8103}",
 }
 # Service variables .env.example sets in its own sections (not documented as a default).
 ENV_EXAMPLE_ACTIVE = {"BRIDGE_REMOTE_TOPIC", "ETL_API_TOKEN", "ETL_SPARK_MASTER"}

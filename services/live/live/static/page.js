@@ -4,8 +4,11 @@
  * query string) and redraw its charts here, with the same markup live.charts draws on the server
  * (every point: class "point", data-label, data-key, data-value). Star section: every
  * data-star-every seconds, GET /partials/star (the server's rendering of /api/star/top and
- * /api/star/views for the same parameters). Counters on <body>: data-refreshes and
- * data-star-refreshes (successful redraws), data-refreshes-error / data-star-refreshes-error.
+ * /api/star/views for the same parameters). The star schema's freshness (#star-freshness, beside
+ * the star header; absent when the ETL API is not configured): every data-live-every seconds, GET
+ * /api/star/freshness (its text, as the server renders it, and its numbers as data attributes).
+ * Counters on <body>: data-refreshes, data-star-refreshes and data-freshness-refreshes
+ * (successful redraws), data-refreshes-error / data-star-refreshes-error / data-freshness-refreshes-error.
  */
 (function () {
   'use strict';
@@ -100,4 +103,19 @@
   every(Number(body.dataset.starEvery), '/partials/star', 'data-star-refreshes', function (r) {
     return r.text().then(function (html) { document.getElementById('star-body').innerHTML = html; });
   });
+  // live.page.freshness_html draws the same element on the server.
+  function showFreshness(el, f) {
+    el.textContent = f.text;
+    el.className = f.status === 'unreachable' || f.status === 'not_running' ? 'muted error' : 'muted';
+    el.setAttribute('data-status', f.status);
+    [['data-behind-seconds', f.behind_seconds], ['data-as-of', f.star_as_of], ['title', f.reason]].forEach(function (a) {
+      if (a[1] === null || a[1] === undefined || a[1] === '') { el.removeAttribute(a[0]); } else { el.setAttribute(a[0], String(a[1])); }
+    });
+  }
+  var freshness = document.getElementById('star-freshness');
+  if (freshness) {
+    every(Number(body.dataset.liveEvery), '/api/star/freshness', 'data-freshness-refreshes', function (r) {
+      return r.json().then(function (f) { showFreshness(freshness, f); });
+    });
+  }
 })();
