@@ -97,7 +97,9 @@ class EtlMetrics:
         for outcome in OUTCOMES:
             self.finished.labels(outcome)
         self.watermark_age.set(math.nan)
-        self.continuous_desired = Gauge("etl_continuous_desired_processes", "1 while continuous mode is on (PUT /continuous)", registry=registry)
+        self.continuous_desired = Gauge(
+            "etl_continuous_desired_processes", "1 while continuous mode is on (PUT /continuous)", registry=registry
+        )
         self.continuous_running = Gauge(
             "etl_continuous_ready", "1 while a continuous worker heartbeats and its last micro-batch succeeded", registry=registry
         )

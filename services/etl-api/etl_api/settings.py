@@ -112,6 +112,11 @@ class EtlSettings(BaseSettings):
     # the run meanwhile. Keep 0 in any deployment.
     fault_pause_in_load_seconds: float = 0.0
 
+    @field_validator("ferretdb_postgresql_url", "api_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
     @field_validator("pg_schema")
     @classmethod
     def _schema_is_identifier(cls, value: str) -> str:
