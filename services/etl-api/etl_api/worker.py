@@ -72,6 +72,9 @@ class Worker:
         self.reader = VisibilityReader(settings)
         self.healed_once = False
         self.spark: Any = None
+        # micro-batch runs that failed while PostgreSQL was away: marked failed as soon as it is
+        # back, so the run slot is free at once instead of after the reaper's heartbeat timeout
+        self.unmarked: list[tuple[str, str, str]] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -157,7 +160,19 @@ class Worker:
                 self._waiting(failure_message(exc)[:500])
                 log.warning("micro-batch failed (%s); retrying", self.reason, exc_info=not isinstance(exc, OSError))
                 delay = backoff.next_delay()
+                if not self._spark_alive():
+                    raise SystemExit("the Spark driver's JVM is gone: exiting so that a new worker starts with a new session") from exc
             await self._sleep(max(0.0, delay - (time.monotonic() - started)))
+
+    def _spark_alive(self) -> bool:
+        proc = getattr(getattr(getattr(self.spark, "sparkContext", None), "_gateway", None), "proc", None)
+        return proc is None or proc.poll() is None
+
+    async def _mark_unmarked(self) -> None:
+        for item in list(self.unmarked):
+            run_id, token, message = item
+            await mark_failed(self.settings, run_id, message, token)
+            self.unmarked.remove(item)
 
     def _waiting(self, reason: str) -> None:
         self.state, self.reason = "waiting", reason
@@ -201,6 +216,7 @@ class Worker:
         run_id: str | None = None
         owner: RunOwner | None = None
         try:
+            await self._mark_unmarked()
             visible = await self.reader.read()
             watermark = await conn.fetchval("SELECT ingested_high FROM etl_watermark WHERE name = 'events'")
             if watermark is not None and visible.high <= watermark:
@@ -255,8 +271,11 @@ class Worker:
             return summary
         except BaseException as exc:
             if run_id is not None and not isinstance(exc, RunActiveError):
-                with contextlib.suppress(Exception):
-                    await mark_failed(s, run_id, failure_message(exc), owner.owner_token if owner else None)
+                token = owner.owner_token if owner else ""
+                try:
+                    await mark_failed(s, run_id, failure_message(exc), token)
+                except Exception:  # PostgreSQL away: marked at the next micro-batch
+                    self.unmarked.append((run_id, token, failure_message(exc)))
             raise
         finally:
             await conn.close()

@@ -1,9 +1,10 @@
 """Continuous mode through real processes: two API instances on one schema run one worker; the
-star schema follows inserted events in micro-batches; a range run requested meanwhile counts
-nothing twice; the worker killed -9 inside a micro-batch's open load transaction is relaunched,
-its run reaped, and the star still equals an independent computation and, key for natural key, a
-clean full run; a document made visible late (stamped below the watermark) is counted exactly once by
-the relaunched worker's heal check; DELETE /continuous stops the worker."""
+star schema follows inserted events in micro-batches; a range run and an incremental run
+requested meanwhile count nothing twice; the worker killed -9 inside a micro-batch's open load
+transaction is relaunched, its run reaped, and the star still equals an independent computation
+and, natural key for natural key, a clean full run; a document made visible late (stamped below
+the watermark) is counted exactly once by the relaunched worker's heal check; DELETE /continuous
+stops the worker."""
 
 from __future__ import annotations
 
@@ -101,18 +102,21 @@ async def test_continuous_mode_follows_events_exactly_through_a_range_run_a_kill
         assert any(b["fine"] and b["events_read"] > 0 for b in st["last_batches"]), st["last_batches"]
         assert st["behind_seconds"] is not None and st["behind_seconds"] < 30
 
-        # a range run requested while the worker runs: it waits its turn (409 while a micro-batch
-        # holds the run slot) and counts nothing twice
-        for _ in range(120):
-            r = await ca.post("/runs", json={"mode": "range", "date_from": d1.isoformat(), "date_to": d1.isoformat()})
-            if r.status_code == 202:
-                break
-            assert r.status_code == 409, r.text
-            await asyncio.sleep(0.25)
-        assert r.status_code == 202, r.text
-        run = await wait_run(ca, r.json()["run_id"])
-        assert run["status"] == "succeeded", run["error"]
-        await wait_star(pg, schema, batch1 + batch2)
+        # a range run and an incremental run requested while the worker runs: each waits its turn
+        # (409 while a micro-batch holds the run slot) and nothing is counted twice or skipped
+        extra = make_events(random.Random(55), 30, [d1], datetime.now(UTC), devices=20)
+        insert(mongo_collection, extra)
+        for body in ({"mode": "range", "date_from": d1.isoformat(), "date_to": d1.isoformat()}, {"mode": "incremental"}):
+            for _ in range(120):
+                r = await ca.post("/runs", json=body)
+                if r.status_code == 202:
+                    break
+                assert r.status_code == 409, r.text
+                await asyncio.sleep(0.25)
+            assert r.status_code == 202, r.text
+            run = await wait_run(ca, r.json()["run_id"])
+            assert run["status"] == "succeeded", run["error"]
+        await wait_star(pg, schema, batch1 + batch2 + extra)
 
         # a document made visible late: stamped (ingested_at) below the watermark, as a write
         # attempt that outlived its window would be. Only a heal check finds it.
@@ -132,7 +136,7 @@ async def test_continuous_mode_follows_events_exactly_through_a_range_run_a_kill
             await asyncio.sleep(0.05)
         assert killed is not None, "no micro-batch reached its load"
         # relaunched by a supervisor (the pid is gone), the killed run reaped, the rest counted once
-        everything = batch1 + batch2 + late + batch3
+        everything = batch1 + batch2 + extra + late + batch3
         await wait_star(pg, schema, everything, timeout=180)
         runs = {r["run_id"]: r for r in await continuous_runs(pg, schema)}
         assert runs[killed["run_id"]]["status"] == "failed"
