@@ -99,6 +99,9 @@ class EtlSettings(BaseSettings):
     # a window at most this long is read second by second (ingest_second); a longer one (catch-up
     # after downtime) hour by hour, as an incremental run
     continuous_fine_max_s: float = Field(default=600.0, ge=0)
+    # the heal check at the close of an ingest hour looks back this many hours (a worker's first
+    # micro-batch looks back ETL_HEAL_LOOKBACK_HOURS): 24 hours of counting every hour is wasted work
+    continuous_heal_hours: float = Field(default=2.0, ge=0)
     continuous_retain_hours: float = Field(default=24.0, gt=0)  # succeeded micro-batch rows of etl_runs kept this long
     continuous_backoff_max_s: float = Field(default=30.0, gt=0)  # a failed micro-batch is retried after at most this
 

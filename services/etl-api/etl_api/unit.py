@@ -63,6 +63,7 @@ class UnitContext:
     enter_phase: PhaseHook
     connect: Callable[[], Awaitable[asyncpg.Connection]]
     timings: dict[str, Any] = field(default_factory=dict)
+    heal_hours: float | None = None  # the heal check's lookback (None: ETL_HEAL_LOOKBACK_HOURS)
     cached: list[DataFrame] = field(default_factory=list)
     restore_conf: dict[str, str] = field(default_factory=dict)
 
@@ -133,13 +134,14 @@ async def run_unit(ctx: UnitContext, conn: asyncpg.Connection, plan: RunPlan) ->
 
 
 async def _heal_dates(ctx: UnitContext, conn: asyncpg.Connection, watermark: datetime) -> list[date]:
-    """The event dates of documents ingested in the last ``heal_lookback_hours`` up to the watermark
+    """The event dates of documents ingested in the last ``heal_hours`` up to the watermark
     that no run has counted (visible only after their hour was read): recomputed whole."""
     s = ctx.settings
-    if s.heal_lookback_hours <= 0:
+    hours = s.heal_lookback_hours if ctx.heal_hours is None else min(ctx.heal_hours, s.heal_lookback_hours)
+    if hours <= 0:
         return []
     t0 = time.monotonic()
-    first = ledger.hour_of(watermark - timedelta(hours=s.heal_lookback_hours))
+    first = ledger.hour_of(watermark - timedelta(hours=hours))
     fdb = s.ferretdb_postgresql_url.get_secret_value() if s.ferretdb_postgresql_url else None
     count = ledger.raw_store_counter(s.mongodb_uri, s.mongodb_database, s.mongodb_collection, fdb)
     report = await ledger.reconcile(conn, count, s.product_view_types, first, ledger.hour_of(watermark), watermark)

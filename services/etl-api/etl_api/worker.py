@@ -243,6 +243,8 @@ class Worker:
                     enter_phase=lambda phase: unit_owner.enter_phase(conn, phase),
                     connect=unit_owner.connect,
                     timings=timings,
+                    # a worker's first check looks back ETL_HEAL_LOOKBACK_HOURS; at an hour's close, the last few hours
+                    heal_hours=None if not self.healed_once else s.continuous_heal_hours,
                 )
                 await run_unit(ctx, conn, plan)
                 row = await conn.fetchrow("SELECT reconciliation FROM etl_runs WHERE run_id = $1", claim.run_id)
