@@ -56,6 +56,8 @@ class ReadTask:
     # its events (a range run past the watermark): a document of such a date is kept only if
     # ingested after it too. Incremental windows only; see :func:`plan_window_tasks`.
     covered_until: dict[str, str] = field(default_factory=dict)
+    # ``ingest_second`` values: one ``{…, ingest_second: s}`` query per value (continuous mode)
+    seconds: tuple[str, ...] = field(default=())
 
 
 def parse_utc(text: str) -> datetime:
@@ -124,16 +126,21 @@ def seconds_between(low: datetime, high: datetime) -> list[str]:
     return out
 
 
+SECONDS_PER_TASK = 15  # a read task of the continuous worker queries this many seconds, one after the other
+
+
 def plan_second_tasks(low: datetime, high: datetime, types: Iterable[str], covered: dict[date, datetime] | None = None) -> list[ReadTask]:
-    """Events ingested in (low, high], read second by second: one task per (``ingest_second``,
-    collection), for the short windows of the continuous worker (an hour's read would fetch the
-    whole hour every few seconds). ``covered`` as in :func:`plan_window_tasks`."""
+    """Events ingested in (low, high], read second by second (``{ingest_second, collection}``
+    equalities), for the short windows of the continuous worker: an hour's read would fetch the
+    whole hour every few seconds. A task queries up to :data:`SECONDS_PER_TASK` seconds (a
+    window of a few minutes is a handful of Spark tasks, not hundreds). ``covered`` as in
+    :func:`plan_window_tasks`."""
     after, until = low.isoformat(), high.isoformat()
     cov = {d.isoformat(): at.astimezone(UTC).isoformat() for d, at in sorted((covered or {}).items()) if at > low}
+    seconds = seconds_between(low, high)
+    chunks = [tuple(seconds[i : i + SECONDS_PER_TASK]) for i in range(0, len(seconds), SECONDS_PER_TASK)]
     return [
-        ReadTask({"ingest_second": second, "collection": collection}, after, until, covered_until=cov)
-        for second in seconds_between(low, high)
-        for collection in types
+        ReadTask({"collection": collection}, after, until, covered_until=cov, seconds=chunk) for chunk in chunks for collection in types
     ]
 
 
@@ -215,6 +222,28 @@ def task_queries(task: ReadTask) -> list[dict[str, Any]]:
     """The equality queries of a task: one per part of its slice, so the server sends each
     document once (``part`` in ``$in`` would not be pushed down: every task would fetch the whole
     hour/date, or the whole collection, and drop the other slices' documents client-side)."""
+    if task.seconds:
+        return [{"ingest_second": second, **task.filter} for second in task.seconds]
     if task.parts and "part" not in task.filter:
         return [{**task.filter, "part": p} for p in task.parts]
     return [task.filter]
+
+
+def any_document(tasks: Iterable[ReadTask], mongodb_uri: str, database: str, collection: str) -> bool:
+    """Whether any task would read a document (one client, first match wins): the continuous
+    worker's cheap probe before it starts Spark work."""
+    from pymongo import MongoClient
+    from pymongo.collection import Collection
+
+    client: MongoClient[dict[str, Any]]
+    with MongoClient(mongodb_uri, serverSelectionTimeoutMS=30_000) as client:
+        coll: Collection[dict[str, Any]] = client[database][collection]
+        for task in tasks:
+            after = parse_utc(task.ingested_after) if task.ingested_after else None
+            until = parse_utc(task.ingested_until) if task.ingested_until else None
+            covered = {d: parse_utc(at) for d, at in task.covered_until.items()}
+            for query in task_queries(task):
+                for doc in coll.find(query, {"ingested_at": 1, "event_date": 1, "part": 1}, batch_size=2000):
+                    if keep_document(doc, task, after, until, covered):
+                        return True
+    return False

@@ -289,14 +289,7 @@ class Worker:
         if (high - low).total_seconds() > s.continuous_fine_max_s:
             return True
         tasks = extract.plan_second_tasks(low, high, s.product_view_types)
-
-        def probe() -> bool:
-            for task in tasks:
-                for _ in extract.read_task(task, s.mongodb_uri, s.mongodb_database, s.mongodb_collection, batch_size=2000):
-                    return True
-            return False
-
-        return await asyncio.to_thread(probe)
+        return await asyncio.to_thread(extract.any_document, tasks, s.mongodb_uri, s.mongodb_database, s.mongodb_collection)
 
     async def _prune(self, conn: asyncpg.Connection) -> None:
         """Micro-batch rows finished more than ``ETL_CONTINUOUS_RETAIN_HOURS`` ago are deleted (a

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from etl_api.extract import keep_document, parse_utc, plan_second_tasks, seconds_between
+from etl_api.extract import SECONDS_PER_TASK, keep_document, parse_utc, plan_second_tasks, seconds_between, task_queries
 from etl_api.plan import hour_closed, plan_run
 from hypothesis import given
 from hypothesis import strategies as st
@@ -38,7 +38,10 @@ def test_a_short_window_is_read_second_by_second_when_asked() -> None:
     low = T0 - timedelta(seconds=4.5)
     p = plan("continuous", high=T0, watermark=low, fine_max_seconds=600)
     assert p.fine and p.merge and not p.replace_all
-    assert [t.filter["ingest_second"] for t in p.tasks] == [f"2026-12-06T09:59:{s}" for s in (55, 56, 57, 58, 59)] + ["2026-12-06T10:00:00"]
+    assert [t.filter for t in p.tasks] == [{"collection": "view_product_detail"}]
+    assert [q["ingest_second"] for q in task_queries(p.tasks[0])] == [f"2026-12-06T09:59:{s}" for s in (55, 56, 57, 58, 59)] + [
+        "2026-12-06T10:00:00"
+    ]
     assert all(t.ingested_after == low.isoformat() and t.ingested_until == T0.isoformat() for t in p.tasks)
     # a window longer than the bound: by hour, like a one-off run
     assert not plan("continuous", high=T0, watermark=T0 - timedelta(seconds=601), fine_max_seconds=600).fine
@@ -89,10 +92,13 @@ def test_second_tasks_select_exactly_the_documents_of_the_window(low_ms: int, le
     doc = {"ingested_at": text, "ingest_second": text[:19], "collection": TYPES[0]}
     tasks = plan_second_tasks(low, high, TYPES)
     readers = [
-        t
+        (t, q)
         for t in tasks
-        if all(doc.get(k) == v for k, v in t.filter.items())
+        for q in task_queries(t)
+        if all(doc.get(k) == v for k, v in q.items())
         and keep_document(doc, t, parse_utc(t.ingested_after or ""), parse_utc(t.ingested_until or ""))
     ]
     assert len(readers) == (1 if low < at <= high else 0)
-    assert len(seconds_between(low, high)) == len({t.filter["ingest_second"] for t in tasks})
+    queried = [q["ingest_second"] for t in tasks for q in task_queries(t)]
+    assert queried == seconds_between(low, high)
+    assert all(len(t.seconds) <= SECONDS_PER_TASK for t in tasks)
