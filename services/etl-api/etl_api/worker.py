@@ -182,6 +182,9 @@ class Worker:
             await asyncio.wait_for(self.stop.wait(), timeout=seconds)
 
     async def _heartbeat(self) -> None:
+        """Every ``heartbeat_seconds``. Stops the worker when the row is no longer its own or no
+        longer desired, when the schema's tables are gone, and when no beat could be written for
+        ``ETL_HEARTBEAT_TIMEOUT_SECONDS`` (by then a supervisor may have launched another worker)."""
         s = self.settings
         conn: asyncpg.Connection | None = None
         while not self.stop.is_set():
@@ -196,8 +199,19 @@ class Worker:
                     log.info("the continuous row is no longer this worker's or no longer desired: stopping")
                     self.stop.set()
                     return
+            except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError) as exc:
+                log.error("the schema's continuous row is gone (%s): stopping", exc)
+                self.stop.set()
+                return
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("worker heartbeat failed: %s: %s", type(exc).__name__, exc)
+                if time.monotonic() - self.last_beat > s.heartbeat_timeout_seconds:
+                    log.error(
+                        "no heartbeat written for %.0fs: stopping (a supervisor may have started another worker)",
+                        s.heartbeat_timeout_seconds,
+                    )
+                    self.stop.set()
+                    return
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         await conn.close(timeout=1)

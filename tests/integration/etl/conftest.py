@@ -3,6 +3,7 @@ and the real service (``python -m etl_api``) started as a process against them."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -123,6 +124,27 @@ def services(tmp_path: Path) -> Iterator[list[EtlService]]:
     yield started
     for svc in started:
         svc.stop()
+    # a continuous worker outlives its API by design: a test that failed before stopping it leaves it
+    for schema in {svc.env["ETL_PG_SCHEMA"] for svc in started}:
+        for pid in workers_of(schema):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def workers_of(schema: str) -> list[int]:
+    """Pids of continuous worker processes of this schema (from their environment: tests run in parallel)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if b"etl_api.worker" not in (entry / "cmdline").read_bytes():
+                continue
+            if f"ETL_PG_SCHEMA={schema}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 @pytest.fixture

@@ -14,13 +14,13 @@ import random
 import signal
 import time
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 from etl_api.schema import table_checksums
 
+from tests.integration.etl.conftest import workers_of
 from tests.integration.etl.helpers import Doc, expected_star, make_events
 from tests.integration.etl.test_star_schema import assert_star_equals, insert, run_ok, star_rows, wait_run
 
@@ -29,23 +29,6 @@ WORKER_ENV = {
     "ETL_HEARTBEAT_SECONDS": "1",
     "ETL_HEARTBEAT_TIMEOUT_SECONDS": "20",
 }
-
-
-def workers_of(schema: str) -> list[int]:
-    """Pids of worker processes of this schema (read from their environment: tests run in parallel)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes()
-            if b"etl_api.worker" not in cmd:
-                continue
-            if f"ETL_PG_SCHEMA={schema}".encode() in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 async def continuous_runs(pg: asyncpg.Connection, schema: str) -> list[asyncpg.Record]:

@@ -19,9 +19,9 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from pymongo import MongoClient
 
-from tests.integration.etl.conftest import TEST_DB
+from tests.integration.etl.conftest import TEST_DB, workers_of
 from tests.integration.etl.helpers import make_events
-from tests.integration.etl.test_continuous import WORKER_ENV, status, wait_star, workers_of
+from tests.integration.etl.test_continuous import WORKER_ENV, status, wait_star
 from tests.integration.etl.test_star_schema import insert
 from tests.support.ferretdb import FERRETDB_BIN, PROXY, SqliteFerretDB, kill, wait_port
 from tests.support.processes import free_port
