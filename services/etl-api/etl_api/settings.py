@@ -102,6 +102,9 @@ class EtlSettings(BaseSettings):
     # the heal check at the close of an ingest hour looks back this many hours (a worker's first
     # micro-batch looks back ETL_HEAL_LOOKBACK_HOURS): 24 hours of counting every hour is wasted work
     continuous_heal_hours: float = Field(default=2.0, ge=0)
+    # shuffle partitions of a micro-batch read second by second (a few thousand rows): every stage
+    # of its dozen small Spark jobs runs this many tasks instead of ETL_SPARK_SHUFFLE_PARTITIONS
+    continuous_shuffle_partitions: int = Field(default=2, ge=1)
     continuous_retain_hours: float = Field(default=24.0, gt=0)  # succeeded micro-batch rows of etl_runs kept this long
     continuous_backoff_max_s: float = Field(default=30.0, gt=0)  # a failed micro-batch is retried after at most this
 

@@ -260,10 +260,14 @@ class Worker:
                     # a worker's first check looks back ETL_HEAL_LOOKBACK_HOURS; at an hour's close, the last few hours
                     heal_hours=None if not self.healed_once else s.continuous_heal_hours,
                 )
+                if plan.fine:  # a few seconds of events: a few tasks per stage, not one per default shuffle partition
+                    ctx.set_conf("spark.sql.shuffle.partitions", str(s.continuous_shuffle_partitions))
                 await run_unit(ctx, conn, plan)
-                row = await conn.fetchrow("SELECT reconciliation FROM etl_runs WHERE run_id = $1", claim.run_id)
+                row = await conn.fetchrow("SELECT reconciliation, timings FROM etl_runs WHERE run_id = $1", claim.run_id)
                 rec = row["reconciliation"] if row else None
                 rec = orjson.loads(rec) if isinstance(rec, str) else (rec or {})
+                committed = row["timings"] if row else None
+                timings.update(orjson.loads(committed) if isinstance(committed, str) else (committed or {}))
                 return {
                     "run_id": claim.run_id,
                     "low": plan.low.isoformat() if plan.low else None,
