@@ -10,7 +10,9 @@ variables (nothing stored in Airflow's database):
 
 Tasks (what waits on what):
 
-    plan_etl_run → sink_ready → capture_end_offsets → sink_caught_up → start_etl_run → wait_etl_run → reconcile
+    plan_etl_run → sink_ready → capture_end_offsets → sink_caught_up → choose_etl_path
+        choose_etl_path → start_etl_run → wait_etl_run ────────────┐
+        choose_etl_path → ensure_continuous → wait_continuous ─────┴→ reconcile
     bridge_ready   (informational: blocks nothing)
 
 - ``plan_etl_run`` turns the params and the data interval into the ``POST /runs`` body (below)
@@ -20,6 +22,9 @@ Tasks (what waits on what):
 - ``bridge_ready`` only reports: a remote-cluster outage (bridge not ready) must not block the
   ETL of data already in MongoDB. It waits up to 5 minutes and is then *skipped* (soft fail);
   the DAG run's state does not depend on it.
+- ``choose_etl_path`` reads the ETL API's ``GET /continuous`` (continuous mode: a worker turning
+  new documents into the star schema in micro-batches, every few seconds) and picks one path
+  (the other is skipped), see "Continuous mode" below.
 - ``start_etl_run`` (a 409, another ETL run active, is retried: nothing was created) →
   ``wait_etl_run`` (fails at once, without retry, when the run failed, with the run's error) →
   ``reconcile``: the run's own count check, then ``GET /reconciliation`` — MongoDB's product-view
@@ -29,6 +34,34 @@ Tasks (what waits on what):
   ``GET /reconciliation/kafka`` — the bridge's, the sink's and MongoDB's counts per remote
   partition; an ``over`` or ``missing`` partition fails the task, naming it. ``reconcile``
   produces the star-schema asset: downstream DAGs can be scheduled on ``STAR_SCHEMA``.
+
+Continuous mode (no Airflow Variable, no param: the ETL API's own state decides). When
+``GET /continuous`` says ``desired: true`` and the planned run is ``incremental`` (a current
+interval), the DAG does not ``POST /runs``: the worker already does that work. Instead
+
+- ``ensure_continuous`` reads ``GET /continuous`` again; if the worker is not ``alive`` it calls
+  ``PUT /continuous`` (bearer token; the API launches a worker), and it records the target
+  instant: the ETL API's own "now" (``star_as_of + behind_seconds``, the database's clock; the
+  DAG's clock only when nothing is loaded yet). The sink has committed everything the local
+  topic held at ``capture_end_offsets`` before this, so those documents were ingested before it;
+- ``wait_continuous`` pokes ``GET /continuous`` until the worker is ``alive`` (``state:
+  running``), ``behind_seconds`` is below ``PIPELINE_V1_MAX_BEHIND_SECONDS`` (600) and
+  ``star_as_of`` reached the target: the star schema counts every event the sink had stored. It
+  fails (no retry) when continuous mode is turned off meanwhile; it times out after an hour,
+  like ``wait_etl_run``, each poke logging the worker's state and reason;
+- ``reconcile`` (trigger rule ``none_failed_min_one_success``: whichever path ran) skips the
+  one-off run's own count check (there is none) and runs the same ``GET /reconciliation`` and
+  ``GET /reconciliation/kafka`` checks. The worker keeps committing micro-batches meanwhile, and
+  the ETL API does not read the watermark and the hour ledger in one snapshot: a micro-batch
+  committing during the check makes the watermark's hour look ``missing``. So on this path a
+  disagreement in that hour alone is checked again (3 checks, 3 s apart); a lasting one, or any
+  other hour, fails the task as on the one-off path.
+
+Backfills and cleared past runs (range runs over past data intervals), ``full`` and ``range``
+params keep issuing ``POST /runs`` whether or not the worker runs: the ETL serializes them with
+micro-batches (a micro-batch holds the one-active-run slot for a second or so; a 409 is retried by
+``start_etl_run`` as today, and the worker waits while the run is active). With continuous mode
+off (or an ETL API without ``/continuous``: 404) everything is as before.
 
 Every sensor runs in ``reschedule`` mode (no worker slot held between pokes) and keeps poking
 on 5xx answers (a service that is starting answers 503) and on connection errors until its own
@@ -59,6 +92,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -84,6 +118,12 @@ except ImportError:  # Airflow 2.10
 
     STAR_SCHEMA = Dataset(uri="warehouse://product-views/star-schema")
 
+try:  # Airflow 3.x
+    from airflow.providers.standard.operators.python import BranchPythonOperator
+except ImportError:  # Airflow 2.10
+    from airflow.operators.python import BranchPythonOperator
+from airflow.providers.http.hooks.http import HttpHook
+
 log = logging.getLogger(__name__)
 
 ETL_TERMINAL_FAILURES = {"failed"}
@@ -102,6 +142,15 @@ POKE_SECONDS = int(os.environ.get("PIPELINE_V1_POKE_SECONDS", "30"))
 # and how long that check may take (12 s for 24 hours of 1 M documents on FerretDB: bench/README.md).
 RECONCILE_HOURS = int(os.environ.get("PIPELINE_V1_RECONCILE_HOURS", "24"))
 RECONCILE_TIMEOUT_SECONDS = 240
+# Continuous mode: checks of GET /reconciliation when only the watermark's hour disagrees (a
+# micro-batch committed during the check), and the pause between them.
+RECONCILE_CHECKS = 3
+RECONCILE_RECHECK_SECONDS = 3
+# Continuous mode: how far behind (GET /continuous behind_seconds) the star schema may be for the
+# worker to count as healthy; wait_continuous waits until it is below this.
+MAX_BEHIND_SECONDS = float(os.environ.get("PIPELINE_V1_MAX_BEHIND_SECONDS", "600"))
+ETL_CONN_ID = "etl_api"
+RUN_PATH, CONTINUOUS_PATH = "start_etl_run", "ensure_continuous"  # the first task of each path
 
 
 # --------------------------------------------------------------------------- the ETL run to issue
@@ -160,6 +209,134 @@ def plan_etl_run(**context: Any) -> str:
     body = run_body(dict(context["params"]), str(run_type), start, end, datetime.now(UTC))
     log.info("run type %s, data interval %s → %s: POST /runs %s", run_type, start, end, json.dumps(body))
     return json.dumps(body)
+
+
+# --------------------------------------------------------------------------- continuous mode
+def etl_path(body: dict[str, Any], continuous: dict[str, Any] | None) -> str:
+    """The first task of the path a DAG run takes (see the module doc): ``ensure_continuous``
+    when the planned run is incremental and ``GET /continuous`` says continuous mode is desired;
+    ``start_etl_run`` otherwise (backfills, range and full runs, continuous mode off or unknown)."""
+    if body.get("mode") == "incremental" and continuous is not None and continuous.get("desired") is True:
+        return CONTINUOUS_PATH
+    return RUN_PATH
+
+
+def parse_instant(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def worker_healthy(status: dict[str, Any], max_behind: float = MAX_BEHIND_SECONDS) -> str | None:
+    """Why the continuous worker does not count as healthy (None: it does): desired, alive,
+    running, and ``behind_seconds`` known and below ``max_behind``."""
+    if status.get("desired") is not True:
+        return "continuous mode is off"
+    reason = status.get("reason")
+    if status.get("alive") is not True:
+        return "no live worker" + (f" ({reason})" if reason else "")
+    if status.get("state") != "running":
+        return f"worker {status.get('state') or 'starting'}" + (f": {reason}" if reason else "")
+    behind = status.get("behind_seconds")
+    if behind is None:
+        return "the star schema has no freshness yet (nothing loaded)"
+    if float(behind) >= max_behind:
+        return f"the star schema is {float(behind):.0f} s behind (threshold {max_behind:.0f} s)"
+    return None
+
+
+def freshness_target(status: dict[str, Any], now: datetime) -> datetime:
+    """The instant the star schema must reach: the ETL API's "now" when it answered
+    (``star_as_of + behind_seconds``, on the database's clock), ``now`` when nothing is loaded yet."""
+    as_of, behind = parse_instant(status.get("star_as_of")), status.get("behind_seconds")
+    if as_of is None or behind is None:
+        return utc(now)
+    return as_of + timedelta(seconds=float(behind))
+
+
+def continuous_caught_up(status: dict[str, Any], target: datetime, max_behind: float = MAX_BEHIND_SECONDS) -> tuple[bool, str]:
+    """(done, why not): the worker is healthy (:func:`worker_healthy`) and ``star_as_of`` reached
+    ``target``. Continuous mode turned off meanwhile fails the task, without retry."""
+    if status.get("desired") is not True:
+        raise AirflowFailException("continuous mode was turned off (DELETE /continuous) while waiting for the star schema")
+    why = worker_healthy(status, max_behind)
+    if why is not None:
+        return False, why
+    as_of = parse_instant(status.get("star_as_of"))
+    if as_of is None or as_of < target:
+        return False, f"star schema as of {as_of}, waiting for {target.isoformat()}"
+    behind, batches = float(status["behind_seconds"]), status.get("batches")
+    return True, f"star schema as of {as_of.isoformat()} ({behind:.1f} s behind), {batches} micro-batch{'' if batches == 1 else 'es'}"
+
+
+def etl_api(method: str, endpoint: str, *, token: bool = False) -> Any:
+    """One call to the ETL API through the ``etl_api`` connection (the bearer token is its
+    password); the response, whatever its status."""
+    hook = HttpHook(method=method, http_conn_id=ETL_CONN_ID)
+    headers = {"Authorization": f"Bearer {hook.get_connection(ETL_CONN_ID).password}"} if token else {}
+    return hook.run(endpoint, headers=headers, extra_options={"check_response": False, "timeout": HTTP_TIMEOUT_SECONDS})
+
+
+def continuous_status(response: Any) -> dict[str, Any] | None:
+    """``GET /continuous``: its body; None on 404 (an ETL API without continuous mode); a 5xx or
+    429 is retried (the task's retries); any other status fails the task."""
+    code = response.status_code
+    if code == 200:
+        body: dict[str, Any] = response.json()
+        return body
+    if code == 404:
+        return None
+    if code >= 500 or code == 429:
+        raise AirflowException(f"GET /continuous answered {code}, trying again after the retry delay: {response.text[:300]}")
+    raise AirflowFailException(f"GET /continuous answered {code}: {response.text[:500]}")
+
+
+def choose_etl_path(**context: Any) -> str:
+    """BranchPythonOperator callable: ``start_etl_run`` or ``ensure_continuous`` (:func:`etl_path`)."""
+    body = json.loads(context["ti"].xcom_pull(task_ids="plan_etl_run"))
+    status = continuous_status(etl_api("GET", "continuous"))
+    path = etl_path(body, status)
+    log.info(
+        "planned %s; continuous mode %s: %s",
+        json.dumps(body),
+        "unknown (404)" if status is None else ("on" if status.get("desired") else "off"),
+        "the worker does it" if path == CONTINUOUS_PATH else "POST /runs",
+    )
+    return path
+
+
+def ensure_continuous(**context: Any) -> str:
+    """PythonOperator callable: ``PUT /continuous`` when the worker is not alive; returns the
+    freshness target (ISO instant, to XCom, for ``wait_continuous``)."""
+    status = continuous_status(etl_api("GET", "continuous"))
+    if status is None or status.get("desired") is not True:
+        raise AirflowFailException("continuous mode was turned off after choose_etl_path chose it: run the DAG again")
+    target = freshness_target(status, datetime.now(UTC))
+    if status.get("alive") is not True:
+        log.warning("no live continuous worker (%s, %s): PUT /continuous", status.get("state"), status.get("reason"))
+        response = etl_api("PUT", "continuous", token=True)
+        if response.status_code != 200:
+            raise AirflowException(f"PUT /continuous answered {response.status_code}: {response.text[:500]}")
+        status = response.json()
+    why = worker_healthy(status)
+    log.info(
+        "continuous worker: %s; waiting for the star schema to reach %s",
+        "healthy" if why is None else why,
+        target.isoformat(),
+    )
+    return target.isoformat()
+
+
+def continuous_reached(response: Any, ti: Any) -> bool:
+    """``wait_continuous``'s check (:func:`continuous_caught_up`), against ``ensure_continuous``'s target."""
+    if not answered(response):
+        return False
+    target = parse_instant(ti.xcom_pull(task_ids="ensure_continuous"))
+    assert target is not None
+    done, why = continuous_caught_up(response.json(), target)
+    logging.getLogger("airflow.task").info("%s", why)
+    return done
 
 
 # --------------------------------------------------------------------------- HTTP checks
@@ -268,16 +445,48 @@ def hours_agree(body: dict[str, Any]) -> bool:
     )
 
 
+def only_the_watermark_hour_disagrees(body: dict[str, Any]) -> bool:
+    """``GET /reconciliation`` disagrees in the watermark's ingest hour only: what a micro-batch
+    committing during the check produces (the ETL API reads the watermark before counting
+    MongoDB and the hour ledger after it, not in one snapshot, so the ledger can already hold the
+    next micro-batch's documents of that hour: ``missing``). Worth asking again; any other
+    disagreement is not."""
+    bad, watermark = body.get("disagreeing_hours") or [], parse_instant(body.get("watermark"))
+    return body.get("ok") is False and watermark is not None and bad == [f"{utc(watermark):%Y-%m-%dT%H}"]
+
+
 def reconciled_across_hops(response: Any) -> bool:
-    """The ``reconcile`` task: the run's own check (:func:`reconciled`), then the raw store against
+    """The ``reconcile`` task: the run's own check (:func:`reconciled`; on the continuous path the
+    task read ``GET /continuous`` instead, there is no run to check), then the raw store against
     the star schema for the last ``RECONCILE_HOURS`` ingest hours up to the watermark
-    (:func:`hours_agree`), from the same API."""
-    reconciled(response)
-    base = str(response.url).split("/runs/", 1)[0]
-    answer = requests.get(f"{base}/reconciliation", params={"hours": RECONCILE_HOURS}, timeout=RECONCILE_TIMEOUT_SECONDS)
-    if answer.status_code != 200:
-        raise AirflowFailException(f"GET /reconciliation answered {answer.status_code}: {answer.text[:500]}")
-    hours_agree(answer.json())
+    (:func:`hours_agree`), from the same API. On the continuous path (the worker commits while
+    the check runs) a disagreement in the watermark's hour alone is checked again, up to
+    ``RECONCILE_CHECKS`` times, ``RECONCILE_RECHECK_SECONDS`` apart
+    (:func:`only_the_watermark_hour_disagrees`); a lasting one fails the task as always."""
+    url = str(response.url)
+    continuous = "/runs/" not in url
+    if not continuous:
+        reconciled(response)
+        base = url.split("/runs/", 1)[0]
+    else:
+        base = url.rsplit("/continuous", 1)[0]
+    for check in range(1, (RECONCILE_CHECKS if continuous else 1) + 1):
+        answer = requests.get(f"{base}/reconciliation", params={"hours": RECONCILE_HOURS}, timeout=RECONCILE_TIMEOUT_SECONDS)
+        if answer.status_code != 200:
+            raise AirflowFailException(f"GET /reconciliation answered {answer.status_code}: {answer.text[:500]}")
+        body = answer.json()
+        if not (continuous and check < RECONCILE_CHECKS and only_the_watermark_hour_disagrees(body)):
+            break
+        logging.getLogger("airflow.task").warning(
+            "ingest hour %s disagrees while the continuous worker commits (watermark %s): checking again in %s s (%d/%d)",
+            body.get("disagreeing_hours"),
+            body.get("watermark"),
+            RECONCILE_RECHECK_SECONDS,
+            check,
+            RECONCILE_CHECKS,
+        )
+        time.sleep(RECONCILE_RECHECK_SECONDS)
+    hours_agree(body)
     answer = requests.get(f"{base}/reconciliation/kafka", timeout=RECONCILE_TIMEOUT_SECONDS)
     if answer.status_code == 503 and "not configured" in answer.text:
         logging.getLogger("airflow.task").warning("Kafka hops not reconciled: %s", answer.text[:300])
@@ -405,6 +614,29 @@ with DAG(
         timeout=1800,
         **SENSOR,
     )
+    choose_etl_path_task = BranchPythonOperator(
+        task_id="choose_etl_path",
+        doc_md="GET /continuous: the continuous worker does an incremental run's work (ensure_continuous) or POST /runs (start_etl_run).",
+        python_callable=choose_etl_path,
+        retries=4,
+        execution_timeout=timedelta(minutes=1),
+    )
+    ensure_continuous_task = PythonOperator(
+        task_id="ensure_continuous",
+        doc_md="Continuous mode: PUT /continuous when no worker is alive; the instant the star schema must reach.",
+        python_callable=ensure_continuous,
+        execution_timeout=timedelta(minutes=1),
+    )
+    wait_continuous = WaitingHttpSensor(
+        task_id="wait_continuous",
+        doc_md="Continuous mode: GET /continuous until the worker is alive, under PIPELINE_V1_MAX_BEHIND_SECONDS behind, past the target.",
+        http_conn_id="etl_api",
+        endpoint="continuous",
+        response_check=continuous_reached,
+        poke_interval=POKE_SECONDS,
+        timeout=3600,
+        **SENSOR,
+    )
     start_etl_run = HttpOperator(
         task_id="start_etl_run",
         http_conn_id="etl_api",
@@ -433,12 +665,16 @@ with DAG(
     reconcile = HttpOperator(
         task_id="reconcile",
         http_conn_id="etl_api",
-        endpoint="runs/{{ ti.xcom_pull(task_ids='start_etl_run') }}",
+        # the run's row after start_etl_run; GET /continuous on the continuous path (no run)
+        endpoint="{% set run = ti.xcom_pull(task_ids='start_etl_run') %}{{ 'runs/' ~ run if run else 'continuous' }}",
         method="GET",
         response_check=reconciled_across_hops,
         extra_options={"timeout": HTTP_TIMEOUT_SECONDS},
         outlets=[STAR_SCHEMA],
         retries=0,
+        trigger_rule="none_failed_min_one_success",  # whichever path choose_etl_path took
     )
 
-    plan >> sink_ready >> capture_end_offsets >> sink_caught_up >> start_etl_run >> wait_etl_run >> reconcile
+    plan >> sink_ready >> capture_end_offsets >> sink_caught_up >> choose_etl_path_task
+    choose_etl_path_task >> start_etl_run >> wait_etl_run >> reconcile
+    choose_etl_path_task >> ensure_continuous_task >> wait_continuous >> reconcile

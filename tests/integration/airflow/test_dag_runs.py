@@ -11,6 +11,9 @@ real services (etl-api with Spark, bridge, sink) on the real local stack.
   range run each, for the interval's UTC event date ([start, end) → start.date() .. (end - 1 µs).date()).
 - An invalid combination of params fails ``plan_etl_run`` and issues no ETL run.
 - With the bridge down, the ETL chain runs to the end while ``bridge_ready`` still waits.
+- With continuous mode on (``PUT /continuous``), an incremental DAG run issues no ``POST /runs``:
+  it waits until the worker's star schema covers the events the sink stored, then reconciles
+  (both versions, one worker).
 
 One set of services serves both Airflow versions (each test only looks at the runs it issued).
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -311,6 +315,43 @@ def test_the_etl_does_not_wait_for_the_bridge(services: Services, version: str) 
     assert task_states(result["text"])["bridge_ready"] == "success"
     runs = services.runs_since(before)
     assert [(r["mode"], r["status"]) for r in runs] == [("incremental", "succeeded")]
+
+
+def test_with_continuous_mode_on_the_worker_does_the_incremental_run(services: Services) -> None:
+    """``PUT /continuous`` (the worker starts), new events streamed, then a DAG run on each version:
+    choose_etl_path → ensure_continuous → wait_continuous → reconcile, start_etl_run and
+    wait_etl_run never run, and no one-off run is issued (only the worker's micro-batches);
+    wait_continuous logs the star schema reaching the target. Continuous mode is turned off
+    again (DELETE) and the worker gone before the test ends: the other tests expect one-off runs."""
+    import httpx
+
+    ensure_sink_ready(services)
+    api = f"http://127.0.0.1:{services.ports['etl-api']}"
+    headers = {"Authorization": f"Bearer {services.token}"}
+    put = httpx.put(f"{api}/continuous", headers=headers, timeout=30)
+    assert put.status_code == 200 and put.json()["desired"] is True, put.text
+    try:
+        remote = remote_kafka_from_env()
+        for version in AIRFLOWS:
+            records = list(eventgen.generate(60, seed=len(version), bad_fraction=0.0))
+            asyncio.run(eventgen.produce(records, remote, f"af_{services.uid}_product_views", progress=False, partitions=PARTITIONS))
+            before = services.run_ids()
+            ok, text = services.dag(version, "continuous")
+            assert ok, text[-6000:]
+            states = task_states(text)
+            for task in ("choose_etl_path", "ensure_continuous", "wait_continuous", "reconcile"):
+                assert states.get(task) == "success", (version, task, states)
+            assert "start_etl_run" not in states and "wait_etl_run" not in states, states  # skipped by the branch
+            assert "the worker does it" in text, text[-6000:]
+            assert re.search(r"star schema as of \S+ \([\d.]+ s behind\), \d+ micro-batch", text), text[-6000:]
+            assert {r["mode"] for r in services.runs_since(before)} <= {"continuous"}
+    finally:
+        gone = httpx.delete(f"{api}/continuous", headers=headers, timeout=30)
+        assert gone.status_code == 200, gone.text
+        deadline = time.monotonic() + 120  # the worker finishes its micro-batch, exits and releases the row
+        while (body := httpx.get(f"{api}/continuous", headers=headers, timeout=30).json())["owner_token"] is not None:
+            assert time.monotonic() < deadline, body
+            time.sleep(1)
 
 
 def test_a_2_10_backfill_issues_one_range_run_per_interval(services: Services) -> None:

@@ -1,7 +1,10 @@
 """The DAG imports cleanly in the real Airflow 3.x virtualenv (the default) and in the Airflow 2.10
 one, with the same task graph, params, sensor settings and asset on both; its reconciliation check
 accepts a run that replaced or merged facts and refuses anything else; its run planning maps
-params and data intervals to the documented ``POST /runs`` bodies."""
+params and data intervals to the documented ``POST /runs`` bodies; with continuous mode desired
+an incremental run takes the continuous path (no ``POST /runs``), every other run and continuous
+mode off or unknown the one-off run's path, and the continuous path waits for a healthy worker
+whose star schema reached the target instant."""
 
 from __future__ import annotations
 
@@ -114,6 +117,81 @@ def plans():
         plan({"mode": "weekly"}),
     ]
 
+def continuous_cases():
+    import importlib.util
+    from datetime import datetime, timezone
+    spec = importlib.util.spec_from_file_location("pipeline_v1_continuous", "airflow/dags/pipeline_v1.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    on = {"desired": True, "alive": True, "state": "running", "reason": None,
+          "star_as_of": "2026-12-02T09:29:50+00:00", "behind_seconds": 10.5, "batches": 7}
+    paths = [
+        mod.etl_path({"mode": "incremental"}, on),
+        mod.etl_path({"mode": "incremental"}, on | {"alive": False}),  # a dead worker: ensure_continuous relaunches it
+        mod.etl_path({"mode": "incremental"}, on | {"desired": False}),
+        mod.etl_path({"mode": "incremental"}, None),  # an ETL API without /continuous (404)
+        mod.etl_path({"mode": "range", "date_from": "2026-12-02", "date_to": "2026-12-02"}, on),  # backfills POST
+        mod.etl_path({"mode": "full"}, on),
+    ]
+    healthy = [
+        mod.worker_healthy(on),
+        mod.worker_healthy(on | {"alive": False, "reason": "no heartbeat for 70s"}),
+        mod.worker_healthy(on | {"state": "waiting", "reason": "MongoDB: timed out"}),
+        mod.worker_healthy(on | {"behind_seconds": 600.0}),
+        mod.worker_healthy(on | {"behind_seconds": None, "star_as_of": None}),
+        mod.worker_healthy(on | {"desired": False}),
+        mod.worker_healthy(on | {"alive": False, "reason": None}),
+        mod.worker_healthy(on | {"state": None}),
+    ]
+    now = datetime(2026, 12, 2, 9, 31, tzinfo=timezone.utc)
+    targets = [
+        mod.freshness_target(on, now).isoformat(),  # the ETL API's clock: star_as_of + behind_seconds
+        mod.freshness_target(on | {"star_as_of": None, "behind_seconds": None}, now).isoformat(),  # nothing loaded: the DAG's
+    ]
+    target = datetime(2026, 12, 2, 9, 30, tzinfo=timezone.utc)
+
+    def caught(status):
+        try:
+            return list(mod.continuous_caught_up(status, target))
+        except Exception as exc:
+            return [type(exc).__name__, str(exc)]
+
+    waits = [
+        caught(on),  # alive, 10 s behind, but short of the target
+        caught(on | {"star_as_of": "2026-12-02T09:30:00.5+00:00"}),
+        caught(on | {"star_as_of": "2026-12-02T09:30:00.5Z", "state": "yielding", "reason": "another run is queued or running"}),
+        caught(on | {"star_as_of": "2026-12-02T09:30:00.5+00:00", "behind_seconds": 900}),
+        caught(on | {"desired": False}),
+    ]
+
+    class Response:
+        def __init__(self, code, body=None):
+            self.status_code, self.body, self.text = code, body, "{}"
+
+        def json(self):
+            return self.body
+
+    def status(code):
+        try:
+            return mod.continuous_status(Response(code, on))
+        except Exception as exc:
+            return type(exc).__name__
+
+    wm = "2026-12-02T09:29:50+00:00"
+    def again(ok, watermark, hours):
+        return mod.only_the_watermark_hour_disagrees({"ok": ok, "watermark": watermark, "disagreeing_hours": hours})
+
+    recheck = [
+        again(False, wm, ["2026-12-02T09"]),
+        again(False, "2026-12-02T10:29:50+01:00", ["2026-12-02T09"]),  # the same instant, another offset
+        again(True, wm, []),
+        again(False, wm, ["2026-12-02T08"]),
+        again(False, wm, ["2026-12-02T08", "2026-12-02T09"]),
+        again(False, None, ["2026-12-02T09"]),
+    ]
+    return {"paths": paths, "healthy": healthy, "targets": targets, "waits": waits, "recheck": recheck,
+            "status": [status(200) == on, status(404), status(503), status(401)]}
+
 def accepted_cases():
     import importlib.util
     spec = importlib.util.spec_from_file_location("pipeline_v1_accept", "airflow/dags/pipeline_v1.py")
@@ -144,6 +222,7 @@ def task_info(t):
         "callback": bool(t.on_failure_callback),
         "check_response": (getattr(t, "extra_options", None) or {}).get("check_response"),
         "accepted": accepted_cases() if t.task_id == "start_etl_run" else None,
+        "trigger_rule": str(getattr(t.trigger_rule, "value", t.trigger_rule)),
     }
 
 def hourly_interval(run_after):
@@ -173,6 +252,7 @@ print(json.dumps({
     "reconciled": reconciled_cases(),
     "hours_agree": hours_cases(),
     "partitions_agree": partitions_cases(),
+    "continuous": continuous_cases(),
 }))
 """
 
@@ -194,17 +274,23 @@ def test_dagbag_imports_pipeline_v1_with_the_expected_graph(tmp_path, version: s
     assert info["errors"] == {}
     assert info["dag_ids"] == ["pipeline_v1"]
     # bridge_ready is informational: nothing waits on it (a remote outage must not block the ETL).
+    # choose_etl_path: the one-off run (start_etl_run) or the continuous worker (ensure_continuous);
+    # reconcile runs after whichever ran.
     assert info["edges"] == [
         ["capture_end_offsets", "sink_caught_up"],
+        ["choose_etl_path", "ensure_continuous"],
+        ["choose_etl_path", "start_etl_run"],
+        ["ensure_continuous", "wait_continuous"],
         ["plan_etl_run", "sink_ready"],
-        ["sink_caught_up", "start_etl_run"],
+        ["sink_caught_up", "choose_etl_path"],
         ["sink_ready", "capture_end_offsets"],
         ["start_etl_run", "wait_etl_run"],
+        ["wait_continuous", "reconcile"],
         ["wait_etl_run", "reconcile"],
     ]
     assert (info["retries"], info["timeout"], info["catchup"], info["max_active_runs"]) == (2, "0:05:00", False, 1)
     tasks = info["tasks"]
-    sensors = {"bridge_ready": 300, "sink_ready": 900, "sink_caught_up": 1800, "wait_etl_run": 3600}
+    sensors = {"bridge_ready": 300, "sink_ready": 900, "sink_caught_up": 1800, "wait_etl_run": 3600, "wait_continuous": 3600}
     for task_id, timeout in sensors.items():
         t = tasks[task_id]
         # reschedule: no worker slot between pokes; execution_timeout bounds one poke, far below the
@@ -212,9 +298,12 @@ def test_dagbag_imports_pipeline_v1_with_the_expected_graph(tmp_path, version: s
         assert (t["mode"], t["timeout"], t["execution_timeout"], t["check_response"]) == ("reschedule", timeout, 120.0, False), (task_id, t)
         assert t["poke_interval"] * 10 <= timeout
     assert tasks["bridge_ready"]["soft_fail"] is True and tasks["bridge_ready"]["retries"] == 0
-    assert [t["soft_fail"] for k, t in tasks.items() if k in sensors and k != "bridge_ready"] == [False, False, False]
+    assert [t["soft_fail"] for k, t in tasks.items() if k in sensors and k != "bridge_ready"] == [False] * 4
     assert {k: t["retries"] for k, t in tasks.items() if t["retries"] == 0} == {"plan_etl_run": 0, "bridge_ready": 0, "reconcile": 0}
     assert tasks["start_etl_run"]["retries"] == 8  # waits out another active ETL run (409)
+    assert tasks["choose_etl_path"]["retries"] == 4  # an ETL API restarting (5xx) is asked again
+    assert {k for k, t in tasks.items() if t["trigger_rule"] != "all_success"} == {"reconcile"}
+    assert tasks["reconcile"]["trigger_rule"] == "none_failed_min_one_success"
     assert {t["poke_interval"] for t in tasks.values() if t["mode"]} == {30}  # PIPELINE_V1_POKE_SECONDS unset
     assert all(t["callback"] for t in tasks.values())
     # 409 (another run active) is retried; any other refusal fails at once.
@@ -243,6 +332,30 @@ def test_dagbag_imports_pipeline_v1_with_the_expected_graph(tmp_path, version: s
         fail,
     ]
     assert info["reconciled"] == [True, True, fail, fail, fail, fail]
+    cont = info["continuous"]
+    run_path, continuous_path = "start_etl_run", "ensure_continuous"
+    assert cont["paths"] == [continuous_path, continuous_path, run_path, run_path, run_path, run_path]
+    assert cont["healthy"] == [
+        None,
+        "no live worker (no heartbeat for 70s)",
+        "worker waiting: MongoDB: timed out",
+        "the star schema is 600 s behind (threshold 600 s)",
+        "the star schema has no freshness yet (nothing loaded)",
+        "continuous mode is off",
+        "no live worker",
+        "worker starting",
+    ]
+    assert cont["targets"] == ["2026-12-02T09:30:00.500000+00:00", "2026-12-02T09:31:00+00:00"]
+    assert cont["waits"] == [
+        [False, "star schema as of 2026-12-02 09:29:50+00:00, waiting for 2026-12-02T09:30:00+00:00"],
+        [True, "star schema as of 2026-12-02T09:30:00.500000+00:00 (10.5 s behind), 7 micro-batches"],
+        [False, "worker yielding: another run is queued or running"],
+        [False, "the star schema is 900 s behind (threshold 600 s)"],
+        [fail, "continuous mode was turned off (DELETE /continuous) while waiting for the star schema"],
+    ]
+    assert cont["status"] == [True, None, "AirflowException", fail]
+    # continuous path: only a disagreement in the watermark's hour (a micro-batch committed during the check) is asked again
+    assert cont["recheck"] == [True, True, False, False, False, False]
     # the cross-hop check names the disagreeing hour and its difference
     assert info["partitions_agree"] == [
         True,
