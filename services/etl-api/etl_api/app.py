@@ -270,21 +270,24 @@ def create_app(settings: EtlSettings) -> FastAPI:
         ``late`` (healed by the next incremental run within ETL_HEAL_LOOKBACK_HOURS) or
         ``missing`` (counted documents gone from the raw store); ``disagreeing_hours`` names them.
         Default span: the ``hours`` (24) hours up to the watermark's hour."""
-        watermark = await conn.fetchval("SELECT ingested_high FROM etl_watermark WHERE name = 'events'")
-        to_hour = parse_hour(last, "to") if last else ledger.hour_of(watermark or datetime.now(UTC))
-        from_hour = parse_hour(first, "from") if first else ledger.hour_of(ledger.hour_start(to_hour) - timedelta(hours=hours - 1))
-        span = (ledger.hour_start(to_hour) - ledger.hour_start(from_hour)) / timedelta(hours=1) + 1
-        if span < 1 or span > ledger.MAX_SPAN_HOURS:
-            detail = f"from..to must be 1 to {ledger.MAX_SPAN_HOURS} hours, not {span:.0f}"
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail)
-        fdb = settings.ferretdb_postgresql_url.get_secret_value() if settings.ferretdb_postgresql_url else None
-        count = ledger.raw_store_counter(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_collection, fdb)
-        try:
-            report = await ledger.reconcile(conn, count, settings.product_view_types, from_hour, to_hour, watermark)
-        except Exception as exc:  # the raw store is not answering: say so, do not pretend agreement
-            if type(exc).__module__.startswith(("pymongo", "bson")):
-                raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"raw store (MongoDB): {type(exc).__name__}: {exc}") from exc
-            raise
+        # one snapshot for the watermark and the ledger: a micro-batch committing between the two
+        # reads would add ledger counts past the watermark read first, which look "missing"
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            watermark = await conn.fetchval("SELECT ingested_high FROM etl_watermark WHERE name = 'events'")
+            to_hour = parse_hour(last, "to") if last else ledger.hour_of(watermark or datetime.now(UTC))
+            from_hour = parse_hour(first, "from") if first else ledger.hour_of(ledger.hour_start(to_hour) - timedelta(hours=hours - 1))
+            span = (ledger.hour_start(to_hour) - ledger.hour_start(from_hour)) / timedelta(hours=1) + 1
+            if span < 1 or span > ledger.MAX_SPAN_HOURS:
+                detail = f"from..to must be 1 to {ledger.MAX_SPAN_HOURS} hours, not {span:.0f}"
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail)
+            fdb = settings.ferretdb_postgresql_url.get_secret_value() if settings.ferretdb_postgresql_url else None
+            count = ledger.raw_store_counter(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_collection, fdb)
+            try:
+                report = await ledger.reconcile(conn, count, settings.product_view_types, from_hour, to_hour, watermark)
+            except Exception as exc:  # the raw store is not answering: say so, do not pretend agreement
+                if type(exc).__module__.startswith(("pymongo", "bson")):
+                    raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"raw store (MongoDB): {type(exc).__name__}: {exc}") from exc
+                raise
         state.metrics.reconciliation_hours.set(len(report.disagreeing))
         return JSONResponse(report.as_dict())
 
