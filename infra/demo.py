@@ -1,23 +1,34 @@
 """The end-to-end run a new user starts with (``./pipeline demo``).
 
-Starts the services on the running local stack, streams a realistic batch of events (with a
+Starts the services on the running local stack, the ETL in **continuous mode**
+(``ETL_CONTINUOUS=true``: a worker turns new MongoDB documents into the star schema in
+micro-batches every ``--interval`` seconds), streams a realistic batch of events (with a
 fraction of malformed ones, event times over the last ``--days`` whole UTC days) from the
 generator to the remote topic, then a live stream of events stamped with the current time
 (``eventgen --now``, ``--live-seconds`` at ``--live-rate``) so the live page's event-time windows
-fill while it runs, waits until bridge and sink copied them, runs the Airflow DAG
-``pipeline_v1`` for real (``airflow dags test``), then prints the star schema: row counts per
-table and the top product views with date, product, country, referrer domain and device type.
+fill while it runs; meanwhile it prints how far behind the star schema is (``GET /continuous``)
+and how many views it counts. It waits until bridge and sink copied everything and the star
+schema caught up, measures the end-to-end freshness (``--markers`` marker events, each a product
+view of a product of its own produced to the remote topic: the time from the remote broker's
+acknowledgement until ``fact_product_views`` counts it), runs the Airflow DAG ``pipeline_v1``
+for real (``airflow dags test``; with continuous mode on it checks the worker and reconciles,
+without a one-off run), then prints the star schema: row counts per table, the top product views
+with date, product, country, referrer domain and device type, and its freshness as the API and
+the live page say it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from datetime import UTC, date, datetime, timedelta
@@ -33,7 +44,6 @@ from shared.settings import remote_kafka_from_env
 
 AIRFLOW_BIN = REPO / ".venv-airflow" / "bin" / "airflow"  # Airflow 3 (the default)
 AIRFLOW2_BIN = REPO / ".venv-airflow2" / "bin" / "airflow"  # Airflow 2.10 (compatibility)
-DEMO_SETTLE_SECONDS = 5
 TABLES = ("dim_date", "dim_product", "dim_country", "dim_referrer", "dim_device", "fact_product_views")
 TOP_VIEWS = """
 SELECT d.date, p.product_name, c.country_name, r.referrer_domain, dv.device_type, f.view_count, f.unique_visitors
@@ -80,14 +90,127 @@ def produce_events(count: int, seed: int, bad_fraction: float, topic: str, *, st
     return asyncio.run(eventgen.produce(records, remote_kafka_from_env(), topic, progress=True))
 
 
-def stream_now(seconds: int, rate: float, seed: int, topic: str) -> Any:
+def stream_now(seconds: int, rate: float, seed: int, topic: str, *, progress: bool = True) -> Any:
     """``seconds × rate`` valid events whose event times are the moment each is produced."""
     import eventgen
     from eventgen.now import stamp_now
 
     count = int(seconds * rate)
     records = stamp_now(eventgen.generate(count, seed=seed))
-    return asyncio.run(eventgen.produce(records, remote_kafka_from_env(), topic, rate=rate, progress=True))
+    return asyncio.run(eventgen.produce(records, remote_kafka_from_env(), topic, rate=rate, progress=progress, total=count))
+
+
+def etl_url(path: str) -> str:
+    return f"http://127.0.0.1:{services.SERVICES['etl-api'].base_port}{path}"
+
+
+def put_continuous(token: str) -> dict[str, Any]:
+    """``PUT /continuous``: continuous mode on (idempotent: an ETL API started without
+    ``ETL_CONTINUOUS`` — already running before the demo — is asked too)."""
+    request = urllib.request.Request(etl_url("/continuous"), method="PUT", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        body: dict[str, Any] = json.loads(resp.read())
+    return body
+
+
+async def star_views(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT coalesce(sum(view_count), 0) FROM fact_product_views"))
+    except asyncpg.UndefinedTableError:
+        return 0
+    finally:
+        await conn.close()
+
+
+def freshness_line(status: dict[str, Any], views: int) -> str:
+    """``star schema 4 s behind, 37 micro-batches, 18,204 views counted (worker running)``."""
+    behind = status.get("behind_seconds")
+    ahead = "not loaded yet" if behind is None else f"{behind:.0f} s behind"
+    worker = status.get("state") or "?"
+    if status.get("reason"):
+        worker += f": {str(status['reason']).splitlines()[0][:80]}"
+    return f"star schema {ahead}, {status.get('batches', 0)} micro-batches, {views:,} views counted (worker {worker})"
+
+
+class FreshnessPrinter:
+    """Prints :func:`freshness_line` every ``every`` seconds from a thread, while events stream."""
+
+    def __init__(self, dsn: str, every: float) -> None:
+        self.dsn, self.every = dsn, every
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> FreshnessPrinter:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.every):
+            try:
+                print(f"    {freshness_line(get_json(etl_url('/continuous')), asyncio.run(star_views(self.dsn)))}", flush=True)
+            except (OSError, asyncpg.PostgresError) as exc:
+                print(f"    (freshness not readable: {type(exc).__name__}: {exc})", flush=True)
+
+
+def star_caught_up(dsn: str, target: datetime) -> tuple[bool, str]:
+    """The worker is running and its star schema counts every event visible up to ``target``."""
+    status = get_json(etl_url("/continuous"))
+    as_of = datetime.fromisoformat(status["star_as_of"]) if status.get("star_as_of") else None
+    done = bool(status.get("ready")) and as_of is not None and as_of >= target
+    return done, freshness_line(status, asyncio.run(star_views(dsn)))
+
+
+def marker_record(seed: int, n: int) -> Any:
+    """One valid product view (a browser's, not a crawler's) of a product of its own, stamped now."""
+    import eventgen
+    from eventgen.catalog import BOT_AGENTS
+    from eventgen.now import restamp
+
+    from shared.event import DEFAULT_PRODUCT_VIEW_TYPES
+
+    for record in eventgen.generate(400, seed=seed + 1000 + n):
+        event = record.event
+        if (
+            record.kind == "glamira"
+            and record.collection in DEFAULT_PRODUCT_VIEW_TYPES
+            and event
+            and event.get("user_agent") not in BOT_AGENTS
+        ):
+            event = dict(event) | {"product_id": f"demo-marker-{seed}-{n}"}
+            return restamp(dataclasses.replace(record, value=json.dumps(event).encode(), event=event), time.time())
+    raise StackError("no product view among the generated records")
+
+
+MARKER_TIMEOUT_S = 120
+
+
+async def marker_seconds(dsn: str, topic: str, seed: int, n: int) -> float:
+    """Produces one marker view to the remote topic; seconds from the broker's acknowledgement
+    until ``fact_product_views`` counts it (polled every 0.2 s)."""
+    import eventgen
+
+    product = f"demo-marker-{seed}-{n}"
+    conn = await asyncpg.connect(dsn)
+    try:
+        await eventgen.produce([marker_record(seed, n)], remote_kafka_from_env(), topic, progress=False)
+        acked = time.monotonic()
+        while time.monotonic() - acked < MARKER_TIMEOUT_S:
+            counted = await conn.fetchval(
+                "SELECT coalesce(sum(f.view_count), 0) FROM fact_product_views f "
+                "JOIN dim_product p ON p.product_key = f.product_key WHERE p.product_id = $1",
+                product,
+            )
+            if counted:
+                return time.monotonic() - acked
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+    raise StackError(f"marker view of {product} not counted in fact_product_views within {MARKER_TIMEOUT_S}s")
 
 
 def live_views(minutes: int) -> tuple[bool, str]:
@@ -232,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days", type=int, default=3, help="the batch's event times span the last N whole UTC days (default 3)")
     ap.add_argument("--live-seconds", type=int, default=120, help="then stream now-stamped events this long (default 120; 0: none)")
     ap.add_argument("--live-rate", type=float, default=50.0, help="events per second of that stream (default 50)")
+    ap.add_argument("--interval", type=float, default=5.0, help="the continuous worker's micro-batch interval, seconds (default 5)")
+    ap.add_argument("--markers", type=int, default=3, help="end-to-end freshness samples (marker events; default 3)")
     args = ap.parse_args(argv)
     seed = args.seed if args.seed is not None else int(time.time())
     start = datetime.now(UTC).date() - timedelta(days=args.days)
@@ -239,10 +364,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update({k: v for k, v in env.items() if k not in os.environ})
     t0 = time.monotonic()
     try:
-        step(1, 6, "starting the services: etl-api, bridge, sink, live")
-        # The demo asks for its run right after ingesting, so the ETL's settle margin (events
-        # ingested in the last N seconds wait for the next run; 120 s by default) is cut to 5 s.
-        services.start(["etl-api"], extra_env={"ETL_SETTLE_SECONDS": str(DEMO_SETTLE_SECONDS)})
+        dsn = env["POSTGRES_DSN"]
+        step(1, 6, f"starting the services: etl-api (continuous mode, a micro-batch every {args.interval:g} s), bridge, sink, live")
+        # ETL_CONTINUOUS: the API starts the worker with the service (its warm Spark session turns
+        # new documents into the star schema every interval); no settle margin to wait out.
+        services.start(["etl-api"], extra_env={"ETL_CONTINUOUS": "true", "ETL_CONTINUOUS_INTERVAL_S": f"{args.interval:g}"})
+        worker = put_continuous(env["ETL_API_TOKEN"])
+        print(f"    continuous worker: {worker.get('state') or 'starting'} (GET {etl_url('/continuous')})")
         # The remote topic exists before the bridge subscribes to it, as it does in production.
         asyncio.run(create_topics(remote_kafka_from_env(), [args.topic], partitions=6, replication_factor=1))
         services.start(["bridge", "sink", "live"])
@@ -251,29 +379,48 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    produced: {json.dumps(manifest.counts)}")
         step(3, 6, f"live stream: {args.live_seconds} s at {args.live_rate:g} events/s stamped with the current time (eventgen --now)")
         if args.live_seconds > 0:
-            live_manifest = stream_now(args.live_seconds, args.live_rate, seed + 1, args.topic)
+            print("    meanwhile, every 20 s, the star schema (GET /continuous, sum(view_count) of fact_product_views):", flush=True)
+            with FreshnessPrinter(dsn, 20):
+                live_manifest = stream_now(args.live_seconds, args.live_rate, seed + 1, args.topic, progress=False)
             print(f"    produced: {json.dumps(live_manifest.counts)}")
-        step(4, 6, "bridge and sink copying them (remote → local Kafka → MongoDB)")
+        step(4, 6, "bridge and sink copying them (remote → local Kafka → MongoDB), the star schema catching up")
         wait_until("bridge caught up", bridge_caught_up, 600)
         wait_until("sink caught up", sink_caught_up, 600)
         if args.live_seconds > 0:
             wait_until("live counters", lambda: live_views(args.live_seconds // 60 + 2), 120)
-        time.sleep(DEMO_SETTLE_SECONDS + 1)
-        step(5, 6, "Airflow 3: airflow dags test pipeline_v1 (sensors → POST /runs → Spark run → reconciliation)")
+        status = get_json(etl_url("/continuous"))
+        # The ETL API's "now" (its database's clock) once the sink has stored everything: the star
+        # schema has caught up when it counts every event visible up to then.
+        target = datetime.now(UTC)
+        if status.get("star_as_of") and status.get("behind_seconds") is not None:
+            target = datetime.fromisoformat(status["star_as_of"]) + timedelta(seconds=status["behind_seconds"])
+        wait_until("star schema caught up", lambda: star_caught_up(dsn, target), 600)
+        if args.markers > 0:
+            took = [asyncio.run(marker_seconds(dsn, args.topic, seed, n)) for n in range(args.markers)]
+            for n, seconds in enumerate(took):
+                print(f"    marker {n + 1}: produced → counted in fact_product_views in {seconds:.1f} s")
+            print(
+                f"    end-to-end freshness (remote Kafka → bridge → local Kafka → sink → MongoDB → micro-batch → PostgreSQL):"
+                f" median {statistics.median(took):.1f} s, max {max(took):.1f} s over {len(took)} marker events"
+            )
+        step(5, 6, "Airflow 3: airflow dags test pipeline_v1 (sensors → continuous worker alive and caught up → reconciliation)")
         ports = {name: services.port_of(services.SERVICES[name], 1) for name in ("bridge", "sink", "etl-api")}
         log_path = HOME / "logs" / "airflow-dags-test.log"
         if not run_dag(airflow_env(env["ETL_API_TOKEN"], ports, HOME / "airflow"), log_path):
             raise StackError(f"the Airflow run of pipeline_v1 failed; see {log_path}")
         print(f"    pipeline_v1 succeeded (log: {log_path})")
         step(6, 6, "the star schema")
-        asyncio.run(print_star_schema(env["POSTGRES_DSN"]))
+        asyncio.run(print_star_schema(dsn))
+        print(f"\n    {freshness_line(get_json(etl_url('/continuous')), asyncio.run(star_views(dsn)))}")
+        page = get_json(f"http://127.0.0.1:{services.SERVICES['live'].base_port}/api/star/freshness")
+        print(f"    the live page says: {page['text']}")
     except StackError as exc:
         print(f"\n[demo] FAILED: {exc}", file=sys.stderr)
         return 1
     print(f"\ndone in {time.monotonic() - t0:.0f}s. Where to look:")
     for name in ("bridge", "sink", "etl-api"):
         port = services.SERVICES[name].base_port
-        print(f"  {name:<8} http://127.0.0.1:{port}/metrics  /ready  {'/lag' if name != 'etl-api' else '/runs  /docs'}")
+        print(f"  {name:<8} http://127.0.0.1:{port}/metrics  /ready  {'/lag' if name != 'etl-api' else '/runs  /continuous  /docs'}")
     print(f"  page     http://127.0.0.1:{services.SERVICES['live'].base_port}/   (live counters + star schema; JSON API: /docs)")
     print(f"  logs     {HOME / 'logs'}   (./pipeline stack status; python -m infra.services status)")
     print('  psql     set -a; . .stack/stack.env; set +a; psql "$POSTGRES_DSN"')
