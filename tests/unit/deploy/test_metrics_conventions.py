@@ -1,8 +1,8 @@
 """The metrics contract without a running service: docs/operations.md "Metrics" is the list of what
 the services expose; every documented name follows the conventions (shared.metrics), and every
 metric the Grafana dashboard and the Prometheus alert rules query is documented. The Prometheus
-and Grafana files are checked for structure (promtool is not installed on these machines:
-Debian's package would also install and start a Prometheus server). The integration test
+and Grafana files are checked for structure here; promtool checks the Prometheus files and runs
+the alert rules' unit tests in tests/unit/deploy/test_promtool.py. The integration test
 tests/integration/test_metrics_scrape.py holds the running services to the same list."""
 
 from __future__ import annotations
