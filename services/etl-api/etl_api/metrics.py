@@ -101,7 +101,7 @@ class EtlMetrics:
             "etl_continuous_desired_processes", "1 while continuous mode is on (PUT /continuous)", registry=registry
         )
         self.continuous_running = Gauge(
-            "etl_continuous_ready", "1 while a continuous worker heartbeats and its last micro-batch succeeded", registry=registry
+            "etl_continuous_ready", "1 while a continuous worker heartbeats and runs micro-batches (or waits for a one-off run)", registry=registry
         )
         self.behind_seconds = Gauge(
             "etl_star_behind_seconds",
@@ -137,7 +137,8 @@ class EtlMetrics:
         if worker is not None:
             self.continuous_desired.set(1 if worker["desired"] else 0)
             alive = worker["silent_s"] is not None and worker["silent_s"] < self.heartbeat_timeout_s
-            self.continuous_running.set(1 if worker["desired"] and alive and worker["state"] == "running" else 0)
+            # yielding to a one-off run is healthy: the worker resumes when the run ends
+            self.continuous_running.set(1 if worker["desired"] and alive and worker["state"] in ("running", "yielding") else 0)
             self.behind_seconds.set(math.nan if worker["behind_s"] is None else worker["behind_s"])
             self.behind_events.set(math.nan if worker["behind_events"] is None else worker["behind_events"])
 

@@ -128,7 +128,8 @@ async def status(conn: asyncpg.Connection, settings: EtlSettings, detail: bool) 
         "alive": gone is None,
         "state": row["state"],
         "reason": row["reason"] if gone is None else (row["reason"] or gone),
-        "ready": bool(row["desired"] and gone is None and row["state"] == "running"),
+        # yielding to a one-off run is healthy (as the etl_continuous_ready gauge says)
+        "ready": bool(row["desired"] and gone is None and row["state"] in ("running", "yielding")),
         "heartbeat_at": row["heartbeat_at"],
         "batches": row["batches"],
         "star_as_of": max([m for m in (marks["watermark"], row["checked_high"]) if m is not None], default=None),
