@@ -101,7 +101,7 @@ class EtlMetrics:
             "etl_continuous_desired_processes", "1 while continuous mode is on (PUT /continuous)", registry=registry
         )
         self.continuous_running = Gauge(
-            "etl_continuous_ready", "1 while a continuous worker heartbeats and runs micro-batches (or waits for a one-off run)", registry=registry
+            "etl_continuous_ready", "1 while a continuous worker heartbeats and runs micro-batches (or yields to a run)", registry=registry
         )
         self.behind_seconds = Gauge(
             "etl_star_behind_seconds",
