@@ -45,17 +45,19 @@ interval), the DAG does not ``POST /runs``: the worker already does that work. I
   DAG's clock only when nothing is loaded yet). The sink has committed everything the local
   topic held at ``capture_end_offsets`` before this, so those documents were ingested before it;
 - ``wait_continuous`` pokes ``GET /continuous`` until the worker is ``alive`` (``state:
-  running``), ``behind_seconds`` is below ``PIPELINE_V1_MAX_BEHIND_SECONDS`` (600) and
+  running``, or ``yielding`` to a one-off run), ``behind_seconds`` is below
+  ``PIPELINE_V1_MAX_BEHIND_SECONDS`` (600) and
   ``star_as_of`` reached the target: the star schema counts every event the sink had stored. It
   fails (no retry) when continuous mode is turned off meanwhile; it times out after an hour,
   like ``wait_etl_run``, each poke logging the worker's state and reason;
 - ``reconcile`` (trigger rule ``none_failed_min_one_success``: whichever path ran) skips the
   one-off run's own count check (there is none) and runs the same ``GET /reconciliation`` and
-  ``GET /reconciliation/kafka`` checks. The worker keeps committing micro-batches meanwhile, and
-  the ETL API does not read the watermark and the hour ledger in one snapshot: a micro-batch
-  committing during the check makes the watermark's hour look ``missing``. So on this path a
-  disagreement in that hour alone is checked again (3 checks, 3 s apart); a lasting one, or any
-  other hour, fails the task as on the one-off path.
+  ``GET /reconciliation/kafka`` checks. The worker keeps committing micro-batches meanwhile; an
+  ETL API that reads the watermark and the hour ledger in two snapshots (before commit debad5b;
+  the current one reads both in one) makes the watermark's hour look ``missing`` when a
+  micro-batch commits during the check. So on this path a disagreement in that hour alone is
+  checked again (3 checks, 3 s apart); a lasting one, or any other hour, fails the task as on the
+  one-off path.
 
 Backfills and cleared past runs (range runs over past data intervals), ``full`` and ``range``
 params keep issuing ``POST /runs`` whether or not the worker runs: the ETL serializes them with
@@ -230,13 +232,14 @@ def parse_instant(value: Any) -> datetime | None:
 
 def worker_healthy(status: dict[str, Any], max_behind: float = MAX_BEHIND_SECONDS) -> str | None:
     """Why the continuous worker does not count as healthy (None: it does): desired, alive,
-    running, and ``behind_seconds`` known and below ``max_behind``."""
+    running (or yielding to a one-off run: it resumes when the run ends, as the ETL API's
+    ``ready`` counts it), and ``behind_seconds`` known and below ``max_behind``."""
     if status.get("desired") is not True:
         return "continuous mode is off"
     reason = status.get("reason")
     if status.get("alive") is not True:
         return "no live worker" + (f" ({reason})" if reason else "")
-    if status.get("state") != "running":
+    if status.get("state") not in ("running", "yielding"):
         return f"worker {status.get('state') or 'starting'}" + (f": {reason}" if reason else "")
     behind = status.get("behind_seconds")
     if behind is None:
@@ -447,10 +450,10 @@ def hours_agree(body: dict[str, Any]) -> bool:
 
 def only_the_watermark_hour_disagrees(body: dict[str, Any]) -> bool:
     """``GET /reconciliation`` disagrees in the watermark's ingest hour only: what a micro-batch
-    committing during the check produces (the ETL API reads the watermark before counting
-    MongoDB and the hour ledger after it, not in one snapshot, so the ledger can already hold the
-    next micro-batch's documents of that hour: ``missing``). Worth asking again; any other
-    disagreement is not."""
+    committing during the check produces on an ETL API that reads the watermark before counting
+    MongoDB and the hour ledger after it, in two snapshots (before commit debad5b), so the ledger
+    can already hold the next micro-batch's documents of that hour: ``missing``. Worth asking
+    again; any other disagreement is not."""
     bad, watermark = body.get("disagreeing_hours") or [], parse_instant(body.get("watermark"))
     return body.get("ok") is False and watermark is not None and bad == [f"{utc(watermark):%Y-%m-%dT%H}"]
 

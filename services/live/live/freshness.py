@@ -43,7 +43,8 @@ class StarFreshness(BaseModel):
     """``GET /api/star/freshness``: what the page's ``star-freshness`` element says, and why."""
 
     status: Status = Field(
-        description="running: the continuous worker is running; not_running: it is desired but not running (see reason); "
+        description="running: the continuous worker is running (or waits for a one-off run: state yielding); "
+        "not_running: it is desired but not running (see reason); "
         "off: continuous mode is off; unreachable: the ETL API did not answer; disabled: LIVE_ETL_API_URL is empty"
     )
     text: str = Field(description="the line the page shows")
@@ -100,6 +101,8 @@ def describe(body: Mapping[str, Any], checked_at: datetime) -> StarFreshness:
         text = f"continuous mode off; {fresh}"
     elif body.get("alive") and state == "running":
         status, text = "running", fresh
+    elif body.get("alive") and state == "yielding":  # healthy: it resumes when the one-off run ends
+        status, text = "running", f"{fresh}; the worker waits for a one-off run"
     else:
         status = "not_running"
         why = short_reason(reason)

@@ -65,9 +65,9 @@ AS_OF = "star schema as of 2026-11-27 10:03:05 UTC, 7 s behind"
             f"continuous mode waiting: ServerSelectionTimeoutError: 127.0.0.1:27017; {AS_OF}",
         ),
         (
-            {"state": "yielding", "reason": "another run is queued or running"},
-            "not_running",
-            f"continuous mode yielding: another run is queued or running; {AS_OF}",
+            {"state": "yielding", "reason": "another run is queued or running"},  # healthy: a backfill runs meanwhile
+            "running",
+            f"{AS_OF}; the worker waits for a one-off run",
         ),
         (
             {"alive": False, "state": "failed", "reason": "no heartbeat for 75s"},
