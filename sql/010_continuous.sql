@@ -24,7 +24,10 @@ CREATE TABLE IF NOT EXISTS etl_continuous (
     state TEXT,                              -- starting | running | waiting | yielding | stopped
     reason TEXT,                             -- why waiting/yielding (an outage, another run), else NULL
     checked_high TIMESTAMPTZ,                -- a micro-batch found nothing new visible up to here
+    yield_requested_at TIMESTAMPTZ,          -- POST /runs was refused by a micro-batch: the worker lets it in
     batches BIGINT NOT NULL DEFAULT 0,       -- micro-batches committed by the current owner
     last_batches JSONB NOT NULL DEFAULT '[]' -- the newest micro-batches (id, window, events, seconds per phase)
 );
 INSERT INTO etl_continuous (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
+-- (a database where this file ran before the column existed)
+ALTER TABLE etl_continuous ADD COLUMN IF NOT EXISTS yield_requested_at TIMESTAMPTZ;

@@ -210,6 +210,7 @@ def create_app(settings: EtlSettings) -> FastAPI:
             run_id = await runs.create_run(conn, body.mode, body.date_from, body.date_to)
         except runs.RunActiveError as exc:
             state.metrics.rejected.inc()
+            await continuous.request_yield(conn)  # a micro-batch may hold the slot: the worker lets the next request in
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
         assert state.launcher is not None
         try:

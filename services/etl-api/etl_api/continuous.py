@@ -34,7 +34,7 @@ RELAUNCH_PAUSE_S = 5.0  # a worker that dies at once is relaunched at most this 
 KEEP_BATCHES = 20  # micro-batches listed by GET /continuous
 
 ROW_SQL = """
-SELECT desired, desired_at, owner_token, checked_high, launched_at, launched_by, host, pid, heartbeat_at, state, reason,
+SELECT desired, desired_at, owner_token, checked_high, yield_requested_at, launched_at, launched_by, host, pid, heartbeat_at, state, reason,
        batches, last_batches,
        extract(epoch FROM now() - heartbeat_at)::float8 AS silent_s
 FROM etl_continuous WHERE id = 1
@@ -113,6 +113,26 @@ async def beat(conn: asyncpg.Connection, token: str, host: str, pid: int, state:
         reason,
     )
     return done == "UPDATE 1"
+
+
+async def request_yield(conn: asyncpg.Connection) -> None:
+    """A one-off run was refused (409) while a micro-batch held the run slot: the worker starts no
+    new micro-batch until a one-off run was requested after this (or ``YIELD_S`` passed)."""
+    await conn.execute("UPDATE etl_continuous SET yield_requested_at = now() WHERE id = 1")
+
+
+YIELD_S = 60.0  # how long the worker waits for the refused request to come again
+
+YIELD_PENDING_SQL = """
+SELECT c.yield_requested_at > now() - make_interval(secs => $1)
+       AND NOT EXISTS (SELECT 1 FROM etl_runs r WHERE r.mode <> 'continuous' AND r.requested_at >= c.yield_requested_at)
+FROM etl_continuous c WHERE id = 1
+"""
+
+
+async def yield_pending(conn: asyncpg.Connection) -> bool:
+    """Whether a refused one-off run is still waiting for its turn (see :func:`request_yield`)."""
+    return bool(await conn.fetchval(YIELD_PENDING_SQL, YIELD_S))
 
 
 async def record_checked(conn: asyncpg.Connection, token: str, high: datetime) -> None:

@@ -120,7 +120,7 @@ async def status(conn: asyncpg.Connection, settings: EtlSettings, detail: bool) 
     """What ``GET /continuous`` answers."""
     row = await continuous.read_row(conn)
     marks = await conn.fetchrow("SELECT now() AS now, (SELECT ingested_high FROM etl_watermark WHERE name = 'events') AS watermark")
-    gone = continuous.worker_gone(row, settings.heartbeat_timeout_seconds) if row["desired"] else "not desired"
+    gone = continuous.worker_gone(row, settings.heartbeat_timeout_seconds)  # alive also while it finishes after DELETE
     behind = continuous.freshness(marks["watermark"], row["checked_high"], marks["now"])
     last = row["last_batches"] or []
     out = {
@@ -128,6 +128,7 @@ async def status(conn: asyncpg.Connection, settings: EtlSettings, detail: bool) 
         "alive": gone is None,
         "state": row["state"],
         "reason": row["reason"] if gone is None else (row["reason"] or gone),
+        "yield_requested_at": row["yield_requested_at"],
         # yielding to a one-off run is healthy (as the etl_continuous_ready gauge says)
         "ready": bool(row["desired"] and gone is None and row["state"] in ("running", "yielding")),
         "heartbeat_at": row["heartbeat_at"],

@@ -58,6 +58,7 @@ from shared.logs import setup_logging
 log = logging.getLogger("etl_api.worker")
 
 SECOND_INDEX_EXPRESSIONS = ("(_jsonb -> 'ingest_second')",)
+MIN_PAUSE_S = 0.5  # between two micro-batches, even when catching up
 
 
 class Worker:
@@ -141,6 +142,7 @@ class Worker:
     async def _loop(self) -> None:
         s = self.settings
         backoff = Backoff(1.0, s.continuous_backoff_max_s)
+        self.state = "running"  # the session is warm: micro-batches from now on
         while not self.stop.is_set():
             started = time.monotonic()
             delay = s.continuous_interval_s
@@ -153,7 +155,7 @@ class Worker:
                 self.state, self.reason = "running", None
                 backoff.reset()
                 if summary is not None and summary["events_read"] >= s.continuous_eager_events:
-                    delay = 0.0
+                    delay = MIN_PAUSE_S  # catching up; a refused one-off run asks for its turn (request_yield)
             except RunActiveError:
                 self.state, self.reason = "yielding", "another run is queued or running"
             except Exception as exc:
@@ -231,11 +233,19 @@ class Worker:
         owner: RunOwner | None = None
         try:
             await self._mark_unmarked()
+            if await continuous.yield_pending(conn):
+                raise RunActiveError("a one-off run was refused while a micro-batch ran: waiting for it")
             visible = await self.reader.read()
-            watermark = await conn.fetchval("SELECT ingested_high FROM etl_watermark WHERE name = 'events'")
+            marks = await conn.fetchrow(
+                "SELECT (SELECT ingested_high FROM etl_watermark WHERE name = 'events') AS watermark, "
+                "(SELECT checked_high FROM etl_continuous WHERE id = 1) AS checked"
+            )
+            watermark = marks["watermark"]
             if watermark is not None and visible.high <= watermark:
                 return None
-            if watermark is not None and not await self._anything_new(watermark, visible.high):
+            # nothing was new up to `checked` (an earlier probe): probe only what came after it
+            probed_from = max(watermark, marks["checked"]) if watermark is not None and marks["checked"] else watermark
+            if probed_from is not None and (visible.high <= probed_from or not await self._anything_new(probed_from, visible.high)):
                 await continuous.record_checked(conn, self.token, visible.high)
                 return None
             t0 = time.monotonic()
