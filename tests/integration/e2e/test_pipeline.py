@@ -1,10 +1,12 @@
 """End to end on the real stack, driven by a real Airflow run of pipeline_v1.
 
-generator → remote Kafka → bridge → local Kafka → sink → MongoDB → DAG (POST /runs, Spark) → star
-schema, while bridge and sink are kill -9-ed and restarted and one local broker is down for a
-while. At the end: MongoDB holds every valid event exactly once, the DLQ every bad one exactly
-once, and sum(view_count) equals the number of valid product-view events counted here, in plain
-Python, from the generator's own records.
+generator → remote Kafka → bridge → local Kafka → sink → MongoDB → the ETL's continuous worker
+(micro-batches, Spark) → star schema, while bridge and sink are kill -9-ed and restarted and one
+local broker is down for a while; then the DAG, which finds continuous mode on, checks the worker
+and reconciles. At the end: MongoDB holds every valid event exactly once, the DLQ every bad one
+exactly once, and sum(view_count) equals the number of valid product-view events counted here,
+in plain Python, from the generator's own records. The other tests drive one-off runs
+(POST /runs) through the DAG.
 """
 
 from __future__ import annotations
@@ -171,7 +173,9 @@ async def test_end_to_end_exactly_once_under_faults(
     records = list(eventgen.generate(count, seed=rng.randrange(1 << 30), bad_fraction=0.03))
     await create_topics(remote_kafka, [pipeline.remote_topic], partitions=PARTITIONS, replication_factor=1)
 
-    etl = pipeline.process("etl-api").start()
+    etl = pipeline.process("etl-api")
+    etl.env.update({"ETL_CONTINUOUS": "true", "ETL_CONTINUOUS_INTERVAL_S": "2"})
+    etl.start()
     bridge = pipeline.process("bridge").start()
     sink = pipeline.process("sink").start()
     procs = [etl, bridge, sink]
@@ -206,7 +210,10 @@ async def test_end_to_end_exactly_once_under_faults(
 
         await wait_lag_zero(bridge, 240)
         await wait_lag_zero(sink, 240)
-        await asyncio.sleep(3)  # > ETL_SETTLE_SECONDS: the last batch is inside the run's window
+        # the continuous worker counts everything the sink stored, without any run being asked for
+        views = expected_views(records)
+        counted = await wait_counted(pipeline.schema, views, 180)
+        assert counted == views, etl.tail()
 
         ok = await asyncio.to_thread(
             run_dag, airflow_env(pipeline.token, pipeline.ports, pipeline.work / "airflow"), pipeline.work / "dag.log", echo=True
@@ -275,6 +282,24 @@ async def test_end_to_end_exactly_once_under_faults(
             await asyncio.to_thread(stack, "start", "kafka-local-2")
         for p in procs:
             p.stop_quietly()
+
+
+async def wait_counted(schema: str, views: int, timeout: float) -> int:
+    """sum(view_count) once it reaches ``views`` (or what it is after ``timeout``)."""
+    conn = await asyncpg.connect(os.environ["POSTGRES_DSN"])
+    try:
+        deadline, total = time.monotonic() + timeout, 0
+        while time.monotonic() < deadline:
+            try:
+                total = await conn.fetchval(f"SELECT coalesce(sum(view_count), 0) FROM {schema}.fact_product_views")
+            except asyncpg.UndefinedTableError:
+                total = 0
+            if total >= views:
+                return int(total)
+            await asyncio.sleep(1)
+        return int(total)
+    finally:
+        await conn.close()
 
 
 async def start_all(
