@@ -45,6 +45,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
+from pymongo import AsyncMongoClient
 
 from shared.backoff import Backoff
 from shared.errors import BackendUnavailableError, is_retriable
@@ -67,6 +68,7 @@ log = logging.getLogger(__name__)
 IDLE_POLL_MS = 250  # how long one poll waits when nothing is buffered (bounds the reaction to SIGTERM)
 CLOSE_TIMEOUT_S = 2.0  # closing the clients after SIGTERM (leave group, flush producer)
 LEASE_DELETE_TIMEOUT_S = 1.0  # deleting the visibility lease document at the end (within CLOSE_TIMEOUT_S)
+LEASE_NOT_READY = "mongodb: lease publication failed: "  # the not-ready reason of a failed lease publication
 
 
 class Sink(BatchWrites, ConsumerRebalanceListener):
@@ -92,6 +94,10 @@ class Sink(BatchWrites, ConsumerRebalanceListener):
         # This process's write attempts and its lease (sink.visibility); published once MongoDB is connected.
         self.visibility = VisibilityLease(lease_s=settings.visibility_lease_s, attempt_timeout_s=settings.write_attempt_timeout_s)
         self.lease_publisher: LeasePublisher | None = None
+        # The lease's own client: its publications never take (and, after an outage, never
+        # discard) the write path's pooled connections, so a write still meets the outage first.
+        self._lease_client: AsyncMongoClient[dict[str, Any]] | None = None
+        self._serving = False  # _start finished: readiness is the writes' and the lease's
         state.lag = self.lag
         state.on_scrape = self.lag  # sink_lag_records fresh at every scrape
 
@@ -137,6 +143,12 @@ class Sink(BatchWrites, ConsumerRebalanceListener):
         s = self.settings
         kafka = s.local_kafka.client_kwargs()
         self.writer = MongoWriter(s)
+        self._lease_client = AsyncMongoClient(
+            s.mongodb_uri.get_secret_value(),
+            serverSelectionTimeoutMS=s.mongodb_timeout_ms,
+            connectTimeoutMS=s.mongodb_timeout_ms,
+            appname="pipeline-sink-lease",
+        )
         backoff = Backoff(s.backoff_initial_s, s.backoff_max_s)
         while not stop.is_set():
             try:
@@ -148,11 +160,13 @@ class Sink(BatchWrites, ConsumerRebalanceListener):
                 # The lease is published before any write attempt, and from then on every interval.
                 publisher = LeasePublisher(
                     self.visibility,
-                    self.writer.client[s.mongodb_database],
+                    self._lease_client[s.mongodb_database],
                     s.mongodb_collection,
                     interval_s=s.visibility_interval_s,
                     write_concern=self.writer.write_concern,
                     metrics=self.metrics,
+                    on_failed=self._lease_failed,
+                    on_published=self._lease_published,
                 )
                 through = await publisher.publish()
                 log.info("visibility lease %s published (visible through %s)", publisher.id, through.isoformat(timespec="milliseconds"))
@@ -199,8 +213,19 @@ class Sink(BatchWrites, ConsumerRebalanceListener):
                 await _sleep_or_stop(stop, backoff.next_delay())
         if stop.is_set():
             return False
+        self._serving = True
         self.state.set_ready()
         return True
+
+    def _lease_failed(self, exc: Exception) -> None:
+        """A failed publication: not ready (writes stop when the lease lapses). It often tells of
+        an outage first: a write waiting for a server to select (up to its attempt timeout) says nothing."""
+        self.state.set_not_ready(f"{LEASE_NOT_READY}{exc}"[:300])
+
+    def _lease_published(self) -> None:
+        """Ready again when only the lease had made the sink not ready (a write's outage stays until a write succeeds)."""
+        if self._serving and not self.state.ready and self.state.not_ready_reason.startswith(LEASE_NOT_READY):
+            self.state.set_ready()
 
     async def _close_kafka(self) -> None:
         for client in (self.consumer, self.producer, self._lag_consumer, self._admin):
@@ -222,10 +247,13 @@ class Sink(BatchWrites, ConsumerRebalanceListener):
         """After the final flush: the publisher stops and the lease document is deleted (when no
         attempt without an answer may still land; else it is left to settle), bounded."""
         publisher, self.lease_publisher = self.lease_publisher, None
-        if publisher is None:
-            return
-        await publisher.stop()
-        await publisher.retire(LEASE_DELETE_TIMEOUT_S)
+        if publisher is not None:
+            await publisher.stop()
+            await publisher.retire(LEASE_DELETE_TIMEOUT_S)
+        client, self._lease_client = self._lease_client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()
 
     @property
     def _committer(self) -> OffsetCommitter:

@@ -198,14 +198,16 @@ def wants_read_indexes(setting: str, ferretdb_version: str | None) -> bool:
 class MongoUnavailableError(BackendUnavailableError):
     """The attempt failed as a whole and no document is to blame (connection, timeout, server
     shutting down, backend unreachable): retry later, unchanged (retriable). ``timed_out``: it ran
-    out of time (the caller then retries with fewer documents per attempt). ``reason`` labels
+    out of time (the caller then retries with fewer documents per attempt). ``sent``: False when
+    nothing was sent (no server to send it to), so nothing of it can land later. ``reason`` labels
     ``sink_write_retries_total``."""
 
     reason = "unavailable"
 
-    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+    def __init__(self, message: str, *, timed_out: bool = False, sent: bool = True) -> None:
         super().__init__(message)
         self.timed_out = timed_out
+        self.sent = sent
 
 
 class MongoSlowQueryError(MongoUnavailableError):
@@ -324,6 +326,7 @@ class MongoWriter:
         """One unordered ``insert_many`` of ``docs``, classified (see the module docstring).
         Raises ``MongoUnavailableError`` (outage) or ``MongoBatchRefusedError`` (whole batch refused)."""
         out = InsertOutcome()
+        await self._server_selectable()
         try:
             with pymongo.timeout(self.attempt_timeout()):
                 result = await self.collection.insert_many(docs, ordered=False)
@@ -361,6 +364,20 @@ class MongoWriter:
             raise _whole_batch_error(exc) from exc
         out.inserted = len(result.inserted_ids)
         return out
+
+    async def _server_selectable(self) -> None:
+        """With no writable server known (down, or marked unknown after a network error): a
+        ``ping`` within ``mongodb_timeout_ms`` first. Inside ``pymongo.timeout`` the driver waits for
+        a server up to the whole timeout, so an attempt would otherwise wait up to
+        ``write_attempt_timeout_s`` for a server that is down, saying nothing (not ready late).
+        Raises ``MongoUnavailableError`` with ``sent=False``: nothing was sent."""
+        if self.client.topology_description.has_writable_server():
+            return
+        try:
+            with pymongo.timeout(min(self.attempt_timeout(), self.settings.mongodb_timeout_ms / 1000)):
+                await self.client.admin.command("ping")
+        except PyMongoError as exc:
+            raise MongoUnavailableError(f"{type(exc).__name__}: {exc}", sent=False) from exc
 
     async def stored(self, ids: Sequence[Any], bound_s: float | None = None) -> dict[Any, RawBSONDocument]:
         """The stored documents of ``ids``, as the server's exact BSON: one ``find({_id: id})``

@@ -63,7 +63,9 @@ class SinkSettings(ConsumerSettings):
     # Only for FerretDB on PostgreSQL (the local stand-in): FerretDB's PostgreSQL database, where
     # the sink builds the GIN index that serves its _id lookups (sink/ferretdb.py). Unset on MongoDB.
     ferretdb_postgresql_url: SecretStr | None = Field(default=None, exclude=True)
-    mongodb_timeout_ms: int = 5_000  # server selection and connect timeout of each attempt
+    # Server selection and connect timeout of each attempt (with no writable server known, an
+    # insert first pings within it: pymongo.timeout alone would wait the whole attempt timeout).
+    mongodb_timeout_ms: int = 5_000
     # One insert_many attempt is given up after this long (client-side timeout, sent to the server
     # as maxTimeMS) and retried. Each attempt stamps its documents' ingested_at when it starts, so
     # a document becomes visible at most this long after its stamp: the ETL's settle margin

@@ -203,7 +203,11 @@ class LeasePublisher:
         interval_s: float,
         write_concern: WriteConcern | None = None,
         metrics: SinkMetrics | None = None,
+        on_failed: Callable[[Exception], None] | None = None,
+        on_published: Callable[[], None] | None = None,
     ) -> None:
+        """``on_failed``/``on_published``: told of each failed and successful publication of
+        :meth:`run` (the sink's readiness)."""
         self.lease = lease
         self.leases = database[COLLECTION].with_options(write_concern=write_concern)
         self.collection = collection
@@ -211,6 +215,8 @@ class LeasePublisher:
         self.interval_s = interval_s
         self.timeout_s = min(PUBLISH_TIMEOUT_MAX_S, lease.lease_s / 2)
         self.metrics = metrics
+        self.on_failed = on_failed
+        self.on_published = on_published
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -248,6 +254,8 @@ class LeasePublisher:
             except Exception as exc:  # never crash the sink: the writes stop by themselves when the lease lapses
                 if self.metrics is not None:
                     self.metrics.visibility_failures.inc()
+                if self.on_failed is not None:
+                    self.on_failed(exc)
                 now = time.monotonic()
                 if failing_since is None or now - logged_at >= FAILURE_LOG_INTERVAL_S:
                     lapses = self.lease.lapses_at()
@@ -261,6 +269,8 @@ class LeasePublisher:
                     logged_at = now
                 failing_since = failing_since or now
             else:
+                if self.on_published is not None:
+                    self.on_published()
                 if failing_since is not None:
                     log.info("visibility lease %s published again after %.1fs of failures", self.id, time.monotonic() - failing_since)
                     failing_since = None

@@ -32,8 +32,8 @@ attempt of this call, it counts as inserted, not as a duplicate.
 (:func:`sink.documents.restamp`) with the stamp of ``attempts`` (an :class:`AttemptClock`; the
 sink's is its visibility lease, :mod:`sink.visibility`). Each attempt is ended with whether the
 server may still apply it: not after an answer (an outcome, ``writeErrors`` included, or a
-whole-batch refusal that blames the data), but after an outage, a whole-batch error with an
-unknown code, or a cancellation. A clock that refuses to start an attempt
+whole-batch refusal that blames the data) nor when nothing was sent (``sent=False``), but after
+an outage, a whole-batch error with an unknown code, or a cancellation. A clock that refuses to start an attempt
 (:class:`~sink.mongo.MongoUnavailableError`, e.g. the lease lapsed) is an outage: nothing is
 decided, ``on_unavailable`` is awaited and the part is tried again.
 """
@@ -220,13 +220,16 @@ class _Run:
 
     async def _insert(self, attempt: list[dict[str, Any]], token: Any) -> InsertOutcome:
         """One attempt, ended on the clock before anything else is awaited: an answer ends it,
-        anything else (an outage, an unknown whole-batch code, a cancellation, a bug) leaves it
-        possibly pending on the server."""
+        anything else (an outage after sending, an unknown whole-batch code, a cancellation, a
+        bug) leaves it possibly pending on the server."""
         maybe_pending = True
         try:
             outcome = await self.writer.insert(attempt)
             maybe_pending = False
             return outcome
+        except MongoUnavailableError as exc:
+            maybe_pending = exc.sent  # not sent (no server): nothing of it can land
+            raise
         except MongoBatchRefusedError as exc:
             maybe_pending = exc.verdict is not Verdict.REFUSAL
             raise

@@ -51,6 +51,10 @@ async def test_a_running_sink_publishes_a_lease_that_advances_holds_and_is_delet
         assert len(found) <= 1, found
         return found[0] if found else None
 
+    async def lease_doc_past(stamp: str) -> Lease | None:
+        lease = parse_lease(await lease_doc() or {})
+        return lease if iso_ms(lease.visible_through) >= stamp else None
+
     try:
         doc = await wait_until("the lease document", lease_doc, 60)
         assert sink.proc is not None
@@ -70,24 +74,27 @@ async def test_a_running_sink_publishes_a_lease_that_advances_holds_and_is_delet
             samples.append((lease, stamps))
             await asyncio.sleep(0.02)
         await stream
-        await wait_until("the sink to catch up (/lag)", lambda: caught_up(sink), 60)
+        # Once caught up, a publication passes every stamp (no attempt left to hold it back).
+        stored = await stored_documents(mongodb_uri, names.collection)
+        last = max(d["ingested_at"] for d in stored.values())
+        final_lease = await wait_until("a bound past every stamp", lambda: lease_doc_past(last), 30)
+        samples.append((final_lease, [d["ingested_at"] for d in stored.values()]))
 
-        # visible_through and published_at advance, visible_through stays below its publication.
+        # visible_through and published_at advance, visible_through stays below its publication
+        # and never further below it than the oldest attempt that may still land allows (an
+        # attempt without an answer counts for its timeout + 1 s).
         throughs = [lease.visible_through for lease, _ in samples]
         published = [lease.published_at for lease, _ in samples]
-        assert throughs == sorted(throughs) and len(set(throughs)) >= 5, throughs
+        assert throughs == sorted(throughs) and throughs[-1] > throughs[0], throughs
         assert published == sorted(published) and all(t <= p - ONE_MS for t, p in zip(throughs, published, strict=True))
-        # Mostly a few hundred ms behind its publication (the oldest attempt in flight), never a whole attempt timeout.
-        assert all(p - t < timedelta(seconds=10) for t, p in zip(throughs, published, strict=True)), samples
+        assert all(p - t < timedelta(seconds=60 + 1 + 1) for t, p in zip(throughs, published, strict=True)), samples
         # The promise: nothing stamped at or before a published bound appeared after it was read.
-        stored = await stored_documents(mongodb_uri, names.collection)
         check_documents(stored, events)  # every document whole, ingest_second == ingested_at[:19]
         final = sorted(d["ingested_at"] for d in stored.values())
         for lease, stamps in samples:
             bound = iso_ms(lease.visible_through)
             assert sorted(s for s in stamps if s <= bound) == [s for s in final if s <= bound], bound
         assert any(stamps for _, stamps in samples[:-1])  # the samples saw documents land
-        assert final[0] <= iso_ms(samples[-1][0].visible_through)  # and bounds past them
 
         m = sink.metrics()
         assert m["sink_visibility_publication_failures_total"] == 0

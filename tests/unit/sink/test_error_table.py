@@ -8,6 +8,7 @@ The expected verdicts are written here, from what each case is, not computed by 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,14 @@ class RaisingCollection:
         raise self.exc
 
 
+async def server_known() -> None:
+    """In place of MongoWriter._server_selectable: the fake collections need no server."""
+
+
 async def insert_raising(exc: Exception, n: int = 3) -> Any:
     writer = MongoWriter(SinkSettings(mongodb_uri="mongodb://127.0.0.1:1/"))
     writer.collection = RaisingCollection(exc)  # type: ignore[assignment]
+    writer._server_selectable = server_known  # type: ignore[method-assign]
     try:
         return await writer.insert([{"_id": f"e{i}"} for i in range(n)])
     finally:
@@ -204,6 +210,7 @@ async def test_a_document_the_driver_cannot_encode_is_refused_and_the_rest_sent_
     writer = MongoWriter(SinkSettings(mongodb_uri="mongodb://127.0.0.1:1/"))
     collection = Collection()
     writer.collection = collection  # type: ignore[assignment]
+    writer._server_selectable = server_known  # type: ignore[method-assign]
     outages: list[Exception] = []
 
     async def on_unavailable(exc: Exception) -> None:
@@ -217,3 +224,26 @@ async def test_a_document_the_driver_cannot_encode_is_refused_and_the_rest_sent_
     assert result.refused == {1: ("sink.encode", "OverflowError", "OverflowError: MongoDB can only handle up to 8-byte ints")}
     assert sorted(result.inserted) == [0, 2] and outages == []
     assert collection.sent == [["e0", "e1", "e2"], ["e0", "e2"]]
+
+
+async def test_with_no_server_known_an_attempt_waits_mongodb_timeout_ms_not_its_whole_timeout() -> None:
+    """pymongo.timeout bounds server selection by the attempt's timeout (60 s by default): the
+    insert first pings within SINK_MONGODB_TIMEOUT_MS when no writable server is known, and an
+    attempt that found no server was not sent (nothing of it can land)."""
+    writer = MongoWriter(SinkSettings(mongodb_uri="mongodb://127.0.0.1:1/", mongodb_timeout_ms=300, write_attempt_timeout_s=30))
+    sent: list[Any] = []
+
+    class Recording:
+        async def insert_many(self, docs: list[dict[str, Any]], ordered: bool) -> Any:
+            sent.append(docs)
+            raise AssertionError("sent without a server")
+
+    writer.collection = Recording()  # type: ignore[assignment]
+    started = time.monotonic()
+    try:
+        with pytest.raises(MongoUnavailableError, match=r"^ServerSelectionTimeoutError: ") as info:
+            await writer.insert([{"_id": "e0"}])
+    finally:
+        await writer.close()
+    assert 0.25 <= time.monotonic() - started < 5
+    assert info.value.sent is False and info.value.timed_out is False and sent == []

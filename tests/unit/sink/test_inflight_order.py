@@ -446,6 +446,26 @@ async def test_no_write_attempt_starts_before_the_visibility_lease_is_published(
     assert sink.visibility.quiet(sink.visibility.now())  # the acknowledged attempt holds nothing back
 
 
+def test_a_failed_lease_publication_makes_the_sink_not_ready_until_a_publication_or_a_write_succeeds() -> None:
+    sink, _, _ = make_sink()
+    sink._serving = True  # what _start sets once it is connected
+    sink.state.set_ready()
+    sink._lease_failed(MongoUnavailableError("visibility lease e/h:1:0: ServerSelectionTimeoutError: down"))
+    assert not sink.state.ready
+    assert sink.state.not_ready_reason == "mongodb: lease publication failed: visibility lease e/h:1:0: ServerSelectionTimeoutError: down"
+    sink._lease_published()
+    assert sink.state.ready
+    # A write's outage is not cleared by a publication (only a successful write clears it).
+    sink.state.set_not_ready("mongodb: AutoReconnect: connection closed")
+    sink._lease_published()
+    assert not sink.state.ready and sink.state.not_ready_reason == "mongodb: AutoReconnect: connection closed"
+    # Before _start finished (Kafka not connected yet) a publication makes nothing ready.
+    sink._serving = False
+    sink._lease_failed(MongoUnavailableError("down"))
+    sink._lease_published()
+    assert not sink.state.ready
+
+
 class SlowForBigWriter:
     """Times out (as pymongo.timeout would) on any attempt of more than ``limit`` documents."""
 

@@ -332,12 +332,20 @@ async def test_a_failed_publication_raises_as_an_outage_and_does_not_renew_the_l
 
 async def test_the_publisher_runs_every_interval_survives_failures_and_stops() -> None:
     publisher, leases, lease, registry = make_publisher(Clock(), interval_s=0.02)
+    told: list[str] = []
+    publisher.on_failed = lambda exc: told.append(f"failed {type(exc).__name__}: {exc}")
+    publisher.on_published = lambda: told.append("published")
     leases.fail = [NetworkTimeout("timed out"), RuntimeError("a bug")]
     publisher.start()
     await asyncio.sleep(0.15)
     await publisher.stop()
     updates = [c for c in leases.calls if c[0] == "update_one"]
     assert 3 <= len(updates) <= 9, len(updates)  # ~0.15 / 0.02, fewer on a loaded machine
+    assert told == [
+        "failed MongoUnavailableError: visibility lease events/host:7:0123abcd: NetworkTimeout: timed out",
+        "failed RuntimeError: a bug",
+        *["published"] * (len(updates) - 2),
+    ]
     assert registry.get_sample_value("sink_visibility_publication_failures_total") == 2
     assert lease.published_at == T0 and "events/host:7:0123abcd" in leases.docs
     await asyncio.sleep(0.05)

@@ -373,3 +373,24 @@ async def test_a_cancelled_attempt_ends_pending() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert clock.ended == [(1, True)]
+
+
+async def test_an_attempt_that_found_no_server_was_not_sent_and_is_not_pinned() -> None:
+    store = FakeStore()
+    clock = RecordingClock()
+    original = store.insert
+    calls = 0
+
+    async def no_server_then_ok(batch: list[dict[str, Any]]) -> InsertOutcome:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise MongoUnavailableError("ServerSelectionTimeoutError: no server", sent=False)
+        if calls == 2:
+            raise MongoUnavailableError("AutoReconnect: connection closed")  # sent, no answer
+        return await original(batch)
+
+    store.insert = no_server_then_ok  # type: ignore[method-assign]
+    result = await write_documents(store, [doc(0)], on_unavailable=no_wait, attempts=clock)  # type: ignore[arg-type]
+    assert result.inserted == [0] and len(OUTAGES) == 2
+    assert clock.ended == [(1, False), (2, True), (3, False)]
