@@ -14,7 +14,7 @@ stamped at or before ``T`` is still on its way. Every sink process publishes tha
 - ``published_at``: when it was computed (the sink's clock). The sink **starts no write attempt
   later than** ``published_at + lease_s`` of its last successful publication: a sink that cannot
   publish stops writing, so a process that died or was cut off can add nothing visible after
-  :meth:`Lease.settled_at` = ``published_at + lease_s + attempt_timeout_s``;
+  :meth:`Lease.settled_at` = ``published_at + lease_s + attempt_timeout_s`` + 1 s of slack;
 - a sink publishes before its first attempt and deletes its document on a clean stop.
 
 A reader computes its bound with :func:`visible_bound`: the smallest ``visible_through`` of the
@@ -31,8 +31,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared.errors import PipelineError
+
 COLLECTION = "sink_visibility"
 ONE_MS = timedelta(milliseconds=1)
+# An attempt may reach the server a little after it started, and the server's maxTimeMS counts
+# from its receipt: a pinned attempt is held this long beyond its timeout (the sink's PIN_SLACK).
+LANDING_SLACK = timedelta(seconds=1)
 
 
 def iso_ms(at: datetime) -> str:
@@ -62,8 +67,10 @@ class Lease:
     attempt_timeout_s: float
 
     def settled_at(self) -> datetime:
-        """From this instant on, nothing this process stamped can still become visible."""
-        return self.published_at + timedelta(seconds=self.lease_s + self.attempt_timeout_s)
+        """From this instant on, nothing this process stamped can still become visible (on a
+        server that honours ``maxTimeMS`` on inserts; FerretDB 1.24 does not: the ETL's heal check
+        is the net for that)."""
+        return self.published_at + timedelta(seconds=self.lease_s + self.attempt_timeout_s) + LANDING_SLACK
 
 
 def lease_document(
@@ -80,8 +87,9 @@ def lease_document(
     }
 
 
-class MalformedLeaseError(ValueError):
-    """A lease document a reader cannot interpret: it must not read past it (see :func:`visible_bound`)."""
+class MalformedLeaseError(PipelineError, ValueError):
+    """A lease document a reader cannot interpret: it must not read past it (see :func:`visible_bound`).
+    Not retriable: the document stays malformed until a sink publishes over it or it is removed."""
 
 
 def parse_lease(doc: Mapping[str, Any]) -> Lease:

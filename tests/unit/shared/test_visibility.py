@@ -28,10 +28,10 @@ def test_the_oldest_live_lease_bounds_the_read() -> None:
 
 
 def test_a_settled_lease_no_longer_holds_the_read_back() -> None:
-    # published 80 s ago: settled 80 - 10 - 60 = 10 s ago, more than the 2 s skew
+    # published 80 s ago: settled 80 - 10 - 60 - 1 (slack) = 9 s ago, more than the 2 s skew
     assert visible_bound([lease(-81, -80), lease(-1, -0.5)], NOW, 2) == NOW - timedelta(seconds=2)
     # settled only 1 s ago: within the skew, still bounding
-    assert visible_bound([lease(-72, -71)], NOW, 2) == NOW - timedelta(seconds=72)
+    assert visible_bound([lease(-73, -72)], NOW, 2) == NOW - timedelta(seconds=73)
 
 
 @given(st.lists(st.tuples(st.floats(-500, 0), st.floats(-500, 0), st.floats(0, 30), st.floats(0, 120)), max_size=6), st.floats(0, 10))
@@ -40,7 +40,7 @@ def test_bound_is_the_minimum_over_unsettled_leases(raw: list[tuple[float, float
     bound = visible_bound(leases, NOW, skew)
     expected = NOW - timedelta(seconds=skew)
     for vt, pub, ls, to in raw:
-        if pub + ls + to + skew >= 0:  # not settled skew seconds before now (computed independently)
+        if pub + ls + to + 1 + skew >= 0:  # not settled (1 s slack) skew seconds before now (computed independently)
             expected = min(expected, NOW + timedelta(seconds=vt))
     assert abs((bound - expected).total_seconds()) < 1e-5
 
