@@ -32,7 +32,7 @@ from shared.metrics import ready_gauge, service_registry
 
 log = logging.getLogger(__name__)
 
-MODES = ("incremental", "full", "range", "continuous")
+MODES = ("incremental", "full", "range")  # what POST /runs starts and this API watches; micro-batches are not observed here
 OUTCOMES = ("succeeded", "failed")
 REFRESH_TIMEOUT_S = 2.0
 
