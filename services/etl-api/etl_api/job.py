@@ -29,7 +29,7 @@ from etl_api.ownership import Claim, RunNotClaimableError, RunOwner, claim_run, 
 from etl_api.plan import RunPlan, plan_run
 from etl_api.reading import _rss_peak_mb
 from etl_api.settings import EtlSettings
-from etl_api.spark import build_spark_session
+from etl_api.spark import session_for
 from etl_api.unit import UnitContext, run_unit
 from etl_api.visibility import VisibilityReader
 from shared.logs import setup_logging
@@ -107,15 +107,7 @@ class Job:
         await self.owner.enter_phase(conn, "extract")
         if plan.mode == "range" or (plan.merge and plan.low is not None):  # these read by {hour|date, part}
             await ensure_read_index(s, self.timings)
-        spark = await asyncio.to_thread(
-            build_spark_session,
-            s.spark_master,
-            f"etl-{self.run_id}",
-            shuffle_partitions=s.spark_shuffle_partitions,
-            driver_memory=s.spark_driver_memory,
-            python=s.spark_python,
-            conf=s.spark_conf,
-        )
+        spark = await asyncio.to_thread(session_for, s, f"etl-{self.run_id}")
         self.timings["spark_start_seconds"] = round(time.monotonic() - t_start, 3)
         ctx = UnitContext(
             settings=s,

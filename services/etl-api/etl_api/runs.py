@@ -86,6 +86,17 @@ async def mark_failed(conn: asyncpg.Connection, run_id: str, error: str) -> bool
     return status.endswith(" 1")
 
 
+async def spawn(settings: EtlSettings, log_path: Path, module: str, *args: str) -> asyncio.subprocess.Process:
+    """``python -m module *args`` in its own session (it outlives the API), its output appended to
+    ``log_path``, with the job environment (never the API token)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = settings.job_process_environment(os.environ)
+    with log_path.open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", module, *args, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT, start_new_session=True
+        )
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -110,22 +121,8 @@ class RunLauncher:
         self.on_finished = on_finished  # callback(run_id, status) for metrics
 
     async def launch(self, run_id: str) -> None:
-        log_dir = Path(self.settings.run_log_dir)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"{run_id}.log"
-        env = self.settings.job_process_environment(os.environ)  # never the API token
-        with log_path.open("ab") as out:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "etl_api.job",
-                "--run-id",
-                run_id,
-                env=env,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
+        log_path = Path(self.settings.run_log_dir) / f"{run_id}.log"
+        proc = await spawn(self.settings, log_path, "etl_api.job", "--run-id", run_id)
         self.children[run_id] = proc
         log.info("run %s: job process %d started (log %s)", run_id, proc.pid, log_path, extra={"run_id": run_id})
         task = asyncio.create_task(self._watch(run_id, proc, log_path))

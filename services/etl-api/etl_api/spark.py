@@ -25,6 +25,7 @@ from pyspark.sql import SparkSession
 
 import etl_api
 import shared
+from etl_api.settings import EtlSettings
 
 # packages the executors import: etl_api (extract, transform, enrich and their data) and shared (event contract)
 SHIPPED_PACKAGES = (etl_api, shared)
@@ -106,3 +107,15 @@ def build_spark_session(
         archive_dir.mkdir(exist_ok=True)
         spark.sparkContext.addPyFile(str(code_archive(archive_dir)))
     return spark
+
+
+def session_for(settings: EtlSettings, app_name: str) -> SparkSession:
+    """The session of a job or of the continuous worker, from the ``ETL_SPARK_*`` settings."""
+    return build_spark_session(
+        settings.spark_master,
+        app_name,
+        shuffle_partitions=settings.spark_shuffle_partitions,
+        driver_memory=settings.spark_driver_memory,
+        python=settings.spark_python,
+        conf=settings.spark_conf,
+    )

@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import asyncpg
 
 from etl_api import continuous
 from etl_api.ownership import new_owner_token
+from etl_api.runs import spawn
 from etl_api.settings import EtlSettings
 
 log = logging.getLogger(__name__)
@@ -65,22 +65,8 @@ class WorkerSupervisor:
             return token
 
     async def _launch(self, token: str) -> None:
-        log_dir = Path(self.settings.run_log_dir)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"continuous-{datetime.now(UTC):%Y%m%dT%H%M%S}-{token.rsplit(':', 1)[-1]}.log"
-        env = self.settings.job_process_environment(os.environ)  # never the API token
-        with log_path.open("ab") as out:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "etl_api.worker",
-                "--owner-token",
-                token,
-                env=env,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
+        log_path = Path(self.settings.run_log_dir) / f"continuous-{datetime.now(UTC):%Y%m%dT%H%M%S}-{token.rsplit(':', 1)[-1]}.log"
+        proc = await spawn(self.settings, log_path, "etl_api.worker", "--owner-token", token)
         self.child, self.child_token = proc, token
         log.info("continuous worker process %d started (log %s)", proc.pid, log_path)
         task = asyncio.create_task(self._watch(proc, token, log_path))

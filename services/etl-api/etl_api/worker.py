@@ -49,7 +49,7 @@ from etl_api.ownership import RunOwner, claim_run, connect, failure_message, hea
 from etl_api.plan import hour_closed
 from etl_api.runs import RunActiveError, create_run, init_connection
 from etl_api.settings import EtlSettings
-from etl_api.spark import build_spark_session
+from etl_api.spark import session_for
 from etl_api.unit import UnitContext, run_unit
 from etl_api.visibility import VisibilityReader
 from shared.backoff import Backoff
@@ -128,15 +128,7 @@ class Worker:
                 self._waiting(f"ferretdb read index: {type(exc).__name__}: {exc}")
                 await self._sleep(backoff.next_delay())
         t0 = time.monotonic()
-        self.spark = await asyncio.to_thread(
-            build_spark_session,
-            s.spark_master,
-            "etl-continuous",
-            shuffle_partitions=s.spark_shuffle_partitions,
-            driver_memory=s.spark_driver_memory,
-            python=s.spark_python,
-            conf=s.spark_conf,
-        )
+        self.spark = await asyncio.to_thread(session_for, s, "etl-continuous")
         log.info("warm Spark session in %.1fs; micro-batches every %.1fs", time.monotonic() - t0, s.continuous_interval_s)
 
     async def _loop(self) -> None:
