@@ -27,6 +27,14 @@ HEADER_ERROR_CODE = "dlq.error.code"  # sink.write dead letters: the store's err
 HEADER_VALUE_TRUNCATED_FROM = "dlq.value.truncated_from_bytes"
 HEADER_HEADERS_DROPPED = "dlq.headers.dropped"
 HEADER_KEY_DROPPED = "dlq.key.dropped_bytes"
+# Replays (``./pipeline dlq replay``, shared.dlqtool): a replayed record carries how many replays
+# it went through and which letter it came from; a hop that refuses it again keeps both among the
+# original headers of its new dead letter, so the count travels and a loop is stopped.
+HEADER_REPLAY_COUNT = "dlq.replay.count"
+HEADER_REPLAY_OF = "dlq.replay.of"  # the letter replayed, "topic/partition/offset" of the dead-letter topic
+# The source partition's reset epoch (bridge letters; see shared.event.event_id_from_coordinates);
+# absent means 0.
+HEADER_SOURCE_EPOCH = "dlq.source.epoch"
 MAX_MESSAGE_CHARS = 1000
 
 # The local brokers take up to 2 MiB per record batch (message.max.bytes); a request stays below.
