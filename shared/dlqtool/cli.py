@@ -71,7 +71,9 @@ def format_stats(letters: Sequence[Letter]) -> str:
     table = [("hop", "stage", "class", "count", "oldest", "newest")]
     table += [(r.hop, r.stage, r.error_class, str(r.count), iso_ms(r.oldest_ms), iso_ms(r.newest_ms)) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(6)]
-    lines = ["  ".join(cell.rjust(w) if i == 3 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))) for row in table]
+    lines = [
+        "  ".join(cell.rjust(w) if i == 3 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))) for row in table
+    ]
     lines.append(f"{sum(r.count for r in rows)} dead letters")
     return "\n".join(line.rstrip() for line in lines)
 
@@ -109,7 +111,14 @@ async def run(args: argparse.Namespace, settings: DlqToolSettings, out: TextIO, 
     letters = selection.select(await kafka_io.read_letters(conn, settings.topic, since_ms=selection.since_ms, timeout_s=settings.timeout_s))
     if args.command == "stats":
         rows = [r.as_json() for r in stats_of(letters)]
-        out.write((orjson.dumps({"topic": settings.topic, "total": len(letters), "classes": rows}).decode() if args.json else format_stats(letters)) + "\n")
+        out.write(
+            (
+                orjson.dumps({"topic": settings.topic, "total": len(letters), "classes": rows}).decode()
+                if args.json
+                else format_stats(letters)
+            )
+            + "\n"
+        )
         return 0
     if args.command in ("show", "export"):
         shown = letters[-args.limit :] if args.command == "show" and args.limit else letters
@@ -134,7 +143,9 @@ async def run(args: argparse.Namespace, settings: DlqToolSettings, out: TextIO, 
             timeout_s=settings.timeout_s,
         )
     summary = {"selected": len(letters), "dry_run": bool(args.dry_run), "target": settings.local_topic, **summary_of(steps)}
-    out.write((orjson.dumps(summary).decode() if args.json else format_replay(summary, dry_run=args.dry_run, target=settings.local_topic)) + "\n")
+    out.write(
+        (orjson.dumps(summary).decode() if args.json else format_replay(summary, dry_run=args.dry_run, target=settings.local_topic)) + "\n"
+    )
     return 1 if summary["refused_again"] or summary["parked"] else 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import TypeAlias
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -18,7 +19,7 @@ from shared.dlqtool.replay import Ledger, Publish, ledger_of, ledger_record
 from shared.errors import BackendUnavailableError
 from shared.kafka import KafkaConnection, create_consumer, create_topics
 
-Record = ConsumerRecord[bytes, bytes]
+Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 
 
 async def read_records(conn: KafkaConnection, topic: str, *, since_ms: int | None = None, timeout_s: float = 30.0) -> list[Record]:

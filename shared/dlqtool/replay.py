@@ -142,7 +142,9 @@ def _validate(letter: Letter, validators: Mapping[str, Validator]) -> tuple[byte
     if letter.truncated:
         return Refused(STAGE_REPLAY, "TruncatedLetter", "the hop cut this letter to fit the dead-letter topic: the original is lost")
     if letter.stage == SINK_CONFLICT:
-        return Refused(STAGE_REPLAY, "NeedsDecision", "an event with this event_id and other content is stored: replaying it conflicts again")
+        return Refused(
+            STAGE_REPLAY, "NeedsDecision", "an event with this event_id and other content is stored: replaying it conflicts again"
+        )
     validator = validators.get(letter.hop)
     if validator is None:
         return Refused(STAGE_REPLAY, "NoValidator", f"no replay for stage {letter.stage!r} here (bridge letters need the bridge's package)")
