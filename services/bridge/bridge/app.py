@@ -25,6 +25,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -33,7 +34,7 @@ from aiokafka.structs import ConsumerRecord
 
 from bridge.batching import KeyPartitioner
 from bridge.copier import Copier, PartitionCopy
-from bridge.incidents import SourceIncident, classify_position
+from bridge.incidents import find_incident, plan_positions
 from bridge.metrics import BridgeMetrics
 from bridge.offsets import read_stored_states
 from bridge.producers import TRANSACTIONAL_SLOTS, close_producers, start_producer, wait_for_leaders
@@ -41,13 +42,22 @@ from bridge.settings import BridgeSettings
 from bridge.source_resets import SourceResets, now_iso
 from shared.backoff import Backoff
 from shared.errors import BackendUnavailableError, is_retriable
-from shared.hops import BridgeCounts
 from shared.kafka import create_consumer, create_topics, partition_lags, topic_partitions
 from shared.service import ServiceState
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Bridge", "create_bridge"]
+
+
+@dataclass(frozen=True)
+class _Positions:
+    """A take-over's positions: where each partition starts, which are held in incident, and
+    what was stored (by partition number; None: never copied)."""
+
+    start: dict[TopicPartition, int]
+    held: set[TopicPartition]
+    stored: dict[int, int | None]
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -72,7 +82,7 @@ class Bridge:
         self._copies: dict[TopicPartition, PartitionCopy] = {}
         self._consumer: AIOKafkaConsumer | None = None
         # The owned partitions' copy tasks; an error of one ends the session.
-        self._copier = Copier(settings, metrics, self._backoff, lambda: self._consumer)
+        self._copier = Copier(settings, metrics, self._backoff)
         # Partitions assigned but not taken over yet, and a counter of rebalances to notice one
         # that happens during a take-over.
         self._pending: list[TopicPartition] | None = None
@@ -183,16 +193,7 @@ class Bridge:
             if copy is None or copy.stopping or not fetched:
                 continue  # revoked: the new owner copies these from the stored offset
             self.metrics.record_age_seconds.labels("fetched").observe(max(0.0, now_ms - fetched[0].timestamp) / 1000)
-            expected = copy.queued_next
-            records = fetched if expected is None or fetched[0].offset >= expected else [r for r in fetched if r.offset >= expected]
-            if not records:
-                continue
-            copy.pending.extend(records)
-            copy.queued_next = records[-1].offset + 1
-            copy.wake.set()
-            if len(copy.pending) >= limit and not copy.paused:
-                consumer.pause(tp)
-                copy.paused = True
+            copy.enqueue(fetched, pause_at=limit)
 
     # ------------------------------------------------------------------ partitions changing hands
 
@@ -208,79 +209,95 @@ class Bridge:
             self._consumer.pause(*assigned)
 
     async def take_over(self) -> None:
-        """Fences the previous owners, then seeks every assigned partition to its stored offset."""
+        """Fences the previous owners, reads the stored positions (final only after the fencing),
+        then starts copying every assigned partition from its position."""
         generation, assigned, self._pending = self._generation, self._pending or [], None
         consumer = self._consumer
         if consumer is None or not assigned:
             return
         self.metrics.rebalances.inc()
-        slots = range(TRANSACTIONAL_SLOTS)
-        started = await asyncio.gather(
-            *(start_producer(self.settings, tp, slot) for tp in assigned for slot in slots), return_exceptions=True
-        )
-        producers = [p for p in started if isinstance(p, AIOKafkaProducer)]
-        copies: dict[TopicPartition, PartitionCopy] = {}
-        if len(producers) == len(started):
-            copies = {tp: PartitionCopy(tp, tuple(producers[i * len(slots) : (i + 1) * len(slots)])) for i, tp in enumerate(assigned)}
+        copies = await self._fence(consumer, assigned)
         try:
-            failures = [r for r in started if isinstance(r, BaseException)]
-            if failures:
-                await close_producers(producers, self.settings.close_timeout_s)
-                raise failures[0]
-            some = producers[0]
-            self._copier.partitioner = KeyPartitioner(len(await some.partitions_for(self.settings.local_topic)))
-            # Only now, with every previous owner fenced, is the stored offset final.
-            states = await read_stored_states(self.settings.local_kafka, self.settings.offsets_topic)
-            stored = {k: v.next_offset for k, v in states.items()}
-            resume = {tp.partition: stored.get((tp.topic, tp.partition)) for tp in assigned}  # None: never copied
-            unstored = [tp for tp in copies if (tp.topic, tp.partition) not in stored]
-            if unstored:  # where to start a partition never copied before
-                first = self.settings.start_from == "earliest"
-                starts = await (consumer.beginning_offsets(unstored) if first else consumer.end_offsets(unstored))
-                stored.update({(tp.topic, tp.partition): starts[tp] for tp in unstored})
-            # A stored position outside the remote log is a source reset: an incident, never a skip.
-            held: set[TopicPartition] = set()
-            known = [tp for tp in copies if (tp.topic, tp.partition) in states]
-            if known:
-                log_starts = await asyncio.wait_for(consumer.beginning_offsets(known), 10)
-                log_ends = await asyncio.wait_for(consumer.end_offsets(known), 10)
-                for tp in known:
-                    state = states[(tp.topic, tp.partition)]
-                    copy = copies[tp]
-                    copy.source_epoch, copy.last_reset = state.source_epoch, state.reset
-                    # Counts carried by the value (absent: stored before the ledger, incomplete from here).
-                    copy.counts = state.counts if state.counts is not None else BridgeCounts(complete=False)
-                    incident = self._resets.stored_incident(tp, state, log_starts[tp], log_ends[tp])
-                    if incident is None:
-                        continue
-                    position = await self._resets.on_incident(copy, incident, recorded=state.incident is not None, via="take-over")
-                    if position is None:
-                        held.add(tp)
-                    else:
-                        stored[(tp.topic, tp.partition)] = position
+            positions = await self._positions(consumer, copies)
         except BaseException:
             await close_producers([p for c in copies.values() for p in c.producers], self.settings.close_timeout_s)
             raise
         if generation != self._generation:  # another rebalance meanwhile: its take-over follows
-            log.info("assignment %s superseded before it was taken over", sorted(resume))
+            log.info("assignment %s superseded before it was taken over", sorted(positions.stored))
             for tp in copies:
                 self._resets.incidents.pop(tp, None)
             self._resets.refresh()
             await close_producers([p for c in copies.values() for p in c.producers], self.settings.close_timeout_s)
             return
-        # No await from here on: seek, register and resume as one step, so no fetched record
-        # can slip between a seek and its copy (records fetched before were dropped: no copy).
-        for tp, copy in copies.items():
-            position = stored[(tp.topic, tp.partition)]
-            copy.next_offset = copy.queued_next = position
-            consumer.seek(tp, position)  # a held partition too: stays paused, but has a position
-            if tp in held:  # in incident (policy fail): not copied
-                copy.stopping = True
+        self._start(copies, positions)
+
+    async def _fence(self, consumer: AIOKafkaConsumer, assigned: list[TopicPartition]) -> dict[TopicPartition, PartitionCopy]:
+        """Starts every assigned partition's producers (``init_transactions`` fences the previous
+        owner) and sizes the local topic; on any failure closes what started and raises."""
+        slots = range(TRANSACTIONAL_SLOTS)
+        started = await asyncio.gather(
+            *(start_producer(self.settings, tp, slot) for tp in assigned for slot in slots), return_exceptions=True
+        )
+        producers = [p for p in started if isinstance(p, AIOKafkaProducer)]
+        failures = [r for r in started if isinstance(r, BaseException)]
+        if failures:
+            await close_producers(producers, self.settings.close_timeout_s)
+            raise failures[0]
+        try:
+            self._copier.partitioner = KeyPartitioner(len(await producers[0].partitions_for(self.settings.local_topic)))
+        except BaseException:
+            await close_producers(producers, self.settings.close_timeout_s)
+            raise
+        n = len(slots)
+        run = self._copier.copy_loop
+        return {tp: PartitionCopy(tp, tuple(producers[i * n : (i + 1) * n]), consumer, run) for i, tp in enumerate(assigned)}
+
+    async def _positions(self, consumer: AIOKafkaConsumer, copies: dict[TopicPartition, PartitionCopy]) -> _Positions:
+        """Each partition's start position: the stored one (or ``BRIDGE_START_FROM`` for one never
+        copied), after the source-reset policy; and the partitions held in incident (policy
+        ``fail``: they keep the stored position)."""
+        states = await read_stored_states(self.settings.local_kafka, self.settings.offsets_topic)
+        tps = list(copies)
+        unstored = [tp for tp in tps if (tp.topic, tp.partition) not in states]
+        first: dict[TopicPartition, int] = {}
+        if unstored:  # where to start a partition never copied before
+            earliest = self.settings.start_from == "earliest"
+            first = await (consumer.beginning_offsets(unstored) if earliest else consumer.end_offsets(unstored))
+        known = [tp for tp in tps if (tp.topic, tp.partition) in states]
+        log_starts: dict[TopicPartition, int] = {}
+        log_ends: dict[TopicPartition, int] = {}
+        if known:
+            log_starts = await asyncio.wait_for(consumer.beginning_offsets(known), 10)
+            log_ends = await asyncio.wait_for(consumer.end_offsets(known), 10)
+        for tp in known:
+            copies[tp].load(states[(tp.topic, tp.partition)])
+        positions: dict[TopicPartition, int] = {}
+        held: set[TopicPartition] = set()
+        for tp, start in plan_positions(tps, states, first, log_starts, log_ends, now_iso()).items():
+            positions[tp] = start.position
+            if start.incident is None:
                 continue
-            copy.task = asyncio.create_task(self._copier.copy_loop(copy), name=f"copy-{tp.partition}")
+            # A source reset: an incident, never a skip.
+            recorded = states[(tp.topic, tp.partition)].incident is not None
+            resumed = await self._resets.on_incident(copies[tp], start.incident, recorded=recorded, via="take-over")
+            if resumed is None:
+                held.add(tp)
+            else:
+                positions[tp] = resumed
+        stored = {tp.partition: st.next_offset if (st := states.get((tp.topic, tp.partition))) is not None else None for tp in tps}
+        return _Positions(positions, held, stored)
+
+    def _start(self, copies: dict[TopicPartition, PartitionCopy], positions: _Positions) -> None:
+        """Seeks, registers and resumes every partition as one step (no await), so no fetched
+        record can slip between a seek and its copy (records fetched before were dropped: no
+        copy). A held partition keeps its stored position, stays paused and is not copied."""
+        for tp, copy in copies.items():
+            if tp in positions.held:
+                copy.hold_at(positions.start[tp])
+            else:
+                copy.restart_at(positions.start[tp])
         self._copies.update(copies)
-        consumer.resume(*(tp for tp in copies if tp not in held))
-        log.info("assigned %s, resuming at %s", sorted(resume), resume)
+        log.info("assigned %s, resuming at %s", sorted(positions.stored), positions.stored)
 
     async def release(self, revoked: Sequence[TopicPartition]) -> None:
         """Rebalance listener: waits for the open transactions to end, then closes the revoked
@@ -293,10 +310,7 @@ class Bridge:
         """Lets each copy task finish its open transaction, then closes the producers. Records
         fetched but not copied are dropped: whoever owns the partition next re-reads them."""
         copies = [self._copies.pop(tp) for tp in tps if tp in self._copies]
-        for copy in copies:
-            copy.stopping = True
-            copy.wake.set()
-        await asyncio.gather(*(c.task for c in copies if c.task is not None), return_exceptions=True)
+        await asyncio.gather(*(c.stop() for c in copies))
         for copy in copies:
             self._resets.incidents.pop(copy.tp, None)
             for gauge in (self.metrics.lag, self.metrics.stored_offset):
@@ -324,9 +338,13 @@ class Bridge:
             copy = self._copies.get(tp)
             if copy is None or copy.stopping or copy.queued_next is None or tp not in ends:
                 continue
-            kind = classify_position(copy.queued_next, starts[tp], ends[tp])
-            if kind is not None:
-                await self._resets.live_incident(consumer, copy, copy.queued_next, kind, via="remote check")
+            fetched = copy.queued_next
+            at = now_iso()
+            incident = find_incident(
+                tp.topic, tp.partition, stored=fetched, log_start=starts[tp], log_end=ends[tp], at=at, fetch_offset=fetched
+            )
+            if incident is not None:
+                await self._resets.live_incident(consumer, copy, fetched, incident.kind, via="remote check")
         positions = {tp: c.next_offset for tp, c in self._copies.items() if c.next_offset is not None and tp not in self._resets.incidents}
         for tp, end in ends.items():
             if tp in positions:
@@ -365,14 +383,19 @@ class Bridge:
             # log (the run loop acts on it at its next check); else what the offsets topic and
             # the log offsets say.
             incident = self._resets.incidents.get(tp)
-            if incident is None and tp in fetched and state is not None:
-                kind = classify_position(fetched[tp], start, end)
-                if kind is not None:
-                    incident = SourceIncident(
-                        tp.topic, tp.partition, kind, state.next_offset, start, end, now_iso(), fetched[tp], state.source_epoch
-                    )
-            elif incident is None and state is not None and tp not in self._copies:
-                incident = self._resets.stored_incident(tp, state, start, end)
+            copying = tp in fetched
+            if incident is None and state is not None and (copying or tp not in self._copies):
+                incident = find_incident(
+                    tp.topic,
+                    tp.partition,
+                    stored=state.next_offset,
+                    log_start=start,
+                    log_end=end,
+                    at=now_iso(),
+                    source_epoch=state.source_epoch,
+                    recorded=None if copying else state.incident,
+                    fetch_offset=fetched.get(tp),
+                )
             incidents += incident is not None
             out[str(tp.partition)] = {
                 "end_offset": end,

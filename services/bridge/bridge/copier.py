@@ -21,18 +21,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from bridge.batching import KeyPartitioner, send_batches
 from bridge.metrics import BridgeMetrics
-from bridge.offsets import offset_key, offset_value
+from bridge.offsets import StoredOffset, offset_key, offset_value
+from bridge.producers import open_transaction
 from bridge.records import Refusal, copy_record
 from bridge.settings import BridgeSettings
 from shared.backoff import Backoff
@@ -44,27 +44,109 @@ from shared.hops import BridgeCounts
 log = logging.getLogger("bridge.app")
 
 
-@dataclass
 class PartitionCopy:
-    """One owned remote partition: its fencing producer, the records fetched but not yet
-    copied, and the task that copies them, one transaction after the other."""
+    """One owned remote partition: its fencing producers, the records fetched but not yet
+    copied, and the task that copies them, one transaction after the other.
 
-    tp: TopicPartition
-    # Two transactional producers (ids "…{partition}" and "…{partition}.1"): transactions
-    # alternate between them, so one can produce while the other's commit completes.
-    producers: tuple[AIOKafkaProducer, ...]
-    next_offset: int | None = None  # stored (committed); None until the first commit when nothing was stored
-    queued_next: int | None = None  # the next offset expected from the consumer
-    pending: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-    stopping: bool = False
-    paused: bool = False
-    # The partition's reset epoch and last resume (offsets topic), carried into every value.
-    source_epoch: int = 0
-    last_reset: dict[str, Any] | None = None
-    # Cumulative copied / dead-lettered records, as of the last transaction produced (shared.hops).
-    counts: BridgeCounts = field(default_factory=BridgeCounts)
+    The copy owns the partition's state and its place on the session's consumer (seek, pause,
+    resume): the worker hands it records (:meth:`enqueue`), starts it (:meth:`restart_at`) and
+    stops it (:meth:`stop`); only its copy task (:class:`Copier`) moves its positions and counts.
+    """
+
+    def __init__(
+        self,
+        tp: TopicPartition,
+        producers: tuple[AIOKafkaProducer, ...],
+        consumer: AIOKafkaConsumer,
+        run: Callable[[PartitionCopy], Coroutine[Any, Any, None]],
+    ) -> None:
+        self.tp = tp
+        # Two transactional producers (ids "…{partition}" and "…{partition}.1"): transactions
+        # alternate between them, so one can produce while the other's commit completes.
+        self.producers = producers
+        self._consumer = consumer
+        self._run = run
+        self.next_offset: int | None = None  # stored (committed); None until the first commit when nothing was stored
+        self.queued_next: int | None = None  # the next offset expected from the consumer
+        self.pending: list[ConsumerRecord[bytes, bytes]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.stopping = False
+        self.paused = False
+        # The partition's reset epoch and last resume (offsets topic), carried into every value.
+        self.source_epoch = 0
+        self.last_reset: dict[str, Any] | None = None
+        # Cumulative copied / dead-lettered records, as of the last transaction produced (shared.hops).
+        self.counts = BridgeCounts()
+
+    def load(self, state: StoredOffset) -> None:
+        """Takes the epoch, last reset and counts of the partition's committed offsets value
+        (counts absent: stored before the ledger, incomplete from here)."""
+        self.source_epoch, self.last_reset = state.source_epoch, state.reset
+        self.counts = state.counts if state.counts is not None else BridgeCounts(complete=False)
+
+    def advance_epoch(self, reset: dict[str, Any]) -> None:
+        """A resume policy moved the stored position (its value is committed): the next epoch."""
+        self.source_epoch += 1
+        self.last_reset = reset
+
+    def restart_at(self, position: int) -> None:
+        """Seeks the partition to ``position``, starts the copy task and resumes fetching.
+
+        No await inside: no fetched record can slip between the seek and the copy that takes it."""
+        self.next_offset = self.queued_next = position
+        self.stopping = False
+        self._consumer.seek(self.tp, position)
+        self._task = asyncio.create_task(self._run(self), name=f"copy-{self.tp.partition}")
+        self._consumer.resume(self.tp)
+        self.paused = False
+
+    def hold_at(self, position: int) -> None:
+        """Gives a partition in incident its position without copying it (it stays paused)."""
+        self.next_offset = self.queued_next = position
+        self.stopping = True
+        self._consumer.seek(self.tp, position)
+
+    def pause(self) -> None:
+        self._consumer.pause(self.tp)
+        self.paused = True
+
+    async def stop(self) -> None:
+        """Lets the copy task finish its open transaction and end; drops the queued records
+        (the committed position stays: whoever copies next re-reads them)."""
+        self.stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.pending.clear()
+
+    def enqueue(self, fetched: list[ConsumerRecord[bytes, bytes]], pause_at: int) -> None:
+        """Queues fetched records (those before the expected offset were queued already); pauses
+        the partition once ``pause_at`` records wait (back-pressure)."""
+        expected = self.queued_next
+        records = fetched if expected is None or fetched[0].offset >= expected else [r for r in fetched if r.offset >= expected]
+        if not records:
+            return
+        self.pending.extend(records)
+        self.queued_next = records[-1].offset + 1
+        self._wake.set()
+        if len(self.pending) >= pause_at and not self.paused:
+            self.pause()
+
+    def take(self, limit: int, resume_below: int) -> list[ConsumerRecord[bytes, bytes]]:
+        """The next batch (up to ``limit`` queued records); resumes a paused partition once fewer
+        than ``resume_below`` are left."""
+        records = self.pending[:limit]
+        del self.pending[:limit]
+        if self.paused and len(self.pending) < resume_below:
+            self._consumer.resume(self.tp)
+            self.paused = False
+        return records
+
+    async def wait(self) -> None:
+        """Until records are queued or the copy is stopped."""
+        await self._wake.wait()
+        self._wake.clear()
 
 
 @dataclass
@@ -85,19 +167,14 @@ class Copier:
     """Runs the copy tasks of the owned partitions (:meth:`copy_loop`, one per partition).
 
     Shared by all of them: the local topic's partitioner (replaced on each take-over), the
-    session's remote consumer (``consumer()``: resumes a partition paused by back-pressure once
-    its queue has drained), the session backoff (reset as transactions go through) and the
-    first error of any copy task (:attr:`failure`, raised in the run loop by
-    :meth:`raise_failure`: it ends the session).
+    session backoff (reset as transactions go through) and the first error of any copy task
+    (:attr:`failure`, raised in the run loop by :meth:`raise_failure`: it ends the session).
     """
 
-    def __init__(
-        self, settings: BridgeSettings, metrics: BridgeMetrics, backoff: Backoff, consumer: Callable[[], AIOKafkaConsumer | None]
-    ) -> None:
+    def __init__(self, settings: BridgeSettings, metrics: BridgeMetrics, backoff: Backoff) -> None:
         self.settings = settings
         self.metrics = metrics
         self._backoff = backoff
-        self._consumer = consumer
         self.partitioner = KeyPartitioner(settings.local_partitions)  # replaced by the topic's real count on assignment
         # An error of a copy task: it ends the session.
         self.failure: BaseException | None = None
@@ -131,14 +208,9 @@ class Copier:
                     if previous is not None:
                         await previous
                         previous = None
-                    await copy.wake.wait()
-                    copy.wake.clear()
+                    await copy.wait()
                     continue
-                records = copy.pending[:limit]
-                del copy.pending[:limit]
-                if copy.paused and len(copy.pending) < s.max_pending_records // 2 and (consumer := self._consumer()) is not None:
-                    consumer.resume(copy.tp)
-                    copy.paused = False
+                records = copy.take(limit, resume_below=s.max_pending_records // 2)
                 producer = copy.producers[slot]
                 if s.pipeline_transactions:
                     slot = (slot + 1) % len(copy.producers)
@@ -221,23 +293,15 @@ class Copier:
             # unreachable coordinator, forever (its batches expire only when the leader is
             # unknown). Past the deadline the session ends; the next owner's init_transactions
             # fences this producer and settles its transaction, so its outcome need not be known.
-            # Not ``producer.transaction()``: on the deadline's cancellation its exit awaits an
-            # abort that waits for the same unreachable brokers, and nothing cancels it again.
-            async with asyncio.timeout(s.transaction_deadline_s):
-                await producer.begin_transaction()
-                try:
-                    futures = await send_batches(producer, s.local_topic, self.partitioner, events)
-                    for record, error in dead:
-                        futures.append(await self._send_dead_letter(producer, record, error))
-                    counts = copy.counts.plus(len(events), len(dead))
-                    stored_value = offset_value(txn.next_offset, source_epoch=epoch, reset=copy.last_reset, counts=counts)
-                    futures.append(await producer.send(s.offsets_topic, key=offset_key(tp.topic, tp.partition), value=stored_value))
-                    sent = time.perf_counter()
-                    await asyncio.gather(*futures)
-                except KafkaError:
-                    if not producer._txn_manager.is_fatal_error():
-                        await producer.abort_transaction()  # still under the deadline
-                    raise
+            async with asyncio.timeout(s.transaction_deadline_s), open_transaction(producer):
+                futures = await send_batches(producer, s.local_topic, self.partitioner, events)
+                for record, error in dead:
+                    futures.append(await self._send_dead_letter(producer, record, error))
+                counts = copy.counts.plus(len(events), len(dead))
+                stored_value = offset_value(txn.next_offset, source_epoch=epoch, reset=copy.last_reset, counts=counts)
+                futures.append(await producer.send(s.offsets_topic, key=offset_key(tp.topic, tp.partition), value=stored_value))
+                sent = time.perf_counter()
+                await asyncio.gather(*futures)
         except TimeoutError:
             self.metrics.transactions.labels("aborted").inc()
             raise BackendUnavailableError(

@@ -15,8 +15,13 @@ by ``BRIDGE_SOURCE_RESET_POLICY``:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from aiokafka import TopicPartition
+
+from shared.offsets import StoredOffset
 
 Policy = Literal["fail", "resume_from_earliest", "resume_from_latest"]
 POLICIES: tuple[Policy, ...] = ("fail", "resume_from_earliest", "resume_from_latest")
@@ -74,6 +79,82 @@ class SourceIncident:
         if self.fetch_offset is not None:
             out["fetch_offset"] = self.fetch_offset
         return out
+
+
+def find_incident(
+    topic: str,
+    partition: int,
+    *,
+    stored: int,
+    log_start: int,
+    log_end: int,
+    at: str,
+    source_epoch: int = 0,
+    recorded: dict[str, Any] | None = None,
+    fetch_offset: int | None = None,
+    unexplained: str | None = None,
+) -> SourceIncident | None:
+    """Whether a partition is in incident: the one place that decides it.
+
+    - ``recorded``: an incident the offsets topic holds (written under policy ``fail``): it stays
+      until a resume clears it, even once the new log has grown past the old position; its own
+      kind and time win.
+    - ``fetch_offset``: the partition is copying and this is how far it has fetched (records in
+      memory are not lost): that position, not the committed one, is compared with the log.
+      ``unexplained`` is the kind to report when the bounds read now no longer explain why it
+      was found outside (the broker refused the fetch: :data:`OUT_OF_RANGE`).
+    - otherwise the committed position ``stored`` is compared with ``[log_start, log_end]``.
+
+    ``at`` is the detection time (UTC ISO-8601) when the incident is new.
+    """
+    if recorded is not None:
+        kind = str(recorded.get("kind") or classify_position(stored, log_start, log_end) or "recorded")
+        return SourceIncident(topic, partition, kind, stored, log_start, log_end, str(recorded.get("at") or at), source_epoch=source_epoch)
+    position = stored if fetch_offset is None else fetch_offset
+    found = classify_position(position, log_start, log_end) or unexplained
+    if found is None:
+        return None
+    return SourceIncident(topic, partition, found, stored, log_start, log_end, at, fetch_offset, source_epoch)
+
+
+@dataclass(frozen=True)
+class StartPosition:
+    """Where a partition taken over starts, before the policy: its stored position (or, never
+    copied, the ``BRIDGE_START_FROM`` end of the log) and the incident that position is in."""
+
+    position: int
+    incident: SourceIncident | None = None
+
+
+def plan_positions(
+    tps: Sequence[TopicPartition],
+    states: Mapping[tuple[str, int], StoredOffset],
+    first: Mapping[TopicPartition, int],
+    log_starts: Mapping[TopicPartition, int],
+    log_ends: Mapping[TopicPartition, int],
+    at: str,
+) -> dict[TopicPartition, StartPosition]:
+    """The take-over's positions, read after the fencing (so final): a stored partition starts at
+    its stored position, checked against its log (``log_starts``/``log_ends``, read for the stored
+    ones); one never copied starts at ``first`` (nothing to check: it was just read from the log)."""
+    plan: dict[TopicPartition, StartPosition] = {}
+    for tp in tps:
+        state = states.get((tp.topic, tp.partition))
+        if state is None:
+            plan[tp] = StartPosition(first[tp])
+            continue
+        incident = find_incident(
+            tp.topic,
+            tp.partition,
+            stored=state.next_offset,
+            log_start=log_starts[tp],
+            log_end=log_ends[tp],
+            at=at,
+            source_epoch=state.source_epoch,
+            recorded=state.incident,
+        )
+        plan[tp] = StartPosition(state.next_offset, incident)
+    return plan
 
 
 def resume_position(policy: Policy, log_start: int, log_end: int) -> int:

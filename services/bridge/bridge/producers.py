@@ -10,6 +10,11 @@ rebalance) can no longer commit, and its open transactions are aborted. The stor
 be read only after every producer of the partition has started.
 
 Closing (:func:`close_producer`) is bounded even with the brokers down; nothing is lost by it.
+
+This is the one module of the bridge that reaches into aiokafka's private state
+(``_txn_manager``, ``_message_accumulator``, ``_sender``), as of the pinned **aiokafka 0.12.0**
+(``requirements/lock.txt``): check :func:`open_transaction` and :func:`close_producer` when the
+pin moves.
 """
 
 from __future__ import annotations
@@ -18,11 +23,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.protocol.metadata import MetadataRequest
 
 from bridge.settings import BridgeSettings
@@ -58,6 +63,26 @@ async def start_producer(settings: BridgeSettings, tp: TopicPartition, slot: int
         await close_producer(producer, s.close_timeout_s)
         raise
     return producer
+
+
+@contextlib.asynccontextmanager
+async def open_transaction(producer: AIOKafkaProducer) -> AsyncIterator[None]:
+    """Begins a transaction on ``producer`` for the body's sends; a Kafka error in the body
+    aborts it (unless the producer's state is fatal, where an abort would raise again) and is
+    re-raised. The commit is the caller's, after the body.
+
+    Not ``producer.transaction()``: under a deadline's cancellation its exit awaits an abort that
+    waits for the same unreachable brokers, and nothing cancels it again. The caller bounds the
+    whole (``asyncio.timeout``); a transaction left open is settled by the next owner's fencing.
+    """
+    await producer.begin_transaction()
+    try:
+        yield
+    except KafkaError:
+        # aiokafka 0.12.0: no public way to ask whether the transaction can still be aborted.
+        if not producer._txn_manager.is_fatal_error():
+            await producer.abort_transaction()
+        raise
 
 
 async def close_producers(producers: Sequence[AIOKafkaProducer], timeout_s: float) -> None:

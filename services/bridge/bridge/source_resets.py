@@ -1,11 +1,12 @@
 """Source resets on the running bridge: what it does with a partition in incident.
 
 The rules (what is an incident, its kinds, the reset record) are pure, in
-:mod:`bridge.incidents`. The worker (:mod:`bridge.app`) finds incidents on take-over
-(:meth:`SourceResets.stored_incident`, before the partition's copy starts), on its remote checks
-and when the broker refuses a fetch (:meth:`SourceResets.out_of_range`); a partition found
-mid-session is stopped first (:meth:`SourceResets.live_incident`: its open transaction ends,
-queued records are dropped, the committed position stays). Then
+:mod:`bridge.incidents` (:func:`~bridge.incidents.find_incident` decides whether a partition is
+in one). The worker (:mod:`bridge.app`) finds incidents on take-over (before the partition's
+copy starts), on its remote checks and when the broker refuses a fetch
+(:meth:`SourceResets.out_of_range`); a partition found mid-session is stopped first
+(:meth:`SourceResets.live_incident`: its open transaction ends, queued records are dropped, the
+committed position stays). Then
 :meth:`SourceResets.on_incident` applies ``BRIDGE_SOURCE_RESET_POLICY``:
 
 - ``fail``: the incident is written to the offsets topic (durable: a restarted bridge stays
@@ -24,12 +25,13 @@ import logging
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError, OffsetOutOfRangeError
+from aiokafka.errors import OffsetOutOfRangeError
 
 from bridge.copier import Copier, PartitionCopy
-from bridge.incidents import SourceIncident, classify_position, reset_record, resume_position
+from bridge.incidents import OUT_OF_RANGE, SourceIncident, find_incident, reset_record, resume_position
 from bridge.metrics import BridgeMetrics
-from bridge.offsets import StoredOffset, offset_key, offset_value
+from bridge.offsets import offset_key, offset_value
+from bridge.producers import open_transaction
 from bridge.settings import BridgeSettings
 from shared.errors import BackendUnavailableError
 from shared.service import ServiceState
@@ -64,20 +66,6 @@ class SourceResets:
         self.copier = copier
         # Owned partitions in a source-reset incident under policy "fail": not copied, not ready.
         self.incidents: dict[TopicPartition, SourceIncident] = {}
-
-    def stored_incident(self, tp: TopicPartition, state: StoredOffset, log_start: int, log_end: int) -> SourceIncident | None:
-        """The incident of a stored position: one recorded under policy ``fail`` (it stays until
-        a resume clears it, even once the new log has grown past the old position), or a
-        position outside ``[log_start, log_end]``."""
-        if state.incident is not None:
-            kind = str(state.incident.get("kind") or classify_position(state.next_offset, log_start, log_end) or "recorded")
-            at = str(state.incident.get("at") or now_iso())
-        else:
-            found = classify_position(state.next_offset, log_start, log_end)
-            if found is None:
-                return None
-            kind, at = found, now_iso()
-        return SourceIncident(tp.topic, tp.partition, kind, state.next_offset, log_start, log_end, at, source_epoch=state.source_epoch)
 
     async def on_incident(self, copy: PartitionCopy, incident: SourceIncident, *, recorded: bool = False, via: str) -> int | None:
         """Applies ``BRIDGE_SOURCE_RESET_POLICY`` to a partition whose copying is stopped (or not
@@ -120,8 +108,7 @@ class SourceResets:
         position = resume_position(policy, incident.log_start, incident.log_end)
         reset = reset_record(incident, policy, position, now_iso())
         await self.write_offset_record(copy, offset_value(position, source_epoch=copy.source_epoch + 1, reset=reset, counts=copy.counts))
-        copy.source_epoch += 1
-        copy.last_reset = reset
+        copy.advance_epoch(reset)
         self.metrics.source_resumes.labels(str(tp.partition), policy).inc()
         self.metrics.stored_offset.labels(str(tp.partition)).set(position)
         log.warning(
@@ -157,13 +144,8 @@ class SourceResets:
         producer = copy.producers[0]
         try:
             async with asyncio.timeout(s.transaction_deadline_s):
-                await producer.begin_transaction()
-                try:
+                async with open_transaction(producer):
                     await (await producer.send(s.offsets_topic, key=offset_key(copy.tp.topic, copy.tp.partition), value=value))
-                except KafkaError:
-                    if not producer._txn_manager.is_fatal_error():
-                        await producer.abort_transaction()
-                    raise
                 await producer.commit_transaction()
         except TimeoutError:
             raise BackendUnavailableError(
@@ -193,26 +175,24 @@ class SourceResets:
         """Stops a copying partition (its open transaction finishes; queued records are dropped,
         the committed position stays), then applies the policy; resumes copying if it resumes."""
         tp = copy.tp
-        consumer.pause(tp)
-        copy.paused = True
-        copy.stopping = True
-        copy.wake.set()
-        if copy.task is not None:
-            await asyncio.gather(copy.task, return_exceptions=True)
-        copy.pending.clear()
+        copy.pause()
+        await copy.stop()
         self.copier.raise_failure()  # its last transaction failed: the session ends, take-over re-checks
         log_start = (await asyncio.wait_for(consumer.beginning_offsets([tp]), 10))[tp]
         log_end = (await asyncio.wait_for(consumer.end_offsets([tp]), 10))[tp]
-        stored = copy.next_offset if copy.next_offset is not None else fetch_offset
-        found = classify_position(fetch_offset, log_start, log_end) or kind or "out_of_range"
-        incident = SourceIncident(tp.topic, tp.partition, found, stored, log_start, log_end, now_iso(), fetch_offset, copy.source_epoch)
+        incident = find_incident(
+            tp.topic,
+            tp.partition,
+            stored=copy.next_offset if copy.next_offset is not None else fetch_offset,
+            log_start=log_start,
+            log_end=log_end,
+            at=now_iso(),
+            source_epoch=copy.source_epoch,
+            fetch_offset=fetch_offset,
+            unexplained=kind or OUT_OF_RANGE,
+        )
+        assert incident is not None  # an unexplained position is an incident of kind ``unexplained``
         position = await self.on_incident(copy, incident, via=via)
-        if position is None or tp not in self.copies or self.copies[tp] is not copy:
+        if position is None or self.copies.get(tp) is not copy:
             return  # held (policy fail), or revoked meanwhile
-        # No await from here on: seek, restart the copy task and resume as one step.
-        copy.next_offset = copy.queued_next = position
-        copy.stopping = False
-        consumer.seek(tp, position)
-        copy.task = asyncio.create_task(self.copier.copy_loop(copy), name=f"copy-{tp.partition}")
-        consumer.resume(tp)
-        copy.paused = False
+        copy.restart_at(position)
