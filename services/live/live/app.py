@@ -32,6 +32,7 @@ from fastapi.responses import HTMLResponse, Response
 from prometheus_client import Gauge
 
 from live.counting import WindowEntry, counts_by_window, iso, parse_iso, series, top_n, totals, window_start
+from live.deadletters import DeadLetterPanel, DeadLetterReader, panel_html
 from live.freshness import FreshnessReader, StarFreshness
 from live.models import LiveSnapshot
 from live.page import render_page, star_section_html
@@ -161,6 +162,7 @@ def create_app(
     reader: LiveReader,
     star: StarReader | None = None,
     freshness: FreshnessReader | None = None,
+    dead_letters: DeadLetterReader | None = None,
 ) -> FastAPI:
     """The HTTP app. ``star``: the process's one star-schema reader (its pool); a new one when None.
     ``freshness``: the ETL API's view of the star's freshness; from ``LIVE_ETL_API_URL`` when None."""
@@ -180,6 +182,16 @@ def create_app(
     fresh = freshness if freshness is not None else FreshnessReader(settings.etl_api_url)
     app.state.freshness = fresh
     app.include_router(star_router(stars, days=settings.star_days, runs_limit=settings.etl_runs_limit))
+    letters = dead_letters if dead_letters is not None else DeadLetterReader(settings.local_kafka, settings.dlq_topic)
+
+    @app.get(
+        "/api/dead-letters",
+        response_model=DeadLetterPanel,
+        tags=["dead letters"],
+        summary="Dead letters of the last 24 hours by stage and class",
+    )
+    async def api_dead_letters() -> DeadLetterPanel:
+        return await letters.read()
 
     async def live_snapshot(until: str | None, minutes: int | None) -> LiveSnapshot:
         await reader.sync()
@@ -249,7 +261,7 @@ def create_app(
         country: LabelParam = None,
         device: LabelParam = None,
     ) -> str:
-        star_data, freshness_now = await asyncio.gather(section(date_from, date_to, country, device), fresh.read())
+        star_data, freshness_now, dead = await asyncio.gather(section(date_from, date_to, country, device), fresh.read(), letters.read())
         live: LiveSnapshot | str
         try:
             live = await live_snapshot(until, minutes)
@@ -257,7 +269,14 @@ def create_app(
             if exc.status_code != 503:
                 raise
             live = f"live counters not available yet: {exc.detail}"  # the star half still helps; the timer retries
-        return render_page(live, star_data, refresh_s=settings.refresh_s, star_refresh_s=settings.star_refresh_s, freshness=freshness_now)
+        return render_page(
+            live,
+            star_data,
+            refresh_s=settings.refresh_s,
+            star_refresh_s=settings.star_refresh_s,
+            freshness=freshness_now,
+            dead_letters=panel_html(dead),
+        )
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:

@@ -191,9 +191,11 @@ def render_page(
     star_refresh_s: int,
     title: str = "Product views",
     freshness: StarFreshness | None = None,
+    dead_letters: str = "",
 ) -> str:
     """The whole page; ``live`` as a string: why the counters cannot answer yet (the live timer
-    replaces it as soon as they can); ``freshness``: the star schema's, beside its header."""
+    replaces it as soon as they can); ``freshness``: the star schema's, beside its header;
+    ``dead_letters``: the panel's HTML (live.deadletters), refreshed with the page."""
     live_html = live_section(live) if isinstance(live, LiveSnapshot) else f'<p class="empty">{escape(live)}</p>'
     return (
         "<!DOCTYPE html>"
@@ -210,5 +212,6 @@ def render_page(
         f"<h2>Star schema (ETL, refreshed every {star_refresh_s} s){freshness_html(freshness)}</h2>"
         + filter_form(star)
         + f'<section id="star-body">{star_section_html(star)}</section>'
+        + (f"<h2>Dead letters (last 24 hours)</h2>{dead_letters}" if dead_letters else "")
         + f"<script>{SCRIPT}</script></body></html>"
     )

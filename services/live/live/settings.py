@@ -25,6 +25,8 @@ class LiveSettings(ServiceSettings):
 
     # The bridge's output topic (normalized events, see shared.event).
     local_topic: str = "processed_product_view_test"
+    # The dead-letter topic the page's "dead letters" panel counts (live.deadletters).
+    dlq_topic: str = "processed_product_view_test.dlq"
     # Faust app id: consumer group id and prefix of the changelog topics.
     app_id: str = "live"
     # Which ``collection`` values count as a product view (same default as the ETL).
