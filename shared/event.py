@@ -60,9 +60,30 @@ def part_of(event_id: str, parts: int = PARTS) -> int:
 
 # ---- validation rules the bridge applies (the generator's bad kinds are built to break them) ----
 
-# Ids normalized to strings: str kept (stripped), int and integral float → str(int); anything
-# else (dict, list, bool, non-integral float) is a wrong type → dead letter.
+# Ids normalized to strings: str kept (stripped), int and integral float → str(int). Anything
+# else (dict, list, bool, non-integral float) is not an id: the product id of a product event is
+# then a wrong type (dead letter); in every other id field it is kept as it came and counted
+# (see KEPT_AS_CAME_FIELDS).
 STRING_ID_FIELDS = ("product_id", "store_id", "device_id", "user_id_db", "order_id", "viewing_product_id", "recommendation_product_id")
+
+# ---- liberal where the analytics does not read (issue 29) ----
+
+# Only what a view cannot be counted without may refuse an event: the event time (``time_stamp``,
+# or the seed's ``timestamp``), the event type (``collection``), the product id of a product event,
+# and the event's own id (``_id``; ids must still be ids). Every other known field in a form the
+# bridge cannot normalize is kept as it came, never refused, and counted by the bridge
+# (``bridge_fields_kept_as_came_total{field}``); the ETL counts such a view against the
+# dimension's unknown member. Fields, and the JSON types in which they are usable (null or absent
+# is always fine): ids (STRING_ID_FIELDS but product_id of a product event) as ids,
+# ``local_time`` as a local time the bridge can zero-pad, the rest as below.
+DESCRIPTIVE_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "user_agent": (str,),
+    "referrer_url": (str,),
+    "current_url": (str,),
+    "resolution": (str,),
+    "option": (list, dict),
+}
+KEPT_AS_CAME_FIELDS = (*STRING_ID_FIELDS, "local_time", *DESCRIPTIVE_FIELD_TYPES)
 
 # A record must be a JSON object of at most MAX_EVENT_BYTES UTF-8 bytes, with an event time:
 # ``time_stamp`` (unix seconds: int, float or numeric string) for the Glamira shape, or

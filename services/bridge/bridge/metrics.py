@@ -9,10 +9,24 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from shared.event import KEPT_AS_CAME_FIELDS
 from shared.metrics import DeadLetters
 
 # Every dlq.stage the bridge writes (bridge.records.Refusal): present at 0 from the start.
 DLQ_STAGES = ("bridge.decode", "bridge.validate", "bridge.encode", "bridge.normalize")
+
+# Known fields kept as they came because the bridge could not normalize them (issue 29: they never
+# refuse an event): counted per copy by bridge.records.copy_record, a pure function the copier
+# calls, so the counter is module-level and BridgeMetrics.create registers it in the service's
+# registry. Every label is present at 0 from the start.
+KEPT_AS_CAME = Counter(
+    "bridge_fields_kept_as_came",
+    "Copied events whose known field (label) the bridge could not normalize and kept as it came, per copy",
+    ["field"],
+    registry=None,
+)
+for _field in KEPT_AS_CAME_FIELDS:
+    KEPT_AS_CAME.labels(_field)
 
 
 @dataclass
@@ -34,6 +48,7 @@ class BridgeMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> BridgeMetrics:
+        registry.register(KEPT_AS_CAME)
         return cls(
             consumed=Counter(
                 "bridge_consumed_records", "Remote records consumed and handled in a committed transaction", registry=registry

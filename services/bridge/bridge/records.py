@@ -12,6 +12,11 @@ Steps and their DLQ stages:
   (its :class:`~shared.errors.InvalidEventError` keeps its stage and error class);
 - ``bridge.normalize``: ``normalize`` raised anything else (a bug: the record is dead-lettered
   with the exception's type name instead of ending the session);
+A copied record whose known fields the bridge could not normalize (``shared.event.KEPT_AS_CAME_FIELDS``:
+they are kept as they came, issue 29) counts each such field in
+``bridge_fields_kept_as_came_total{field}`` (:data:`bridge.metrics.KEPT_AS_CAME`), once per copy
+(a record copied again after an aborted transaction counts again), the one side effect here.
+
 - ``bridge.encode``: the key or the JSON could not be built (exception type name), or the local
   record's key and value together are larger than ``max_value_bytes`` (``OversizedEvent``;
   normalizing can grow an event, e.g. ``1E5`` → ``100000.0``).
@@ -24,6 +29,7 @@ from datetime import datetime
 
 import orjson
 
+from bridge.metrics import KEPT_AS_CAME
 from bridge.transform import EventRules, normalize, output_key
 from shared.dlq import DEFAULT_MAX_REQUEST_BYTES, HEADROOM_BYTES, header_text
 from shared.errors import InvalidEventError
@@ -64,9 +70,18 @@ def copy_record(
     there is none. Never raises an ``Exception``. ``source_epoch``: the remote partition's reset
     epoch (see :func:`shared.event.event_id_from_coordinates`)."""
     stage = STAGE_NORMALIZE
+    kept_as_came: list[str] = []
     try:
         event = normalize(
-            value, key, topic=topic, partition=partition, offset=offset, bridged_at=bridged_at, rules=rules, source_epoch=source_epoch
+            value,
+            key,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            bridged_at=bridged_at,
+            rules=rules,
+            source_epoch=source_epoch,
+            kept_as_came=kept_as_came,
         )
         stage = STAGE_ENCODE
         local_key = output_key(event)
@@ -83,6 +98,8 @@ def copy_record(
             f"the normalized event is {size} bytes (key {len(local_key)}, value {len(local_value)}),"
             f" more than the {max_value_bytes} a local record may hold",
         )
+    for field in kept_as_came:
+        KEPT_AS_CAME.labels(field).inc()
     return local_key, local_value
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -29,10 +29,12 @@ from shared.event import (
     SEED_COLLECTION,
     SOURCE_FIELD_PREFIX,
     STRING_ID_FIELDS,
+    DESCRIPTIVE_FIELD_TYPES,
     event_id_from_coordinates,
     kept_field_name,
 )
-from shared.jsonvalues import JsonValueError, loads_checked
+from shared.isotime import parse_iso_instant
+from shared.jsonvalues import JsonValueError, loads_checked, out_of_range_int
 
 STAGE_DECODE = "decode"
 STAGE_VALIDATE = "validate"
@@ -40,12 +42,15 @@ STAGE_VALIDATE = "validate"
 SHAPE_GLAMIRA = "glamira"
 SHAPE_SEED = "seed"
 
-_LOCAL_TIME = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})[ T](\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,6}))?")
-_PADDED_LOCAL_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{6})?")
+_LOCAL_TIME = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})[ Tt](\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,6}))?")
+# Zero-padded with the hour, minute and second in range: only the date is left to check.
+_PADDED_LOCAL_TIME = re.compile(r"\d{4}-\d\d-\d\d (?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{6})?")
 _NUMERIC = re.compile(r"[+-]?\d+(?:\.\d*)?")
 # "Does a key start with the prefix?" as one substring search over the NUL-joined keys (a quarter
 # of the cost of a startswith per key); a key holding NUL + prefix only makes it say yes needlessly.
 _PREFIX_AFTER_NUL = "\x00" + SOURCE_FIELD_PREFIX
+_QUOTED_PREFIX = b'"' + SOURCE_FIELD_PREFIX.encode()
+_DESCRIPTIVE_FIELDS = tuple(DESCRIPTIVE_FIELD_TYPES.items())
 DEFAULT_EVENT_TIME_FLOOR = datetime.fromisoformat(EVENT_TIME_FLOOR)
 
 
@@ -129,28 +134,34 @@ def decode(value: bytes | None) -> dict[str, Any]:
     return doc
 
 
-def normalize_id(field: str, raw: Any) -> Any:
-    """An id as a string: str stripped, int and integral float → ``str(int)``; None stays None."""
-    if raw is None or isinstance(raw, str):
-        return raw.strip() if raw is not None else None
-    if isinstance(raw, bool):
-        raise _invalid(f"{field} is a bool, not an id", "WrongType")
-    if isinstance(raw, int):
+def id_text(raw: Any) -> str | None:
+    """An id as a string: str stripped, int and integral float → ``str(int)``; None for anything
+    else (bool, dict, list, non-integral float: not an id)."""
+    kind = type(raw)
+    if kind is str:
+        return str(raw).strip()
+    if kind is int:
         return str(raw)
-    if isinstance(raw, float) and raw.is_integer():
+    if kind is float and raw.is_integer():
         return str(int(raw))
-    raise _invalid(f"{field} is {type(raw).__name__} {_short(raw)}, not an id", "WrongType")
+    return None
 
 
 def moment_from_unix(raw: Any) -> datetime:
-    """``time_stamp`` (unix seconds: int, float or numeric string) → an aware UTC datetime."""
-    if isinstance(raw, str) and _NUMERIC.fullmatch(raw.strip()):
+    """``time_stamp`` → an aware UTC datetime: unix seconds (int, float or numeric string), or a
+    string in any ISO-8601 / RFC 3339 form (naive means UTC)."""
+    if type(raw) is str:
         text = raw.strip()
+        if not _NUMERIC.fullmatch(text):
+            try:
+                return _utc(parse_iso_instant(text))
+            except ValueError:
+                raise _invalid(f"time_stamp is str {_short(raw)}, not unix seconds nor ISO-8601", "WrongType") from None
         try:
             raw = float(text) if "." in text else int(text)
         except ValueError:  # more than 4 300 digits
             raise _invalid(f"time_stamp {_short(raw)} is out of range", "WrongType") from None
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
+    elif type(raw) is not int and type(raw) is not float:
         raise _invalid(f"time_stamp is {type(raw).__name__} {_short(raw)}, not unix seconds", "WrongType")
     try:
         # A float is rounded to the microsecond (half-even) first, then cut to the millisecond.
@@ -160,48 +171,49 @@ def moment_from_unix(raw: Any) -> datetime:
 
 
 def moment_from_iso(raw: Any) -> datetime:
-    """The seed's ``timestamp`` (ISO-8601; naive means UTC) → an aware UTC datetime."""
+    """The seed's ``timestamp`` (any ISO-8601 / RFC 3339 form; naive means UTC) → an aware UTC datetime."""
     if not isinstance(raw, str):
         raise _invalid(f"timestamp is {type(raw).__name__} {_short(raw)}, not ISO-8601", "WrongType")
     try:
-        moment = datetime.fromisoformat(raw.strip())
+        moment = parse_iso_instant(raw)
     except ValueError:
         raise _invalid(f"timestamp {_short(raw)} is not ISO-8601", "WrongType") from None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
     try:
-        return moment.astimezone(UTC)
+        return _utc(moment)
     except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00
         raise _invalid(f"timestamp {_short(raw)} is out of range", "WrongType") from None
 
 
-def event_time_from_unix(raw: Any) -> str:
-    """``time_stamp`` (unix seconds: int, float or numeric string) → UTC ISO-8601 with ms."""
-    return format_utc(moment_from_unix(raw))
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def event_time_from_iso(raw: Any) -> str:
-    """The seed's ``timestamp`` (ISO-8601; naive means UTC) → UTC ISO-8601 with ms."""
-    return format_utc(moment_from_iso(raw))
+@lru_cache(maxsize=4096)
+def _is_date(text: str) -> bool:
+    """``YYYY-MM-DD`` (digits already checked) is a calendar date; a stream holds few dates."""
+    try:
+        date(int(text[:4]), int(text[5:7]), int(text[8:10]))
+    except ValueError:
+        return False
+    return True
 
 
-def normalize_local_time(raw: Any) -> str:
-    """``2020-06-04 9:05:11`` or ``2020-06-04T09:05:11.5`` → ``YYYY-MM-DD HH:MM:SS[.ffffff]``."""
-    if isinstance(raw, str) and _PADDED_LOCAL_TIME.fullmatch(raw):
-        try:  # the common case, already normalized: only check that it is a real time
-            datetime(int(raw[:4]), int(raw[5:7]), int(raw[8:10]), int(raw[11:13]), int(raw[14:16]), int(raw[17:19]))
-        except ValueError as exc:
-            raise _invalid(f"local_time {raw!r} is not a valid time: {exc}", "WrongType") from None
-        return raw
-    match = _LOCAL_TIME.fullmatch(raw.strip()) if isinstance(raw, str) else None
+def normalize_local_time(raw: Any) -> str | None:
+    """``2020-06-04 9:05:11`` or ``2020-06-04T09:05:11.5`` → ``YYYY-MM-DD HH:MM:SS[.ffffff]``;
+    None when ``raw`` is not a local time in one of those forms (the caller keeps it as it came)."""
+    if type(raw) is not str:
+        return None
+    if _PADDED_LOCAL_TIME.fullmatch(raw):  # the common case, already normalized
+        return raw if _is_date(raw[:10]) else None
+    match = _LOCAL_TIME.fullmatch(raw.strip())
     if match is None:
-        raise _invalid(f"local_time {_short(raw)} is not YYYY-MM-DD HH:MM:SS", "WrongType")
+        return None
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
     fraction = match.group(7)
     try:
         datetime(year, month, day, hour, minute, second)
-    except ValueError as exc:
-        raise _invalid(f"local_time {raw!r} is not a valid time: {exc}", "WrongType") from None
+    except ValueError:
+        return None
     text = f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{second:02d}"
     return f"{text}.{fraction.ljust(6, '0')}" if fraction else text
 
@@ -210,6 +222,10 @@ def event_id_of(doc: dict[str, Any], topic: str, partition: int, offset: int, so
     """The source ``_id`` (also as ``{"$oid": …}``) or the coordinates' hash when it has none
     (:func:`shared.event.event_id_from_coordinates`, with the source partition's reset epoch)."""
     raw = doc.pop("_id", None)
+    if type(raw) is str:
+        event_id = raw.strip()
+        if event_id:
+            return str(event_id)
     if isinstance(raw, dict) and set(raw) == {"$oid"}:
         raw = raw["$oid"]
     if raw is None:
@@ -229,6 +245,7 @@ def normalize(
     bridged_at: datetime,
     rules: EventRules | None = None,
     source_epoch: int = 0,
+    kept_as_came: list[str] | None = None,
 ) -> dict[str, Any]:
     """The normalized event of one remote record (contract: :mod:`shared.event`).
 
@@ -238,10 +255,18 @@ def normalize(
     refused (``ImplausibleEventTime``); without, any time is taken. ``key`` is not part of the
     event: the output is re-keyed. ``source_epoch`` is the remote partition's reset epoch (the
     offsets topic's ``source_epoch``): it changes only the ``event_id`` of a record without ``_id``.
+
+    Only the event time, the event type, the product id of a product event and ``_id`` refuse an
+    event (``shared.event.KEPT_AS_CAME_FIELDS``): any other known field the bridge cannot
+    normalize is kept as it came, and its name appended to ``kept_as_came`` (when given).
     """
     del key  # the output is re-keyed by visitor; the source key only travels on the DLQ path
     doc = decode(value)
-    if not RESERVED_FIELDS.isdisjoint(doc) or _PREFIX_AFTER_NUL in "\x00" + "\x00".join(doc):
+    assert value is not None  # decode refused it otherwise
+    if not RESERVED_FIELDS.isdisjoint(doc) or (
+        # A key starting with the prefix is in the text as '"orig_…', or spelled with an escape.
+        (_QUOTED_PREFIX in value or b"\\" in value) and _PREFIX_AFTER_NUL in "\x00" + "\x00".join(doc)
+    ):
         # Before anything reads the fields: none of the names read below is reserved.
         doc = {kept_field_name(name): v for name, v in doc.items()}
     event_id = event_id_of(doc, topic, partition, offset, source_epoch)
@@ -249,14 +274,23 @@ def normalize(
     if "collection" in doc or "time_stamp" in doc:
         shape = SHAPE_GLAMIRA
         collection = doc.get("collection")
-        if collection is not None and not isinstance(collection, str):
-            raise _invalid(f"collection is {type(collection).__name__} {_short(collection)}, not an event type", "WrongType")
-        collection = (collection or "").strip()
+        if type(collection) is not str:
+            if collection is not None:
+                raise _invalid(f"collection is {type(collection).__name__} {_short(collection)}, not an event type", "WrongType")
+            collection = ""
+        collection = collection.strip()
         if not collection:
             raise _invalid("collection is missing", "MissingField")
-        if "time_stamp" not in doc or doc["time_stamp"] is None:
+        stamp = doc.get("time_stamp")
+        if stamp is None:
             raise _invalid("time_stamp is missing", "MissingField")
-        moment = moment_from_unix(doc["time_stamp"])
+        if type(stamp) is int:
+            try:
+                moment = datetime.fromtimestamp(stamp, UTC)
+            except (OverflowError, OSError, ValueError) as exc:
+                raise _invalid(f"time_stamp {_short(stamp)} is out of range: {exc}", "WrongType") from None
+        else:
+            moment = moment_from_unix(stamp)
         needs_product = collection in PRODUCT_EVENT_TYPES
     else:
         shape = SHAPE_SEED
@@ -269,12 +303,29 @@ def normalize(
         check_event_time(moment, bridged_at, rules)
 
     for field in STRING_ID_FIELDS:
-        if field in doc:
-            doc[field] = normalize_id(field, doc[field])
+        raw = doc.get(field)
+        if raw is None:
+            continue
+        ident = id_text(raw)
+        if ident is not None:
+            doc[field] = ident
+        elif needs_product and field == "product_id":
+            raise _invalid(f"product_id is {_type_name(raw)} {_short(raw)}, not an id", "WrongType")
+        else:
+            _keep_as_came(field, raw, kept_as_came)
     if needs_product and not doc.get("product_id"):
         raise _invalid(f"{collection} event has no product_id", "MissingField")
-    if doc.get("local_time") is not None:
-        doc["local_time"] = normalize_local_time(doc["local_time"])
+    local_time = doc.get("local_time")
+    if local_time is not None:
+        padded = normalize_local_time(local_time)
+        if padded is None:
+            _keep_as_came("local_time", local_time, kept_as_came)
+        else:
+            doc["local_time"] = padded
+    for field, usable in _DESCRIPTIVE_FIELDS:
+        raw = doc.get(field)
+        if raw is not None and type(raw) not in usable:
+            _keep_as_came(field, raw, kept_as_came)
 
     doc["event_id"] = event_id
     doc["collection"] = collection
@@ -285,6 +336,21 @@ def normalize(
     doc["source_offset"] = offset
     doc["bridged_at"] = _format_bridged_at(bridged_at)
     return doc
+
+
+def _keep_as_came(field: str, raw: Any, kept_as_came: list[str] | None) -> None:
+    """A known field the bridge cannot normalize stays as it came; an id field's nested integers
+    were not checked by the decoder (it keeps top-level ids exact), so they are checked here."""
+    if type(raw) is dict or type(raw) is list:
+        found = out_of_range_int({field: raw})
+        if found is not None:
+            raise _invalid(f"{found[0]} = {found[1]} is outside the signed 64-bit range BSON can store", "IntegerOutOfRange")
+    if kept_as_came is not None:
+        kept_as_came.append(field)
+
+
+def _type_name(raw: Any) -> str:
+    return "a bool" if type(raw) is bool else type(raw).__name__
 
 
 def output_key(event: dict[str, Any]) -> bytes:

@@ -221,9 +221,9 @@ def expected_id(raw: Any) -> Any:
         return raw.strip()
     if isinstance(raw, int) and not isinstance(raw, bool):
         return str(raw)
-    if isinstance(raw, float):
+    if isinstance(raw, float) and raw.is_integer():
         return str(int(raw))
-    return raw
+    return raw  # not an id: kept as it came (issue 29), unless it is a product event's product_id
 
 
 # ---------------------------------------------------------------------------------- the property

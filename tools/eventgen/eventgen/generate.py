@@ -303,8 +303,8 @@ class _Generator:
                 event["product_id"] = int(event["product_id"]) + 0.5  # non-integral float
             elif variant == 4:
                 event["time_stamp"] = _choice(rng, ("unknown", "yesterday", f"{event['time_stamp']}abc", "1.5e9x"))
-            else:
-                event["store_id"] = [event["store_id"]]
+            else:  # a store_id that is not an id no longer refuses an event (issue 29): the time does
+                event["time_stamp"] = {"$numberLong": str(event["time_stamp"])}
         return GeneratedRecord("wrong_types", event["device_id"].encode(), orjson.dumps(event))
 
     def _oversized(self, i: int) -> GeneratedRecord:
