@@ -59,6 +59,7 @@ from bson.errors import InvalidDocument
 
 from shared.errors import InvalidEventError
 from shared.event import MAX_EVENT_DEPTH, SINK_FIELDS, part_of
+from shared.isotime import parse_iso_instant
 from shared.jsonvalues import JsonValueError, loads_checked
 
 STAGE_DECODE = "sink.decode"
@@ -236,8 +237,8 @@ def event_date_of(event_time: Any) -> str:
             pass
         else:
             return date
-    try:
-        parsed = datetime.fromisoformat(event_time)
+    try:  # any ISO-8601 / RFC 3339 form (lowercase t and z, offsets, any fraction)
+        parsed = parse_iso_instant(event_time)
     except ValueError as exc:
         raise InvalidEventError(f"event_time {event_time[:64]!r} is not ISO-8601", stage=STAGE_VALIDATE) from exc
     if parsed.tzinfo is None:

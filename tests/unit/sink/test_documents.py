@@ -119,6 +119,11 @@ def test_document_of_decodes_bytes_exactly_like_build_document() -> None:
         ("2020-06-04T23:30:00+00:00", "2020-06-04"),
         ("2020-06-04T23:30:00-02:00", "2020-06-05"),  # not the contract's form, but UTC is what counts
         ("2020-06-05T00:30:00.123456+02:00", "2020-06-04"),
+        # any RFC 3339 / ISO-8601 spelling (issue 29)
+        ("2020-06-04t23:30:00.5z", "2020-06-04"),
+        ("2020-06-04 23:30:00-0200", "2020-06-05"),
+        ("2020-06-04T23:59:60.123456789Z", "2020-06-04"),
+        ("20200604T233000-02", "2020-06-05"),
     ],
 )
 def test_event_date_is_the_utc_date_of_event_time(event_time: str, event_date: str) -> None:
