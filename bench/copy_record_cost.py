@@ -10,9 +10,10 @@ Not a test. Each version is a source tree holding ``bridge/records.py`` (and wha
 
 Each version runs in its own child process (``--measure``) on the same pickled records, made
 once by the generator (``eventgen.generate``: Glamira and seed shapes in the generator's
-mix, ``--bad-fraction`` of its malformed kinds). A child times ``--repeats`` passes (``--rounds`` children per version, round-robin) over all the
-records and reports the fastest pass in CPU time (``time.process_time``: on a shared machine, waiting for a core is not counted); the table gives µs per
-event and the ratio to the first version. The children also hash their outputs (the local key
+mix, ``--bad-fraction`` of its malformed kinds). A child times ``--repeats`` passes over all the
+records and reports the fastest in CPU time (``time.process_time``: on a shared machine, waiting
+for a core is not counted); each version runs in ``--rounds`` children, round-robin, and keeps its
+best. The table gives µs per event and the ratio to the first version. The children also hash their outputs (the local key
 and value bytes, or the refusal's stage and class): two versions that disagree on any record
 are flagged in the table (``same output``).
 
@@ -23,6 +24,7 @@ are flagged in the table (``same output``).
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import os
 import pickle
@@ -68,7 +70,8 @@ def measure(records_path: Path, repeats: int) -> dict[str, object]:
 
 def extract(commit: str, into: Path) -> Path:
     """``services/bridge`` and ``shared`` of ``commit`` under ``into``; returns the tree's root."""
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "services/bridge/bridge", "shared"], check=True, capture_output=True)
+    paths = ["services/bridge/bridge", "shared"]
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, *paths], check=True, capture_output=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
     return into
 
@@ -83,7 +86,7 @@ def run_version(root: Path, records_path: Path, repeats: int) -> dict[str, objec
         capture_output=True,
         text=True,
     )
-    return eval(out.stdout)  # noqa: S307 - our own child's repr of a dict of str/int/float
+    return ast.literal_eval(out.stdout)
 
 
 def main() -> None:

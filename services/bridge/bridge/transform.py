@@ -20,6 +20,7 @@ import orjson
 
 from shared.errors import InvalidEventError
 from shared.event import (
+    DESCRIPTIVE_FIELD_TYPES,
     EVENT_TIME_FLOOR,
     EVENT_TIME_MAX_AHEAD_S,
     MAX_EVENT_BYTES,
@@ -29,7 +30,6 @@ from shared.event import (
     SEED_COLLECTION,
     SOURCE_FIELD_PREFIX,
     STRING_ID_FIELDS,
-    DESCRIPTIVE_FIELD_TYPES,
     event_id_from_coordinates,
     kept_field_name,
 )
