@@ -2,11 +2,12 @@
 
 Exactly once across two clusters, without KIP-447 (which needs input and output on one cluster):
 
-- Each remote partition this process owns has its own two transactional producers
-  (:mod:`bridge.producers`); starting them on take-over fences the previous owner.
+- Each remote partition this process owns has its own transactional producers
+  (:mod:`bridge.producers`, ``BRIDGE_TRANSACTIONAL_SLOTS``); starting them on take-over fences
+  the previous owner.
 - Each partition batch is one local transaction holding the normalized events, the dead
   letters and the partition's next remote offset (:mod:`bridge.copier`, one copy task per
-  owned partition, pipelined over the two producers).
+  owned partition, pipelined over its producers).
 - On assignment the position is read back from the offsets topic (``read_committed``), after
   the fencing, and the remote consumer seeks there. The remote group's committed offsets are
   written afterwards for monitoring only; they are never read.
@@ -37,7 +38,7 @@ from bridge.copier import Copier, PartitionCopy
 from bridge.incidents import find_incident, plan_positions
 from bridge.metrics import BridgeMetrics
 from bridge.offsets import read_stored_states
-from bridge.producers import TRANSACTIONAL_SLOTS, close_producers, start_producer, wait_for_leaders
+from bridge.producers import close_producers, start_producer, wait_for_leaders
 from bridge.settings import BridgeSettings
 from bridge.source_resets import SourceResets, now_iso
 from shared.backoff import Backoff
@@ -234,7 +235,7 @@ class Bridge:
     async def _fence(self, consumer: AIOKafkaConsumer, assigned: list[TopicPartition]) -> dict[TopicPartition, PartitionCopy]:
         """Starts every assigned partition's producers (``init_transactions`` fences the previous
         owner) and sizes the local topic; on any failure closes what started and raises."""
-        slots = range(TRANSACTIONAL_SLOTS)
+        slots = range(self.settings.transactional_slots)
         started = await asyncio.gather(
             *(start_producer(self.settings, tp, slot) for tp in assigned for slot in slots), return_exceptions=True
         )

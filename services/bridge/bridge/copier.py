@@ -6,10 +6,11 @@ events, its dead letters and the partition's next remote offset (in the compacte
 topic". Every record passes the isolation boundary :func:`bridge.records.copy_record`, which
 never raises: a record becomes an event or a dead letter, never the end of a session.
 
-Transactions alternate between the partition's two transactional producers
-(:mod:`bridge.producers`; pipelined, ``BRIDGE_PIPELINE_TRANSACTIONS``): one produces while the
-other's commit completes. Transaction k+1 is committed only after k committed and aborted if k
-failed, so the stored offset never runs ahead of a committed batch. Each transaction's produce
+Transactions take the partition's transactional producers in turn (:mod:`bridge.producers`,
+``BRIDGE_TRANSACTIONAL_SLOTS``; pipelined, ``BRIDGE_PIPELINE_TRANSACTIONS``): one produces while
+the previous one's commit completes, and a producer is used again only after the others were.
+Transaction k+1 is committed only after k committed and aborted if k failed, so the stored
+offset never runs ahead of a committed batch. Each transaction's produce
 and commit have a deadline (``BRIDGE_TRANSACTION_DEADLINE_S``); any client error ends the copy
 task and is kept in :attr:`Copier.failure`, which ends the session (the next owner's fencing
 settles a transaction whose outcome is not known).
@@ -61,8 +62,8 @@ class PartitionCopy:
         run: Callable[[PartitionCopy], Coroutine[Any, Any, None]],
     ) -> None:
         self.tp = tp
-        # Two transactional producers (ids "…{partition}" and "…{partition}.1"): transactions
-        # alternate between them, so one can produce while the other's commit completes.
+        # The transactional producers (ids "…{partition}", "…{partition}.1", …): transactions
+        # take them in turn, so one can produce while another's commit completes.
         self.producers = producers
         self._consumer = consumer
         self._run = run
@@ -193,10 +194,13 @@ class Copier:
         """Copies the partition's queued records, one transaction per batch, until stopped.
 
         Pipelined (``BRIDGE_PIPELINE_TRANSACTIONS``): transaction k+1 is begun and produced on
-        the other producer while k's commit completes; k+1 is committed only after k committed,
-        and aborted if k failed. So the stored offset never gets ahead of a committed batch, and
-        each local partition receives k's records before k+1's (k's produce was acknowledged
-        before k+1's began). A new owner fences both producers before it reads the offsets.
+        the partition's next producer while k's commit completes; k+1 is committed only after k
+        committed, and aborted if k failed. So the stored offset never gets ahead of a committed
+        batch, and each local partition receives k's records before k+1's (k's produce was
+        acknowledged before k+1's began). At most one transaction is produced and one committed
+        at a time, whatever the number of producers: the producers beyond two only give each
+        one time to finish its last commit's markers before it begins again. A new owner fences
+        every producer before it reads the offsets.
         """
         s = self.settings
         limit = s.max_batch_records

@@ -2,9 +2,9 @@
 the leaders of freshly created topics.
 
 Zombie fencing without KIP-447 (``send_offsets_to_transaction`` cannot fence across clusters):
-each remote partition has its own :data:`TRANSACTIONAL_SLOTS` transactional producers, with
-``transactional.id`` derived from the partition and the slot (``"{prefix}.{remote topic}.{partition}"``
-and ``"….{partition}.1"``). Starting one (:func:`start_producer`) runs ``init_transactions``,
+each remote partition has its own ``BRIDGE_TRANSACTIONAL_SLOTS`` transactional producers, with
+``transactional.id`` derived from the partition and the slot (``"{prefix}.{remote topic}.{partition}"``,
+``"….{partition}.1"``, ``"….{partition}.2"``). Starting one (:func:`start_producer`) runs ``init_transactions``,
 which bumps the id's epoch: the previous owner (dead, or a zombie that has not noticed the
 rebalance) can no longer commit, and its open transactions are aborted. The stored offset must
 be read only after every producer of the partition has started.
@@ -36,10 +36,6 @@ from shared.kafka import KafkaConnection
 
 # The worker's one logger, as before the split (its name is in every log line).
 log = logging.getLogger("bridge.app")
-
-# Transactional producers per owned partition: all are fenced on take-over; with
-# BRIDGE_PIPELINE_TRANSACTIONS the transactions alternate between them.
-TRANSACTIONAL_SLOTS = 2
 
 
 async def start_producer(settings: BridgeSettings, tp: TopicPartition, slot: int) -> AIOKafkaProducer:

@@ -66,9 +66,15 @@ class BridgeSettings(ConsumerSettings):
     # Seconds a producer may take to flush and close before it is closed anyway.
     close_timeout_s: float = 5.0
     # Begin and produce the next transaction while the previous one commits (on the
-    # partition's second producer). A transaction cannot begin on the same producer before the
+    # partition's next producer). A transaction cannot begin on the same producer before the
     # coordinator has written the previous one's markers; pipelining hides that wait.
     pipeline_transactions: bool = True
+    # Transactional producers per owned partition, all fenced on take-over; pipelined
+    # transactions take them in turn. With 2 a producer begins again right after its commit
+    # returned, while the coordinator still writes that commit's markers (AddPartitionsToTxn is
+    # refused with CONCURRENT_TRANSACTIONS until then); with 3 it has a whole transaction's time.
+    # Every replica of a group must fence the same ids: change it with the whole group stopped.
+    transactional_slots: int = Field(default=3, ge=2, le=8)
     # How often remote end offsets are read for the lag gauges (and the remote group committed).
     lag_interval_s: float = 2.0
 
@@ -88,6 +94,6 @@ class BridgeSettings(ConsumerSettings):
 
     def transactional_id(self, partition: int, slot: int = 0) -> str:
         """An id that fences the previous owner of one remote partition (pre-KIP-447 pattern);
-        each partition has two (slot 0 and 1), both fenced on take-over."""
+        each partition has ``transactional_slots`` (slot 0, 1, …), all fenced on take-over."""
         base = f"{self.transactional_id_prefix or self.group_id}.{self.remote_topic}.{partition}"
         return base if slot == 0 else f"{base}.{slot}"
