@@ -30,7 +30,7 @@ from datetime import datetime
 import orjson
 
 from bridge.metrics import KEPT_AS_CAME
-from bridge.transform import EventRules, NormalizeNotes, encode_value, normalize, output_key
+from bridge.transform import EventRules, normalize, output_key
 from shared.dlq import DEFAULT_MAX_REQUEST_BYTES, HEADROOM_BYTES, header_text
 from shared.errors import InvalidEventError
 
@@ -70,7 +70,7 @@ def copy_record(
     there is none. Never raises an ``Exception``. ``source_epoch``: the remote partition's reset
     epoch (see :func:`shared.event.event_id_from_coordinates`)."""
     stage = STAGE_NORMALIZE
-    notes = NormalizeNotes()
+    kept_as_came: list[str] = []
     try:
         event = normalize(
             value,
@@ -81,11 +81,11 @@ def copy_record(
             bridged_at=bridged_at,
             rules=rules,
             source_epoch=source_epoch,
-            notes=notes,
+            kept_as_came=kept_as_came,
         )
         stage = STAGE_ENCODE
         local_key = output_key(event)
-        local_value = encode_value(value, event, notes.source_text_kept)  # type: ignore[arg-type]
+        local_value = orjson.dumps(event)
     except InvalidEventError as exc:
         return Refusal(STAGE_PREFIX + exc.stage, exc.error_class, header_text(exc.reason) or exc.error_class)
     except Exception as exc:  # the isolation boundary: a surprise dead-letters this record only
@@ -98,7 +98,7 @@ def copy_record(
             f"the normalized event is {size} bytes (key {len(local_key)}, value {len(local_value)}),"
             f" more than the {max_value_bytes} a local record may hold",
         )
-    for field in notes.kept_as_came:
+    for field in kept_as_came:
         KEPT_AS_CAME.labels(field).inc()
     return local_key, local_value
 

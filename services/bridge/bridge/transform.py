@@ -11,7 +11,6 @@ headers. :func:`bridge.records.copy_record` wraps all of it into one step that n
 from __future__ import annotations
 
 import re
-import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -236,17 +235,6 @@ def event_id_of(doc: dict[str, Any], topic: str, partition: int, offset: int, so
     raise _invalid(f"_id is {type(raw).__name__} {_short(raw)}, not an id string", "WrongType")
 
 
-@dataclass
-class NormalizeNotes:
-    """What :func:`normalize` noticed beside the event: the known fields it kept as they came
-    (``shared.event.KEPT_AS_CAME_FIELDS``, for the metric) and whether every field but ``_id``
-    and the added ones is the source's as it came (nothing renamed, stripped or padded), so the
-    source text can be reused (:func:`encode_value`)."""
-
-    kept_as_came: list[str] = dataclasses.field(default_factory=list)
-    source_text_kept: bool = False
-
-
 def normalize(
     value: bytes | None,
     key: bytes | None,
@@ -257,7 +245,7 @@ def normalize(
     bridged_at: datetime,
     rules: EventRules | None = None,
     source_epoch: int = 0,
-    notes: NormalizeNotes | None = None,
+    kept_as_came: list[str] | None = None,
 ) -> dict[str, Any]:
     """The normalized event of one remote record (contract: :mod:`shared.event`).
 
@@ -269,69 +257,10 @@ def normalize(
     offsets topic's ``source_epoch``): it changes only the ``event_id`` of a record without ``_id``.
 
     Only the event time, the event type, the product id of a product event and ``_id`` refuse an
-    event: any other known field the bridge cannot normalize is kept as it came and listed in
-    ``notes.kept_as_came`` (when ``notes`` is given).
+    event (``shared.event.KEPT_AS_CAME_FIELDS``): any other known field the bridge cannot
+    normalize is kept as it came, and its name appended to ``kept_as_came`` (when given).
     """
     del key  # the output is re-keyed by visitor; the source key only travels on the DLQ path
-    event, kept = _normalize(value, topic, partition, offset, bridged_at, rules, source_epoch, notes.kept_as_came if notes else None)
-    if notes is not None:
-        notes.source_text_kept = kept
-    return event
-
-
-def encode_value(value: bytes, event: dict[str, Any], source_text_kept: bool) -> bytes:
-    """The local record's value: the JSON of ``event`` (from :func:`normalize` of ``value``).
-
-    When normalizing changed nothing in the source but removed ``_id`` and added the contract's
-    fields (``source_text_kept``), the source's own text is reused instead of encoding the event
-    again (issue 30): its members after ``_id``, then the added fields. The same fields, values
-    and order as ``orjson.dumps(event)``, but the source's spelling of numbers (``1E5`` stays
-    ``1E5``: the text does not grow) and its blanks are kept."""
-    text = _spliced(value, event) if source_text_kept else None
-    return orjson.dumps(event) if text is None else text
-
-
-_ID_HEAD = b'{"_id":"'
-_ADDED_GLAMIRA = ("event_id", "source_shape", "event_time", "source_topic", "source_partition", "source_offset", "bridged_at")
-_ADDED_SEED = ("event_id", "collection", *_ADDED_GLAMIRA[1:])
-
-
-def _spliced(value: bytes, event: dict[str, Any]) -> bytes | None:
-    """The event's JSON made of the source text (see :func:`encode_event`), or None when the text
-    cannot be reused as it is: a backslash (an escape may spell any name), ``_id`` not the first
-    member as the plain string that became ``event_id``, another ``"_id"`` after it, blanks
-    around the object."""
-    if b"\\" in value or value[-1:] != b"}":
-        return None
-    if value.startswith(_ID_HEAD):
-        event_id = event["event_id"].encode()
-        start = len(_ID_HEAD) + len(event_id)
-        if value[len(_ID_HEAD) : start] != event_id or value[start : start + 2] != b'",':
-            return None
-        start += 2
-    elif value[:1] == b"{":
-        start = 1
-    else:
-        return None
-    if b'"_id"' in value[start:] or not value[start:-1].strip():
-        return None
-    added = _ADDED_GLAMIRA if event["source_shape"] == SHAPE_GLAMIRA else _ADDED_SEED
-    tail = orjson.dumps({name: event[name] for name in added})
-    return b"{" + value[start:-1] + b"," + tail[1:]
-
-
-def _normalize(
-    value: bytes | None,
-    topic: str,
-    partition: int,
-    offset: int,
-    bridged_at: datetime,
-    rules: EventRules | None,
-    source_epoch: int,
-    kept_as_came: list[str] | None,
-) -> tuple[dict[str, Any], bool]:
-    """:func:`normalize`'s event, and whether its fields other than ``_id`` and the added ones
-    are the source's as they came (nothing renamed, stripped or padded)."""
     doc = decode(value)
     assert value is not None  # decode refused it otherwise
     if not RESERVED_FIELDS.isdisjoint(doc) or (
@@ -340,13 +269,7 @@ def _normalize(
     ):
         # Before anything reads the fields: none of the names read below is reserved.
         doc = {kept_field_name(name): v for name, v in doc.items()}
-        unchanged = False
-    else:
-        unchanged = True
-    raw_id = doc.get("_id")
     event_id = event_id_of(doc, topic, partition, offset, source_epoch)
-    if raw_id is not None and raw_id != event_id:
-        unchanged = False  # stripped, or {"$oid": …}
 
     if "collection" in doc or "time_stamp" in doc:
         shape = SHAPE_GLAMIRA
@@ -355,8 +278,6 @@ def _normalize(
             if collection is not None:
                 raise _invalid(f"collection is {type(collection).__name__} {_short(collection)}, not an event type", "WrongType")
             collection = ""
-        if collection != collection.strip():
-            unchanged = False
         collection = collection.strip()
         if not collection:
             raise _invalid("collection is missing", "MissingField")
@@ -387,9 +308,7 @@ def _normalize(
             continue
         ident = id_text(raw)
         if ident is not None:
-            if ident is not raw:
-                doc[field] = ident
-                unchanged = False
+            doc[field] = ident
         elif needs_product and field == "product_id":
             raise _invalid(f"product_id is {_type_name(raw)} {_short(raw)}, not an id", "WrongType")
         else:
@@ -402,9 +321,7 @@ def _normalize(
         if padded is None:
             _keep_as_came("local_time", local_time, kept_as_came)
         else:
-            if padded is not local_time:
-                doc["local_time"] = padded
-                unchanged = False
+            doc["local_time"] = padded
     for field, usable in _DESCRIPTIVE_FIELDS:
         raw = doc.get(field)
         if raw is not None and type(raw) not in usable:
@@ -418,7 +335,7 @@ def _normalize(
     doc["source_partition"] = partition
     doc["source_offset"] = offset
     doc["bridged_at"] = _format_bridged_at(bridged_at)
-    return doc, unchanged
+    return doc
 
 
 def _keep_as_came(field: str, raw: Any, kept_as_came: list[str] | None) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
-from bridge.transform import NormalizeNotes, format_utc, normalize, output_key
+from bridge.transform import format_utc, normalize, output_key
 
 from shared.errors import InvalidEventError
 from shared.event import BAD_KINDS, MAX_EVENT_BYTES, event_id_from_coordinates
@@ -251,18 +251,18 @@ def test_rule_edges_are_refused(doc: Any, error_class: str, fragment: str) -> No
     ],
 )
 def test_a_field_the_analytics_does_not_need_is_kept_as_it_came(field: str, raw: Any) -> None:
-    notes = NormalizeNotes()
-    event = normalize(orjson.dumps({**GLAMIRA_VIEW, field: raw}), b"k", **COORDS, bridged_at=BRIDGED_AT, notes=notes)
+    kept: list[str] = []
+    event = normalize(orjson.dumps({**GLAMIRA_VIEW, field: raw}), b"k", **COORDS, bridged_at=BRIDGED_AT, kept_as_came=kept)
     assert event[field] == raw and type(event[field]) is type(raw)
-    assert notes.kept_as_came == [field]
+    assert kept == [field]
     assert (event["event_time"], event["product_id"], event["collection"]) == ("2020-05-17T16:34:33.000Z", "110474", "view_product_detail")
 
 
 def test_a_non_product_event_keeps_a_product_id_that_is_not_an_id() -> None:
-    notes = NormalizeNotes()
+    kept: list[str] = []
     doc = {**GLAMIRA_VIEW, "collection": "view_listing_page", "product_id": {"id": 7}}
-    event = normalize(orjson.dumps(doc), b"k", **COORDS, bridged_at=BRIDGED_AT, notes=notes)
-    assert (event["product_id"], notes.kept_as_came) == ({"id": 7}, ["product_id"])
+    event = normalize(orjson.dumps(doc), b"k", **COORDS, bridged_at=BRIDGED_AT, kept_as_came=kept)
+    assert (event["product_id"], kept) == ({"id": 7}, ["product_id"])
 
 
 @pytest.mark.parametrize(
