@@ -17,6 +17,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from etl_api import extract, transform
+from etl_api.ferretdb_rows import any_document_sql, read_tasks_sql
 from etl_api.load import date_key
 from etl_api.settings import EtlSettings
 
@@ -40,10 +41,23 @@ def read_events(spark: SparkSession, settings: EtlSettings, tasks: list[extract.
     uri, db, coll = settings.mongodb_uri, settings.mongodb_database, settings.mongodb_collection
     if not tasks:
         return spark.createDataFrame([], transform.RAW_SCHEMA)
-    rdd = spark.sparkContext.parallelize(tasks, len(tasks)).flatMap(lambda task: extract.read_task(task, uri, db, coll))
+    pg = settings.ferretdb_postgresql_url.get_secret_value() if settings.ferretdb_postgresql_url else None
+    if pg is not None:  # FerretDB on PostgreSQL: its table read directly (etl_api.ferretdb_rows)
+        read: Callable[[extract.ReadTask], Iterator[tuple[str | None, ...]]] = lambda task: read_tasks_sql([task], pg, uri, db, coll)  # noqa: E731
+    else:
+        read = lambda task: extract.read_task(task, uri, db, coll)  # noqa: E731
+    rdd = spark.sparkContext.parallelize(tasks, len(tasks)).flatMap(read)
     df = spark.createDataFrame(rdd, transform.RAW_SCHEMA)
     # hashed on event_id (a round-robin repartition would sort every read partition first)
     return df.repartition(partitions, "event_id") if partitions > len(tasks) else df
+
+
+def any_new_document(settings: EtlSettings, tasks: list[extract.ReadTask]) -> bool:
+    """Whether any task would read a document: the continuous worker's probe, in the driver."""
+    uri, db, coll = settings.mongodb_uri, settings.mongodb_database, settings.mongodb_collection
+    if settings.ferretdb_postgresql_url is not None:
+        return any_document_sql(tasks, settings.ferretdb_postgresql_url.get_secret_value(), uri, db, coll)
+    return extract.any_document(tasks, uri, db, coll)
 
 
 def read_partitions(documents: int, rows_per_partition: int) -> int:

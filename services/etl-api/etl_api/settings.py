@@ -76,7 +76,8 @@ class EtlSettings(BaseSettings):
     event_time_floor: str = EVENT_TIME_FLOOR  # ISO-8601 instant, UTC if no offset
     event_time_max_ahead_s: float = Field(default=EVENT_TIME_MAX_AHEAD_S, ge=0)
     # FerretDB on PostgreSQL only: its PostgreSQL URL, so runs add the GIN read index its own
-    # btree indexes lack (etl_api/ferretdb.py). Unset with MongoDB.
+    # btree indexes lack (etl_api/ferretdb.py) and read its table directly
+    # (etl_api/ferretdb_rows.py). Unset with MongoDB.
     ferretdb_postgresql_url: SecretStr | None = None
 
     # --- Spark

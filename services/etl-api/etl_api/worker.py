@@ -47,6 +47,7 @@ from etl_api import continuous, extract
 from etl_api.job import ensure_read_index, plan_claimed
 from etl_api.ownership import RunOwner, claim_run, connect, failure_message, heartbeat_budget, mark_failed, new_owner_token, work_owned
 from etl_api.plan import hour_closed
+from etl_api.reading import any_new_document
 from etl_api.runs import RunActiveError, create_run, init_connection
 from etl_api.settings import EtlSettings
 from etl_api.spark import session_for
@@ -309,7 +310,7 @@ class Worker:
         if (high - low).total_seconds() > s.continuous_fine_max_s:
             return True
         tasks = extract.plan_second_tasks(low, high, s.product_view_types)
-        return await asyncio.to_thread(extract.any_document, tasks, s.mongodb_uri, s.mongodb_database, s.mongodb_collection)
+        return await asyncio.to_thread(any_new_document, s, tasks)
 
     async def _prune(self, conn: asyncpg.Connection) -> None:
         """Micro-batch rows finished more than ``ETL_CONTINUOUS_RETAIN_HOURS`` ago are deleted (a
