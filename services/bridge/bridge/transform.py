@@ -10,6 +10,7 @@ headers. :func:`bridge.records.copy_record` wraps all of it into one step that n
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -46,10 +47,6 @@ _LOCAL_TIME = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})[ Tt](\d{1,2}):(\d{1,2}):(
 # Zero-padded with the hour, minute and second in range: only the date is left to check.
 _PADDED_LOCAL_TIME = re.compile(r"\d{4}-\d\d-\d\d (?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{6})?")
 _NUMERIC = re.compile(r"[+-]?\d+(?:\.\d*)?")
-# "Does a key start with the prefix?" as one substring search over the NUL-joined keys (a quarter
-# of the cost of a startswith per key); a key holding NUL + prefix only makes it say yes needlessly.
-_PREFIX_AFTER_NUL = "\x00" + SOURCE_FIELD_PREFIX
-_QUOTED_PREFIX = b'"' + SOURCE_FIELD_PREFIX.encode()
 _DESCRIPTIVE_FIELDS = tuple(DESCRIPTIVE_FIELD_TYPES.items())
 DEFAULT_EVENT_TIME_FLOOR = datetime.fromisoformat(EVENT_TIME_FLOOR)
 
@@ -262,16 +259,14 @@ def normalize(
     """
     del key  # the output is re-keyed by visitor; the source key only travels on the DLQ path
     doc = decode(value)
-    assert value is not None  # decode refused it otherwise
-    if not RESERVED_FIELDS.isdisjoint(doc) or (
-        # A key starting with the prefix is in the text as '"orig_…', or spelled with an escape.
-        (_QUOTED_PREFIX in value or b"\\" in value) and _PREFIX_AFTER_NUL in "\x00" + "\x00".join(doc)
-    ):
+    layout = _layout_of(doc)
+    if layout.rename:
         # Before anything reads the fields: none of the names read below is reserved.
         doc = {kept_field_name(name): v for name, v in doc.items()}
+        layout = dataclasses.replace(_layout_of(doc, cache=False), rename=False)
     event_id = event_id_of(doc, topic, partition, offset, source_epoch)
 
-    if "collection" in doc or "time_stamp" in doc:
+    if layout.glamira:
         shape = SHAPE_GLAMIRA
         collection = doc.get("collection")
         if type(collection) is not str:
@@ -302,8 +297,8 @@ def normalize(
     if rules is not None:
         check_event_time(moment, bridged_at, rules)
 
-    for field in STRING_ID_FIELDS:
-        raw = doc.get(field)
+    for field in layout.ids:
+        raw = doc[field]
         if raw is None:
             continue
         ident = id_text(raw)
@@ -315,15 +310,15 @@ def normalize(
             _keep_as_came(field, raw, kept_as_came)
     if needs_product and not doc.get("product_id"):
         raise _invalid(f"{collection} event has no product_id", "MissingField")
-    local_time = doc.get("local_time")
+    local_time = doc["local_time"] if layout.local_time else None
     if local_time is not None:
         padded = normalize_local_time(local_time)
         if padded is None:
             _keep_as_came("local_time", local_time, kept_as_came)
         else:
             doc["local_time"] = padded
-    for field, usable in _DESCRIPTIVE_FIELDS:
-        raw = doc.get(field)
+    for field, usable in layout.descriptive:
+        raw = doc[field]
         if raw is not None and type(raw) not in usable:
             _keep_as_came(field, raw, kept_as_came)
 
@@ -336,6 +331,41 @@ def normalize(
     doc["source_offset"] = offset
     doc["bridged_at"] = _format_bridged_at(bridged_at)
     return doc
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """What :func:`normalize` reads, given an event's top-level names: the same for every event
+    with the same names, so it is worked out once per set of names (a stream has few)."""
+
+    rename: bool  # a reserved name, or one starting with the prefix: renamed before anything reads
+    glamira: bool  # the Glamira shape ("collection" or "time_stamp" present), else the seed's
+    ids: tuple[str, ...]  # the STRING_ID_FIELDS present
+    local_time: bool
+    descriptive: tuple[tuple[str, tuple[type, ...]], ...]  # the DESCRIPTIVE_FIELD_TYPES present
+
+
+_LAYOUTS: dict[tuple[str, ...], _Layout] = {}
+_MAX_LAYOUTS = 4096  # then the cache starts over: hostile records cannot grow it without bound
+_MAX_CACHED_NAMES = 64  # an event with more top-level names is worked out, not cached
+
+
+def _layout_of(doc: dict[str, Any], *, cache: bool = True) -> _Layout:
+    names = tuple(doc)
+    layout = _LAYOUTS.get(names) if cache else None
+    if layout is None:
+        layout = _Layout(
+            rename=not RESERVED_FIELDS.isdisjoint(names) or any(name.startswith(SOURCE_FIELD_PREFIX) for name in names),
+            glamira="collection" in doc or "time_stamp" in doc,
+            ids=tuple(name for name in STRING_ID_FIELDS if name in doc),
+            local_time="local_time" in doc,
+            descriptive=tuple((name, usable) for name, usable in _DESCRIPTIVE_FIELDS if name in doc),
+        )
+        if cache and len(names) <= _MAX_CACHED_NAMES:
+            if len(_LAYOUTS) >= _MAX_LAYOUTS:
+                _LAYOUTS.clear()
+            _LAYOUTS[names] = layout
+    return layout
 
 
 def _keep_as_came(field: str, raw: Any, kept_as_came: list[str] | None) -> None:
