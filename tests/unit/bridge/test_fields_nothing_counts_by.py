@@ -17,7 +17,6 @@ by the bridge and then become a MongoDB document at the sink, with:
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from datetime import UTC, datetime
@@ -29,6 +28,8 @@ from eventgen.generate import generate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sink.documents import IngestStamp, document_of, unescape_fields
+
+from tests.unit.bridge.test_records_property import expected_id, same
 
 EXAMPLES = int(os.environ.get("BRIDGE_PROPERTY_EXAMPLES", "300"))
 BRIDGED_AT = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -65,16 +66,6 @@ json_values = st.recursive(
 id_values = json_values | st.integers(-(2**80), 2**80) | st.integers(-(2**80), 2**80).map(lambda i: f" {i} ")
 
 
-def expected_id(raw: Any) -> Any:
-    if isinstance(raw, str):
-        return raw.strip()
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return str(raw)
-    if isinstance(raw, float) and raw.is_integer():
-        return str(int(raw))
-    return raw
-
-
 LOCAL_TIME = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})[ Tt](\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,6}))?")
 
 
@@ -103,19 +94,6 @@ def usable(field: str, raw: Any) -> bool:
     if field == "option":
         return isinstance(raw, list | dict)
     return isinstance(raw, str)
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equal as JSON values, types too (1 is not 1.0, True is not 1)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, float):
-        return a == b or (math.isnan(a) and math.isnan(b))
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
 
 
 def counts() -> dict[str, float]:
