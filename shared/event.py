@@ -72,7 +72,7 @@ STRING_ID_FIELDS = ("product_id", "store_id", "device_id", "user_id_db", "order_
 # or the seed's ``timestamp``), the event type (``collection``), the product id of a product event,
 # and the event's own id (``_id``; ids must still be ids). Every other known field in a form the
 # bridge cannot normalize is kept as it came, never refused, and counted by the bridge
-# (``bridge_fields_kept_as_came_total{field}``); the ETL counts such a view against the
+# (``bridge_events_with_field_kept_as_came_total{field}``); the ETL counts such a view against the
 # dimension's unknown member. Fields, and the JSON types in which they are usable (null or absent
 # is always fine): ids (STRING_ID_FIELDS but product_id of a product event) as ids,
 # ``local_time`` as a local time the bridge can zero-pad, the rest as below.

@@ -20,7 +20,7 @@ DLQ_STAGES = ("bridge.decode", "bridge.validate", "bridge.encode", "bridge.norma
 # calls, so the counter is module-level and BridgeMetrics.create registers it in the service's
 # registry. Every label is present at 0 from the start.
 KEPT_AS_CAME = Counter(
-    "bridge_fields_kept_as_came",
+    "bridge_events_with_field_kept_as_came",
     "Copied events whose known field (label) the bridge could not normalize and kept as it came, per copy",
     ["field"],
     registry=None,

@@ -14,7 +14,7 @@ Steps and their DLQ stages:
   with the exception's type name instead of ending the session);
 A copied record whose known fields the bridge could not normalize (``shared.event.KEPT_AS_CAME_FIELDS``:
 they are kept as they came, issue 29) counts each such field in
-``bridge_fields_kept_as_came_total{field}`` (:data:`bridge.metrics.KEPT_AS_CAME`), once per copy
+``bridge_events_with_field_kept_as_came_total{field}`` (:data:`bridge.metrics.KEPT_AS_CAME`), once per copy
 (a record copied again after an aborted transaction counts again), the one side effect here.
 
 - ``bridge.encode``: the key or the JSON could not be built (exception type name), or the local

@@ -11,7 +11,7 @@ by the bridge and then become a MongoDB document at the sink, with:
 - the event time, event type, product id and event id of the unmutated event;
 - every mutated field as it came, or normalized where it parses unambiguously (an id as a
   string, ``local_time`` zero-padded), computed here with the standard library;
-- ``bridge_fields_kept_as_came_total{field}`` raised by one for each known field kept as it came.
+- ``bridge_events_with_field_kept_as_came_total{field}`` raised by one for each known field kept as it came.
 """
 
 from __future__ import annotations
