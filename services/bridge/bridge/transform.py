@@ -346,8 +346,11 @@ class _Layout:
 
 
 _LAYOUTS: dict[tuple[str, ...], _Layout] = {}
-_MAX_LAYOUTS = 4096  # then the cache starts over: hostile records cannot grow it without bound
-_MAX_CACHED_NAMES = 64  # an event with more top-level names is worked out, not cached
+_MAX_LAYOUTS = 4096  # then the cache starts over
+# An event with more top-level names, or longer ones, is worked out and not cached: the cache
+# holds at most 4 096 × 4 KiB of names, whatever the records.
+_MAX_CACHED_NAMES = 64
+_MAX_CACHED_NAME_CHARS = 4096
 
 
 def _layout_of(doc: dict[str, Any], *, cache: bool = True) -> _Layout:
@@ -361,7 +364,7 @@ def _layout_of(doc: dict[str, Any], *, cache: bool = True) -> _Layout:
             local_time="local_time" in doc,
             descriptive=tuple((name, usable) for name, usable in _DESCRIPTIVE_FIELDS if name in doc),
         )
-        if cache and len(names) <= _MAX_CACHED_NAMES:
+        if cache and len(names) <= _MAX_CACHED_NAMES and sum(map(len, names)) <= _MAX_CACHED_NAME_CHARS:
             if len(_LAYOUTS) >= _MAX_LAYOUTS:
                 _LAYOUTS.clear()
             _LAYOUTS[names] = layout

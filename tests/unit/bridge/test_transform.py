@@ -294,3 +294,18 @@ def test_exactly_max_bytes_is_not_oversized() -> None:
     value = orjson.dumps(doc)
     assert len(value) == MAX_EVENT_BYTES
     assert run(value)["pad"] == doc["pad"]
+
+
+def test_the_layout_cache_stays_bounded_whatever_the_names() -> None:
+    from bridge import transform
+
+    transform._LAYOUTS.clear()
+    for i in range(transform._MAX_LAYOUTS + 10):
+        run({**GLAMIRA_VIEW, f"k{i}": 1})
+    assert 0 < len(transform._LAYOUTS) <= transform._MAX_LAYOUTS
+    transform._LAYOUTS.clear()
+    run({**GLAMIRA_VIEW, "n" * 5000: 1})  # names longer than 4 096 characters in all
+    run({**GLAMIRA_VIEW, **{f"f{i}": i for i in range(70)}})  # more than 64 names
+    assert transform._LAYOUTS == {}
+    event = run({**GLAMIRA_VIEW, "event_id": "x", "store_id": 7})  # a renamed layout is right too
+    assert (event["orig_event_id"], event["store_id"]) == ("x", "7")
