@@ -33,7 +33,7 @@ from aiokafka.structs import ConsumerRecord
 from bridge.batching import KeyPartitioner, send_batches
 from bridge.metrics import BridgeMetrics
 from bridge.offsets import StoredOffset, offset_key, offset_value
-from bridge.producers import begin_ahead, open_transaction
+from bridge.producers import open_transaction
 from bridge.records import Refusal, copy_record
 from bridge.settings import BridgeSettings
 from shared.backoff import Backoff
@@ -144,14 +144,10 @@ class PartitionCopy:
             self.paused = False
         return records
 
-    async def wait(self, timeout_s: float) -> bool:
-        """Until records are queued or the copy is stopped (True), at most ``timeout_s`` (False)."""
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout_s)
-        except TimeoutError:
-            return False
+    async def wait(self) -> None:
+        """Until records are queued or the copy is stopped."""
+        await self._wake.wait()
         self._wake.clear()
-        return True
 
 
 @dataclass
@@ -166,7 +162,6 @@ class _Txn:
     dead_by_stage: dict[str, int] = field(default_factory=dict)
     started: float = 0.0
     produced: float = 0.0
-    partitions: set[TopicPartition] = field(default_factory=set)  # written: events and the offsets value
 
 
 class Copier:
@@ -188,9 +183,6 @@ class Copier:
         # local record an event may become.
         self._rules = settings.event_rules()
         self._max_value_bytes = settings.max_request_bytes - HEADROOM_BYTES
-        # A transaction begun ahead on an idle partition is aborted after this long: the
-        # coordinator would abort it at transaction.timeout.ms and fence its producer.
-        self._idle_s = settings.transaction_timeout_ms / 1000 / 4
 
     def raise_failure(self) -> None:
         """Raises (once) the error that ended a copy task, if any: the session ends with it."""
@@ -206,15 +198,13 @@ class Copier:
         committed, and aborted if k failed. So the stored offset never gets ahead of a committed
         batch, and each local partition receives k's records before k+1's (k's produce was
         acknowledged before k+1's began). At most one transaction is produced and one committed
-        at a time. With three producers or more, k+1's producer (whose last commit, k+1-n, has
-        ended) begins k+1 ahead while k is produced: its partitions are added meanwhile
-        (:func:`~bridge.producers.begin_ahead`; no record is written before k's are acknowledged).
-        A new owner fences every producer before it reads the offsets.
+        at a time, whatever the number of producers: the producers beyond two only give each
+        one time to finish its last commit's markers before it begins again. A new owner fences
+        every producer before it reads the offsets.
         """
         s = self.settings
+        limit = s.max_batch_records
         previous: asyncio.Task[None] | None = None  # the previous transaction's commit
-        ahead: AIOKafkaProducer | None = None  # the next producer, its transaction begun ahead
-        partitions: set[TopicPartition] = set()  # the local partitions the last transaction wrote
         slot = 0
         try:
             while not copy.stopping:
@@ -222,20 +212,13 @@ class Copier:
                     if previous is not None:
                         await previous
                         previous = None
-                    if not await copy.wait(self._idle_s) and ahead is not None:
-                        await self._drop(ahead)  # idle: far from the coordinator's transaction timeout
-                        ahead = None
+                    await copy.wait()
                     continue
-                records = copy.take(s.max_batch_records, resume_below=s.max_pending_records // 2)
-                producer, begun = copy.producers[slot], copy.producers[slot] is ahead
+                records = copy.take(limit, resume_below=s.max_pending_records // 2)
+                producer = copy.producers[slot]
                 if s.pipeline_transactions:
                     slot = (slot + 1) % len(copy.producers)
-                ahead = None
-                if s.begin_ahead and s.pipeline_transactions and len(copy.producers) > 2 and partitions:
-                    ahead = copy.producers[slot]
-                    await begin_ahead(ahead, partitions)
-                txn = await self._produce(copy, producer, records, begun=begun)
-                partitions = txn.partitions
+                txn = await self._produce(copy, producer, records)
                 if previous is not None:
                     try:
                         await previous
@@ -251,8 +234,6 @@ class Copier:
                 self._backoff.reset()
             if previous is not None:  # stopping: finish the open transaction
                 await previous
-            if ahead is not None:
-                await self._drop(ahead)
         except Exception as exc:  # ends the session: everything is closed and restarted
             if previous is not None:
                 with contextlib.suppress(Exception):
@@ -266,11 +247,9 @@ class Copier:
             )
             self.failure = self.failure or exc
 
-    async def _produce(
-        self, copy: PartitionCopy, producer: AIOKafkaProducer, records: list[ConsumerRecord[bytes, bytes]], *, begun: bool = False
-    ) -> _Txn:
-        """Begins a transaction (unless ``begun`` ahead) and produces the batch's events, dead
-        letters and next offset (acknowledged); the commit is :meth:`_commit`."""
+    async def _produce(self, copy: PartitionCopy, producer: AIOKafkaProducer, records: list[ConsumerRecord[bytes, bytes]]) -> _Txn:
+        """Begins a transaction and produces the batch's events, dead letters and next offset
+        (acknowledged); the commit is :meth:`_commit`."""
         s = self.settings
         tp = copy.tp
         bridged_at = datetime.now(UTC)
@@ -318,7 +297,7 @@ class Copier:
             # unreachable coordinator, forever (its batches expire only when the leader is
             # unknown). Past the deadline the session ends; the next owner's init_transactions
             # fences this producer and settles its transaction, so its outcome need not be known.
-            async with asyncio.timeout(s.transaction_deadline_s), open_transaction(producer, begun=begun):
+            async with asyncio.timeout(s.transaction_deadline_s), open_transaction(producer):
                 futures = await send_batches(producer, s.local_topic, self.partitioner, events)
                 for record, error in dead:
                     futures.append(await self._send_dead_letter(producer, record, error))
@@ -326,7 +305,7 @@ class Copier:
                 stored_value = offset_value(txn.next_offset, source_epoch=epoch, reset=copy.last_reset, counts=counts)
                 futures.append(await producer.send(s.offsets_topic, key=offset_key(tp.topic, tp.partition), value=stored_value))
                 sent = time.perf_counter()
-                written = await asyncio.gather(*futures)
+                await asyncio.gather(*futures)
         except TimeoutError:
             self.metrics.transactions.labels("aborted").inc()
             raise BackendUnavailableError(
@@ -338,7 +317,6 @@ class Copier:
         # The next transaction's value builds on these counts; if this one aborts, the session ends
         # and the next owner starts from the committed value.
         copy.counts = counts
-        txn.partitions = {m.topic_partition for m in written if m.topic != s.dlq_topic}
         txn.produced = time.perf_counter()
         phases.labels("send").observe(sent - built)
         phases.labels("produce").observe(txn.produced - sent)
@@ -374,11 +352,6 @@ class Copier:
         """Aborts ``producer``'s open transaction, bounded; if that fails the session ends anyway
         and the next owner's fencing aborts it."""
         self.metrics.transactions.labels("aborted").inc()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(producer.abort_transaction(), self.settings.close_timeout_s)
-
-    async def _drop(self, producer: AIOKafkaProducer) -> None:
-        """Aborts a transaction begun ahead and never produced (nothing in it: no metric), bounded."""
         with contextlib.suppress(Exception):
             await asyncio.wait_for(producer.abort_transaction(), self.settings.close_timeout_s)
 

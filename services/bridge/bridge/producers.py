@@ -13,8 +13,8 @@ Closing (:func:`close_producer`) is bounded even with the brokers down; nothing 
 
 This is the one module of the bridge that reaches into aiokafka's private state
 (``_txn_manager``, ``_message_accumulator``, ``_sender``), as of the pinned **aiokafka 0.12.0**
-(``requirements/lock.txt``): check :func:`begin_ahead`, :func:`open_transaction` and
-:func:`close_producer` when the pin moves.
+(``requirements/lock.txt``): check :func:`open_transaction` and :func:`close_producer` when the
+pin moves.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.client import AIOKafkaClient
@@ -61,36 +61,17 @@ async def start_producer(settings: BridgeSettings, tp: TopicPartition, slot: int
     return producer
 
 
-async def begin_ahead(producer: AIOKafkaProducer, partitions: Iterable[TopicPartition]) -> None:
-    """Begins a transaction and has the producer add ``partitions`` to it now, before any record
-    for them is sent: the AddPartitionsToTxn round trip (a replicated write to the transaction
-    log) then runs while the previous transaction is produced, not in front of this one's
-    produce. A partition added but never written gets only the commit's (or abort's) marker.
-
-    The coordinator's ``transaction.timeout.ms`` runs from the first partition added: a
-    transaction begun ahead must be produced or aborted well before it (an expired one is
-    aborted by the coordinator, which fences the producer). :func:`open_transaction` with
-    ``begun=True`` produces it.
-    """
-    await producer.begin_transaction()
-    for tp in partitions:
-        # aiokafka 0.12.0: what ``send`` does for a partition new to the transaction; the
-        # sender sends AddPartitionsToTxn at once and holds the partition's batches until added.
-        producer._txn_manager.maybe_add_partition_to_txn(tp)
-
-
 @contextlib.asynccontextmanager
-async def open_transaction(producer: AIOKafkaProducer, *, begun: bool = False) -> AsyncIterator[None]:
-    """Begins a transaction on ``producer`` (unless it was :func:`begin_ahead`) for the body's
-    sends; a Kafka error in the body aborts it (unless the producer's state is fatal, where an
-    abort would raise again) and is re-raised. The commit is the caller's, after the body.
+async def open_transaction(producer: AIOKafkaProducer) -> AsyncIterator[None]:
+    """Begins a transaction on ``producer`` for the body's sends; a Kafka error in the body
+    aborts it (unless the producer's state is fatal, where an abort would raise again) and is
+    re-raised. The commit is the caller's, after the body.
 
     Not ``producer.transaction()``: under a deadline's cancellation its exit awaits an abort that
     waits for the same unreachable brokers, and nothing cancels it again. The caller bounds the
     whole (``asyncio.timeout``); a transaction left open is settled by the next owner's fencing.
     """
-    if not begun:
-        await producer.begin_transaction()
+    await producer.begin_transaction()
     try:
         yield
     except KafkaError:

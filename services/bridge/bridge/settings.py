@@ -75,10 +75,6 @@ class BridgeSettings(ConsumerSettings):
     # refused with CONCURRENT_TRANSACTIONS until then); with 3 it has a whole transaction's time.
     # Every replica of a group must fence the same ids: change it with the whole group stopped.
     transactional_slots: int = Field(default=3, ge=2, le=8)
-    # With pipelining and 3 slots or more: the next transaction is begun, and the partitions the
-    # last one wrote are added to it, while the current one is produced (bridge.producers.begin_ahead),
-    # so its produce does not wait for AddPartitionsToTxn.
-    begin_ahead: bool = True
     # How often remote end offsets are read for the lag gauges (and the remote group committed).
     lag_interval_s: float = 2.0
 
