@@ -256,30 +256,8 @@ class Copier:
         started = time.perf_counter()
         oldest_ms = records[0].timestamp
         self.metrics.record_age_seconds.labels("txn_start").observe(max(0.0, time.time() * 1000 - oldest_ms) / 1000)
-        events: list[tuple[bytes, bytes]] = []
-        dead: list[tuple[ConsumerRecord[bytes, bytes], Refusal]] = []
-        dead_by_stage: dict[str, int] = {}
-        rules, max_value_bytes, epoch = self._rules, self._max_value_bytes, copy.source_epoch
-        for i, record in enumerate(records):
-            if i and i % 500 == 0:
-                await asyncio.sleep(0)  # let heartbeats and the other partitions' I/O through
-            # The isolation boundary: never raises; whatever the record holds, it is an event or a dead letter.
-            result = copy_record(
-                record.value,
-                record.key,
-                topic=tp.topic,
-                partition=tp.partition,
-                offset=record.offset,
-                bridged_at=bridged_at,
-                rules=rules,
-                max_value_bytes=max_value_bytes,
-                source_epoch=epoch,
-            )
-            if isinstance(result, Refusal):
-                dead.append((record, result))
-                dead_by_stage[result.stage] = dead_by_stage.get(result.stage, 0) + 1
-            else:
-                events.append(result)
+        epoch = copy.source_epoch
+        events, dead, dead_by_stage = await self._build(tp, epoch, records, bridged_at)
         txn = _Txn(
             records=len(records),
             events=len(events),
@@ -321,6 +299,37 @@ class Copier:
         phases.labels("send").observe(sent - built)
         phases.labels("produce").observe(txn.produced - sent)
         return txn
+
+    async def _build(
+        self, tp: TopicPartition, epoch: int, records: list[ConsumerRecord[bytes, bytes]], bridged_at: datetime
+    ) -> tuple[list[tuple[bytes, bytes]], list[tuple[ConsumerRecord[bytes, bytes], Refusal]], dict[str, int]]:
+        """Each record through the isolation boundary: the local events, the refused records with
+        their refusal, and the refusals counted by stage."""
+        events: list[tuple[bytes, bytes]] = []
+        dead: list[tuple[ConsumerRecord[bytes, bytes], Refusal]] = []
+        dead_by_stage: dict[str, int] = {}
+        rules, max_value_bytes = self._rules, self._max_value_bytes
+        for i, record in enumerate(records):
+            if i and i % 500 == 0:
+                await asyncio.sleep(0)  # let heartbeats and the other partitions' I/O through
+            # The isolation boundary: never raises; whatever the record holds, it is an event or a dead letter.
+            result = copy_record(
+                record.value,
+                record.key,
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=record.offset,
+                bridged_at=bridged_at,
+                rules=rules,
+                max_value_bytes=max_value_bytes,
+                source_epoch=epoch,
+            )
+            if isinstance(result, Refusal):
+                dead.append((record, result))
+                dead_by_stage[result.stage] = dead_by_stage.get(result.stage, 0) + 1
+            else:
+                events.append(result)
+        return events, dead, dead_by_stage
 
     async def _commit(self, copy: PartitionCopy, producer: AIOKafkaProducer, txn: _Txn) -> None:
         s = self.settings
