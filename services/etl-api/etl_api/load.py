@@ -8,16 +8,19 @@ Inside the transaction (holding the per-schema ETL advisory lock):
    forever; attributes are overwritten only by non-NULL values (type 1), ``created_date`` is the
    earliest date seen; the serial sequence is then moved past the max key;
 3. ``dim_date`` rows for dates outside the pre-built calendar;
-4. the facts of every touched date (every date in full mode) deleted and re-inserted with
-   ``fact_key = date_key * 10^9 + rank within the date``: deterministic, so a re-run writes the
-   same keys. A *replaced* date gets the staged aggregates (Spark read all its events); a
-   *merged* date (an incremental run: Spark read only its new events) gets its existing rows
-   combined with the staged aggregates per grain (kept by :data:`FACT_KEEP_OLD_SQL` before the
-   delete; every stored aggregate is mergeable), then the same insert, so the rows and keys are
-   those a rebuild from all events would write. The derived measures (average, duration) are
-   computed by :func:`fact_insert_sql` in both cases, in one place;
-5. reconciliation (``sum(view_count)`` of the touched dates after − that of the merged dates
-   before = valid views read);
+4. the facts. A *replaced* date (every date in full mode; a range run's; a recomputed one:
+   Spark read all its events) is deleted and re-inserted from the staged aggregates with
+   ``fact_key = date_key * 10^9 + rank within the date``, what a rebuild writes. A *merged* date
+   (an incremental run or a micro-batch: Spark read only its new events) is written grain by
+   grain: the stored rows of the touched grains (found through the grain index, kept by
+   :data:`FACT_KEEP_OLD_SQL`) are combined with the staged aggregates per grain (every stored
+   aggregate is mergeable) and upserted; a stored grain keeps its key, a new one is numbered
+   after its date's highest key in grain order, so a merge costs what the batch holds, not what
+   the date holds. The measures equal a rebuild's; the keys are surrogate, deterministic for a
+   given sequence of runs. The derived measures (average, duration) are computed by
+   :func:`fact_insert_sql` in both cases, in one place;
+5. reconciliation (``sum(view_count)`` of the replaced dates and merged grains after − that of
+   the merged grains before = valid views read);
 6. the **ownership guard** (:func:`check_ownership`, also run cheaply right after the advisory
    lock, so a run that lost its window stops before staging anything): it locks the load
    generation row, the watermark row and the run's own ``etl_runs`` row (``SELECT … FOR
@@ -50,7 +53,7 @@ import orjson
 
 from etl_api.ledger import LedgerWrite, write_ledger
 from etl_api.ownership import Ownership, OwnershipLostError, check_ownership, lost_ownership_message
-from etl_api.schema import lock_id, quote_ident
+from etl_api.schema import FACT_GRAIN, lock_id, quote_ident
 from shared.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -143,47 +146,92 @@ _FACT_STAGED = """
     LEFT JOIN dim_device v ON v.device_id = s.device_id
 """
 
-# A merged date's stored rows as aggregates, kept before they are deleted (the timestamps were
-# written from whole ms, so they convert back exactly).
-FACT_KEEP_OLD_SQL = """
-    CREATE TEMP TABLE fact_old ON COMMIT DROP AS
-    SELECT date_key, product_key, country_key, referrer_key, device_key, view_count, unique_visitors,
-           (extract(epoch FROM first_view_time) * 1000)::bigint AS first_ms, (extract(epoch FROM last_view_time) * 1000)::bigint AS last_ms,
-           view_time_sum_ms AS sum_ms
-    FROM fact_product_views
-    WHERE date_key = ANY($1::int[])
+# A merged date's new aggregates (the staged rows of the merged dates, with surrogate keys).
+FACT_NEW_SQL = f"""
+    CREATE TEMP TABLE fact_new ON COMMIT DROP AS
+    SELECT * FROM ({_FACT_STAGED}) s WHERE s.date_key = ANY($1::int[])
 """
 
-# Stored + new aggregates, one row per grain: every aggregate is mergeable.
+# The stored rows of exactly the grains a merge touches, as aggregates with their keys, found
+# through the grain index: the merge costs what the micro-batch holds, not what its date holds
+# (the timestamps were written from whole ms, so they convert back exactly).
+FACT_KEEP_OLD_SQL = """
+    CREATE TEMP TABLE fact_old ON COMMIT DROP AS
+    SELECT f.date_key, f.product_key, f.country_key, f.referrer_key, f.device_key, f.view_count, f.unique_visitors,
+           (extract(epoch FROM f.first_view_time) * 1000)::bigint AS first_ms,
+           (extract(epoch FROM f.last_view_time) * 1000)::bigint AS last_ms,
+           f.view_time_sum_ms AS sum_ms, f.fact_key
+    FROM fact_product_views f
+    JOIN fact_new n USING (date_key, product_key, country_key, referrer_key, device_key)
+"""
+
+_GRAIN = FACT_GRAIN
+_FACT_MEASURES = (
+    "view_count",
+    "unique_visitors",
+    "view_duration_seconds",
+    "first_view_time",
+    "last_view_time",
+    "avg_view_timestamp",
+    "view_time_sum_ms",
+)
+
+# Stored + new aggregates, one row per touched grain (every aggregate is mergeable), with the
+# stored row's key (NULL: a new grain).
 _FACT_MERGED = f"""
-    SELECT date_key, product_key, country_key, referrer_key, device_key,
-           sum(view_count)::int AS view_count, max(unique_visitors) AS unique_visitors,
-           min(first_ms) AS first_ms, max(last_ms) AS last_ms, sum(sum_ms)::bigint AS sum_ms
-    FROM ({_FACT_STAGED} UNION ALL SELECT * FROM fact_old) u
-    GROUP BY date_key, product_key, country_key, referrer_key, device_key
+    SELECT m.*, o.fact_key AS old_key FROM (
+        SELECT {_GRAIN},
+               sum(view_count)::int AS view_count, max(unique_visitors) AS unique_visitors,
+               min(first_ms) AS first_ms, max(last_ms) AS last_ms, sum(sum_ms)::bigint AS sum_ms
+        FROM (SELECT * FROM fact_new UNION ALL SELECT {_GRAIN}, view_count, unique_visitors, first_ms, last_ms, sum_ms FROM fact_old) u
+        GROUP BY {_GRAIN}
+    ) m LEFT JOIN fact_old o USING ({_GRAIN})
+"""
+
+# The highest fact_key of each merged date (its primary-key range), so new grains go after it.
+_FACT_TOP = f"""
+    SELECT d AS date_key,
+           coalesce((SELECT max(fact_key) FROM fact_product_views
+                     WHERE fact_key > d::bigint * {FACT_KEY_DATE_FACTOR} AND fact_key < (d::bigint + 1) * {FACT_KEY_DATE_FACTOR}),
+                    d::bigint * {FACT_KEY_DATE_FACTOR}) AS top
+    FROM unnest($2::int[]) AS d
 """
 
 
 def fact_insert_sql(merge: bool) -> str:
-    """The facts' INSERT from the staged aggregates (``merge``: combined with ``fact_old``).
+    """The facts' INSERT: a replaced date's rows from the staged aggregates of the dates ``$2``
+    (``fact_key`` = date_key * 10^9 + rank of the grain in the date, what a rebuild writes); with
+    ``merge``, the touched grains of the merged dates ``$2`` from :data:`_FACT_MERGED`, upserted:
+    a stored grain keeps its key, a new one is numbered after its date's highest key in grain
+    order (deterministic: a re-run after a crash writes the same keys).
 
     The derived measures are computed here only, for rebuilt and merged rows alike: average =
     ``(sum_ms / view_count) / 1000`` in IEEE double, duration = whole seconds from first to last
     (non-negative, so integer division floors)."""
+    order = "ORDER BY k.product_key, k.country_key, k.referrer_key, k.device_key"
+    rank = f"row_number() OVER (PARTITION BY k.date_key{', k.old_key IS NULL' if merge else ''} {order})"
+    key = f"coalesce(k.old_key, t.top + {rank})" if merge else f"k.date_key::bigint * {FACT_KEY_DATE_FACTOR} + {rank}"
+    if merge:
+        source = f"({_FACT_MERGED}) k JOIN ({_FACT_TOP}) t USING (date_key)"
+    else:
+        source = f"({_FACT_STAGED}) k WHERE k.date_key = ANY($2::int[])"
+    measures = _FACT_MEASURES
+    upsert = ""
+    if merge:
+        sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*measures, "batch_id"))
+        upsert = f"ON CONFLICT ({_GRAIN}) DO UPDATE SET {sets}, processed_at = DEFAULT"
     return f"""
-    INSERT INTO fact_product_views (fact_key, date_key, product_key, country_key, referrer_key, device_key,
-        view_count, unique_visitors, view_duration_seconds, first_view_time, last_view_time, avg_view_timestamp,
-        view_time_sum_ms, data_source, batch_id)
-    SELECT k.date_key::bigint * {FACT_KEY_DATE_FACTOR}
-               + row_number() OVER (PARTITION BY k.date_key ORDER BY k.product_key, k.country_key, k.referrer_key, k.device_key),
+    INSERT INTO fact_product_views AS f (fact_key, {_GRAIN}, {", ".join(measures)}, data_source, batch_id)
+    SELECT {key},
            k.date_key, k.product_key, k.country_key, k.referrer_key, k.device_key,
            k.view_count, k.unique_visitors, ((k.last_ms - k.first_ms) / 1000)::int,
            TIMESTAMP 'epoch' + k.first_ms * INTERVAL '1 millisecond',
            TIMESTAMP 'epoch' + k.last_ms * INTERVAL '1 millisecond',
            (k.sum_ms::float8 / k.view_count::float8) / 1000.0::float8,
            k.sum_ms, 'kafka_mongodb', $1
-    FROM ({_FACT_MERGED if merge else _FACT_STAGED}) k
+    FROM {source}
     ORDER BY 1
+    {upsert}
 """
 
 
@@ -255,43 +303,7 @@ async def load_star(conn: asyncpg.Connection, schema: str, data: LoadInput) -> d
         added_dates = await conn.execute(DIM_DATE_SQL, list(data.touched_dates))
         counts["dim_date"] = {"inserted": int(added_dates.split()[-1])}
 
-        fact_defs = ", ".join(f"{c} {t}" for c, t in FACT_STAGE_COLUMNS)
-        await conn.execute(f"CREATE TEMP TABLE stg_fact ({fact_defs}) ON COMMIT DROP")
-        staged = 0
-        async for chunk in data.facts:
-            await conn.copy_records_to_table("stg_fact", records=chunk, columns=[c for c, _ in FACT_STAGE_COLUMNS])
-            staged += len(chunk)
-        keys = [date_key(d) for d in data.touched_dates]
-        merge_keys = sorted({date_key(d) for d in data.merge_dates})
-        if not set(merge_keys) <= set(keys) or (merge_keys and data.replace_all_facts):
-            raise ValueError("merge dates must be touched dates of a run that does not replace all facts")
-        before = 0
-        if merge_keys:
-            legacy = await conn.fetchval(
-                "SELECT count(*) FROM fact_product_views WHERE date_key = ANY($1::int[]) AND view_time_sum_ms IS NULL", merge_keys
-            )
-            if legacy:  # the job recomputes such dates instead (cannot be merged exactly)
-                raise ReconciliationError(f"{legacy} fact rows of the merged dates have no view_time_sum_ms")
-            before = await conn.fetchval(
-                "SELECT coalesce(sum(view_count), 0) FROM fact_product_views WHERE date_key = ANY($1::int[])", merge_keys
-            )
-            await conn.execute(FACT_KEEP_OLD_SQL, merge_keys)
-        if data.replace_all_facts:
-            deleted = await conn.execute("DELETE FROM fact_product_views")
-        else:
-            deleted = await conn.execute("DELETE FROM fact_product_views WHERE date_key = ANY($1::int[])", keys)
-        inserted = await conn.execute(fact_insert_sql(bool(merge_keys)), data.run_id)
-        counts["fact_product_views"] = {"staged": staged, "deleted": int(deleted.split()[-1]), "inserted": int(inserted.split()[-1])}
-
-        written = await conn.fetchval("SELECT coalesce(sum(view_count), 0) FROM fact_product_views WHERE date_key = ANY($1::int[])", keys)
-        if data.replace_all_facts:
-            written_all = await conn.fetchval("SELECT coalesce(sum(view_count), 0) FROM fact_product_views")
-            if written_all != written:
-                raise ReconciliationError(f"facts outside the touched dates after a full rebuild: {written_all} != {written}")
-        if written - before != data.valid_views:
-            raise ReconciliationError(
-                f"sum(view_count) written {written} - before {before} (merged dates) != valid product views read {data.valid_views}"
-            )
+        counts["fact_product_views"], written, before = await _write_facts(conn, data)
 
         if data.fault_pause_seconds > 0:  # crash/ownership tests only: everything written, nothing committed
             log.warning("fault injection: pausing %.0fs inside the open load transaction", data.fault_pause_seconds)
@@ -315,18 +327,7 @@ async def load_star(conn: asyncpg.Connection, schema: str, data: LoadInput) -> d
             )
         if data.replace_all_facts:
             await conn.execute("DELETE FROM etl_date_loads")
-        await conn.execute(
-            """INSERT INTO etl_date_loads (event_date, run_id, fact_rows, view_count, loaded_at, ingested_high)
-               SELECT d, $2, count(f.fact_key), coalesce(sum(f.view_count), 0), now(), $3
-               FROM unnest($1::date[]) AS u(d)
-               LEFT JOIN fact_product_views f ON f.date_key = to_char(d, 'YYYYMMDD')::int
-               GROUP BY d
-               ON CONFLICT (event_date) DO UPDATE SET run_id = EXCLUDED.run_id, fact_rows = EXCLUDED.fact_rows,
-                   view_count = EXCLUDED.view_count, loaded_at = EXCLUDED.loaded_at, ingested_high = EXCLUDED.ingested_high""",
-            list(data.touched_dates),
-            data.run_id,
-            data.ingested_high,
-        )
+        await _record_date_loads(conn, data)
         if data.ledger is not None:
             counts["etl_hour_reads"] = {"written": await write_ledger(conn, data.run_id, data.ledger)}
         fields = {**data.run_fields, "counts": counts}
@@ -337,7 +338,7 @@ async def load_star(conn: asyncpg.Connection, schema: str, data: LoadInput) -> d
         }
         reconciliation = dict(fields.get("reconciliation") or {})
         reconciliation["view_count_written"] = int(written)
-        reconciliation["view_count_before"] = int(before)  # of the merged dates, before this run
+        reconciliation["view_count_before"] = int(before)  # of the merged grains, before this run
         reconciliation["merged_dates"] = [d.isoformat() for d in sorted(set(data.merge_dates))]
         fields["reconciliation"] = reconciliation
         done = await conn.execute(
@@ -354,3 +355,83 @@ async def load_star(conn: asyncpg.Connection, schema: str, data: LoadInput) -> d
         if done != "UPDATE 1":  # cannot happen while the row is locked; never commit without it
             raise OwnershipLostError(lost_ownership_message(["the run's row was not updated to succeeded"]))
     return counts
+
+
+async def _write_facts(conn: asyncpg.Connection, data: LoadInput) -> tuple[dict[str, int], int, int]:
+    """Steps 4-5 of :func:`load_star`: the staged facts written, replaced dates in full and merged
+    dates grain by grain; returns the counts, ``sum(view_count)`` of the written rows after and of
+    the merged grains before, checked against the valid views read."""
+    fact_defs = ", ".join(f"{c} {t}" for c, t in FACT_STAGE_COLUMNS)
+    await conn.execute(f"CREATE TEMP TABLE stg_fact ({fact_defs}) ON COMMIT DROP")
+    staged = 0
+    async for chunk in data.facts:
+        await conn.copy_records_to_table("stg_fact", records=chunk, columns=[c for c, _ in FACT_STAGE_COLUMNS])
+        staged += len(chunk)
+    keys = [date_key(d) for d in data.touched_dates]
+    merge_keys = sorted({date_key(d) for d in data.merge_dates})
+    if not set(merge_keys) <= set(keys) or (merge_keys and data.replace_all_facts):
+        raise ValueError("merge dates must be touched dates of a run that does not replace all facts")
+    replace_keys = [k for k in keys if k not in set(merge_keys)]
+    before = written = merged = 0
+    if merge_keys:
+        await conn.execute(FACT_NEW_SQL, merge_keys)
+        await conn.execute(FACT_KEEP_OLD_SQL)
+        legacy = await conn.fetchval("SELECT count(*) FROM fact_old WHERE sum_ms IS NULL")
+        if legacy:  # the job recomputes such dates instead (cannot be merged exactly)
+            raise ReconciliationError(f"{legacy} fact rows of the merged dates have no view_time_sum_ms")
+        before = await conn.fetchval("SELECT coalesce(sum(view_count), 0) FROM fact_old")
+        merged = int((await conn.execute(fact_insert_sql(True), data.run_id, merge_keys)).split()[-1])
+        written += await conn.fetchval(f"SELECT coalesce(sum(f.view_count), 0) FROM fact_product_views f JOIN fact_new n USING ({_GRAIN})")
+    if data.replace_all_facts:
+        deleted = await conn.execute("DELETE FROM fact_product_views")
+    else:
+        deleted = await conn.execute("DELETE FROM fact_product_views WHERE date_key = ANY($1::int[])", replace_keys)
+    inserted = int((await conn.execute(fact_insert_sql(False), data.run_id, replace_keys)).split()[-1])
+    written += await conn.fetchval(
+        "SELECT coalesce(sum(view_count), 0) FROM fact_product_views WHERE date_key = ANY($1::int[])", replace_keys
+    )
+    if data.replace_all_facts:
+        written_all = await conn.fetchval("SELECT coalesce(sum(view_count), 0) FROM fact_product_views")
+        if written_all != written:
+            raise ReconciliationError(f"facts outside the touched dates after a full rebuild: {written_all} != {written}")
+    if written - before != data.valid_views:
+        raise ReconciliationError(
+            f"sum(view_count) written {written} - before {before} (merged grains) != valid product views read {data.valid_views}"
+        )
+    counts = {"staged": staged, "deleted": int(deleted.split()[-1]), "inserted": inserted, "merged": merged}
+    return counts, int(written), int(before)
+
+
+async def _record_date_loads(conn: asyncpg.Connection, data: LoadInput) -> None:
+    """``etl_date_loads`` of every touched date: its fact rows and views counted for a replaced
+    date (or one without a row yet), moved by what the merge added for a merged date."""
+    merged = {date_key(d) for d in data.merge_dates}
+    counted = [d for d in data.touched_dates if date_key(d) not in merged]
+    if merged:
+        done = await conn.fetch(
+            """UPDATE etl_date_loads l SET run_id = $2, loaded_at = now(), ingested_high = $3,
+                   fact_rows = l.fact_rows + a.added_rows, view_count = l.view_count + a.added_views
+               FROM (SELECT to_date(n.date_key::text, 'YYYYMMDD') AS d, sum(n.view_count) AS added_views,
+                            count(*) FILTER (WHERE o.fact_key IS NULL) AS added_rows
+                     FROM fact_new n LEFT JOIN fact_old o USING (date_key, product_key, country_key, referrer_key, device_key)
+                     GROUP BY 1) a
+               WHERE l.event_date = a.d AND l.event_date = ANY($1::date[])
+               RETURNING l.event_date""",
+            [d for d in data.touched_dates if date_key(d) in merged],
+            data.run_id,
+            data.ingested_high,
+        )
+        updated = {r["event_date"] for r in done}
+        counted += [d for d in data.touched_dates if date_key(d) in merged and d not in updated]
+    await conn.execute(
+        """INSERT INTO etl_date_loads (event_date, run_id, fact_rows, view_count, loaded_at, ingested_high)
+           SELECT d, $2, count(f.fact_key), coalesce(sum(f.view_count), 0), now(), $3
+           FROM unnest($1::date[]) AS u(d)
+           LEFT JOIN fact_product_views f ON f.date_key = to_char(d, 'YYYYMMDD')::int
+           GROUP BY d
+           ON CONFLICT (event_date) DO UPDATE SET run_id = EXCLUDED.run_id, fact_rows = EXCLUDED.fact_rows,
+               view_count = EXCLUDED.view_count, loaded_at = EXCLUDED.loaded_at, ingested_high = EXCLUDED.ingested_high""",
+        counted,
+        data.run_id,
+        data.ingested_high,
+    )

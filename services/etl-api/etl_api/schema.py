@@ -29,6 +29,7 @@ TABLE_KEYS = {
 # Audit columns that record *when* or *by which run* a row was written, not what it says; a
 # re-run necessarily differs in them, so the checksum leaves them out (README "Idempotency").
 VOLATILE_COLUMNS = frozenset({"created_at", "processed_at", "batch_id"})
+FACT_GRAIN = "date_key, product_key, country_key, referrer_key, device_key"
 
 
 def ddl_files(sql_dir: Path = SQL_DIR) -> list[Path]:
@@ -77,8 +78,14 @@ async def apply_ddl(conn: asyncpg.Connection, schema: str, sql_dir: Path = SQL_D
     return applied
 
 
-async def table_checksums(conn: asyncpg.Connection, schema: str, tables: tuple[str, ...] = STAR_TABLES) -> dict[str, str]:
-    """md5 of every row (all non-volatile columns, surrogate keys included) in key order, per table."""
+async def table_checksums(
+    conn: asyncpg.Connection, schema: str, tables: tuple[str, ...] = STAR_TABLES, fact_keys: bool = True
+) -> dict[str, str]:
+    """md5 of every row (all non-volatile columns, surrogate keys included) in key order, per table.
+
+    ``fact_keys=False``: the facts without ``fact_key``, in grain order. A merged date's new
+    grains are numbered after its highest key (``etl_api.load``), so a history of incremental
+    runs and a rebuild from all events write the same rows under different fact keys."""
     out = {}
     for table in tables:
         cols = await conn.fetch(
@@ -86,9 +93,10 @@ async def table_checksums(conn: asyncpg.Connection, schema: str, tables: tuple[s
             schema,
             table,
         )
-        names = [r["column_name"] for r in cols if r["column_name"] not in VOLATILE_COLUMNS]
+        skip = VOLATILE_COLUMNS | ({"fact_key"} if table == "fact_product_views" and not fact_keys else set())
+        names = [r["column_name"] for r in cols if r["column_name"] not in skip]
         row = "ROW(" + ", ".join(quote_ident(n) for n in names) + ")::text"
-        order = quote_ident(TABLE_KEYS[table])
+        order = quote_ident(TABLE_KEYS[table]) if "fact_key" not in skip else FACT_GRAIN
         q = (
             f"SELECT count(*) AS n, md5(coalesce(string_agg({row}, E'\\n' ORDER BY {order}), '')) AS h "
             f"FROM {quote_ident(schema)}.{quote_ident(table)}"
