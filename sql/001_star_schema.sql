@@ -65,7 +65,7 @@ ALTER TABLE dim_device ADD COLUMN IF NOT EXISTS browser VARCHAR(255);
 ALTER TABLE dim_device ADD COLUMN IF NOT EXISTS os VARCHAR(255);
 
 CREATE TABLE IF NOT EXISTS fact_product_views (
-    fact_key BIGSERIAL PRIMARY KEY,         -- date_key * 1e9 + rank of the row within its date (deterministic)
+    fact_key BIGSERIAL PRIMARY KEY,         -- date_key * 1e9 + n: rank in a date written whole, appended by merges
     date_key INTEGER REFERENCES dim_date(date_key),
     product_key BIGINT REFERENCES dim_product(product_key),
     country_key BIGINT REFERENCES dim_country(country_key),
