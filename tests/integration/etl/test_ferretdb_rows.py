@@ -31,7 +31,7 @@ SCALARS = st.one_of(
     st.none(),
     st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)).map(
         lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)
-    ),  # noqa: E501
+    ),
     st.binary(max_size=8).map(lambda b: ObjectId(b.ljust(12, b"\x01")[:12])),
     st.tuples(st.binary(max_size=8), st.sampled_from([0, 4, 128])).map(lambda t: Binary(*t)),
     st.sampled_from([Regex("ab+c", "i"), Regex("^x", "")]),
