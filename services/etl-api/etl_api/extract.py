@@ -173,9 +173,31 @@ def _as_text(value: Any) -> str | None:  # noqa: PLR0911
     return str(value)
 
 
+# Fields that only name a dimension member: the bridge keeps an event whose value is not an id
+# (or not a text) "as it came" instead of refusing it, and such a value must count against the
+# dimension's unknown member, never become a member of its own (``{"id": 1}`` as a store).
+_MEMBER_IDS = frozenset({"product_id", "store_id", "device_id"})
+_MEMBER_TEXTS = frozenset({"user_agent", "referrer_url", "current_url"})
+
+
+def _member(name: str, value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if name in _MEMBER_IDS and (
+        (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
+    ):
+        return _as_text(value)
+    return None
+
+
 def document_to_row(doc: dict[str, Any]) -> tuple[str | None, ...]:
-    """A raw document as a tuple of :data:`RAW_FIELDS`, every value text or None."""
-    return (_as_text(doc.get("_id")), *(_as_text(doc.get(f)) for f in RAW_FIELDS[1:]))
+    """A raw document as a tuple of :data:`RAW_FIELDS`, every value text or None; a member
+    field (:data:`_MEMBER_IDS`, :data:`_MEMBER_TEXTS`) that is not an id or a text is None
+    (the unknown member)."""
+    return (
+        _as_text(doc.get("_id")),
+        *(_member(f, doc.get(f)) if f in _MEMBER_IDS or f in _MEMBER_TEXTS else _as_text(doc.get(f)) for f in RAW_FIELDS[1:]),
+    )
 
 
 def keep_document(

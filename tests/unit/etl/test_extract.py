@@ -85,7 +85,7 @@ def test_document_to_row_flattens_messy_values() -> None:
         "device_id": "d-1",
         "user_agent": "UA",
         "referrer_url": "",
-        "current_url": '{"weird": true}',
+        "current_url": None,  # not a text: the unknown member, never a member named '{"weird": true}'
         "event_time": None,
         "time_stamp": "1589733273",
         "timestamp": None,
@@ -95,6 +95,14 @@ def test_document_to_row_flattens_messy_values() -> None:
         "ingest_hour": "2026-11-27T20",
     }
     assert "email_address" not in RAW_FIELDS and "ip" not in RAW_FIELDS
+
+
+def test_member_fields_that_are_not_ids_or_texts_are_the_unknown_member() -> None:
+    doc = {"_id": "e", "product_id": True, "store_id": {"id": 1}, "device_id": 7.5, "user_agent": 3, "referrer_url": ["x"]}
+    row = dict(zip(RAW_FIELDS, document_to_row(doc), strict=True))
+    assert [row[f] for f in ("product_id", "store_id", "device_id", "user_agent", "referrer_url", "current_url")] == [None] * 6
+    ids = dict(zip(RAW_FIELDS, document_to_row({"_id": "e", "product_id": 12, "store_id": 12.0, "device_id": "d"}), strict=True))
+    assert (ids["product_id"], ids["store_id"], ids["device_id"]) == ("12", "12", "d")
 
 
 def test_keep_document_window_is_exclusive_low_inclusive_high() -> None:
