@@ -42,7 +42,11 @@ from tests.integration.etl.helpers import expected_star, make_events
 from tests.integration.etl.test_crash_and_api import wait_for_fault_pause
 from tests.integration.etl.test_star_schema import assert_star_equals, insert, run_ok, star_rows, wait_run
 
-PAUSE_S = 90  # long enough for the second instance to start and reap A before A's check
+# Long enough for the second instance to start and reap A before A's check (its reaper allows 3 s
+# of silence; measured: the reap 3-4 s after the pause began, at load averages of 13-21 on the
+# 2 cores) and for B, started at once after the reap, to reach its load while A's transaction is
+# still open (B's read and transform: ~20 s; its load then waits for A's refusal). Was 90 s.
+PAUSE_S = 40
 
 
 async def poll(fn: Any, what: str, timeout: float = 120, every: float = 0.5) -> Any:
@@ -101,14 +105,23 @@ async def test_reaped_run_cannot_commit_and_the_star_equals_one_clean_run(
         # B starts from the same watermark (A committed nothing) and succeeds after A's refusal
         r = await client.post("/runs", json={"mode": "incremental"})
         assert r.status_code == 202, r.text
-        run_b = await wait_run(client, r.json()["run_id"], timeout=PAUSE_S + 240)
-        assert run_b["status"] == "succeeded", run_b["error"]
+        # meanwhile, one clean run in another schema over the same events (it shares nothing with A
+        # or B: running it now instead of after them saves its whole duration); compared below
+        clean = await asyncio.to_thread(make_service, clean_schema)
+        async with clean.client() as clean_client:
+            clean_run = asyncio.create_task(run_ok(clean_client))
+            try:
+                run_b = await wait_run(client, r.json()["run_id"], timeout=PAUSE_S + 240)
+                assert run_b["status"] == "succeeded", run_b["error"]
 
-        async def a_refused() -> dict[str, Any] | None:
-            body = (await client.get(f"/runs/{run_a}")).json()
-            return body if "lost ownership" in (body["error"] or "") else None
+                async def a_refused() -> dict[str, Any] | None:
+                    body = (await client.get(f"/runs/{run_a}")).json()
+                    return body if "lost ownership" in (body["error"] or "") else None
 
-        a_final = await poll(a_refused, "run A's refused commit", timeout=PAUSE_S + 60)
+                a_final = await poll(a_refused, "run A's refused commit", timeout=PAUSE_S + 60)
+                await clean_run
+            finally:
+                clean_run.cancel()
 
     assert a_final["status"] == "failed"
     first_line, _, earlier = a_final["error"].partition("\n")
@@ -122,9 +135,6 @@ async def test_reaped_run_cannot_commit_and_the_star_equals_one_clean_run(
     assert_star_equals(await star_rows(pg, schema), expected_star(docs), {run_b["run_id"]})
     generation = await pg.fetchrow(f'SELECT generation, run_id::text AS run_id FROM "{schema}".etl_load_generation')
     assert (generation["generation"], generation["run_id"]) == (1, run_b["run_id"])
-    clean = make_service(clean_schema)
-    async with clean.client() as client:
-        await run_ok(client)
     assert await table_checksums(pg, schema) == await table_checksums(pg, clean_schema)
 
     # anonymous GET /runs: statuses and a fixed-form summary, never a log tail or the full error
