@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from pyspark.sql import DataFrame, SparkSession
@@ -50,6 +50,9 @@ from etl_api.settings import EtlSettings
 log = logging.getLogger("etl_api.job")
 
 PhaseHook = Callable[[str], Awaitable[None]]
+# a fine micro-batch of at most this many events holds its dimension and fact rows in the driver
+# (tens of MB) instead of caching them in Spark and streaming them back: five Spark jobs fewer
+COLLECT_MAX_EVENTS = 200_000
 
 
 @dataclass
@@ -99,10 +102,13 @@ class Extracted:
     heal: list[date]
 
 
+Rows = DataFrame | list[Any]  # a cached frame, or its rows collected in the driver
+
+
 @dataclass
 class Transformed:
-    dims: dict[str, DataFrame]
-    facts: DataFrame
+    dims: dict[str, Rows]
+    facts: Rows
     valid: int
     skips: dict[str, int]
     ledger_rows: list[tuple[Any, ...]]
@@ -124,7 +130,7 @@ async def run_unit(ctx: UnitContext, conn: asyncpg.Connection, plan: RunPlan) ->
         )
         await ctx.enter_phase("transform")
         t1 = time.monotonic()
-        done = await transform_unit(ctx, got.events)
+        done = await transform_unit(ctx, got.events, collect=plan.fine and got.events_read <= COLLECT_MAX_EVENTS)
         ctx.timings["transform_seconds"] = round(time.monotonic() - t1, 3)
         await ctx.enter_phase("load")
         ctx.timings["total_seconds_before_load"] = round(time.monotonic() - t0, 3)
@@ -186,7 +192,12 @@ async def extract_unit(ctx: UnitContext, conn: asyncpg.Connection, plan: RunPlan
     return Extracted(events, new_events, events_read, touched, merge_dates, recomputed, heal)
 
 
-async def transform_unit(ctx: UnitContext, events: DataFrame) -> Transformed:
+async def transform_unit(ctx: UnitContext, events: DataFrame, collect: bool = False) -> Transformed:
+    """Classify, count and build the dimension and fact frames, all computed here, outside the
+    load transaction that holds the per-schema lock. The counts and the five frames are Spark
+    jobs submitted together (Spark runs concurrent jobs of one session side by side: a small
+    micro-batch's jobs are mostly scheduling and shuffle latency). ``collect``: the frames are
+    small enough to hold in the driver (a fine micro-batch): collected, not cached."""
     s = ctx.settings
     classified = ctx.cache(
         transform.classify_events(
@@ -197,28 +208,33 @@ async def transform_unit(ctx: UnitContext, events: DataFrame) -> Transformed:
             max_ahead_ms=int(s.event_time_max_ahead_s * 1000),
         )
     )
-    skips = await asyncio.to_thread(lambda: {r["skip_reason"]: r["n"] for r in transform.skip_counts(classified).collect()})
-    valid = int(skips.pop(None, 0))
-    ledger_rows = await asyncio.to_thread(
-        lambda: [
-            (r[transform.LEDGER_HOUR], r[transform.LEDGER_DATE], int(r["events"]), int(r["valid"]))
-            for r in transform.ledger_counts(classified).collect()
-        ]
+    views = transform.valid_views(classified)
+    frames = {
+        "dim_product": transform.build_dim_product(views),
+        "dim_country": transform.build_dim_country(views),
+        "dim_referrer": transform.build_dim_referrer(views),
+        "dim_device": transform.build_dim_device(views),
+        "facts": transform.build_facts(views),
+    }
+
+    def materialize(df: DataFrame) -> Rows:
+        if collect:
+            return df.collect()
+        cached = ctx.cache(df)
+        cached.count()
+        return cached
+
+    counted, *built = await asyncio.gather(
+        asyncio.to_thread(lambda: transform.run_counts(classified).collect()),
+        *(asyncio.to_thread(materialize, df) for df in frames.values()),
     )
+    skips, ledger_rows = transform.split_run_counts(cast(list[Any], counted))
+    valid = int(skips.pop(None, 0))
     if sum(r[3] for r in ledger_rows) != valid or sum(r[2] for r in ledger_rows) != valid + sum(skips.values()):
         raise ledger.LedgerMismatchError(f"hour ledger rows {ledger_rows[:5]}… do not add up to {valid} valid, {skips} skipped")
-    views = transform.valid_views(classified)
-    dims = {
-        "dim_product": ctx.cache(transform.build_dim_product(views)),
-        "dim_country": ctx.cache(transform.build_dim_country(views)),
-        "dim_referrer": ctx.cache(transform.build_dim_referrer(views)),
-        "dim_device": ctx.cache(transform.build_dim_device(views)),
-    }
-    facts = ctx.cache(transform.build_facts(views))
-    # computed now, outside the load transaction that holds the per-schema lock
-    for df in (*dims.values(), facts):
-        await asyncio.to_thread(df.count)
-    return Transformed(dims, facts, valid, skips, ledger_rows)
+    done = dict(zip(frames, built, strict=True))
+    facts = done.pop("facts")
+    return Transformed(done, facts, valid, {str(k): v for k, v in skips.items()}, list(ledger_rows))
 
 
 async def load_unit(ctx: UnitContext, plan: RunPlan, got: Extracted, done: Transformed) -> dict[str, dict[str, int]]:
@@ -236,8 +252,10 @@ async def load_unit(ctx: UnitContext, plan: RunPlan, got: Extracted, done: Trans
     fact_cols = [c for c, _ in FACT_STAGE_COLUMNS]
     size = s.load_batch_rows
 
-    def rows_of(df: DataFrame, cols: list[str]) -> Iterator[Any]:
-        return df.select(*cols).toLocalIterator(prefetchPartitions=True)
+    def rows_of(rows: Rows, cols: list[str]) -> Iterator[Any]:
+        if isinstance(rows, list):
+            return (tuple(r[c] for c in cols) for r in rows)
+        return rows.select(*cols).toLocalIterator(prefetchPartitions=True)
 
     data = LoadInput(
         run_id=ctx.run_id,

@@ -103,6 +103,15 @@ def test_enrich_and_classify(classified: DataFrame) -> None:
     ]
 
 
+def test_one_counting_job_gives_the_skip_counts_and_the_hour_ledger(classified: DataFrame) -> None:
+    skips, ledger_rows = transform.split_run_counts(transform.run_counts(classified).collect())
+    assert skips == {r["skip_reason"]: r["n"] for r in transform.skip_counts(classified).collect()}
+    separately = [
+        (r[transform.LEDGER_HOUR], r[transform.LEDGER_DATE], r["events"], r["valid"]) for r in transform.ledger_counts(classified).collect()
+    ]
+    assert sorted(ledger_rows, key=str) == sorted(separately, key=str) and ledger_rows
+
+
 def test_dimensions_take_the_latest_event_with_the_attribute(classified: DataFrame) -> None:
     views = transform.valid_views(classified)
     assert rows_of(transform.build_dim_product(views), "*") == [
