@@ -12,17 +12,20 @@ One readers-writer lock over the whole run, two ``flock`` files next to each oth
    already running finish, and it runs alone; it releases both at the end.
 Locks are taken around the whole test protocol (setup, call, teardown), outside
 pytest-timeout's clock (``tryfirst``): waiting for the lock is not the test's own time.
+A test whose fault is only a part of it (the rest: services starting, Spark runs, a DAG run) is
+not marked; it wraps that part in :func:`exclusive_section` instead, and only that part runs alone.
 Without xdist (a plain ``pytest`` run, one process) nothing is locked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import tempfile
 import time
-from collections.abc import Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Generator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -69,10 +72,49 @@ def run_lock(exclusive: bool) -> Iterator[float]:
     with _flock(gate, fcntl.LOCK_EX):
         fd = os.open(stack, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(fd, fcntl.LOCK_SH)
+    _reading.append(fd)
     try:
         yield time.monotonic() - started
     finally:
+        _reading.remove(fd)
         os.close(fd)
+
+
+_reading: list[int] = []  # the shared hold of the test this worker runs (one at a time)
+
+
+@contextmanager
+def exclusive_section() -> Iterator[float]:
+    """Inside a test that is not marked exclusive: the part of it that faults what every test shares
+    runs alone, the rest of it side by side with other tests. The test gives up its shared hold,
+    takes the lock as an exclusive test does (while it waits no new test starts), and takes its
+    shared hold back at the end. Yields the seconds waited; unlike an exclusive test's, that wait
+    is inside the test's timeout. Without xdist, or outside a shared hold, nothing is locked."""
+    where = _lock_dir()
+    if where is None or not _reading:
+        yield 0.0
+        return
+    held = list(_reading)
+    for fd in held:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    try:
+        with run_lock(True) as waited:
+            yield waited
+    finally:
+        with _flock(where / "gate", fcntl.LOCK_EX):
+            for fd in held:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+
+
+@asynccontextmanager
+async def async_exclusive_section() -> AsyncIterator[float]:
+    """:func:`exclusive_section` for an async test: the locks are waited for in a thread, not in the event loop."""
+    section = exclusive_section()
+    waited = await asyncio.to_thread(section.__enter__)
+    try:
+        yield waited
+    finally:
+        await asyncio.to_thread(section.__exit__, None, None, None)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
