@@ -74,6 +74,7 @@ def dead_letter_record(
     error_message: str,
     error_code: int | str | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    source_epoch: int | None = None,
 ) -> DeadLetterRecord:
     """The dead letter of a refused record: its original bytes and headers, then the ``dlq.*``
     headers, then the cut headers when something had to be cut.
@@ -107,6 +108,8 @@ def dead_letter_record(
     ]
     if error_code is not None:
         ours.append((HEADER_ERROR_CODE, str(error_code)))
+    if source_epoch is not None:  # the bridge's reset epoch: an id-less record's event_id depends on it
+        ours.append((HEADER_SOURCE_EPOCH, str(source_epoch)))
     ours += cuts
     return DeadLetterRecord(key, value, [*headers, *((k, header_text(v).encode()) for k, v in ours)])
 
@@ -128,6 +131,7 @@ def dead_letter_of(
     *,
     error_code: int | str | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    source_epoch: int | None = None,
 ) -> DeadLetterRecord:
     """:func:`dead_letter_record` of a consumed record (its key, value, headers and coordinates)."""
     return dead_letter_record(
@@ -142,6 +146,7 @@ def dead_letter_of(
         error_message=reason.message,
         error_code=error_code,
         max_request_bytes=max_request_bytes,
+        source_epoch=source_epoch,
     )
 
 

@@ -278,7 +278,7 @@ class Copier:
             async with asyncio.timeout(s.transaction_deadline_s), open_transaction(producer):
                 futures = await send_batches(producer, s.local_topic, self.partitioner, events)
                 for record, error in dead:
-                    futures.append(await self._send_dead_letter(producer, record, error))
+                    futures.append(await self._send_dead_letter(producer, record, error, epoch))
                 counts = copy.counts.plus(len(events), len(dead))
                 stored_value = offset_value(txn.next_offset, source_epoch=epoch, reset=copy.last_reset, counts=counts)
                 futures.append(await producer.send(s.offsets_topic, key=offset_key(tp.topic, tp.partition), value=stored_value))
@@ -365,9 +365,10 @@ class Copier:
             await asyncio.wait_for(producer.abort_transaction(), self.settings.close_timeout_s)
 
     async def _send_dead_letter(
-        self, producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], refusal: Refusal
+        self, producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], refusal: Refusal, source_epoch: int
     ) -> asyncio.Future[Any]:
         s = self.settings
-        dead = dead_letter_of(record, refusal, max_request_bytes=s.max_request_bytes)
+        # the epoch travels with the letter: a replay gives an id-less record the event_id of this epoch
+        dead = dead_letter_of(record, refusal, max_request_bytes=s.max_request_bytes, source_epoch=source_epoch)
         future: asyncio.Future[Any] = await producer.send(s.dlq_topic, **dead._asdict())
         return future

@@ -108,6 +108,7 @@ async def test_copies_valid_events_exactly_and_dead_letters_the_bad(
             "dlq.stage": f"bridge.{want.stage}",
             "dlq.error.class": want.error_class,
             "dlq.error.message": want.reason,
+            "dlq.source.epoch": "0",  # no source reset in this test
         }
     assert want_bad == {}, "every bad record dead-lettered exactly once"
 

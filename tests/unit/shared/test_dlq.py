@@ -100,3 +100,6 @@ def test_a_consumed_record_gives_its_bytes_and_coordinates() -> None:
     record = ConsumerRecord("product_views", 2, 99, 0, 0, b"k", b"{bad", None, 1, 4, [("trace", b"t-1"), ("null", None)])
     got = dead_letter_of(record, Refusal("bridge.validate", "TooDeep", "too deep"))  # type: ignore[arg-type]
     assert got == (b"k", b"{bad", [("trace", b"t-1"), ("null", None), *DLQ_OURS])
+    # the bridge adds its reset epoch (a replay gives an id-less record that epoch's event_id)
+    with_epoch = dead_letter_of(record, Refusal("bridge.validate", "TooDeep", "too deep"), source_epoch=3)  # type: ignore[arg-type]
+    assert with_epoch.headers == [("trace", b"t-1"), ("null", None), *DLQ_OURS, ("dlq.source.epoch", b"3")]
