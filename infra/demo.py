@@ -346,6 +346,16 @@ async def print_star_schema(dsn: str) -> None:
         await conn.close()
 
 
+def print_dead_letters(since: datetime) -> None:
+    """This demo's dead letters, as ``./pipeline dlq stats --since`` shows them."""
+    print(f"\n    dead letters of this demo (./pipeline dlq stats --since {since.isoformat(timespec='seconds')}):", flush=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.dlqtool", "stats", "--since", since.isoformat()], capture_output=True, text=True, timeout=120
+    )
+    for line in (done.stdout or done.stderr).splitlines():
+        print(f"    {line}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=20_000, help="events to stream (default 20000)")
@@ -363,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     env = load_env()
     os.environ.update({k: v for k, v in env.items() if k not in os.environ})
     t0 = time.monotonic()
+    began = datetime.now(UTC)
     try:
         dsn = env["POSTGRES_DSN"]
         step(1, 6, f"starting the services: etl-api (continuous mode, a micro-batch every {args.interval:g} s), bridge, sink, live")
@@ -414,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n    {freshness_line(get_json(etl_url('/continuous')), asyncio.run(star_views(dsn)))}")
         page = get_json(f"http://127.0.0.1:{services.SERVICES['live'].base_port}/api/star/freshness")
         print(f"    the live page says: {page['text']}")
+        print_dead_letters(began)
     except StackError as exc:
         print(f"\n[demo] FAILED: {exc}", file=sys.stderr)
         return 1
