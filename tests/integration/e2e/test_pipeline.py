@@ -353,15 +353,17 @@ async def test_dag_fails_on_the_etl_task_when_the_run_fails(pipeline: Pipeline, 
 
 async def test_sink_caught_up_sensor_waits_while_the_sink_lags(pipeline: Pipeline, remote_kafka: KafkaConnection) -> None:
     await create_topics(remote_kafka, [pipeline.remote_topic], partitions=PARTITIONS, replication_factor=1)
-    # The sink holds each batch 60 s before writing it: ready, but lagging, by configuration —
-    # long enough for Airflow to start (slow on a loaded machine) and poke more than once.
-    hold = {"SINK_MAX_BATCH_EVENTS": "100000", "SINK_MAX_BATCH_WAIT_MS": "60000"}
+    # The sink holds its batch until it has 301 events (or 15 min): ready, but lagging, by
+    # configuration, for as long as Airflow takes to start (slow on a loaded machine) and the
+    # sensor to poke twice; then one more event fills the batch. (A fixed 60 s hold could end
+    # before Airflow's first poke, and usually waited out several pokes more than needed.)
+    hold = {"SINK_MAX_BATCH_EVENTS": "301", "SINK_MAX_BATCH_WAIT_MS": "900000"}
     # The batch is stamped `ingested_at` when it is written, i.e. just before the DAG starts the
     # run; with no settle margin the run's window (ingested_at <= its start) includes it: the
     # sensor already proved the batch durable.
     etl, bridge, sink = await start_all(pipeline, sink_env=hold, etl_env={"ETL_SETTLE_SECONDS": "0"})
     try:
-        records = list(eventgen.generate(300, seed=int(pipeline.uid, 16) % 1000, bad_fraction=0.0))
+        *records, last = eventgen.generate(301, seed=int(pipeline.uid, 16) % 1000, bad_fraction=0.0)
         await eventgen.produce(records, remote_kafka, pipeline.remote_topic, progress=False, partitions=PARTITIONS)
         await wait_lag_zero(bridge, 120)
         # The sink sees the topic the bridge created within its metadata refresh; then its lag is
@@ -374,7 +376,18 @@ async def test_sink_caught_up_sensor_waits_while_the_sink_lags(pipeline: Pipelin
         assert status == 200 and body["total_lag"] >= 300 and {p["committed"] or 0 for p in body["partitions"]} == {0}, body
         log = pipeline.work / "dag.log"
         t0 = time.monotonic()
-        ok = await asyncio.to_thread(run_dag, airflow_env(pipeline.token, pipeline.ports, pipeline.work / "airflow"), log, echo=False)
+        dag = asyncio.create_task(
+            asyncio.to_thread(run_dag, airflow_env(pipeline.token, pipeline.ports, pipeline.work / "airflow"), log, echo=False)
+        )
+        deadline = time.monotonic() + 600
+        while not dag.done() and time.monotonic() < deadline:
+            if log.exists() and log.read_text(errors="replace").count("Poking: lag") >= 2:
+                break
+            await asyncio.sleep(0.5)
+        assert {p["committed"] or 0 for p in sink.get("/lag")[1]["partitions"]} == {0}, "the sink wrote before the sensor poked"
+        records.append(last)  # the 301st event: the batch is full, the sink writes it
+        await eventgen.produce([last], remote_kafka, pipeline.remote_topic, progress=False, partitions=PARTITIONS)
+        ok = await dag
         text = log.read_text()
         assert ok, text[-4000:]
         # The sensor poked and waited (rescheduled) at least once before the sink's batch landed …
