@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 
 from etl_api.extract import READ_PROJECTION, ReadTask, document_to_row, keep_document, parse_utc, task_queries
+from shared.errors import PipelineError
 
 EPOCH = datetime(1970, 1, 1)  # PyMongo decodes BSON dates as naive UTC datetimes
 _FIELD = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -43,8 +44,9 @@ _FIELD = re.compile(r"^[a-z_][a-z0-9_]*$")
 _READ_FIELDS = frozenset({"_id", *READ_PROJECTION})
 
 
-class UnknownStoredType(ValueError):
-    """A stored value whose sjson type this module does not decode."""
+class UnknownStoredType(PipelineError, ValueError):
+    """A stored value whose sjson type this module does not decode (the document is then read
+    through FerretDB; not retriable: the same bytes decode the same way)."""
 
 
 def _value(raw: Any, schema: dict[str, Any]) -> Any:  # noqa: PLR0911
