@@ -86,7 +86,7 @@ def main() -> None:
     coll = client[DATABASE][collection]
     load_start = loadavg()
     try:
-        coll.create_indexes(INDEXES)
+        coll.create_indexes(list(INDEXES))
         start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
         insert(coll, args.events, args.seconds, start)
         asyncio.run(indexes(pg_url, collection))
