@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-pytest_plugins = ["tests.support.exclusive", "tests.support.longest_first"]
+pytest_plugins = ["tests.support.exclusive"]
 
 REPO = Path(__file__).resolve().parent.parent
 STACK_ENV = Path(os.environ.get("STACK_HOME", REPO / ".stack")) / "stack.env"
