@@ -1,6 +1,6 @@
 """The local stack: real Kafka (3-broker local + 1-broker "remote"), FerretDB and PostgreSQL on loopback.
 
-Usage: python -m infra.stack {up|down|status|reset|env|jdbc-jar|start NAME|stop NAME}
+Usage: python -m infra.stack {up [--prometheus]|down|status|reset|env|jdbc-jar|start NAME|stop NAME|prometheus up|down|status}
 
 Everything lives under STACK_HOME (default ``.stack/`` in the repo, git-ignored): data, logs,
 PID files and ``stack.env``, the generated credentials and addresses every service and test reads.
@@ -10,9 +10,10 @@ real request (a produce/consume round trip on each Kafka cluster, a ping, a quer
 ``down`` stops only what ``up`` started, found through PID files.
 
 The package, by part: ``env`` (paths, versions, ports, ``stack.env``), ``processes`` (commands,
-readiness waits, PID-file processes), ``kafka``, ``postgres``, ``ferretdb``, ``control`` (the
-whole stack: up, down, status, reset) and ``__main__`` (the command line).  Everything is
-re-exported here, so ``from infra.stack import …`` names what it always named.
+readiness waits, PID-file processes), ``kafka``, ``postgres``, ``ferretdb``, ``prometheus`` (an
+optional Prometheus scraping the services), ``control`` (the whole stack: up, down, status,
+reset) and ``__main__`` (the command line).  Everything else is re-exported here, so
+``from infra.stack import …`` names what it always named.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from infra.stack.ferretdb import ferretdb_backend, ferretdb_bin, ferretdb_proc, 
 from infra.stack.kafka import kafka_libs, kafka_nodes, kafka_round_trip
 from infra.stack.postgres import pg_bootstrap_sql, pg_jdbc_jar, pg_query_ok, postgres_proc
 from infra.stack.processes import Proc, log, wait_for
+from infra.stack.prometheus import prometheus_down
 
 
 def procs() -> dict[str, Proc]:
@@ -47,6 +48,8 @@ def up() -> None:
 
 
 def down() -> None:
+    # Prometheus (python -m infra.stack prometheus up) first: it only watches the rest.
+    prometheus_down()
     # Kafka first (brokers flush), FerretDB before its PostgreSQL backend, PostgreSQL last.
     order = [n.name for n in kafka_nodes()] + ["ferretdb", "postgres"]
     all_procs = procs()
