@@ -23,6 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -346,7 +347,6 @@ async def run(settings: LiveSettings) -> None:
         partitions = await _prepare_with_retry(settings, state, stop)
         if partitions is None:
             return
-        counters = LiveCounters(settings, partitions, registry=state.registry)
         topics = dict(zip((PRODUCT_TABLE, STORE_TABLE), changelog_topics(settings), strict=True))
         view = ChangelogView(
             settings.local_kafka,
@@ -354,9 +354,29 @@ async def run(settings: LiveSettings) -> None:
             partitions,
             window_s=settings.window_s,
             retention_s=settings.retention_s,
+            snapshot_path=snapshot_path(settings) if settings.recovery == "snapshot" else None,
+            snapshot_every_s=settings.snapshot_interval_s,
+            registry=state.registry,
         )
+        seeded = settings.recovery != "replay"
+        counters = LiveCounters(settings, partitions, registry=state.registry, seeder=view.seed if seeded else None)
         await view.start()
-        await counters.start()
+        try:
+            if seeded:
+                # faust seeds its tables from the view when partitions are assigned (live.recovery):
+                # start it once the view holds the changelogs, so faust has no tail left to replay.
+                while not view.caught_up and not stop.is_set():
+                    view.raise_if_failed()
+                    state.set_not_ready("reading the changelog topics")
+                    with contextlib.suppress(TimeoutError, KafkaError):
+                        await view.sync()
+                if stop.is_set():
+                    await view.stop()
+                    return
+            await counters.start()
+        except BaseException:
+            await view.stop()
+            raise
         reader.attach(counters, view)
         try:
             while not stop.is_set():
@@ -382,6 +402,11 @@ async def run(settings: LiveSettings) -> None:
         )
     finally:
         await star.close()  # the process's one PostgreSQL pool
+
+
+def snapshot_path(settings: LiveSettings) -> Path:
+    """The changelog view's snapshot: one per app id in ``LIVE_DATA_DIR``."""
+    return Path(settings.data_dir) / f"{settings.app_id}.view-snapshot.json"
 
 
 async def _prepare_with_retry(settings: LiveSettings, state: ServiceState, stop: asyncio.Event) -> int | None:

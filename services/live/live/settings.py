@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -55,8 +57,16 @@ class LiveSettings(ServiceSettings):
     producer_max_batch_bytes: int = 524_288
     # A killed worker's partitions move to another after this long without heartbeats.
     session_timeout_s: float = 10.0
-    # Where faust keeps local state (tables live in memory; recovered from the changelog).
+    # Where faust keeps local state and the changelog view writes its snapshot (tables live in
+    # memory; see live.recovery).
     data_dir: str = ".stack/live"
+    # How a start recovers the tables (live.recovery): "snapshot" = the view's snapshot in data_dir
+    # plus the changelog after it, faust's tables seeded from the view; "seed" = the view replays
+    # the changelogs from the log start, faust's tables seeded from it; "replay" = no snapshot, no
+    # seeding: the view and faust's recovery each replay the whole changelog (before 2026-12).
+    recovery: Literal["snapshot", "seed", "replay"] = "snapshot"
+    # Seconds between two snapshots of the changelog view (and one on a clean stop).
+    snapshot_interval_s: float = Field(default=30.0, gt=0)
 
     top_n: int = 10
     # Top-N spans in minutes served by /api/top and the page.

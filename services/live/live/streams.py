@@ -29,8 +29,10 @@ Guarantees:
   table value carries the last source offset it counted (:func:`live.counting.add_view`), so a
   redelivered view is skipped.
 
-Tables live in memory and are rebuilt from their changelog topics (replication factor
-``replication_factor``, compact+delete with ``retention_s``) on start.
+Tables live in memory and are rebuilt on start from the changelog view (:mod:`live.recovery`:
+its snapshot plus the changelog after it), faust replaying only what the view had not read; the
+changelog topics (replication factor ``replication_factor``, compact+delete with
+``retention_s``) stay the durable state.
 """
 
 from __future__ import annotations
@@ -42,13 +44,15 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
 
 import faust
+import faust.stores
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.types.auth import SASLMechanism
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from live.consumer import LiveApp, RecordBatch, _ReadCommittedConsumer
 from live.counting import UNKNOWN, View, WindowEntry, add_view, parse_view, scoped_key
+from live.recovery import STORE_SCHEME, SeededStore, Seeder
 from live.settings import LiveSettings
 from shared.errors import BackendUnavailableError, ConfigError
 from shared.kafka import create_topics
@@ -57,6 +61,8 @@ log = logging.getLogger(__name__)
 
 PRODUCT_TABLE = "views_per_product"
 STORE_TABLE = "views_per_store"
+
+faust.stores.STORES.aliases.setdefault(STORE_SCHEME, f"{SeededStore.__module__}:{SeededStore.__name__}")
 
 
 def _faust_broker(settings: LiveSettings) -> tuple[str, faust.SASLCredentials | None]:
@@ -116,9 +122,14 @@ async def _partition_count(admin: AIOKafkaAdminClient, topic: str, timeout_s: fl
 class LiveCounters:
     """The faust app, its tables and the agent that counts. ``start``/``stop`` run it in-process."""
 
-    def __init__(self, settings: LiveSettings, partitions: int, registry: CollectorRegistry | None = None) -> None:
-        """``partitions``: the source topic's (see :func:`prepare_topics`); the changelogs match it."""
+    def __init__(
+        self, settings: LiveSettings, partitions: int, registry: CollectorRegistry | None = None, seeder: Seeder | None = None
+    ) -> None:
+        """``partitions``: the source topic's (see :func:`prepare_topics`); the changelogs match it.
+        ``seeder``: where the tables' stores take a partition's state and changelog position from
+        on recovery (:meth:`live.view.ChangelogView.seed`); None: faust replays the changelogs."""
         self.settings = settings
+        self.seeder = seeder
         self.partitions = partitions
         self.view_types = frozenset(settings.product_view_types)
         broker, credentials = _faust_broker(settings)
@@ -152,6 +163,11 @@ class LiveCounters:
         self.by_product = self._windowed_table(PRODUCT_TABLE)
         self.by_store = self._windowed_table(STORE_TABLE)
         registry = registry or CollectorRegistry()
+        Gauge(
+            "live_table_recovery_replayed_records",
+            "Changelog records faust's table recovery and standbys applied since start (tables seeded from the view: only the tail)",
+            registry=registry,
+        ).set_function(lambda: self.recovery_replayed)
         self.seen = Counter("live_events_total", "Local-topic events consumed", registry=registry)
         self.counted = Counter("live_views_total", "Product views counted", registry=registry)
         self.redelivered = Counter("live_redelivered_views_total", "Views read again after a restart, already counted", registry=registry)
@@ -167,7 +183,7 @@ class LiveCounters:
 
     def _windowed_table(self, name: str) -> Any:
         """A tumbling-window table; values are JSON ``[count, last offset]``."""
-        table = self.app.Table(name, default=list, partitions=self.partitions)
+        table = self.app.Table(name, default=list, partitions=self.partitions, store=f"{STORE_SCHEME}://", options={"seeder": self.seeder})
         return table.tumbling(self.settings.window_s, expires=self.settings.retention_s).table
 
     async def count_records(self, batch: RecordBatch) -> None:
@@ -265,6 +281,11 @@ class LiveCounters:
             return False
         staged[window_key] = (partition, value)
         return True
+
+    @property
+    def recovery_replayed(self) -> int:
+        """Changelog records faust's recovery (and standbys) applied to both tables since start."""
+        return sum(cast(SeededStore, t.data).replayed for t in (self.by_product, self.by_store))
 
     # ---- read side (any coroutine of the process; a snapshot of the in-memory tables) ----
 
