@@ -41,7 +41,7 @@ from faust.types import TP, EventT
 log = logging.getLogger(__name__)
 
 SNAPSHOT_VERSION = 1
-STORE_SCHEME = "liveseeded"  # faust store URL scheme of SeededStore (registered by live.streams)
+STORE_SCHEME = "liveseeded"  # faust store URL scheme of SeededStore (registered by live.streams; a URL needs a host to be truthy)
 
 WindowKey = tuple[str, tuple[float, float]]
 # table name, changelog topic, partition -> (position: next changelog offset the entries do not

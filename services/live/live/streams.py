@@ -183,7 +183,9 @@ class LiveCounters:
 
     def _windowed_table(self, name: str) -> Any:
         """A tumbling-window table; values are JSON ``[count, last offset]``."""
-        table = self.app.Table(name, default=list, partitions=self.partitions, store=f"{STORE_SCHEME}://", options={"seeder": self.seeder})
+        table = self.app.Table(
+            name, default=list, partitions=self.partitions, store=f"{STORE_SCHEME}://local", options={"seeder": self.seeder}
+        )
         return table.tumbling(self.settings.window_s, expires=self.settings.retention_s).table
 
     async def count_records(self, batch: RecordBatch) -> None:
