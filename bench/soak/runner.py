@@ -1,0 +1,236 @@
+"""One soak, start to end.
+
+1. Names: a tag ``soak_<hex>``; topics, groups, database and schema are the tag's.
+2. A :class:`~bench.soak.proxy.FaultProxy` in front of FerretDB for the sink (the slow and the
+   resetting path), then the ETL API (continuous mode on), bridge, sink and live, each ready.
+3. Prometheus on the services, the project's rules at ``time_scale``, scraping every 2 s.
+4. The traffic for ``minutes``; faults from the seeded schedule every ``fault_every`` seconds
+   (± 20 % jitter), the first after ``warmup_s``; each fault's recovery followed in the background.
+5. The drain: the traffic is done, every fault healed, bridge and sink lag 0, and the star schema's
+   total equals the generator's (or ``drain_timeout_s``).
+6. Alerts: Prometheus' firing intervals matched to the faults, after the rules have had time to
+   resolve.
+7. The checker (:mod:`bench.soak.checker`), the report, and the services stopped; the soak's
+   topics, database and schema dropped unless ``keep``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+
+from bench.soak.checker import Verdict, check, star_views
+from bench.soak.faults import KINDS, FaultRecord, Faults, Timing, schedule
+from bench.soak.proxy import FaultProxy
+from bench.soak.services import Names, Pipeline, free_port
+from bench.soak.traffic import Traffic
+from bench.soak.watch import RssSampler, follow_recovery, lags, match_alerts
+from infra.prometheus import PrometheusServer
+from infra.stack import HOME, load_env
+from shared.kafka import KafkaConnection, create_topics
+
+PARTITIONS = 6
+
+
+@dataclass
+class Options:
+    minutes: float = 60.0
+    rate: float = 1000.0
+    fault_every_s: float = 60.0
+    faults: int | None = None  # default: as many as fit after the warm-up
+    kinds: tuple[str, ...] = KINDS
+    seed: int = 28
+    bad_fraction: float = 0.001
+    warmup_s: float = 30.0
+    time_scale: float = 0.1
+    drain_timeout_s: float = 900.0
+    timing: Timing = field(default_factory=Timing)
+    keep: bool = False
+    work: Path | None = None
+
+
+@dataclass
+class Result:
+    options: Options
+    tag: str
+    started_at: float
+    traffic_s: float = 0.0
+    produced: int = 0
+    faults: list[FaultRecord] = field(default_factory=list)
+    verdict: Verdict | None = None
+    rss: dict[str, Any] = field(default_factory=dict)
+    drained: bool = False
+    drain_s: float | None = None
+    other_alerts: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def proxied(uri: str, port: int) -> str:
+    """``uri`` (mongodb://…) pointed at 127.0.0.1:``port`` instead of its host."""
+    parts = urlsplit(uri)
+    creds = parts.netloc.rpartition("@")[0]
+    return urlunsplit(parts._replace(netloc=f"{creds + '@' if creds else ''}127.0.0.1:{port}"))
+
+
+def targets(pipeline: Pipeline) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for svc in pipeline.services.values():
+        if svc.pid is not None or svc.replica == 1:
+            out.setdefault(svc.name, []).append(f"127.0.0.1:{svc.port}")
+    return out
+
+
+async def run_soak(opts: Options) -> Result:
+    env = {k: str(v) for k, v in load_env().items()}
+    tag = f"soak_{uuid.uuid4().hex[:8]}"
+    work = opts.work or HOME / "soak" / tag
+    work.mkdir(parents=True, exist_ok=True)
+    result = Result(opts, tag, time.time())
+    rng = random.Random(opts.seed)
+    remote, local = KafkaConnection.from_env(env, "REMOTE_KAFKA_"), KafkaConnection.from_env(env, "LOCAL_KAFKA_")
+    mongo = urlsplit(env["MONGODB_URI"])
+    proxy = FaultProxy(mongo.hostname or "127.0.0.1", mongo.port or 27017)
+    await proxy.start()
+    pipeline = Pipeline(Names(tag), work, PARTITIONS, env, mongodb_uri_for_sink=proxied(env["MONGODB_URI"], proxy.port))
+    await create_topics(remote, [pipeline.names.remote_topic], partitions=PARTITIONS, replication_factor=1)
+    for name in ("etl-api", "bridge", "sink", "live"):
+        pipeline.add(name).start()
+    faults = Faults(pipeline, proxy, rng, opts.timing)
+    prometheus = PrometheusServer(
+        work / "prometheus", targets(pipeline), port=free_port(), time_scale=opts.time_scale, scrape_interval_s=2, evaluation_interval_s=2
+    )
+
+    async def follow_targets() -> None:
+        await asyncio.to_thread(prometheus.reload, targets(pipeline))
+
+    faults.on_replicas_changed = follow_targets
+    halt = asyncio.Event()
+    sampler = RssSampler(pipeline)
+    try:
+        for svc in pipeline.primary():
+            await faults.wait_ready(svc, 240)
+        await asyncio.to_thread(prometheus.start)
+        count = int(opts.minutes * 60 * opts.rate)
+        traffic = Traffic(pipeline.names.remote_topic, count, opts.rate, opts.seed, PARTITIONS, opts.bad_fraction)
+        producing = asyncio.create_task(traffic.run(remote))
+        sampling = asyncio.create_task(sampler.run(halt))
+        result.faults = await inject_all(opts, faults, rng, producing)
+        manifest = await producing
+        result.produced, result.traffic_s = manifest.total, (traffic.finished or 0) - (traffic.started or 0)
+        result.drain_s, result.drained = await drain(pipeline, traffic.expected.total_views, opts.drain_timeout_s)
+        await asyncio.sleep(max(30.0, 300 * opts.time_scale))  # the rules' resolve and the last scrapes
+        halt.set()
+        await sampling
+        intervals = await asyncio.to_thread(prometheus.alert_intervals, result.started_at, time.time(), 1.0)
+        match_alerts(result.faults, intervals, grace_s=120.0)
+        expected = {(a, j) for f in result.faults for a, j in f.expected_alerts}
+        result.other_alerts = [
+            {"alert": name, "labels": dict(labels), "intervals_s": [[_since(result, a), _since(result, b)] for a, b in spans]}
+            for (name, labels), spans in intervals.items()
+            if (name, dict(labels).get("job")) not in expected
+        ]
+        result.rss = sampler.summary(window_s=min(600.0, opts.minutes * 60 / 4))
+        result.verdict = await check(pipeline, manifest, traffic.expected, local)
+    finally:
+        halt.set()
+        await stop_all(pipeline, result)
+        prometheus.stop()
+        await proxy.stop()
+        if not opts.keep:
+            await drop(pipeline, remote, local)
+    return result
+
+
+def _since(result: Result, t: float | None) -> float | None:
+    return None if t is None else round(t - result.started_at, 1)
+
+
+async def inject_all(opts: Options, faults: Faults, rng: random.Random, producing: asyncio.Task[Any]) -> list[FaultRecord]:
+    total_s = opts.minutes * 60
+    n = opts.faults if opts.faults is not None else max(0, int((total_s - opts.warmup_s) // opts.fault_every_s))
+    kinds = schedule(rng, n, opts.kinds)
+    t0 = time.monotonic()
+    records: list[FaultRecord] = []
+    followers: list[asyncio.Task[None]] = []
+    lag_bound = int(max(1000, 2 * opts.rate))
+    for i, kind in enumerate(kinds):
+        at = t0 + opts.warmup_s + i * opts.fault_every_s + rng.uniform(-0.2, 0.2) * opts.fault_every_s
+        await asyncio.sleep(max(0.0, at - time.monotonic()))
+        if producing.done():
+            break
+        record = FaultRecord(i, kind)
+        records.append(record)
+        print(f"[soak] {time.strftime('%H:%M:%S')} fault {i + 1}/{n}: {kind}", flush=True)
+        await faults.inject(record)
+        print(
+            f"[soak] {time.strftime('%H:%M:%S')} healed {kind} ({record.target}){' ERROR ' + record.error if record.error else ''}",
+            flush=True,
+        )
+        followers.append(asyncio.create_task(follow_recovery(faults.pipeline, record, lag_bound)))
+    await asyncio.gather(*followers)
+    return records
+
+
+async def drain(pipeline: Pipeline, views: int, timeout: float) -> tuple[float, bool]:
+    """Seconds until bridge and sink lag are 0 and the star counts ``views`` (False: timed out)."""
+    t0 = time.monotonic()
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() - t0 < timeout:
+            bridge, sink = await lags(pipeline, client)
+            if bridge == 0 and sink == 0:
+                star = await star_views(pipeline.stack_env["POSTGRES_DSN"], pipeline.names.tag)
+                if sum(star.values()) >= views:
+                    return time.monotonic() - t0, True
+            await asyncio.sleep(2)
+    return time.monotonic() - t0, False
+
+
+async def stop_all(pipeline: Pipeline, result: Result) -> None:
+    etl = pipeline.services.get("etl-api")
+    if etl is not None and etl.pid is not None:
+        try:
+            async with pipeline.client() as client:
+                await client.delete(f"http://127.0.0.1:{etl.port}/continuous", timeout=30)
+                for _ in range(120):
+                    if not (await pipeline.continuous(client)).get("alive"):
+                        break
+                    await asyncio.sleep(1)
+        except (httpx.HTTPError, ValueError) as exc:
+            result.notes.append(f"stopping continuous mode: {type(exc).__name__}: {exc}")
+    for svc in pipeline.services.values():
+        await asyncio.to_thread(svc.stop)
+
+
+async def drop(pipeline: Pipeline, remote: KafkaConnection, local: KafkaConnection) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from pymongo import AsyncMongoClient
+
+    names = pipeline.names
+    conn = await asyncpg.connect(pipeline.stack_env["POSTGRES_DSN"])
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{names.tag}" CASCADE')
+    finally:
+        await conn.close()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(pipeline.stack_env["MONGODB_URI"])
+    try:
+        await client.drop_database(names.database)
+    finally:
+        await client.close()
+    for conn_k in (remote, local):
+        admin = AIOKafkaAdminClient(**conn_k.client_kwargs())
+        await admin.start()
+        try:
+            mine = [t for t in await admin.list_topics() if t.startswith(names.tag)]
+            if mine:
+                await admin.delete_topics(mine)
+        finally:
+            await admin.close()

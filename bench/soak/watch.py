@@ -1,0 +1,135 @@
+"""What the soak watches while it runs: each fault's recovery, the services' RSS over time, and
+which alerts Prometheus raised for which fault.
+
+Recovery of a fault, from its :class:`~bench.soak.faults.FaultRecord`:
+
+- ``restart_ready_s``: a service the fault restarted, from its start to its ``/ready`` (the
+  issue's "every restart ready within 30 s");
+- ``ready_at``: after the heal, when every primary service answers ``/ready`` again;
+- ``recovered_at``: when, besides, the bridge's and the sink's lag are back under the bound (two
+  seconds of traffic: under steady traffic a lag of exactly 0 is a moment between two fetches,
+  not a state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from bench.soak.faults import FaultRecord
+from bench.soak.services import Pipeline, rss_mib
+
+RECOVERY_TIMEOUT_S = 600.0
+
+
+async def all_ready(pipeline: Pipeline, client: httpx.AsyncClient) -> bool:
+    return all(await asyncio.gather(*(s.ready(client) for s in pipeline.primary())))
+
+
+async def lags(pipeline: Pipeline, client: httpx.AsyncClient) -> tuple[int | None, int | None]:
+    bridge, sink = await asyncio.gather(pipeline.services["bridge"].lag(client), pipeline.services["sink"].lag(client))
+    return bridge, sink
+
+
+async def follow_recovery(pipeline: Pipeline, record: FaultRecord, lag_bound: int) -> None:
+    """Fills ``record``'s ready and recovered times (polls every 0.5 s, gives up after
+    :data:`RECOVERY_TIMEOUT_S`: the report then shows them as missing)."""
+    deadline = time.monotonic() + RECOVERY_TIMEOUT_S
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            svc = record.restarted
+            if svc is not None and record.restart_ready_s is None and await svc.ready(client):
+                record.restart_ready_s = time.monotonic() - svc.started_at
+            if record.ready_at is None and (svc is None or record.restart_ready_s is not None) and await all_ready(pipeline, client):
+                record.ready_at = time.time()
+            if record.ready_at is not None:
+                bridge, sink = await lags(pipeline, client)
+                if bridge is not None and sink is not None and bridge <= lag_bound and sink <= lag_bound:
+                    record.recovered_at = time.time()
+                    return
+            await asyncio.sleep(0.5)
+
+
+@dataclass
+class RssSampler:
+    """Every ``every_s``: the RSS (MiB) of each service process and of the continuous worker."""
+
+    pipeline: Pipeline
+    every_s: float = 10.0
+    samples: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+
+    async def run(self, halt: asyncio.Event) -> None:
+        async with self.pipeline.client() as client:
+            while not halt.is_set():
+                row: dict[str, float] = {}
+                for svc in self.pipeline.primary():
+                    value = rss_mib(svc.pid)
+                    if value is not None:
+                        row[svc.name] = value
+                try:
+                    worker = (await self.pipeline.continuous(client)).get("pid")
+                except (httpx.HTTPError, ValueError):
+                    worker = None
+                value = rss_mib(worker)
+                if value is not None:
+                    row["etl-worker"] = value
+                self.samples.append((time.time(), row))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(halt.wait(), self.every_s)
+
+    def summary(self, window_s: float) -> dict[str, dict[str, float | None]]:
+        """Per process: the mean RSS over the first and the last ``window_s`` seconds."""
+        if not self.samples:
+            return {}
+        t_first, t_last = self.samples[0][0], self.samples[-1][0]
+        names = sorted({n for _, row in self.samples for n in row})
+        out: dict[str, dict[str, float | None]] = {}
+        for name in names:
+            first = [row[name] for t, row in self.samples if name in row and t <= t_first + window_s]
+            last = [row[name] for t, row in self.samples if name in row and t >= t_last - window_s]
+            start = sum(first) / len(first) if first else None
+            end = sum(last) / len(last) if last else None
+            growth = None if not start or end is None else round(100 * (end - start) / start, 1)
+            out[name] = {
+                "start_mib": _r(start),
+                "end_mib": _r(end),
+                "growth_pct": growth,
+                "max_mib": _r(max(row.get(name, 0.0) for _, row in self.samples)),
+            }
+        return out
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def match_alerts(records: list[FaultRecord], intervals: dict[Any, list[list[float | None]]], grace_s: float) -> None:
+    """For each fault's expected (alert, job): the first firing interval of that alert (and job)
+    that began after the fault was injected and before ``grace_s`` after its heal."""
+    for record in records:
+        record.alerts = []
+        for alert, job in record.expected_alerts:
+            found: dict[str, Any] = {"alert": alert, "job": job, "fired": False, "resolved": False}
+            latest = (record.healed_at or record.injected_at) + grace_s
+            for (name, labels), spans in intervals.items():
+                if name != alert or (job is not None and dict(labels).get("job") != job):
+                    continue
+                for fired, resolved in spans:
+                    if fired is not None and record.injected_at <= fired <= latest:
+                        found |= {
+                            "fired": True,
+                            "fired_after_s": round(fired - record.injected_at, 1),
+                            "resolved": resolved is not None,
+                            "resolved_after_heal_s": None
+                            if resolved is None or record.healed_at is None
+                            else round(resolved - record.healed_at, 1),
+                        }
+                        break
+                if found["fired"]:
+                    break
+            record.alerts.append(found)
