@@ -90,12 +90,12 @@ EXPECTED_ALERTS: dict[str, tuple[tuple[str, str | None], ...]] = {
 class Timing:
     """How long each fault holds (seconds)."""
 
-    down_s: float = 30.0  # a killed service's restart delay
-    pause_s: float = 35.0  # SIGSTOP → SIGCONT: past the consumer session (10 s) and the scaled alert
-    outage_s: float = 45.0  # a stopped store or broker
-    replica_s: float = 30.0  # how long a second replica stays after it is ready
+    down_s: float = 20.0  # a killed service's restart delay
+    pause_s: float = 25.0  # SIGSTOP → SIGCONT: past the consumer session (10 s) and the scaled alert
+    outage_s: float = 40.0  # a stopped store or broker
+    replica_s: float = 15.0  # how long a second replica stays after it is ready
     slow_s: float = 0.2  # the slow path's delay per chunk
-    slow_for_s: float = 40.0
+    slow_for_s: float = 30.0
 
 
 @dataclass

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 
-from bench.soak.checker import Verdict, check, star_views
+from bench.soak.checker import Finding, Verdict, check, star_views
 from bench.soak.faults import KINDS, FaultRecord, Faults, Timing, schedule
 from bench.soak.proxy import FaultProxy
 from bench.soak.services import Names, Pipeline, free_port
@@ -56,6 +56,7 @@ class Options:
     timing: Timing = field(default_factory=Timing)
     keep: bool = False
     work: Path | None = None
+    rss_growth_bound_pct: float | None = 50.0  # None: not checked (a soak too short for two windows)
 
 
 @dataclass
@@ -127,7 +128,8 @@ async def run_soak(opts: Options) -> Result:
         manifest = await producing
         result.produced, result.traffic_s = manifest.total, (traffic.finished or 0) - (traffic.started or 0)
         result.drain_s, result.drained = await drain(pipeline, traffic.expected.total_views, opts.drain_timeout_s)
-        await asyncio.sleep(max(30.0, 300 * opts.time_scale))  # the rules' resolve and the last scrapes
+        # The rules resolve: EtlRunFailed's window, increase(…[15m]) scaled, is the longest to pass.
+        await asyncio.sleep(20 + 900 * opts.time_scale)
         halt.set()
         await sampling
         intervals = await asyncio.to_thread(prometheus.alert_intervals, result.started_at, time.time(), 1.0)
@@ -140,6 +142,8 @@ async def run_soak(opts: Options) -> Result:
         ]
         result.rss = sampler.summary(window_s=min(600.0, opts.minutes * 60 / 4))
         result.verdict = await check(pipeline, manifest, traffic.expected, local)
+        if opts.rss_growth_bound_pct is not None:
+            result.verdict.findings.append(rss_finding(result.rss, opts.rss_growth_bound_pct))
     finally:
         halt.set()
         await stop_all(pipeline, result)
@@ -148,6 +152,11 @@ async def run_soak(opts: Options) -> Result:
         if not opts.keep:
             await drop(pipeline, remote, local)
     return result
+
+
+def rss_finding(rss: dict[str, Any], bound_pct: float) -> Finding:
+    grown = {name: r["growth_pct"] for name, r in rss.items() if r["growth_pct"] is not None and r["growth_pct"] > bound_pct}
+    return Finding(f"RSS: no process grew more than {bound_pct:.0f} % from the first to the last window", not grown, {"grown": grown})
 
 
 def _since(result: Result, t: float | None) -> float | None:
