@@ -32,6 +32,7 @@ from pymongo.errors import DuplicateKeyError
 from pymongo.write_concern import WriteConcern
 
 from shared.hops import SINK_LEDGER_COLLECTION, UNKNOWN_SOURCE, SinkTally, source_key
+from sink.mongo import backend_outage_retriable
 
 if TYPE_CHECKING:  # annotations only: sink.batch and sink.writes need nothing from here
     from sink.batch import Batch
@@ -82,9 +83,14 @@ class SinkLedger:
 
     async def load(self, tps: Iterable[TopicPartition]) -> None:
         """Reads the positions of ``tps`` not known yet, creating the missing documents first
-        (raises pymongo's and the coordinator's errors: the caller retries). Called before any
-        offset of a partition is committed (batches and idle position commits alike), so a
-        document created with ``complete: true`` (no committed offset yet) has missed nothing."""
+        (raises pymongo's and the coordinator's errors, a store outage as ``MongoUnavailableError``:
+        the caller retries). Called before any offset of a partition is committed (batches and
+        idle position commits alike), so a document created with ``complete: true`` (no committed
+        offset yet) has missed nothing."""
+        with backend_outage_retriable():
+            await self._load(tps)
+
+    async def _load(self, tps: Iterable[TopicPartition]) -> None:
         todo = [tp for tp in tps if tp not in self._positions]
         if not todo:
             return
@@ -121,7 +127,12 @@ class SinkLedger:
         return bool(record.offset >= self._floors.get(tp, 0))
 
     async def advance(self, offsets: dict[TopicPartition, int], tally: SinkTally) -> None:
-        """Adds ``tally`` and moves each partition's ``next_offset`` to ``offsets`` (see the module)."""
+        """Adds ``tally`` and moves each partition's ``next_offset`` to ``offsets`` (see the module);
+        a store outage raises ``MongoUnavailableError`` (retried by the committer)."""
+        with backend_outage_retriable():
+            await self._advance(offsets, tally)
+
+    async def _advance(self, offsets: dict[TopicPartition, int], tally: SinkTally) -> None:
         for tp, end in offsets.items():
             _id = ledger_id(self.collection, tp)
             position = self._positions.get(tp)

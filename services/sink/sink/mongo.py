@@ -24,7 +24,7 @@ import contextlib
 import enum
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,6 +164,20 @@ def classify(exc: BaseException) -> Verdict:
             details = exc.details or {}
             return classify_code(exc.code, str(details.get("errmsg", exc)))
     return Verdict.OUTAGE
+
+
+@contextlib.contextmanager
+def backend_outage_retriable() -> Iterator[None]:
+    """An ``OperationFailure`` that :func:`classify` calls an outage becomes a
+    ``MongoUnavailableError`` (retriable), whatever the operation: FerretDB answers a read or an
+    update with code 1 (InternalError, "failed to connect … dial error") while its PostgreSQL is
+    unreachable, which ``shared.errors.is_retriable`` alone would call a refusal (a crash)."""
+    try:
+        yield
+    except OperationFailure as exc:
+        if classify(exc) is Verdict.OUTAGE:
+            raise MongoUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+        raise
 
 
 def store_message(code: int | None, errmsg: str) -> str:

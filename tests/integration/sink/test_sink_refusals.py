@@ -18,21 +18,26 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from aiokafka import TopicPartition
 from eventgen.samples import bridged_events as make_events
 from pymongo import AsyncMongoClient
+from pymongo.errors import OperationFailure
 from sink.documents import IngestStamp, build_document
-from sink.mongo import InsertOutcome, MongoWriter
+from sink.ledger import SinkLedger
+from sink.mongo import InsertOutcome, MongoUnavailableError, MongoWriter
 from sink.settings import SinkSettings
 from sink.writes import write_documents
 
 from shared.dlq import read_dead_letter_headers
+from shared.errors import is_retriable
+from shared.hops import SINK_LEDGER_COLLECTION, SinkTally
 from shared.kafka import KafkaConnection
 from tests.integration.sink.conftest import SinkNames
 from tests.integration.sink.helpers import (
@@ -245,6 +250,64 @@ async def test_an_outage_during_a_bisection_refuses_only_the_bad_document(pg_fer
         ingested_at, hour, second = doc.pop("ingested_at"), doc.pop("ingest_hour"), doc.pop("ingest_second")
         assert ISO_MS.match(ingested_at) and hour == ingested_at[:13] and second == ingested_at[:19]
         assert doc == expected_document(e) and list(doc) == list(expected_document(e))
+
+
+async def until_no_outage(call: Callable[[], Awaitable[None]], attempts: int = 20) -> None:
+    for attempt in range(attempts):
+        try:
+            await call()
+            return
+        except MongoUnavailableError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.5)
+
+
+@pytest.mark.timeout(120)
+async def test_the_ledger_calls_a_lost_backend_an_outage_not_a_refusal(pg_ferretdb: ProxiedPgFerretDB) -> None:
+    """Found by the fault soak: while FerretDB's PostgreSQL is unreachable FerretDB answers the
+    ledger's reads and updates with code 1 ("failed to connect … dial error"), which the ledger
+    raised as a refusal and the sink exited. Now both are a retriable ``MongoUnavailableError``,
+    and the same calls work once PostgreSQL is back."""
+    database = f"sink_ledger_outage_{uuid.uuid4().hex[:8]}"
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(pg_ferretdb.uri, serverSelectionTimeoutMS=5000)
+    tp = TopicPartition("t", 0)
+
+    async def never_committed(_: TopicPartition) -> int | None:
+        return None
+
+    try:
+        ledger = SinkLedger(client[database], "c", never_committed)
+        await ledger.load([tp])
+        tally = SinkTally()
+        tally.add(("t", 0), "remote/0", "stored", 10)
+        await asyncio.to_thread(pg_ferretdb.stop_proxy)
+        with pytest.raises(MongoUnavailableError) as during_advance:
+            await ledger.advance({tp: 10}, tally)
+        ledger.forget()
+        with pytest.raises(MongoUnavailableError) as during_load:
+            await ledger.load([tp])
+        for caught in (during_advance, during_load):
+            assert is_retriable(caught.value) and isinstance(caught.value.__cause__, OperationFailure), repr(caught.value)
+            assert caught.value.__cause__.code == 1, caught.value.__cause__.details
+        await asyncio.to_thread(pg_ferretdb.start_proxy)
+        # FerretDB's pooled connections to PostgreSQL died with the proxy: the first calls after it
+        # may fail with "unexpected EOF", an outage too, retried as the sink retries it.
+        await until_no_outage(lambda: ledger.load([tp]))
+        await until_no_outage(lambda: ledger.advance({tp: 10}, tally))
+        doc = await client[database][SINK_LEDGER_COLLECTION].find_one({})
+        assert doc is not None and doc["next_offset"] == 10, doc
+        assert doc["counts"] == {"remote/0": {"consumed": 10, "stored": 10}}, doc
+    finally:
+        if pg_ferretdb.proxy is None:
+            await asyncio.to_thread(pg_ferretdb.start_proxy)
+        for _ in range(20):
+            try:
+                await client.drop_database(database)
+                break
+            except OperationFailure:
+                await asyncio.sleep(0.5)
+        await client.close()
 
 
 @pytest.mark.timeout(300)
