@@ -198,10 +198,21 @@ class Faults:
         record.healed_at, record.restarted = time.time(), svc
 
     async def kill_worker(self, record: FaultRecord) -> None:
+        """kill -9 of the continuous worker while one of its micro-batches runs (waits up to a
+        minute for one: a worker killed between two micro-batches leaves no run to fail)."""
+        etl = self.pipeline.services["etl-api"]
         async with self.pipeline.client() as client:
             pid = (await self.pipeline.continuous(client)).get("pid")
-        if not pid:
-            raise RuntimeError("GET /continuous names no worker pid")
+            if not pid:
+                raise RuntimeError("GET /continuous names no worker pid")
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                running = (await etl.get(client, "/runs", params={"status": "running", "limit": 5})).json()
+                if any(r.get("pid") == pid for r in running):
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                record.expected_alerts = []  # no micro-batch ran: nothing to fail
         record.target = f"etl worker {pid}"
         os.kill(int(pid), signal.SIGKILL)
         record.healed_at = time.time()  # the API's supervisor relaunches it

@@ -69,6 +69,7 @@ def as_json(result: Result) -> dict[str, Any]:
         "checks": [] if v is None else [{"name": f.name, "ok": f.ok, **f.detail} for f in v.findings],
         "other_alerts": result.other_alerts,
         "fault_log": [f.as_dict() for f in result.faults],
+        "behind_by_minute": result.behind,
         "notes": result.notes,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()},
     }

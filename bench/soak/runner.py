@@ -33,7 +33,7 @@ from bench.soak.faults import KINDS, FaultRecord, Faults, Timing, schedule
 from bench.soak.proxy import FaultProxy
 from bench.soak.services import Names, Pipeline, free_port
 from bench.soak.traffic import Traffic
-from bench.soak.watch import RssSampler, follow_recovery, lags, match_alerts
+from bench.soak.watch import RssSampler, all_ready, follow_recovery, lags, match_alerts
 from infra.prometheus import PrometheusServer
 from infra.stack import HOME, load_env
 from shared.kafka import KafkaConnection, create_topics
@@ -72,6 +72,7 @@ class Result:
     drained: bool = False
     drain_s: float | None = None
     other_alerts: list[dict[str, Any]] = field(default_factory=list)
+    behind: list[dict[str, Any]] = field(default_factory=list)  # per minute: max bridge/sink lag, star delay
     notes: list[str] = field(default_factory=list)
 
 
@@ -140,6 +141,7 @@ async def run_soak(opts: Options) -> Result:
             for (name, labels), spans in intervals.items()
             if (name, dict(labels).get("job")) not in expected
         ]
+        result.behind = sampler.behind_by_minute(result.started_at)
         result.rss = sampler.summary(window_s=min(600.0, opts.minutes * 60 / 4))
         result.verdict = await check(pipeline, manifest, traffic.expected, local)
         if opts.rss_growth_bound_pct is not None:
@@ -185,8 +187,21 @@ async def inject_all(opts: Options, faults: Faults, rng: random.Random, producin
             flush=True,
         )
         followers.append(asyncio.create_task(follow_recovery(faults.pipeline, record, lag_bound)))
+        # The next fault strikes a whole pipeline: each fault's recovery is its own (only the kind
+        # "double" overlaps two on purpose).
+        await wait_all_ready(faults.pipeline, 120.0)
     await asyncio.gather(*followers)
     return records
+
+
+async def wait_all_ready(pipeline: Pipeline, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            if await all_ready(pipeline, client):
+                return True
+            await asyncio.sleep(0.5)
+    return False
 
 
 async def drain(pipeline: Pipeline, views: int, timeout: float) -> tuple[float, bool]:

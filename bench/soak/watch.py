@@ -57,11 +57,13 @@ async def follow_recovery(pipeline: Pipeline, record: FaultRecord, lag_bound: in
 
 @dataclass
 class RssSampler:
-    """Every ``every_s``: the RSS (MiB) of each service process and of the continuous worker."""
+    """Every ``every_s``: the RSS (MiB) of each service process and of the continuous worker, and
+    how far behind each hop is (bridge and sink lag in records, the star schema in seconds)."""
 
     pipeline: Pipeline
     every_s: float = 10.0
     samples: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+    behind: list[tuple[float, dict[str, float | None]]] = field(default_factory=list)
 
     async def run(self, halt: asyncio.Event) -> None:
         async with self.pipeline.client() as client:
@@ -72,15 +74,27 @@ class RssSampler:
                     if value is not None:
                         row[svc.name] = value
                 try:
-                    worker = (await self.pipeline.continuous(client)).get("pid")
+                    status = await self.pipeline.continuous(client)
                 except (httpx.HTTPError, ValueError):
-                    worker = None
-                value = rss_mib(worker)
+                    status = {}
+                value = rss_mib(status.get("pid"))
                 if value is not None:
                     row["etl-worker"] = value
                 self.samples.append((time.time(), row))
+                bridge, sink = await lags(self.pipeline, client)
+                self.behind.append((time.time(), {"bridge_lag": bridge, "sink_lag": sink, "star_behind_s": status.get("behind_seconds")}))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(halt.wait(), self.every_s)
+
+    def behind_by_minute(self, started_at: float) -> list[dict[str, Any]]:
+        """Per minute since ``started_at``: the largest bridge lag, sink lag and star delay seen."""
+        minutes: dict[int, dict[str, Any]] = {}
+        for t, row in self.behind:
+            m = minutes.setdefault(int((t - started_at) // 60), {"minute": int((t - started_at) // 60)})
+            for key, value in row.items():
+                if value is not None:
+                    m[key] = max(m.get(key, value), value)
+        return [minutes[k] for k in sorted(minutes)]
 
     def summary(self, window_s: float) -> dict[str, dict[str, float | None]]:
         """Per process: the mean RSS over the first and the last ``window_s`` seconds."""
