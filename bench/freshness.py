@@ -80,11 +80,10 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from eventgen import GLAMIRA, SEED, GeneratedRecord, generate
 from eventgen.catalog import BOT_AGENTS
 from eventgen.now import restamp
-from pymongo import MongoClient
 
 from bench.bridge_vs_mirrormaker import bridge
 from bench.copy_measure import percentile, wait_topic
-from bench.probes import backend_cpu_seconds, cpu_seconds, free_port, load_stack_env, loadavg, stop
+from bench.probes import backend_cpu_seconds, cpu_seconds, drop_owned, free_port, load_stack_env, loadavg, stop
 from infra.stack import ferretdb_backend, ferretdb_postgresql_url
 from shared.event import DEFAULT_PRODUCT_VIEW_TYPES, SEED_COLLECTION
 from shared.kafka import KafkaConnection, create_topics
@@ -426,25 +425,8 @@ class Pipeline:
 
 
 async def drop(p: Pipeline, dsn: str, remote: KafkaConnection, local: KafkaConnection) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{p.schema}" CASCADE')
-    finally:
-        await conn.close()
-    client: MongoClient[dict[str, Any]] = MongoClient(os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27017/"))
-    try:
-        client.drop_database(p.database)
-    finally:
-        client.close()
-    for conn_k in (remote, local):
-        admin = AIOKafkaAdminClient(**conn_k.client_kwargs())
-        await admin.start()
-        try:
-            mine = [t for t in await admin.list_topics() if t.startswith(p.tag)]
-            if mine:
-                await admin.delete_topics(mine)
-        finally:
-            await admin.close()
+    uri = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27017/")
+    await drop_owned(dsn, uri, schema=p.schema, database=p.database, topic_prefix=p.tag, clusters=[remote, local])
 
 
 async def timestamp_type(conn: KafkaConnection, topic: str) -> str:

@@ -1,6 +1,6 @@
 """What the benchmarks measure with and set up alike: the stack's environment, a free port,
 stopping a process, a process's peak RSS and CPU seconds, the stack's FerretDB process, the load
-average."""
+average, and dropping what a run owned (its schema, database and topics)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ import socket
 import subprocess
 from pathlib import Path
 
+import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient
+from pymongo import AsyncMongoClient
+
 from infra.stack import ENV_FILE, ferretdb_proc, load_env
+from shared.kafka import KafkaConnection
 
 
 def load_stack_env() -> None:
@@ -88,3 +93,27 @@ def backend_cpu_seconds() -> float:
 def loadavg() -> str:
     """The 1, 5 and 15 minute load averages, as ``1.2/0.9/0.7``."""
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+async def drop_owned(dsn: str, mongodb_uri: str, *, schema: str, database: str, topic_prefix: str, clusters: list[KafkaConnection]) -> None:
+    """Drops a run's PostgreSQL schema, MongoDB database and every topic named ``topic_prefix…``
+    on each of ``clusters``."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongodb_uri)
+    try:
+        await client.drop_database(database)
+    finally:
+        await client.close()
+    for cluster in clusters:
+        admin = AIOKafkaAdminClient(**cluster.client_kwargs())
+        await admin.start()
+        try:
+            mine = [t for t in await admin.list_topics() if t.startswith(topic_prefix)]
+            if mine:
+                await admin.delete_topics(mine)
+        finally:
+            await admin.close()

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 
+from bench.probes import drop_owned
 from bench.soak.checker import Finding, Verdict, check, star_views
 from bench.soak.faults import KINDS, FaultRecord, Faults, Timing, schedule
 from bench.soak.proxy import FaultProxy
@@ -235,26 +235,7 @@ async def stop_all(pipeline: Pipeline, result: Result) -> None:
 
 
 async def drop(pipeline: Pipeline, remote: KafkaConnection, local: KafkaConnection) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-    from pymongo import AsyncMongoClient
-
-    names = pipeline.names
-    conn = await asyncpg.connect(pipeline.stack_env["POSTGRES_DSN"])
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{names.tag}" CASCADE')
-    finally:
-        await conn.close()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(pipeline.stack_env["MONGODB_URI"])
-    try:
-        await client.drop_database(names.database)
-    finally:
-        await client.close()
-    for conn_k in (remote, local):
-        admin = AIOKafkaAdminClient(**conn_k.client_kwargs())
-        await admin.start()
-        try:
-            mine = [t for t in await admin.list_topics() if t.startswith(names.tag)]
-            if mine:
-                await admin.delete_topics(mine)
-        finally:
-            await admin.close()
+    env, tag = pipeline.stack_env, pipeline.names.tag
+    await drop_owned(
+        env["POSTGRES_DSN"], env["MONGODB_URI"], schema=tag, database=pipeline.names.database, topic_prefix=tag, clusters=[remote, local]
+    )

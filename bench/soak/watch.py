@@ -82,7 +82,12 @@ class RssSampler:
                     row["etl-worker"] = value
                 self.samples.append((time.time(), row))
                 bridge, sink = await lags(self.pipeline, client)
-                self.behind.append((time.time(), {"bridge_lag": bridge, "sink_lag": sink, "star_behind_s": status.get("behind_seconds")}))
+                self.behind.append(
+                    (
+                        time.time(),
+                        {"bridge_lag_records": bridge, "sink_lag_records": sink, "star_behind_seconds": status.get("behind_seconds")},
+                    )
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(halt.wait(), self.every_s)
 

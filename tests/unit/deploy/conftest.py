@@ -106,3 +106,11 @@ def resolved_monitoring() -> dict[str, Any]:
     res = run_compose("--profile", "monitoring", "config", "--format", "json", env_file=ENV_EXAMPLE)
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail("promtool is not installed: run ./pipeline setup (it installs Debian's prometheus package, which provides it)")
+    return path

@@ -29,14 +29,6 @@ SECONDS = {"s": 1, "m": 60, "h": 3600}
 BRACKETS = re.compile(r"\[(\w+)(?::(\w*))?\]")
 
 
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool is not installed: run ./pipeline setup (it installs Debian's prometheus package, which provides it)")
-    return path
-
-
 def seconds(text: str) -> float:
     """A duration of alerts.yml or of the rendering (units s, m, h, combined as in 1m30s)."""
     parts = re.findall(r"(\d+)([smh])", text)

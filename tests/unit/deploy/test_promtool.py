@@ -8,12 +8,10 @@ changed between them (range selectors' left boundary), and the rules use nothing
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.unit.deploy.conftest import REPO
@@ -27,14 +25,6 @@ MOUNT = "/etc/prometheus"  # where docker-compose.yml mounts PROMETHEUS_DIR (rea
 
 def rule_test_files() -> list[Path]:
     return sorted(PROMETHEUS_DIR.glob("*.test.yml"))
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool is not installed: run ./pipeline setup (it installs Debian's prometheus package, which provides it)")
-    return path
 
 
 def run(*argv: str, cwd: Path = PROMETHEUS_DIR) -> subprocess.CompletedProcess[str]:
