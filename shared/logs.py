@@ -106,6 +106,41 @@ class ContextFields(logging.Filter):
         return True
 
 
+# Libraries that can log the same failure thousands of times a second: aiokafka's metadata refresh
+# retries a dead broker in a tight loop ("Unable connect to node …", "Unable to update metadata …":
+# 254 000 lines in 40 s of a remote broker outage, found by the fault soak).
+REPEAT_LIMITED_LOGGERS = ("aiokafka",)
+REPEAT_WINDOW_S = 10.0
+
+
+class RepeatLimit(logging.Filter):
+    """Of the records of ``prefixes``' loggers with the same logger, level and message template,
+    passes the first of each ``window_s`` and drops the rest; the next one passed says how many
+    were dropped (field ``repeated``). Other loggers' records all pass."""
+
+    def __init__(self, prefixes: tuple[str, ...] = REPEAT_LIMITED_LOGGERS, window_s: float = REPEAT_WINDOW_S, clock: Any = None) -> None:
+        super().__init__()
+        self.prefixes, self.window_s = prefixes, window_s
+        self.clock = clock if clock is not None else time.monotonic
+        self._windows: dict[tuple[str, int, str], tuple[float, int]] = {}  # key → (window start, dropped in it)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefixes):
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = self.clock()
+        start, dropped = self._windows.get(key, (None, 0))
+        if start is not None and now - start < self.window_s:
+            self._windows[key] = (start, dropped + 1)
+            return False
+        if dropped:
+            record.repeated = dropped
+        if len(self._windows) > 10_000:  # templates are few; bounded anyway
+            self._windows.clear()
+        self._windows[key] = (now, 0)
+        return True
+
+
 def setup_logging(service: str, level: str = "INFO", log_format: str | None = None, fields: Mapping[str, Any] | None = None) -> None:
     """Every record of the process to stderr in ``log_format`` (default: ``LOG_FORMAT``, else
     text), with ``fields`` (e.g. ``{"hop": "sink"}``) on each."""
@@ -116,6 +151,7 @@ def setup_logging(service: str, level: str = "INFO", log_format: str | None = No
     handler.setFormatter(JsonFormatter(service) if fmt == "json" else TextFormatter(service))
     if fields:
         handler.addFilter(ContextFields(fields))
+    handler.addFilter(RepeatLimit())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

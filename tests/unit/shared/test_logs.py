@@ -8,9 +8,11 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.errors import ConfigError
-from shared.logs import setup_logging
+from shared.logs import RepeatLimit, setup_logging
 
 CREATED = 1_780_000_000.25  # 2026-05-28T20:26:40.250Z
 
@@ -160,3 +162,67 @@ def test_aiokafka_connection_info_is_quiet_unless_debugging() -> None:
     assert logging.getLogger("aiokafka.conn").level == logging.WARNING  # "Authenticated as … via PLAIN" on every connection
     setup_logging("sink", "DEBUG", log_format="text")
     assert logging.getLogger("aiokafka.conn").level == logging.NOTSET
+
+
+# ---------------------------------------------------------------------- repeats of a library's failure
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+TEMPLATES = ("Unable connect to node with id %s: %s", "Unable to update metadata from %s")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0, 30, allow_nan=False),  # seconds since the previous record
+            st.sampled_from(["aiokafka", "aiokafka.consumer.fetcher", "sink.app"]),
+            st.sampled_from(TEMPLATES),
+            st.sampled_from([logging.WARNING, logging.ERROR]),
+        ),
+        max_size=60,
+    )
+)
+def test_repeat_limit_passes_one_record_per_template_and_window_and_counts_the_rest(
+    stream: list[tuple[float, str, str, int]],
+) -> None:
+    clock = Clock()
+    limit = RepeatLimit(("aiokafka",), window_s=10.0, clock=clock)
+    last_passed: dict[tuple[str, int, str], float] = {}
+    dropped_since: dict[tuple[str, int, str], int] = {}
+    for gap, name, template, level in stream:
+        clock.now += gap
+        record = logging.LogRecord(name, level, __file__, 1, template, ("1", "refused"), None)
+        passed = limit.filter(record)
+        if not name.startswith("aiokafka"):  # our own loggers are never limited
+            assert passed and not hasattr(record, "repeated")
+            continue
+        key = (name, level, template)
+        expect = key not in last_passed or clock.now - last_passed[key] >= 10.0
+        assert passed == expect, (key, clock.now, last_passed.get(key))
+        if passed:
+            assert getattr(record, "repeated", 0) == dropped_since.get(key, 0)
+            last_passed[key], dropped_since[key] = clock.now, 0
+        else:
+            dropped_since[key] = dropped_since.get(key, 0) + 1
+
+
+def test_a_flood_of_one_aiokafka_failure_is_one_line_then_one_with_its_count(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr("shared.logs.time.monotonic", clock)
+    setup_logging("bridge", log_format="json")
+    for node in range(1000):
+        emit(capsys, "aiokafka", logging.ERROR, "Unable connect to node with id %s: %s", node % 3, "refused")
+    clock.now = 10.0
+    lines = emit(capsys, "aiokafka", logging.ERROR, "Unable connect to node with id %s: %s", 1, "refused")
+    assert len(lines) == 1 and json.loads(lines[0])["repeated"] == 999
+    assert len(emit(capsys, "bridge.app", logging.ERROR, "copy failed %s", 1)) == 1
