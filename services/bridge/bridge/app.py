@@ -35,6 +35,7 @@ from aiokafka.structs import ConsumerRecord
 
 from bridge.batching import KeyPartitioner
 from bridge.copier import Copier, PartitionCopy
+from bridge.health import remote_unanswered
 from bridge.incidents import find_incident, plan_positions
 from bridge.metrics import BridgeMetrics
 from bridge.offsets import read_stored_states
@@ -81,6 +82,7 @@ class Bridge:
         self.metrics = metrics
         self._backoff = Backoff(initial=settings.backoff_initial_s, maximum=settings.backoff_max_s)
         self._copies: dict[TopicPartition, PartitionCopy] = {}
+        self._fetched_at_check: dict[TopicPartition, int | None] = {}  # each copy's next offset at the last remote check
         self._consumer: AIOKafkaConsumer | None = None
         # The owned partitions' copy tasks; an error of one ends the session.
         self._copier = Copier(settings, metrics, self._backoff)
@@ -326,11 +328,15 @@ class Bridge:
         """Reads the remote end offsets (the lag gauges, and proof the remote cluster answers),
         then commits the stored positions to the remote group for monitoring tools."""
         copying = [tp for tp, c in self._copies.items() if not c.stopping]
+        previous, self._fetched_at_check = self._fetched_at_check, {tp: c.queued_next for tp, c in self._copies.items()}
         try:
             ends = await asyncio.wait_for(consumer.end_offsets(list(self._copies)), 10) if self._copies else {}
             starts = await asyncio.wait_for(consumer.beginning_offsets(copying), 10) if copying else {}
         except (KafkaError, TimeoutError) as exc:
-            self.state.set_not_ready(f"remote cluster does not answer: {type(exc).__name__}: {exc}")
+            if remote_unanswered(exc, previous, self._fetched_at_check):
+                self.state.set_not_ready(f"remote cluster does not answer: {type(exc).__name__}: {exc}")
+            else:
+                log.info("remote offsets not read within 10 s while records kept arriving: busy, still ready")
             return
         # The fetch position (what the partition's copy has reached, in memory or committed)
         # outside the log: a source reset. Records between the committed position and it are
