@@ -333,10 +333,11 @@ class Bridge:
             ends = await asyncio.wait_for(consumer.end_offsets(list(self._copies)), 10) if self._copies else {}
             starts = await asyncio.wait_for(consumer.beginning_offsets(copying), 10) if copying else {}
         except (KafkaError, TimeoutError) as exc:
-            if remote_unanswered(exc, previous, self._fetched_at_check):
+            throttled = any(c.paused for c in self._copies.values())
+            if remote_unanswered(exc, previous, self._fetched_at_check, throttled=throttled):
                 self.state.set_not_ready(f"remote cluster does not answer: {type(exc).__name__}: {exc}")
             else:
-                log.info("remote offsets not read within 10 s while records kept arriving: busy, still ready")
+                log.info("remote offsets not read within 10 s while records kept arriving or queued: busy, still ready")
             return
         # The fetch position (what the partition's copy has reached, in memory or committed)
         # outside the log: a source reset. Records between the committed position and it are

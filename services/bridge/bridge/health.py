@@ -4,8 +4,9 @@ The check reads the remote end and start offsets with a bound (10 s each). A con
 protocol error there says the remote cluster does not answer: not ready. A bound that ran out
 says less: under load (a large backlog being fetched, a starved CPU) the offsets request waits
 behind the fetches on the same connections. If records kept arriving from the remote since the
-previous check, the remote cluster answers — it is busy, not gone — and the bridge stays ready;
-else not ready.
+previous check, the remote cluster answers — it is busy, not gone — and the bridge stays ready.
+So it does while a partition is paused for back-pressure (its queue full): the bridge stopped
+asking the remote itself, and its silence proves nothing until the queue drains. Else not ready.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ def fetched_since(before: Mapping[TopicPartition, int | None], now: Mapping[Topi
     return any(offset is not None and (before.get(tp) is None or offset > before[tp]) for tp, offset in now.items())  # type: ignore[operator]
 
 
-def remote_unanswered(error: BaseException, before: Mapping[TopicPartition, int | None], now: Mapping[TopicPartition, int | None]) -> bool:
+def remote_unanswered(
+    error: BaseException, before: Mapping[TopicPartition, int | None], now: Mapping[TopicPartition, int | None], *, throttled: bool = False
+) -> bool:
     """Whether a failed remote check means "not ready": any error but a timeout; a timeout only
-    when nothing was fetched from the remote since the previous check."""
-    return not isinstance(error, TimeoutError) or not fetched_since(before, now)
+    when nothing was fetched from the remote since the previous check and no partition is paused
+    for back-pressure (``throttled``)."""
+    return not isinstance(error, TimeoutError) or not (throttled or fetched_since(before, now))

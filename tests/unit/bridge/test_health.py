@@ -20,8 +20,9 @@ def test_a_timeout_is_not_ready_only_when_no_partition_moved(
     moved = [tp for tp, o in now.items() if o is not None and (before.get(tp) is None or o > before[tp])]  # type: ignore[operator]
     assert fetched_since(before, now) == bool(moved)
     assert remote_unanswered(TimeoutError(), before, now) == (not moved)
+    assert not remote_unanswered(TimeoutError(), before, now, throttled=True)  # paused by its own back-pressure
     # an error that is not a timeout says the remote does not answer, whatever was fetched
-    assert remote_unanswered(KafkaConnectionError("refused"), before, now)
+    assert remote_unanswered(KafkaConnectionError("refused"), before, now, throttled=True)
     assert remote_unanswered(NodeNotReadyError("down"), before, now)
 
 
