@@ -234,7 +234,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 row["view_replayed"] = int(m.get("live_view_start_replayed_records", 0))
                 row["view_start_s"] = round(m.get("live_view_start_seconds", 0), 1)
                 row["faust_replayed"] = int(m.get("live_table_recovery_replayed_records", 0))
-                row["snapshot_loaded"] = bool(m.get("live_view_snapshot_loaded", 0))
+                row["snapshot_loaded"] = bool(m.get("live_view_snapshot_restarts", 0))
                 if ready is not None:
                     t = time.monotonic()
                     bad = mismatch(await live.counts(client), want)

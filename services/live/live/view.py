@@ -19,7 +19,7 @@ Start: from the snapshot in ``LIVE_DATA_DIR`` when there is a usable one (the ta
 offsets they hold; written every ``snapshot_every_s`` and on stop), else from the log start; see
 :mod:`live.recovery`. ``start_replayed`` / ``start_seconds``: records applied and seconds spent
 until the view first caught up (also the gauges ``live_view_start_replayed_records`` and
-``live_view_start_seconds``; ``live_view_snapshot_loaded`` is 1 when it started from a snapshot).
+``live_view_start_seconds``; ``live_view_snapshot_restarts`` is 1 when it started from a snapshot).
 
 Windows leave memory by the same wall-clock rule as faust's own table expiry (``expires`` =
 ``LIVE_RETENTION_S``): the changelogs' ``retention.ms`` drops them on disk, no tombstones.
@@ -91,7 +91,9 @@ class ChangelogView:
         self._version = 0  # bumped on every change of the tables (apply, prune, load)
         self._grouped: tuple[int, dict[str, dict[int, list[Any]]]] | None = None
         registry = registry or CollectorRegistry()
-        self._g_loaded = Gauge("live_view_snapshot_loaded", "1 when the changelog view started from its snapshot", registry=registry)
+        self._g_loaded = Gauge(
+            "live_view_snapshot_restarts", "Starts of this process whose changelog view loaded its snapshot (0 or 1)", registry=registry
+        )
         self._g_replayed = Gauge(
             "live_view_start_replayed_records", "Changelog records the view applied before it first caught up", registry=registry
         )
