@@ -22,14 +22,14 @@ from typing import Any
 import asyncpg
 import eventgen
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from pymongo import AsyncMongoClient
 
 from bench.soak.services import Pipeline
 from bench.soak.traffic import Expected
 from infra.stack import ferretdb_backend, ferretdb_postgresql_url
 from shared.dlq import HEADER_ERROR_MESSAGE, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_STAGE, read_dead_letter_headers
-from shared.kafka import KafkaConnection
+from shared.kafka import KafkaConnection, topic_partitions
 
 
 @dataclass
@@ -59,8 +59,7 @@ async def read_committed(conn: KafkaConnection, topic: str, *, values: bool) -> 
     )
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()  # the soak is a benchmark: the one place it reaches inside aiokafka
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        parts = await topic_partitions(consumer, topic)
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         ends = await consumer.end_offsets(parts)

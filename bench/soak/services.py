@@ -13,7 +13,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,16 +22,11 @@ from typing import Any
 
 import httpx
 
+from bench.probes import free_port
 from infra.stack import ferretdb_backend, ferretdb_postgresql_url
 
 REPO = Path(__file__).resolve().parents[2]
 MODULES = {"bridge": "bridge", "sink": "sink", "live": "live", "etl-api": "etl_api"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_mib(pid: int | None) -> float | None:
