@@ -8,8 +8,8 @@
    (± 20 % jitter), the first after ``warmup_s``; each fault's recovery followed in the background.
 5. The drain: the traffic is done, every fault healed, bridge and sink lag 0, and the star schema's
    total equals the generator's (or ``drain_timeout_s``).
-6. Alerts: Prometheus' firing intervals matched to the faults, after the rules have had time to
-   resolve.
+6. Alerts: Prometheus' firing intervals matched to the faults, as soon as every expected alert
+   fired and resolved (or once the rules' longest window has passed).
 7. The checker (:mod:`bench.soak.checker`), the report, and the services stopped; the soak's
    topics, database and schema dropped unless ``keep``.
 """
@@ -129,12 +129,9 @@ async def run_soak(opts: Options) -> Result:
         manifest = await producing
         result.produced, result.traffic_s = manifest.total, (traffic.finished or 0) - (traffic.started or 0)
         result.drain_s, result.drained = await drain(pipeline, traffic.expected.total_views, opts.drain_timeout_s)
-        # The rules resolve: EtlRunFailed's window, increase(…[15m]) scaled, is the longest to pass.
-        await asyncio.sleep(20 + 900 * opts.time_scale)
+        intervals = await settle_alerts(prometheus, result, cap_s=20 + 900 * opts.time_scale)
         halt.set()
         await sampling
-        intervals = await asyncio.to_thread(prometheus.alert_intervals, result.started_at, time.time(), 1.0)
-        match_alerts(result.faults, intervals, grace_s=120.0)
         expected = {(a, j) for f in result.faults for a, j in f.expected_alerts}
         result.other_alerts = [
             {"alert": name, "labels": dict(labels), "intervals_s": [[_since(result, a), _since(result, b)] for a, b in spans]}
@@ -154,6 +151,20 @@ async def run_soak(opts: Options) -> Result:
         if not opts.keep:
             await drop(pipeline, remote, local)
     return result
+
+
+async def settle_alerts(prometheus: PrometheusServer, result: Result, cap_s: float) -> Any:
+    """Prometheus' firing intervals, matched to the faults (``match_alerts``), once every
+    expected alert has fired and resolved, or after ``cap_s`` (the rules' longest window to pass:
+    EtlRunFailed's ``increase(…[15m])`` scaled) when one has not: the report says which."""
+    deadline = time.monotonic() + cap_s
+    while True:
+        intervals = await asyncio.to_thread(prometheus.alert_intervals, result.started_at, time.time(), 1.0)
+        match_alerts(result.faults, intervals, grace_s=120.0)
+        settled = all(a["fired"] and a["resolved"] for f in result.faults for a in f.alerts)
+        if settled or time.monotonic() >= deadline:
+            return intervals
+        await asyncio.sleep(2)
 
 
 def rss_finding(rss: dict[str, Any], bound_pct: float) -> Finding:

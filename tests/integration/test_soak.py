@@ -1,5 +1,5 @@
-"""The short fault soak: ``bench.soak`` for two minutes at 200 events/s (bad records included), one
-fault every 15 s from seven kinds that strike the soak's own processes and paths — kill -9 of
+"""The short fault soak: ``bench.soak`` for 105 s at 200 events/s (bad records included), one
+fault every 12 s from seven kinds that strike the soak's own processes and paths — kill -9 of
 the bridge, the live service and the continuous ETL worker, SIGTERM of the sink, a second sink
 joining and leaving, the sink's MongoDB connections reset and slowed — with a real Prometheus
 evaluating the project's rules at 1/20 of their durations.
@@ -29,9 +29,9 @@ KINDS = ("kill-bridge", "term-sink", "kill-live", "kill-etl-worker", "replica-si
 @pytest.mark.timeout(600)
 async def test_short_soak_loses_nothing_and_every_expected_alert_fires() -> None:
     opts = Options(
-        minutes=2.0,
+        minutes=1.75,
         rate=200.0,
-        fault_every_s=15.0,
+        fault_every_s=12.0,
         faults=len(KINDS),
         kinds=KINDS,
         seed=2028,
