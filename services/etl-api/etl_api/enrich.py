@@ -10,10 +10,8 @@
   (``data/site_countries.csv``); :func:`country_of_code` for seed-shaped ISO-code store ids.
 - :func:`product_of_url`: the product page slug, a display name and a category.
 
-:func:`enrichment` is what a read adds to each raw row (:func:`etl_api.extract.enriched_row`,
-in the same Python pass that decodes the document on an executor): the three lookups are
-memoized per worker, and real data repeats a few thousand user agents, referrers and product URLs
-millions of times, so pure-Python parsing costs little, and no Python UDF round trip follows.
+The Spark transforms call these on *distinct* values only (a few thousand user agents, not
+millions of events), so pure-Python parsing costs little.
 """
 
 from __future__ import annotations
@@ -339,55 +337,4 @@ def page_attributes(url: str | None) -> tuple[str | None, str | None, str | None
         product.slug if product else None,
         product.name if product else None,
         product.category if product else None,
-    )
-
-
-# ---------------------------------------------------------------------------- one row's enrichment
-
-NULL_TEXTS = ("", "null", "none", "nan", "undefined")
-
-# the columns :func:`enrichment` returns, in order (etl_api.transform.READ_SCHEMA's last fields)
-ENRICHED_FIELDS = (
-    "device_type",
-    "browser",
-    "browser_info",
-    "os",
-    "is_bot",
-    "referrer_domain",
-    "referrer_type",
-    "site_domain",
-    "country_code",
-    "country_name",
-    "region",
-    "product_slug",
-    "product_name",
-    "category",
-)
-
-
-def clean_text(value: str | None) -> str | None:
-    """A raw text as the transforms clean it (``etl_api.transform._clean_text``): trimmed of
-    spaces (Spark's ``trim`` strips only U+0020), and None when empty or null-like ("null",
-    "None", "NaN", "undefined", any case)."""
-    if value is None:
-        return None
-    text = value.strip(" ")
-    return None if text.lower() in NULL_TEXTS else text
-
-
-def enrichment(
-    user_agent: str | None, referrer_url: str | None, current_url: str | None, internal_domains: tuple[str, ...] = ("glamira",)
-) -> tuple[str | bool | None, ...]:
-    """:data:`ENRICHED_FIELDS` of one event's raw user agent, referrer and page URL (cleaned first)."""
-    device = parse_user_agent(clean_text(user_agent))
-    referrer = classify_referrer_cached(clean_text(referrer_url), internal_domains)
-    return (
-        device.device_type,
-        device.browser,
-        device.browser_info,
-        device.os,
-        device.is_bot,
-        referrer.domain,
-        referrer.medium,
-        *page_attributes(clean_text(current_url)),
     )

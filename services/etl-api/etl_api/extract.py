@@ -190,18 +190,6 @@ def _member(name: str, value: Any) -> str | None:
     return None
 
 
-_ENRICHED_FROM = tuple(RAW_FIELDS.index(f) for f in ("user_agent", "referrer_url", "current_url"))
-
-
-def enriched_row(row: tuple[str | None, ...], internal_domains: tuple[str, ...]) -> tuple[str | bool | None, ...]:
-    """A :func:`document_to_row` row followed by its :func:`etl_api.enrich.enrichment` (the
-    fields of ``etl_api.transform.READ_SCHEMA``)."""
-    from etl_api.enrich import enrichment  # ua-parser and tldextract: on the executors only
-
-    ua, referrer, url = (row[i] for i in _ENRICHED_FROM)
-    return (*row, *enrichment(ua, referrer, url, internal_domains))
-
-
 def document_to_row(doc: dict[str, Any]) -> tuple[str | None, ...]:
     """A raw document as a tuple of :data:`RAW_FIELDS`, every value text or None; a member
     field (:data:`_MEMBER_IDS`, :data:`_MEMBER_TEXTS`) that is not an id or a text is None

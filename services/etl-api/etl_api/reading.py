@@ -36,20 +36,18 @@ def _rss_peak_mb(pid: int | str = "self") -> float | None:
 
 
 def read_events(spark: SparkSession, settings: EtlSettings, tasks: list[extract.ReadTask], partitions: int = 0) -> DataFrame:
-    """The raw rows of every task, enriched in the same pass (:data:`etl_api.transform.READ_SCHEMA`),
-    one Spark partition per task, read on the executors; spread
+    """The raw rows of every task, one Spark partition per task, read on the executors; spread
     over ``partitions`` partitions (a streaming shuffle) when that is more than the tasks."""
     uri, db, coll = settings.mongodb_uri, settings.mongodb_database, settings.mongodb_collection
     if not tasks:
-        return spark.createDataFrame([], transform.READ_SCHEMA)
+        return spark.createDataFrame([], transform.RAW_SCHEMA)
     pg = settings.ferretdb_postgresql_url.get_secret_value() if settings.ferretdb_postgresql_url else None
     if pg is not None:  # FerretDB on PostgreSQL: its table read directly (etl_api.ferretdb_rows)
         read: Callable[[extract.ReadTask], Iterator[tuple[str | None, ...]]] = lambda task: read_tasks_sql([task], pg, uri, db, coll)  # noqa: E731
     else:
         read = lambda task: extract.read_task(task, uri, db, coll)  # noqa: E731
-    domains = tuple(settings.internal_domains)
-    rdd = spark.sparkContext.parallelize(tasks, len(tasks)).flatMap(lambda task: (extract.enriched_row(r, domains) for r in read(task)))
-    df = spark.createDataFrame(rdd, transform.READ_SCHEMA)
+    rdd = spark.sparkContext.parallelize(tasks, len(tasks)).flatMap(read)
+    df = spark.createDataFrame(rdd, transform.RAW_SCHEMA)
     # hashed on event_id (a round-robin repartition would sort every read partition first)
     return df.repartition(partitions, "event_id") if partitions > len(tasks) else df
 

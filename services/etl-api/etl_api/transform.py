@@ -2,10 +2,9 @@
 
 Pipeline of a run::
 
-    read (READ_SCHEMA: extract.RAW_FIELDS, all strings, then enrich.ENRICHED_FIELDS: device from
-          the user agent, referrer domain and medium, site/country and product from the page URL,
-          added by the read's own Python pass, extract.enriched_row)
+    raw (extract.RAW_FIELDS, all strings)
       → clean_events        normalized types: trimmed ids, '' → NULL, ts_ms (UTC epoch ms), event_date
+      → enrich_events       + device (user agent), referrer (domain, medium), site/country, product slug/name
       → classify_events     + skip_reason (NULL = a valid product view; implausible event times are skipped)
       → build_dim_product / build_dim_country / build_dim_referrer / build_dim_device / build_facts
 
@@ -25,7 +24,6 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from etl_api.enrich import ENRICHED_FIELDS
 from etl_api.extract import RAW_FIELDS
 from shared.event import EVENT_TIME_FLOOR, EVENT_TIME_MAX_AHEAD_S
 
@@ -72,12 +70,6 @@ _PAGE_SCHEMA = T.StructType(
 _COUNTRY_SCHEMA = T.StructType(
     [T.StructField("country_code", T.StringType()), T.StructField("country_name", T.StringType()), T.StructField("region", T.StringType())]
 )
-# what a read yields (extract.enriched_row): the raw fields, then their enrichment
-READ_SCHEMA = T.StructType(
-    [*RAW_SCHEMA.fields, *_DEVICE_SCHEMA.fields, *_REFERRER_SCHEMA.fields, *_PAGE_SCHEMA.fields],
-)
-if tuple(READ_SCHEMA.fieldNames()[len(RAW_FIELDS) :]) != ENRICHED_FIELDS:
-    raise RuntimeError("READ_SCHEMA's enriched fields are not etl_api.enrich.ENRICHED_FIELDS")
 
 
 def _clean_text(col: Column) -> Column:
@@ -94,7 +86,6 @@ def _clean_id(col: Column) -> Column:
 def clean_events(raw: DataFrame) -> DataFrame:
     """Normalize raw rows: ids, empty strings, the event time in UTC epoch ms and the event date.
 
-    Columns that are not :data:`RAW_FIELDS` (the read's enrichment) pass through as they are.
     ``ts_ms`` comes from the bridge's ``event_time`` (ISO-8601), else the Glamira ``time_stamp``
     (unix seconds), else the seed's ``timestamp`` (ISO-8601); unpadded hours ("2020-06-04 9:05:11")
     parse. ``event_date`` is the sink's partition date (what date reads select by), else the UTC
@@ -128,8 +119,39 @@ def clean_events(raw: DataFrame) -> DataFrame:
         # the hour ledger's keys (etl_api.ledger): the document's own ingest_hour and event_date, as read
         F.coalesce(F.col("ingest_hour"), F.lit("")).alias(LEDGER_HOUR),
         F.coalesce(F.col("event_date"), F.lit("")).alias(LEDGER_DATE),
-        *[F.col(c) for c in raw.columns if c not in RAW_FIELDS],
     )
+
+
+# ---- enrichment (Python lookups from etl_api.enrich, applied to distinct values only)
+
+
+def _device_udf() -> UserDefinedFunctionLike:
+    def parse(user_agent: str) -> tuple[str, str | None, str | None, str | None, bool]:
+        from etl_api.enrich import parse_user_agent
+
+        info = parse_user_agent(user_agent or None)
+        return (info.device_type, info.browser, info.browser_info, info.os, info.is_bot)
+
+    return F.udf(parse, _DEVICE_SCHEMA)
+
+
+def _referrer_udf(internal_domains: tuple[str, ...]) -> UserDefinedFunctionLike:
+    def classify(url: str) -> tuple[str | None, str]:
+        from etl_api.enrich import classify_referrer_cached
+
+        info = classify_referrer_cached(url or None, internal_domains)
+        return (info.domain, info.medium)
+
+    return F.udf(classify, _REFERRER_SCHEMA)
+
+
+def _page_udf() -> UserDefinedFunctionLike:
+    def page(url: str) -> tuple[str | None, ...]:
+        from etl_api.enrich import page_attributes
+
+        return page_attributes(url)
+
+    return F.udf(page, _PAGE_SCHEMA)
 
 
 def _code_country_udf() -> UserDefinedFunctionLike:
@@ -140,6 +162,25 @@ def _code_country_udf() -> UserDefinedFunctionLike:
         return (country.code, country.name, country.region) if country else None
 
     return F.udf(by_code, _COUNTRY_SCHEMA)
+
+
+def enrich_events(events: DataFrame, internal_domains: tuple[str, ...] = ("glamira",)) -> DataFrame:
+    """Add device (type, browser, OS, bot flag), referrer (domain, medium), page (site, country, product) columns.
+
+    One Python evaluation per row for the three lookups (Spark batches them into one Python
+    stage, no shuffle); the lookups are memoized per worker, and real data repeats a few thousand
+    user agents, referrers and product URLs millions of times.
+    """
+    device = _device_udf()(F.coalesce(F.col("user_agent"), F.lit("")))
+    referrer = _referrer_udf(tuple(internal_domains))(F.coalesce(F.col("referrer_url"), F.lit("")))
+    page = _page_udf()(F.coalesce(F.col("current_url"), F.lit("")))
+    with_structs = events.select("*", device.alias("_device"), referrer.alias("_referrer"), page.alias("_page"))
+    return with_structs.select(
+        *events.columns,
+        *[F.col(f"_device.{f}").alias(f) for f in _DEVICE_SCHEMA.fieldNames()],
+        *[F.col(f"_referrer.{f}").alias(f) for f in _REFERRER_SCHEMA.fieldNames()],
+        *[F.col(f"_page.{f}").alias(f) for f in _PAGE_SCHEMA.fieldNames()],
+    )
 
 
 def implausible_event_time(time_floor_ms: int = DEFAULT_TIME_FLOOR_MS, max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS) -> Column:

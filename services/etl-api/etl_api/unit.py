@@ -201,7 +201,7 @@ async def transform_unit(ctx: UnitContext, events: DataFrame, collect: bool = Fa
     s = ctx.settings
     classified = ctx.cache(
         transform.classify_events(
-            events,
+            transform.enrich_events(events, s.internal_domains),
             s.product_view_types,
             s.exclude_bots,
             time_floor_ms=s.event_time_floor_ms,

@@ -48,7 +48,7 @@ EVENTS = [
 
 
 def test_implausible_times_are_skipped_with_their_reason(spark: SparkSession) -> None:
-    classified = transform.classify_events(transform.clean_events(raw(spark, *EVENTS)), (V,))
+    classified = transform.classify_events(transform.enrich_events(transform.clean_events(raw(spark, *EVENTS))), (V,))
     assert rows_of(classified, "event_id", "skip_reason") == sorted(
         [
             ("ok", None),
@@ -66,7 +66,7 @@ def test_implausible_times_are_skipped_with_their_reason(spark: SparkSession) ->
 
 
 def test_the_settings_move_the_window(spark: SparkSession) -> None:
-    cleaned = transform.clean_events(raw(spark, *EVENTS))
+    cleaned = transform.enrich_events(transform.clean_events(raw(spark, *EVENTS)))
     # floor 2021: everything before it is implausible; tolerance 2 days: "ahead" and "ahead2" pass
     floor_2021 = 1609459200000
     classified = transform.classify_events(cleaned, (V,), time_floor_ms=floor_2021, max_ahead_ms=2 * 86_400_000)
@@ -75,13 +75,15 @@ def test_the_settings_move_the_window(spark: SparkSession) -> None:
 
 
 def test_a_2099_event_does_not_decide_the_stores_country(spark: SparkSession) -> None:
-    classified = transform.classify_events(transform.clean_events(raw(spark, *EVENTS)), (V,))
+    classified = transform.classify_events(transform.enrich_events(transform.clean_events(raw(spark, *EVENTS))), (V,))
     views = transform.valid_views(classified)
     stores = rows_of(transform.build_dim_country(views), "store_id", "site_domain", "country_name", "attributes_source")
     # the latest *valid* event is "unstamped" (2030, fr): the 2099 glamira.de event is not evidence
     assert stores == [("12", "glamira.fr", "France", "001893456000000:unstamped")]
     # without the check the 2099 event would have won (the test would be void otherwise)
-    unchecked = transform.classify_events(transform.clean_events(raw(spark, *EVENTS)), (V,), time_floor_ms=0, max_ahead_ms=10**15)
+    unchecked = transform.classify_events(
+        transform.enrich_events(transform.clean_events(raw(spark, *EVENTS))), (V,), time_floor_ms=0, max_ahead_ms=10**15
+    )
     assert rows_of(transform.build_dim_country(transform.valid_views(unchecked)), "store_id", "country_name") == [("12", "Germany")]
     facts = transform.build_facts(views).collect()
     assert sum(r["view_count"] for r in facts) == 3

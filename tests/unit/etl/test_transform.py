@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from etl_api import transform
-from etl_api.extract import RAW_FIELDS, enriched_row
+from etl_api.extract import RAW_FIELDS
 from pyspark.sql import DataFrame, SparkSession
 
 CHROME_WIN = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/83.0.4103.61 Safari/537.36"
@@ -18,8 +18,7 @@ PENDANT = "https://www.glamira.fr/glamira-pendant-viktor.html?alloy=yellow-375"
 
 
 def raw(spark: SparkSession, *rows: dict[str, Any]) -> DataFrame:
-    """The rows as a read yields them: raw fields, enriched (extract.enriched_row)."""
-    return spark.createDataFrame([enriched_row(tuple(r.get(f) for f in RAW_FIELDS), ("glamira",)) for r in rows], transform.READ_SCHEMA)
+    return spark.createDataFrame([tuple(r.get(f) for f in RAW_FIELDS) for r in rows], transform.RAW_SCHEMA)
 
 
 def rows_of(df: DataFrame, *cols: str) -> list[tuple[Any, ...]]:
@@ -52,7 +51,7 @@ MESSY = [
 @pytest.fixture(scope="module")
 def classified(spark: SparkSession) -> DataFrame:
     cleaned = transform.clean_events(raw(spark, *MESSY))
-    return transform.classify_events(cleaned, ("view_product_detail",), exclude_bots=True).cache()
+    return transform.classify_events(transform.enrich_events(cleaned), ("view_product_detail",), exclude_bots=True).cache()
 
 
 def test_clean_events_normalizes_ids_times_and_dates(spark: SparkSession) -> None:
@@ -145,7 +144,7 @@ def test_facts_measures(spark: SparkSession) -> None:
         {**base, "event_id": "d", "event_time": "2020-06-04T11:00:00.000Z", "device_id": None},
         {**base, "event_id": "e", "event_time": "2020-06-04T12:00:00.000Z", "referrer_url": "https://www.bing.com/"},
     )
-    views = transform.valid_views(transform.classify_events(transform.clean_events(events), (V,)))
+    views = transform.valid_views(transform.classify_events(transform.enrich_events(transform.clean_events(events)), (V,)))
     t0 = 1591264800000
     assert rows_of(transform.build_facts(views), "*") == sorted(
         [
@@ -159,5 +158,5 @@ def test_facts_measures(spark: SparkSession) -> None:
 
 def test_bots_counted_when_not_excluded(classified: DataFrame, spark: SparkSession) -> None:
     cleaned = transform.clean_events(raw(spark, MESSY[4]))
-    kept = transform.classify_events(cleaned, (V,), exclude_bots=False)
+    kept = transform.classify_events(transform.enrich_events(cleaned), (V,), exclude_bots=False)
     assert rows_of(kept, "event_id", "skip_reason") == [("e5", None)]
