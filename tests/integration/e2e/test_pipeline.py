@@ -35,6 +35,8 @@ from shared.dlq import HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_STA
 from shared.event import DEFAULT_PRODUCT_VIEW_TYPES, SEED_COLLECTION
 from shared.kafka import KafkaConnection, create_topics
 from tests.conftest import REPO
+from tests.support.exclusive import async_exclusive_section
+from tests.support.kafka_whole import wait_cluster_whole
 from tests.support.processes import ServiceProcess, free_port
 
 pytestmark = pytest.mark.timeout(900)
@@ -164,7 +166,6 @@ def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
     yield Pipeline(uid=uuid.uuid4().hex[:8], work=tmp_path, token=os.environ["ETL_API_TOKEN"])
 
 
-@pytest.mark.exclusive  # stops and restarts the stack's broker kafka-local-2, which every test uses
 async def test_end_to_end_exactly_once_under_faults(
     pipeline: Pipeline, remote_kafka: KafkaConnection, local_kafka: KafkaConnection
 ) -> None:
@@ -183,32 +184,44 @@ async def test_end_to_end_exactly_once_under_faults(
     try:
         for p in procs:
             await asyncio.to_thread(p.wait_ready, 120)
-        producing = asyncio.create_task(
-            eventgen.produce(records, remote_kafka, pipeline.remote_topic, rate=rate, progress=False, partitions=PARTITIONS)
-        )
+        # The stream and its faults run alone (an exclusive section: the broker stop is felt by every
+        # test) until the bridge caught up through the restarted broker and the cluster is whole again
+        # (every broker registered, no partition under-replicated); the services' start before,
+        # and the sink's catch-up, the ETL, the DAG run and the checks after, beside other tests.
+        async with async_exclusive_section():
+            try:
+                producing = asyncio.create_task(
+                    eventgen.produce(records, remote_kafka, pipeline.remote_topic, rate=rate, progress=False, partitions=PARTITIONS)
+                )
 
-        # Faults at random moments of the stream: kill -9 and restart bridge and sink, one broker down.
-        duration = count / rate
-        moments = sorted(rng.uniform(0.1, 0.9) * duration for _ in range(4))
-        started = time.monotonic()
-        faults = ["kill bridge", "stop broker", "kill sink", "kill bridge"]
-        for moment, fault in zip(moments, faults, strict=True):
-            await asyncio.sleep(max(0.0, started + moment - time.monotonic()))
-            print(f"t={time.monotonic() - started:5.1f}s {fault}", flush=True)
-            if fault == "stop broker":
-                await asyncio.to_thread(stack, "stop", "kafka-local-2")
-                broker_down = True
-                continue
-            victim = bridge if fault == "kill bridge" else sink
-            victim.kill()
-            await asyncio.sleep(rng.uniform(0.5, 2.0))
-            victim.start()
-        manifest = await asyncio.wait_for(producing, timeout=300)
-        await asyncio.sleep(5)  # let the outage overlap the tail of the stream too
-        await asyncio.to_thread(stack, "start", "kafka-local-2")
-        broker_down = False
+                # Faults at random moments of the stream: kill -9 and restart bridge and sink, one broker down.
+                duration = count / rate
+                moments = sorted(rng.uniform(0.1, 0.9) * duration for _ in range(4))
+                started = time.monotonic()
+                faults = ["kill bridge", "stop broker", "kill sink", "kill bridge"]
+                for moment, fault in zip(moments, faults, strict=True):
+                    await asyncio.sleep(max(0.0, started + moment - time.monotonic()))
+                    print(f"t={time.monotonic() - started:5.1f}s {fault}", flush=True)
+                    if fault == "stop broker":
+                        await asyncio.to_thread(stack, "stop", "kafka-local-2")
+                        broker_down = True
+                        continue
+                    victim = bridge if fault == "kill bridge" else sink
+                    victim.kill()
+                    await asyncio.sleep(rng.uniform(0.5, 2.0))
+                    victim.start()
+                manifest = await asyncio.wait_for(producing, timeout=300)
+                await asyncio.sleep(5)  # let the outage overlap the tail of the stream too
+                await asyncio.to_thread(stack, "start", "kafka-local-2")
+                broker_down = False
+                await wait_lag_zero(bridge, 240)
+                # other tests create topics of replication factor 3 as soon as the section ends
+                await wait_cluster_whole(local_kafka, brokers=3)
+            finally:
+                if broker_down:  # back before the other tests run again
+                    await asyncio.to_thread(stack, "start", "kafka-local-2")
+                    broker_down = False
 
-        await wait_lag_zero(bridge, 240)
         await wait_lag_zero(sink, 240)
         # the continuous worker counts everything the sink stored, without any run being asked for
         views = expected_views(records)

@@ -22,11 +22,11 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
-import pytest
 from etl_api import ferretdb
 
 from tests.integration.etl.helpers import expected_star, is_valid_view, make_events
 from tests.integration.etl.test_star_schema import assert_star_equals, insert, run_ok, star_rows
+from tests.support.exclusive import async_exclusive_section
 
 V = "view_product_detail"
 
@@ -43,7 +43,7 @@ async def report(client: Any, **params: str) -> dict[str, Any]:
 
 # Holds a lock on a table of FerretDB's database for a whole run: the insert queued behind it keeps a
 # snapshot open, and every CREATE INDEX CONCURRENTLY in that database (sinks and ETL runs starting) waits.
-@pytest.mark.exclusive
+# That part (run2) runs alone (an exclusive section); run1, run3 and the reports beside other tests.
 async def test_late_visible_documents_are_reported_then_healed(make_service, mongo_collection, pg, postgres_dsn, unique_name) -> None:
     d1, d2, d3 = date(2021, 3, 1), date(2021, 3, 2), date(2021, 3, 3)
     batch1 = make_events(random.Random(51), 200, [d1, d2], datetime.now(UTC))
@@ -66,25 +66,27 @@ async def test_late_visible_documents_are_reported_then_healed(make_service, mon
         ferretdb_url = postgres_dsn.rsplit("/", 1)[0] + "/ferretdb"
         # the read index every incremental run ensures: built now, as a CONCURRENTLY build would wait for the lock
         assert await ferretdb.ensure_read_indexes(ferretdb_url, mongo_collection.database.name, mongo_collection.name)
-        fdb = await asyncpg.connect(ferretdb_url)
-        inserted = threading.Event()
-        lock = fdb.transaction()
-        try:
-            table = await ferretdb.collection_table(fdb, mongo_collection.database.name, mongo_collection.name)
-            assert table is not None
-            await lock.start()
-            await fdb.execute(f'LOCK TABLE "{mongo_collection.database.name}"."{table}" IN SHARE MODE')
-            writer = threading.Thread(target=lambda: (insert(mongo_collection, late), inserted.set()), daemon=True)
-            writer.start()
-            await asyncio.sleep(1.5)  # past the settle margin (1 s): the stamps are inside run2's window
-            run2 = await run_ok(client)
-            assert not inserted.is_set(), "the insert was not held back: the test proves nothing"
-            assert run2["reconciliation"]["events_read"] == 0 and run2["reconciliation"]["healed_dates"] == []
-            assert datetime.fromisoformat(run2["window_high"]) > max(datetime.fromisoformat(d.doc["ingested_at"]) for d in late)
-        finally:
-            await fdb.close()  # ends the lock's transaction: the held-back insert lands now
-        await asyncio.to_thread(inserted.wait, 60)
-        assert inserted.is_set()
+        # the lock stalls every CREATE INDEX CONCURRENTLY in FerretDB's database: this part runs alone
+        async with async_exclusive_section():
+            fdb = await asyncpg.connect(ferretdb_url)
+            inserted = threading.Event()
+            lock = fdb.transaction()
+            try:
+                table = await ferretdb.collection_table(fdb, mongo_collection.database.name, mongo_collection.name)
+                assert table is not None
+                await lock.start()
+                await fdb.execute(f'LOCK TABLE "{mongo_collection.database.name}"."{table}" IN SHARE MODE')
+                writer = threading.Thread(target=lambda: (insert(mongo_collection, late), inserted.set()), daemon=True)
+                writer.start()
+                await asyncio.sleep(1.5)  # past the settle margin (1 s): the stamps are inside run2's window
+                run2 = await run_ok(client)
+                assert not inserted.is_set(), "the insert was not held back: the test proves nothing"
+                assert run2["reconciliation"]["events_read"] == 0 and run2["reconciliation"]["healed_dates"] == []
+                assert datetime.fromisoformat(run2["window_high"]) > max(datetime.fromisoformat(d.doc["ingested_at"]) for d in late)
+            finally:
+                await fdb.close()  # ends the lock's transaction: the held-back insert lands now
+            await asyncio.to_thread(inserted.wait, 60)
+            assert inserted.is_set()
 
         # the report names the hour, with the exact difference per event date (independent counts)
         rep2 = await report(client)
