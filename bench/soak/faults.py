@@ -108,6 +108,7 @@ class FaultRecord:
     ready_at: float | None = None  # the restarted process (or, else, every service) ready again
     recovered_at: float | None = None  # every service ready and lag back under the bound
     restart_ready_s: float | None = None  # a restarted service: from its start to ready
+    waited_for: dict[str, str] = field(default_factory=dict)  # service → reason, last seen before all were ready
     expected_alerts: list[tuple[str, str | None]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)  # filled after the run from Prometheus
     error: str | None = None
@@ -123,6 +124,7 @@ class FaultRecord:
             "ready_s": None if self.ready_at is None or self.healed_at is None else round(self.ready_at - self.healed_at, 1),
             "restart_ready_s": None if self.restart_ready_s is None else round(self.restart_ready_s, 1),
             "recovered_s": None if self.recovered_at is None else round(self.recovered_at - self.injected_at, 1),
+            "waited_for": self.waited_for,
             "expected_alerts": [{"alert": a, "job": j} for a, j in self.expected_alerts],
             "alerts": self.alerts,
             "error": self.error,

@@ -75,6 +75,9 @@ def as_json(result: Result) -> dict[str, Any]:
     }
 
 
+SLOW_READY_S = 30.0  # the bound for a service to be ready again
+
+
 def table(data: dict[str, Any]) -> Iterator[str]:
     yield (
         "| fault kind | count | restart → ready p50 / max s | ready again p50 / max s | lag back p50 / max s "
@@ -98,6 +101,13 @@ def table(data: dict[str, Any]) -> Iterator[str]:
         f"reconciled {data['reconciled']}, alerts fired {data['alerts_fired']}/{data['alerts_expected']} "
         f"(resolved {data['alerts_resolved']}), slowest restart to ready {data['max_ready_s']} s."
     )
+    slow = [f for f in data["fault_log"] if f["ready_s"] is not None and f["ready_s"] > SLOW_READY_S and f.get("waited_for")]
+    if slow:
+        yield ""
+        yield f"Ready again after more than {SLOW_READY_S:.0f} s, and what the last wait was for:"
+        for f in slow:
+            waited = "; ".join(f"{name}: {reason}" for name, reason in f["waited_for"].items())
+            yield f"- fault {f['index'] + 1} ({f['kind']}, {f['target']}): {f['ready_s']} s, {waited}"
     yield ""
     yield "| process | RSS first window MiB | RSS last window MiB | growth % | max MiB |"
     yield "|---|---|---|---|---|"

@@ -98,12 +98,20 @@ class Service:
         return await client.get(f"http://127.0.0.1:{self.port}{path}", **kwargs)
 
     async def ready(self, client: httpx.AsyncClient) -> bool:
-        if self.pid is None or self.paused:
-            return False
+        return await self.not_ready(client) is None
+
+    async def not_ready(self, client: httpx.AsyncClient) -> str | None:
+        """None when ``/ready`` answers 200; else why not: no process, paused, the answer's body
+        (the service's own reason) or the request's error."""
+        if self.pid is None:
+            return "no process"
+        if self.paused:
+            return "paused"
         try:
-            return (await self.get(client, "/ready", timeout=2)).status_code == 200
-        except httpx.HTTPError:
-            return False
+            resp = await self.get(client, "/ready", timeout=2)
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"[:300]
+        return None if resp.status_code == 200 else f"{resp.status_code} {resp.text}"[:300]
 
     async def lag(self, client: httpx.AsyncClient) -> int | None:
         try:

@@ -6,6 +6,8 @@ Recovery of a fault, from its :class:`~bench.soak.faults.FaultRecord`:
 - ``restart_ready_s``: a service the fault restarted, from its start to its ``/ready`` (the
   issue's "every restart ready within 30 s");
 - ``ready_at``: after the heal, when every primary service answers ``/ready`` again;
+  ``waited_for``: the services (and their reasons) still not ready at the last poll before that,
+  i.e. what the "ready again" time waited for;
 - ``recovered_at``: when, besides, the bridge's and the sink's lag are back under the bound (two
   seconds of traffic: under steady traffic a lag of exactly 0 is a moment between two fetches,
   not a state).
@@ -27,8 +29,15 @@ from bench.soak.services import Pipeline, rss_mib
 RECOVERY_TIMEOUT_S = 600.0
 
 
+async def not_ready(pipeline: Pipeline, client: httpx.AsyncClient) -> dict[str, str]:
+    """Each primary service that is not ready, with its reason (empty: all ready)."""
+    services = pipeline.primary()
+    reasons = await asyncio.gather(*(s.not_ready(client) for s in services))
+    return {s.label: r for s, r in zip(services, reasons, strict=True) if r is not None}
+
+
 async def all_ready(pipeline: Pipeline, client: httpx.AsyncClient) -> bool:
-    return all(await asyncio.gather(*(s.ready(client) for s in pipeline.primary())))
+    return not await not_ready(pipeline, client)
 
 
 async def lags(pipeline: Pipeline, client: httpx.AsyncClient) -> tuple[int | None, int | None]:
@@ -45,8 +54,12 @@ async def follow_recovery(pipeline: Pipeline, record: FaultRecord, lag_bound: in
             svc = record.restarted
             if svc is not None and record.restart_ready_s is None and await svc.ready(client):
                 record.restart_ready_s = time.monotonic() - svc.started_at
-            if record.ready_at is None and (svc is None or record.restart_ready_s is not None) and await all_ready(pipeline, client):
-                record.ready_at = time.time()
+            if record.ready_at is None and (svc is None or record.restart_ready_s is not None):
+                waiting = await not_ready(pipeline, client)
+                if waiting:
+                    record.waited_for = waiting
+                else:
+                    record.ready_at = time.time()
             if record.ready_at is not None:
                 bridge, sink = await lags(pipeline, client)
                 if bridge is not None and sink is not None and bridge <= lag_bound and sink <= lag_bound:
