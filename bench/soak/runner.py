@@ -34,7 +34,7 @@ from bench.soak.proxy import FaultProxy
 from bench.soak.services import Names, Pipeline, free_port
 from bench.soak.traffic import Traffic
 from bench.soak.watch import RssSampler, all_ready, follow_recovery, lags, match_alerts
-from infra.prometheus import PrometheusServer
+from infra.prometheus import Intervals, PrometheusServer
 from infra.stack import HOME, load_env
 from shared.kafka import KafkaConnection, create_topics
 
@@ -153,7 +153,7 @@ async def run_soak(opts: Options) -> Result:
     return result
 
 
-async def settle_alerts(prometheus: PrometheusServer, result: Result, cap_s: float) -> Any:
+async def settle_alerts(prometheus: PrometheusServer, result: Result, cap_s: float) -> Intervals:
     """Prometheus' firing intervals, matched to the faults (``match_alerts``), once every
     expected alert has fired and resolved, or after ``cap_s`` (the rules' longest window to pass:
     EtlRunFailed's ``increase(…[15m])`` scaled) when one has not: the report says which."""

@@ -1,16 +1,34 @@
-"""Waiting until a Kafka cluster is whole again after a broker was stopped: every broker
-registered (a topic of replication factor 3 can be created) and no partition under-replicated
-(every follower caught up). A test that stopped a broker of the shared stack waits for this
-before it lets other tests run again."""
+"""Stopping a broker of the shared stack and starting it again, which returns only once the
+cluster is whole: every broker registered (a topic of replication factor 3 can be created) and no
+partition under-replicated (every follower caught up). A test that stopped a broker starts it
+with :func:`start_broker` before it lets other tests run again."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.kafka import KafkaConnection
+from tests.conftest import REPO
+
+
+def _stack(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "infra.stack", *args], cwd=REPO, check=True, timeout=240)
+
+
+async def stop_broker(name: str) -> None:
+    """``infra.stack stop name`` (e.g. kafka-local-2)."""
+    await asyncio.to_thread(_stack, "stop", name)
+
+
+async def start_broker(name: str, conn: KafkaConnection, brokers: int = 3) -> None:
+    """``infra.stack start name``, then :func:`wait_cluster_whole` on ``conn``'s cluster."""
+    await asyncio.to_thread(_stack, "start", name)
+    await wait_cluster_whole(conn, brokers)
 
 
 async def under_replicated(admin: AIOKafkaAdminClient) -> list[tuple[str, int]]:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -34,9 +32,8 @@ from infra.demo import airflow_env, run_dag, state_changes, task_states
 from shared.dlq import HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_STAGE, read_dead_letter_headers
 from shared.event import DEFAULT_PRODUCT_VIEW_TYPES, SEED_COLLECTION
 from shared.kafka import KafkaConnection, create_topics
-from tests.conftest import REPO
 from tests.support.exclusive import async_exclusive_section
-from tests.support.kafka_whole import wait_cluster_whole
+from tests.support.kafka_whole import start_broker, stop_broker
 from tests.support.processes import ServiceProcess, free_port
 
 pytestmark = pytest.mark.timeout(900)
@@ -114,10 +111,6 @@ class Pipeline:
         return ServiceProcess(label or name, module, self.env(name), port=self.ports[name], log_dir=self.work / "logs")
 
 
-def stack(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "infra.stack", *args], cwd=REPO, check=True, timeout=240)
-
-
 async def read_committed(conn: KafkaConnection, topic: str) -> list:
     consumer = AIOKafkaConsumer(**conn.client_kwargs(), enable_auto_commit=False, isolation_level="read_committed")
     await consumer.start()
@@ -180,7 +173,6 @@ async def test_end_to_end_exactly_once_under_faults(
     bridge = pipeline.process("bridge").start()
     sink = pipeline.process("sink").start()
     procs = [etl, bridge, sink]
-    broker_down = False
     try:
         for p in procs:
             await asyncio.to_thread(p.wait_ready, 120)
@@ -189,6 +181,7 @@ async def test_end_to_end_exactly_once_under_faults(
         # (every broker registered, no partition under-replicated); the services' start before,
         # and the sink's catch-up, the ETL, the DAG run and the checks after, beside other tests.
         async with async_exclusive_section():
+            broker_down = False
             try:
                 producing = asyncio.create_task(
                     eventgen.produce(records, remote_kafka, pipeline.remote_topic, rate=rate, progress=False, partitions=PARTITIONS)
@@ -203,7 +196,7 @@ async def test_end_to_end_exactly_once_under_faults(
                     await asyncio.sleep(max(0.0, started + moment - time.monotonic()))
                     print(f"t={time.monotonic() - started:5.1f}s {fault}", flush=True)
                     if fault == "stop broker":
-                        await asyncio.to_thread(stack, "stop", "kafka-local-2")
+                        await stop_broker("kafka-local-2")
                         broker_down = True
                         continue
                     victim = bridge if fault == "kill bridge" else sink
@@ -212,15 +205,13 @@ async def test_end_to_end_exactly_once_under_faults(
                     victim.start()
                 manifest = await asyncio.wait_for(producing, timeout=300)
                 await asyncio.sleep(5)  # let the outage overlap the tail of the stream too
-                await asyncio.to_thread(stack, "start", "kafka-local-2")
+                # back and whole: other tests create topics of replication factor 3 as soon as the section ends
+                await start_broker("kafka-local-2", local_kafka)
                 broker_down = False
                 await wait_lag_zero(bridge, 240)
-                # other tests create topics of replication factor 3 as soon as the section ends
-                await wait_cluster_whole(local_kafka, brokers=3)
             finally:
                 if broker_down:  # back before the other tests run again
-                    await asyncio.to_thread(stack, "start", "kafka-local-2")
-                    broker_down = False
+                    await start_broker("kafka-local-2", local_kafka)
 
         await wait_lag_zero(sink, 240)
         # the continuous worker counts everything the sink stored, without any run being asked for
@@ -291,8 +282,6 @@ async def test_end_to_end_exactly_once_under_faults(
             }, report
         assert body["ok"] is True and body["disagreeing_partitions"] == [] and body["sink_ledger_complete"] is True
     finally:
-        if broker_down:
-            await asyncio.to_thread(stack, "start", "kafka-local-2")
         for p in procs:
             p.stop_quietly()
 

@@ -4,8 +4,6 @@ broker outage, aborted transactions invisible to read_committed readers."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import uuid
 
 import pytest
@@ -14,7 +12,8 @@ from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
 from shared.kafka import KafkaConnection, create_topics
-from tests.conftest import REPO, STACK_ENV
+from tests.conftest import STACK_ENV
+from tests.support.kafka_whole import start_broker, stop_broker
 
 STACK_HOME = STACK_ENV.parent
 
@@ -70,10 +69,6 @@ async def test_sasl_refuses_a_wrong_password(cluster: str, local_kafka: KafkaCon
     await producer.stop()
 
 
-def _stack(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "infra.stack", *args], cwd=REPO, check=True, timeout=200)
-
-
 @pytest.mark.exclusive  # stops the stack's broker kafka-local-3, which every test uses
 async def test_local_topic_survives_one_broker_down(local_kafka: KafkaConnection, unique_name: str) -> None:
     topic = unique_name
@@ -85,7 +80,7 @@ async def test_local_topic_survives_one_broker_down(local_kafka: KafkaConnection
         for v in before:
             await producer.send(topic, v)
         await producer.flush()
-        await asyncio.to_thread(_stack, "stop", "kafka-local-3")
+        await stop_broker("kafka-local-3")
         try:
             during = [f"during-{i}".encode() for i in range(300)]
             sent = [await producer.send(topic, v) for v in during]
@@ -93,7 +88,7 @@ async def test_local_topic_survives_one_broker_down(local_kafka: KafkaConnection
             got = await read_all(local_kafka, topic, expected=600)
             assert sorted(got) == sorted(before + during)
         finally:
-            await asyncio.to_thread(_stack, "start", "kafka-local-3")
+            await start_broker("kafka-local-3", local_kafka)  # whole again before other tests run
     finally:
         await producer.stop()
     # And after the broker is back nothing is lost either.
