@@ -47,7 +47,7 @@ async def run(conn: KafkaConnection, rounds: int, partitions: int) -> None:
     topic, offsets = f"{base}.data", f"{base}.offsets"
     await create_topics(conn, [topic], partitions=partitions, replication_factor=3)
     await create_topics(conn, [offsets], partitions=1, replication_factor=3)
-    from bridge.producers import wait_for_leaders
+    from shared.kafka import wait_for_leaders
 
     await wait_for_leaders(conn, [topic, offsets], timeout_s=60)
     results: dict[str, list[float]] = {}

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from bridge.producers import wait_for_leaders
 
 from bench.probes import peak_rss_mib, stop
-from shared.kafka import KafkaConnection, create_topics
+from shared.kafka import KafkaConnection, create_topics, wait_for_leaders
 
 
 def value_key(record: ConsumerRecord[bytes, bytes]) -> Hashable:

@@ -19,13 +19,16 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Iterable, Mapping
+import time
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.protocol.metadata import MetadataRequest
 from pydantic import BaseModel, SecretStr, model_validator
 
 from shared.errors import BackendUnavailableError, ConfigError
@@ -140,8 +143,12 @@ async def create_topics(
     partitions: int,
     replication_factor: int,
     configs: Mapping[str, str] | None = None,
+    leaders_timeout_s: float = 30.0,
 ) -> list[str]:
-    """Creates the topics that do not exist yet; returns the names it created. Idempotent."""
+    """Creates the topics that do not exist yet; returns the names it created. Idempotent.
+
+    Returns once every broker knows a leader for every partition of the created topics
+    (:func:`wait_for_leaders`), so a producer may write to them right away."""
     admin = AIOKafkaAdminClient(**conn.client_kwargs())
     await admin.start()
     try:
@@ -152,9 +159,44 @@ async def create_topics(
         new = [NewTopic(t, partitions, replication_factor, topic_configs=dict(configs or {})) for t in wanted]
         with contextlib.suppress(TopicAlreadyExistsError):  # raced with another creator: it exists
             await admin.create_topics(new, validate_only=False)
-        return wanted
     finally:
         await admin.close()
+    await wait_for_leaders(conn, wanted, timeout_s=leaders_timeout_s)
+    return wanted
+
+
+async def wait_for_leaders(conn: KafkaConnection, topics: Sequence[str], *, timeout_s: float) -> None:
+    """Returns once every broker knows a leader for every partition of ``topics``; raises
+    :class:`~shared.errors.BackendUnavailableError` after ``timeout_s``.
+
+    A topic created a moment ago is known to the controller first. A producer that asks a broker
+    which has not caught up yet caches "unknown topic", and its batches can stall until they
+    expire (seen with aiokafka 0.12, most often in transactions: a 30 s stall of a transaction to
+    a topic created just before). So ask each broker. A broker that does not answer is asked
+    again until the deadline.
+    """
+    client = AIOKafkaClient(**conn.client_kwargs())
+    await client.bootstrap()
+    try:
+        deadline = time.monotonic() + timeout_s
+        pending = {broker.nodeId for broker in client.cluster.brokers()}
+        last_error: BaseException | None = None
+        while pending:
+            for node_id in sorted(pending):
+                try:
+                    response = await client.send(node_id, MetadataRequest[1](list(topics)))
+                except KafkaError as exc:
+                    last_error = exc
+                    continue
+                if all(error == 0 and parts and all(p[2] >= 0 for p in parts) for error, _, _, parts in response.topics):
+                    pending.discard(node_id)
+            if pending and time.monotonic() > deadline:
+                why = f" (last error: {type(last_error).__name__}: {last_error})" if last_error else ""
+                raise BackendUnavailableError(f"brokers {sorted(pending)} know no leaders for {list(topics)} after {timeout_s:.0f}s{why}")
+            if pending:
+                await asyncio.sleep(0.1)
+    finally:
+        await client.close()
 
 
 def create_consumer(conn: KafkaConnection, *, group_id: str | None = None, **options: Any) -> AIOKafkaConsumer:

@@ -33,10 +33,13 @@ sys.path[:0] = [str(REPO), str(REPO / "services" / "bridge")]
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from bridge.batching import KeyPartitioner, send_batches  # noqa: E402
-from bridge.producers import wait_for_leaders  # noqa: E402
 from bridge.settings import BridgeSettings  # noqa: E402
 
-from shared.kafka import KafkaConnection, create_topics  # noqa: E402
+from shared.kafka import (  # noqa: E402
+    KafkaConnection,
+    create_topics,
+    wait_for_leaders,
+)
 
 
 async def copy(

@@ -39,12 +39,12 @@ from bridge.health import remote_unanswered
 from bridge.incidents import find_incident, plan_positions
 from bridge.metrics import BridgeMetrics
 from bridge.offsets import read_stored_states
-from bridge.producers import close_producers, start_producer, wait_for_leaders
+from bridge.producers import close_producers, start_producer
 from bridge.settings import BridgeSettings
 from bridge.source_resets import SourceResets, now_iso
 from shared.backoff import Backoff
 from shared.errors import BackendUnavailableError, is_retriable
-from shared.kafka import create_consumer, create_topics, partition_lags, topic_partitions
+from shared.kafka import create_consumer, create_topics, partition_lags, topic_partitions, wait_for_leaders
 from shared.service import ServiceState
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,4 @@
-"""The local cluster's clients of the bridge: the per-partition transactional producers and
-the leaders of freshly created topics.
+"""The local cluster's clients of the bridge: the per-partition transactional producers.
 
 Zombie fencing without KIP-447 (``send_offsets_to_transaction`` cannot fence across clusters):
 each remote partition has its own ``BRIDGE_TRANSACTIONAL_SLOTS`` transactional producers, with
@@ -22,17 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Sequence
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
-from aiokafka.protocol.metadata import MetadataRequest
 
 from bridge.settings import BridgeSettings
-from shared.errors import BackendUnavailableError
-from shared.kafka import KafkaConnection
 
 # The worker's one logger, as before the split (its name is in every log line).
 log = logging.getLogger("bridge.app")
@@ -107,28 +101,3 @@ async def close_producer(producer: AIOKafkaProducer, timeout_s: float) -> None:
         await asyncio.wait([sender_task], timeout=timeout_s)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(producer.client.close(), timeout_s)
-
-
-async def wait_for_leaders(conn: KafkaConnection, topics: Sequence[str], *, timeout_s: float) -> None:
-    """Returns once every broker knows a leader for every partition of ``topics``.
-
-    A topic created a moment ago is known to the controller first; a producer that asks a
-    broker which has not caught up yet caches "unknown topic" and its batches can stall until
-    they expire (seen with aiokafka 0.12 and transactions). So ask each broker.
-    """
-    client = AIOKafkaClient(**conn.client_kwargs())
-    await client.bootstrap()
-    try:
-        deadline = time.monotonic() + timeout_s
-        pending = {broker.nodeId for broker in client.cluster.brokers()}
-        while pending:
-            for node_id in sorted(pending):
-                response = await client.send(node_id, MetadataRequest[1](list(topics)))
-                if all(error == 0 and parts and all(p[2] >= 0 for p in parts) for error, _, _, parts in response.topics):
-                    pending.discard(node_id)
-            if pending and time.monotonic() > deadline:
-                raise BackendUnavailableError(f"brokers {sorted(pending)} know no leaders for {list(topics)} after {timeout_s:.0f}s")
-            if pending:
-                await asyncio.sleep(0.1)
-    finally:
-        await client.close()

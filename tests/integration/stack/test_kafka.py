@@ -1,5 +1,6 @@
 """The local stack's Kafka clusters behave as the design needs: SASL enforced, RF 3 survives a
-broker outage, aborted transactions invisible to read_committed readers."""
+broker outage, aborted transactions invisible to read_committed readers, a created topic known
+with its leaders to every broker before ``create_topics`` returns."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
+from aiokafka.protocol.metadata import MetadataRequest
 from pydantic import SecretStr
 
 from shared.kafka import KafkaConnection, create_topics
@@ -113,3 +116,25 @@ async def test_aborted_transaction_is_invisible_to_read_committed(local_kafka: K
     assert await read_all(local_kafka, topic, expected=2) == [b"committed-1", b"committed-2"]
     # The aborted record is in the log: read_uncommitted sees it, so the filtering is real.
     assert await read_all(local_kafka, topic, expected=3, isolation="read_uncommitted") == [b"committed-1", b"aborted", b"committed-2"]
+
+
+async def test_created_topics_have_leaders_on_every_broker_when_create_topics_returns(
+    local_kafka: KafkaConnection, unique_name: str
+) -> None:
+    """A producer may use the topics at once: no broker still answers "unknown topic" (an aiokafka
+    producer that caches that answer can stall a transaction for its whole timeout)."""
+    topics = [f"{unique_name}.{i}" for i in range(3)]
+    assert await create_topics(local_kafka, topics, partitions=4, replication_factor=3) == topics
+    client = AIOKafkaClient(**local_kafka.client_kwargs())
+    await client.bootstrap()
+    try:
+        brokers = sorted(b.nodeId for b in client.cluster.brokers())
+        assert len(brokers) == 3
+        for node_id in brokers:
+            response = await client.send(node_id, MetadataRequest[1](topics))
+            leaders = {name: sorted((p[1], p[2] >= 0) for p in parts) for error, name, _, parts in response.topics if error == 0}
+            assert leaders == {t: [(p, True) for p in range(4)] for t in topics}, (node_id, response.topics)
+    finally:
+        await client.close()
+    # existing topics: nothing created, nothing to wait for
+    assert await create_topics(local_kafka, topics, partitions=4, replication_factor=3) == []
