@@ -83,7 +83,7 @@ from eventgen.now import restamp
 
 from bench.bridge_vs_mirrormaker import bridge
 from bench.copy_measure import percentile, wait_topic
-from bench.probes import backend_cpu_seconds, cpu_seconds, drop_owned, free_port, load_stack_env, loadavg, stop
+from bench.probes import backend_cpu_seconds, cpu_seconds, drop_owned, free_port, load_stack_env, loadavg, run_cleaning_up, stop
 from infra.stack import ferretdb_backend, ferretdb_postgresql_url
 from shared.event import DEFAULT_PRODUCT_VIEW_TYPES, SEED_COLLECTION
 from shared.kafka import KafkaConnection, create_topics
@@ -834,4 +834,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_cleaning_up(main())

@@ -4,11 +4,14 @@ average, and dropping what a run owned (its schema, database and topics)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
@@ -16,6 +19,24 @@ from pymongo import AsyncMongoClient
 
 from infra.stack import ENV_FILE, ferretdb_proc, load_env
 from shared.kafka import KafkaConnection
+
+T = TypeVar("T")
+
+
+def run_cleaning_up(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``, where SIGTERM and SIGINT cancel ``main``: its ``finally`` blocks run
+    (the benchmark's processes stopped, its topics, database and schema dropped) before the exit.
+    Without this, a benchmark stopped by ``timeout`` or ``kill`` leaves its run's data behind."""
+
+    async def guarded() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        return await main
+
+    return asyncio.run(guarded())
 
 
 def load_stack_env() -> None:

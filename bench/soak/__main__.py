@@ -12,11 +12,11 @@ fired and resolved.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
 
+from bench.probes import run_cleaning_up
 from bench.soak.faults import KINDS
 from bench.soak.report import as_json, table
 from bench.soak.runner import Options, run_soak
@@ -74,7 +74,7 @@ def passed(data: dict[str, object]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     opts, out = parse(argv)
     load_env()
-    result = asyncio.run(run_soak(opts))
+    result = run_cleaning_up(run_soak(opts))
     data = as_json(result)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=2) + "\n")
