@@ -15,10 +15,6 @@ pytest-timeout's clock (``tryfirst``): waiting for the lock is not the test's ow
 A test whose fault is only a part of it (the rest: services starting, Spark runs, a DAG run) is
 not marked; it wraps that part in :func:`exclusive_section` instead, and only that part runs alone.
 Without xdist (a plain ``pytest`` run, one process) nothing is locked.
-
-Exclusive tests are collected first (:func:`pytest_collection_modifyitems`): the workers start
-them before any other test, so none waits for another worker's long test to end (one worker
-idle) before its own run alone (the other idle).
 """
 
 from __future__ import annotations
@@ -39,11 +35,6 @@ MARKER = "exclusive"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARKER}: faults or starves something every test shares; runs with no other test running")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Exclusive tests first, the rest in their collected order (a stable sort)."""
-    items.sort(key=lambda item: item.get_closest_marker(MARKER) is None)
 
 
 def _lock_dir() -> Path | None:
