@@ -12,8 +12,10 @@ in plain Python, from the generator's own records. The other tests drive one-off
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
+import signal
 import time
 import uuid
 from collections import Counter
@@ -32,6 +34,7 @@ from infra.demo import airflow_env, run_dag, state_changes, task_states
 from shared.dlq import HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_STAGE, read_dead_letter_headers
 from shared.event import DEFAULT_PRODUCT_VIEW_TYPES, SEED_COLLECTION
 from shared.kafka import KafkaConnection, create_topics
+from tests.integration.etl.conftest import workers_of
 from tests.support.exclusive import async_exclusive_section
 from tests.support.kafka_whole import start_broker, stop_broker
 from tests.support.processes import ServiceProcess, free_port
@@ -284,6 +287,11 @@ async def test_end_to_end_exactly_once_under_faults(
     finally:
         for p in procs:
             p.stop_quietly()
+        # The continuous worker runs in its own session, so it outlives its API by design (an API
+        # restart must not stop it); left running, it took a Spark JVM's CPU for the rest of the suite.
+        for pid in workers_of(pipeline.schema):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 async def wait_counted(schema: str, views: int, timeout: float) -> int:
