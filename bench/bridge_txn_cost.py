@@ -46,10 +46,7 @@ async def run(conn: KafkaConnection, rounds: int, partitions: int) -> None:
     base = f"bench_txn_{uuid.uuid4().hex[:6]}"
     topic, offsets = f"{base}.data", f"{base}.offsets"
     await create_topics(conn, [topic], partitions=partitions, replication_factor=3)
-    await create_topics(conn, [offsets], partitions=1, replication_factor=3)
-    from shared.kafka import wait_for_leaders
-
-    await wait_for_leaders(conn, [topic, offsets], timeout_s=60)
+    await create_topics(conn, [offsets], partitions=1, replication_factor=3)  # both return once every broker knows the leaders
     results: dict[str, list[float]] = {}
     for acks in (1, "all"):
         producer = AIOKafkaProducer(**conn.client_kwargs(), acks=acks, linger_ms=0)

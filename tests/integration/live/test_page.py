@@ -30,12 +30,11 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from aiokafka import TopicPartition
 
-from shared.kafka import KafkaConnection, create_consumer
+from shared.kafka import KafkaConnection, wait_for_leaders
 from tests.conftest import REPO
 from tests.integration.live.chromium import Chromium
-from tests.integration.live.conftest import PARTITIONS, WINDOW_S, Expected, LiveSetup, make_events, minute_floor, produce
+from tests.integration.live.conftest import WINDOW_S, Expected, LiveSetup, make_events, minute_floor, produce
 from tests.integration.live.star_fixture import Fact, create_random_star, drop_schema, grant_analyst
 
 pytestmark = pytest.mark.timeout(300)
@@ -129,26 +128,6 @@ async def wait_for(page: Any, expression: str, what: str, timeout: float = 30) -
         await asyncio.sleep(0.2)
 
 
-async def wait_for_leaders(conn: KafkaConnection, topic: str, partitions: int, timeout: float = 60) -> None:
-    """Until every partition of a just-created topic has a leader (producing earlier can fail
-    with UnknownTopicOrPartition on a loaded machine)."""
-    consumer = create_consumer(conn)
-    await consumer.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            await consumer._client.force_metadata_update()
-            cluster = consumer._client.cluster
-            known = cluster.partitions_for_topic(topic) or set()
-            leaders = [cluster.leader_for_partition(TopicPartition(topic, p)) for p in known]
-            if len(known) == partitions and all(leader is not None and leader >= 0 for leader in leaders):
-                return
-            assert time.monotonic() < deadline, f"{topic}: partitions {sorted(known)}, leaders {leaders}"
-            await asyncio.sleep(0.2)
-    finally:
-        await consumer.stop()
-
-
 class EtlApiStandIn(http.server.ThreadingHTTPServer):
     """``GET /continuous`` answering ``self.body`` (the ETL API's shape), on a free local port."""
 
@@ -203,7 +182,7 @@ async def test_page_shows_the_star_schema_and_the_last_minutes_exactly(
         now = time.time()
         start = float(minute_floor(now) - 6 * WINDOW_S)
         events = make_events(1500, start=start, span_s=now - start, seed=18)
-        await wait_for_leaders(local_kafka, live.topic, PARTITIONS)
+        await wait_for_leaders(local_kafka, [live.topic], timeout_s=60)
         await produce(local_kafka, live.topic, events)
         etl = EtlApiStandIn()
         etl.body = continuous_body("2026-11-22T23:59:58.5+00:00", 4.2)
