@@ -70,6 +70,7 @@ def as_json(result: Result) -> dict[str, Any]:
         "other_alerts": result.other_alerts,
         "fault_log": [f.as_dict() for f in result.faults],
         "behind_by_minute": result.behind,
+        "rss_by_minute": result.rss_by_minute,
         "notes": result.notes,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()},
     }

@@ -73,6 +73,7 @@ class Result:
     drain_s: float | None = None
     other_alerts: list[dict[str, Any]] = field(default_factory=list)
     behind: list[dict[str, Any]] = field(default_factory=list)  # per minute: max bridge/sink lag, star delay
+    rss_by_minute: list[dict[str, Any]] = field(default_factory=list)  # per minute: max RSS MiB per process
     notes: list[str] = field(default_factory=list)
 
 
@@ -139,6 +140,7 @@ async def run_soak(opts: Options) -> Result:
             if (name, dict(labels).get("job")) not in expected
         ]
         result.behind = sampler.behind_by_minute(result.started_at)
+        result.rss_by_minute = sampler.rss_by_minute(result.started_at)
         result.rss = sampler.summary(window_s=min(600.0, opts.minutes * 60 / 4))
         result.verdict = await check(pipeline, manifest, traffic.expected, local)
         if opts.rss_growth_bound_pct is not None:

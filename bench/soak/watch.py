@@ -114,6 +114,16 @@ class RssSampler:
                     m[key] = max(m.get(key, value), value)
         return [minutes[k] for k in sorted(minutes)]
 
+    def rss_by_minute(self, started_at: float) -> list[dict[str, Any]]:
+        """Per minute since ``started_at``: the largest RSS (MiB) of each process, to read beside
+        :meth:`behind_by_minute` (a consumer's buffers follow its backlog)."""
+        minutes: dict[int, dict[str, Any]] = {}
+        for t, row in self.samples:
+            m = minutes.setdefault(int((t - started_at) // 60), {"minute": int((t - started_at) // 60)})
+            for key, value in row.items():
+                m[key] = max(m.get(key, value), round(value, 1))
+        return [minutes[k] for k in sorted(minutes)]
+
     def summary(self, window_s: float) -> dict[str, dict[str, float | None]]:
         """Per process: the mean RSS over the first and the last ``window_s`` seconds."""
         if not self.samples:
