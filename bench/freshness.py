@@ -597,7 +597,10 @@ async def one_run(
         assert p.api is not None
         async with p.client() as client:
             result["warm_up_s"] = round(await warm_up(mode, client, markers, star), 1)
-            worker_pid = (await continuous_status(client)).get("pid") if mode == CONTINUOUS else None
+            warm = await continuous_status(client) if mode == CONTINUOUS else {}
+            worker_pid = warm.get("pid")
+            # the driver JVM's heap after the warm-up's last micro-batch (etl_api.spark.jvm_memory)
+            heap0 = (warm.get("last_batches") or [{}])[0].get("driver_jvm")
             cpu = TreeCpu(p.api.pid)
             cpu.start()
             cpu0, by0 = cpu.total()
@@ -677,6 +680,7 @@ async def one_run(
                     k: v for k, v in (await continuous_status(client)).items() if k not in ("last_batches", "owner_token", "host")
                 }
                 result["continuous_status"]["last_batches"] = (await continuous_status(client))["last_batches"][:5]
+                result["driver_jvm_start_end"] = [heap0, (result["continuous_status"]["last_batches"] or [{}])[0].get("driver_jvm")]
             else:
                 run_id = await request_run(client)
                 assert run_id is not None

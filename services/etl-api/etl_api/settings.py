@@ -107,6 +107,9 @@ class EtlSettings(BaseSettings):
     # of its dozen small Spark jobs runs this many tasks instead of ETL_SPARK_SHUFFLE_PARTITIONS
     continuous_shuffle_partitions: int = Field(default=2, ge=1)
     continuous_retain_hours: float = Field(default=24.0, gt=0)  # succeeded micro-batch rows of etl_runs kept this long
+    # the worker's driver JVM commits and touches its whole heap (ETL_SPARK_DRIVER_MEMORY) at start
+    # (etl_api.spark.reserved_heap_options): its RSS is flat from the first micro-batch
+    continuous_reserve_heap: bool = True
     continuous_backoff_max_s: float = Field(default=30.0, gt=0)  # a failed micro-batch is retried after at most this
 
     # --- run management

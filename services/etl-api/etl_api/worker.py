@@ -50,7 +50,7 @@ from etl_api.plan import hour_closed
 from etl_api.reading import any_new_document
 from etl_api.runs import RunActiveError, create_run, init_connection
 from etl_api.settings import EtlSettings
-from etl_api.spark import session_for
+from etl_api.spark import jvm_memory, session_for
 from etl_api.unit import UnitContext, run_unit
 from etl_api.visibility import VisibilityReader
 from shared.backoff import Backoff
@@ -129,7 +129,7 @@ class Worker:
                 self._waiting(f"ferretdb read index: {type(exc).__name__}: {exc}")
                 await self._sleep(backoff.next_delay())
         t0 = time.monotonic()
-        self.spark = await asyncio.to_thread(session_for, s, "etl-continuous")
+        self.spark = await asyncio.to_thread(lambda: session_for(s, "etl-continuous", long_lived=True))
         log.info("warm Spark session in %.1fs; micro-batches every %.1fs", time.monotonic() - t0, s.continuous_interval_s)
 
     async def _loop(self) -> None:
@@ -289,6 +289,7 @@ class Worker:
                 if key in timings:
                     summary[key] = timings[key]
             summary["driver_python_rss_mb"] = _rss_mb()
+            summary["driver_jvm"] = await asyncio.to_thread(jvm_memory, self.spark)
             await continuous.record_batch(conn, self.token, summary)
             await self._prune(conn)
             return summary

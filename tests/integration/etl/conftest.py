@@ -131,6 +131,21 @@ def services(tmp_path: Path) -> Iterator[list[EtlService]]:
                 os.kill(pid, signal.SIGKILL)
 
 
+def java_children_rss_mb(pid: int) -> list[float]:
+    """The RSS (MB) of each ``java`` child process of ``pid`` (a worker's Spark driver JVM)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = dict(line.split(":", 1) for line in (entry / "status").read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        if fields.get("Name", "").strip() == "java" and int(fields.get("PPid", "0")) == pid:
+            out.append(int(fields["VmRSS"].split()[0]) / 1024)
+    return out
+
+
 def workers_of(schema: str) -> list[int]:
     """Pids of continuous worker processes of this schema (from their environment: tests run in parallel)."""
     found = []

@@ -20,7 +20,7 @@ import asyncpg
 import httpx
 from etl_api.schema import table_checksums
 
-from tests.integration.etl.conftest import workers_of
+from tests.integration.etl.conftest import java_children_rss_mb, workers_of
 from tests.integration.etl.helpers import Doc, expected_star, make_events
 from tests.integration.etl.test_star_schema import assert_star_equals, insert, run_ok, star_rows, wait_run
 
@@ -76,6 +76,9 @@ async def test_continuous_mode_follows_events_exactly_through_a_range_run_a_kill
         st = await status(cb)
         assert st["desired"] and st["alive"] and st["batches"] >= 1 and st["last_batches"][0]["fine"] is False  # first: a full read
         assert len(workers_of(schema)) == 1  # two API instances, one worker
+        # its driver JVM holds its whole 1 GiB heap from the start (ETL_CONTINUOUS_RESERVE_HEAP)
+        assert st["last_batches"][0]["driver_jvm"]["heap_committed_mb"] == 1024.0, st["last_batches"][0]
+        assert [rss >= 1024 for rss in java_children_rss_mb(workers_of(schema)[0])] == [True]
 
         # new events while the worker runs: counted by the next micro-batches, read second by second
         batch2 = make_events(random.Random(52), 60, [d1, d3], datetime.now(UTC), devices=40)
