@@ -113,6 +113,9 @@ class FaultRecord:
     alerts: list[dict[str, Any]] = field(default_factory=list)  # filled after the run from Prometheus
     error: str | None = None
     restarted: Service | None = None
+    # times restart_ready_s from the restart itself, while the fault goes on (a double's second
+    # half can take a minute; a poll that starts after it would count that minute as the restart's)
+    restart_watch: asyncio.Task[None] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -129,6 +132,25 @@ class FaultRecord:
             "alerts": self.alerts,
             "error": self.error,
         }
+
+
+async def time_restart(svc: Service, record: FaultRecord, timeout_s: float = 600.0, every_s: float = 0.25) -> None:
+    """``record.restart_ready_s``: from ``svc``'s start to its first ready answer (polled every
+    ``every_s``; left None when it is not ready within ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            if await svc.ready(client):
+                record.restart_ready_s = time.monotonic() - svc.started_at
+                return
+            await asyncio.sleep(every_s)
+
+
+async def slowest_restart(record: FaultRecord, parts: tuple[FaultRecord, ...]) -> None:
+    """A double fault's ``restart_ready_s``: the slowest of its two halves' restarts."""
+    await asyncio.gather(*(p.restart_watch for p in parts if p.restart_watch is not None))
+    times = [p.restart_ready_s for p in parts if p.restart_ready_s is not None]
+    record.restart_ready_s = max(times) if times else None
 
 
 @dataclass
@@ -156,6 +178,8 @@ class Faults:
                 await self.run(two)
                 await task
                 record.healed_at, record.restarted = two.healed_at, two.restarted or one.restarted
+                if one.restart_watch or two.restart_watch:
+                    record.restart_watch = asyncio.create_task(slowest_restart(record, (one, two)))
                 record.error = one.error or two.error
                 return
             await self.run(record)
@@ -198,6 +222,7 @@ class Faults:
         await asyncio.sleep(self.timing.down_s)
         svc.start()
         record.healed_at, record.restarted = time.time(), svc
+        record.restart_watch = asyncio.create_task(time_restart(svc, record))
 
     async def kill_worker(self, record: FaultRecord) -> None:
         """kill -9 of the continuous worker while one of its micro-batches runs (waits up to a

@@ -4,7 +4,8 @@ which alerts Prometheus raised for which fault.
 Recovery of a fault, from its :class:`~bench.soak.faults.FaultRecord`:
 
 - ``restart_ready_s``: a service the fault restarted, from its start to its ``/ready`` (the
-  issue's "every restart ready within 30 s");
+  issue's "every restart ready within 30 s"), timed by the fault itself from the restart
+  (:func:`bench.soak.faults.time_restart`; a double's slowest half);
 - ``ready_at``: after the heal, when every primary service answers ``/ready`` again;
   ``waited_for``: the services (and their reasons) still not ready at the last poll before that,
   i.e. what the "ready again" time waited for;
@@ -51,10 +52,8 @@ async def follow_recovery(pipeline: Pipeline, record: FaultRecord, lag_bound: in
     deadline = time.monotonic() + RECOVERY_TIMEOUT_S
     async with httpx.AsyncClient() as client:
         while time.monotonic() < deadline:
-            svc = record.restarted
-            if svc is not None and record.restart_ready_s is None and await svc.ready(client):
-                record.restart_ready_s = time.monotonic() - svc.started_at
-            if record.ready_at is None and (svc is None or record.restart_ready_s is not None):
+            restarting = record.restart_watch is not None and not record.restart_watch.done()
+            if record.ready_at is None and not restarting:
                 waiting = await not_ready(pipeline, client)
                 if waiting:
                     record.waited_for = waiting
