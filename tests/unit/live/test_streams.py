@@ -185,6 +185,9 @@ async def test_a_fetched_batch_is_counted_in_one_go_and_acked_only_after_its_cha
     assert (consumer._read_offset[tp0], consumer._read_offset[tp1]) == (8, 1)
     assert delivered == [(changelog.topic, 0)]  # any other topic: faust's per-record path
     assert consumer._new_offset(tp0) == 9 and consumer._new_offset(tp1) == 2
+    # faust's stall detector knows both partitions were processed (else: "Stream has not started
+    # processing" at ERROR every few seconds); the changelog's record went through faust's own path
+    assert set(counters.app.monitor.stream_inbound_time) >= {tp0, tp1}
 
 
 async def test_a_batch_straddling_a_rebalance_is_not_acked(monkeypatch: pytest.MonkeyPatch) -> None:
