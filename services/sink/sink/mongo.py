@@ -37,7 +37,7 @@ from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure, 
 
 from shared.errors import BackendUnavailableError, ConfigError, PipelineError, is_retriable
 from sink.documents import STAGE_ENCODE, STAGE_WRITE, encoding_error
-from sink.ferretdb import ensure_id_index
+from sink.ferretdb import StoredIds, ensure_id_index
 from sink.settings import BSON_MAX_DOCUMENT_BYTES, SinkSettings
 
 log = logging.getLogger(__name__)
@@ -279,6 +279,7 @@ class MongoWriter:
         self.write_concern: WriteConcern | None = None
         self.collection = self.client[settings.mongodb_database][settings.mongodb_collection]
         self.attempt_timeout: Callable[[], float] = lambda: settings.write_attempt_timeout_s
+        self.stored_ids: StoredIds | None = None  # FerretDB with its PostgreSQL URL: duplicates asked first
 
     async def prepare(self) -> str:
         """Pings, picks the write concern, creates the indexes (idempotent). Raises ``MongoUnavailableError``."""
@@ -334,13 +335,33 @@ class MongoWriter:
                 f"SINK_FERRETDB_POSTGRESQL_URL holds no FerretDB table for {self.settings.mongodb_database}.{name}: "
                 "it must name the PostgreSQL database of the FerretDB in MONGODB_URI (unset it for MongoDB or FerretDB on SQLite)"
             )
-        return f"_id lookups: GIN index {index}"
+        self.stored_ids = StoredIds(url.get_secret_value(), self.settings.mongodb_database, name)
+        return f"_id lookups: GIN index {index}; stored _ids asked before each insert"
 
     async def insert(self, docs: list[dict[str, Any]]) -> InsertOutcome:
         """One unordered ``insert_many`` of ``docs``, classified (see the module docstring).
-        Raises ``MongoUnavailableError`` (outage) or ``MongoBatchRefusedError`` (whole batch refused)."""
-        out = InsertOutcome()
+        Raises ``MongoUnavailableError`` (outage) or ``MongoBatchRefusedError`` (whole batch refused).
+
+        On FerretDB with its PostgreSQL URL, the documents whose ``_id`` is stored already are
+        reported as duplicates without being sent (:class:`sink.ferretdb.StoredIds`: FerretDB
+        inserts a chunk holding one duplicate document by document)."""
         await self._server_selectable()
+        stored = await self.stored_ids.present([d.get("_id") for d in docs]) if self.stored_ids is not None else None
+        if not stored:
+            return await self._insert_many(docs)
+        sent = [i for i, d in enumerate(docs) if d.get("_id") not in stored]
+        out = await self._insert_many([docs[i] for i in sent]) if sent else InsertOutcome()
+        return InsertOutcome(
+            inserted=out.inserted,
+            duplicates=sorted([i for i, d in enumerate(docs) if d.get("_id") in stored] + [sent[j] for j in out.duplicates]),
+            retry=[sent[j] for j in out.retry],
+            resend=[sent[j] for j in out.resend],
+            refused={sent[j]: v for j, v in out.refused.items()},
+            uncertain={sent[j]: v for j, v in out.uncertain.items()},
+        )
+
+    async def _insert_many(self, docs: list[dict[str, Any]]) -> InsertOutcome:
+        out = InsertOutcome()
         try:
             with pymongo.timeout(self.attempt_timeout()):
                 result = await self.collection.insert_many(docs, ordered=False)
@@ -432,6 +453,8 @@ class MongoWriter:
         return True
 
     async def close(self) -> None:
+        if self.stored_ids is not None:
+            await self.stored_ids.close()
         await self.client.close()
 
 
