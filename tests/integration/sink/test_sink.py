@@ -89,11 +89,12 @@ async def test_read_indexes_follow_the_setting_and_the_server(names: SinkNames, 
         # With FerretDB's PostgreSQL: the collection is created (before any write) with the GIN
         # index of the _id lookups, which FerretDB does not list; a second start keeps it.
         first = await prepare(gin, "auto", ferretdb_postgresql_url=pg_url)
-        assert re.fullmatch(r".*; _id lookups: GIN index sink_id_[0-9a-f]{16}", first), first
+        found = re.fullmatch(r".*; _id lookups: GIN index (sink_id_[0-9a-f]{16}); stored _ids asked before each insert", first)
+        assert found, first
         assert await prepare(gin, "auto", ferretdb_postgresql_url=pg_url) == first
         assert await index_keys(mongodb_uri, gin) == {"_id_": [("_id", 1)]}
         pg_indexes = await table_indexes(pg_url, TEST_DATABASE, gin)
-        assert pg_indexes[first.rsplit(" ", 1)[1]] == "gin (((_jsonb -> '_id'::text)) jsonb_path_ops)"
+        assert pg_indexes[found.group(1)] == "gin (((_jsonb -> '_id'::text)) jsonb_path_ops)"
         assert len(pg_indexes) == 2, pg_indexes  # and FerretDB's own unique _id_
         # A URL naming another PostgreSQL database than FerretDB's (here the warehouse) is a bad
         # setting, not an outage: the sink refuses to start, saying which setting and why.
