@@ -11,7 +11,7 @@ So with ``ETL_FERRETDB_POSTGRESQL_URL`` set, a read task runs the **same equalit
 FerretDB itself pushes down** (``_jsonb -> 'f' @> v``: MongoDB's equality for the scalars and
 arrays a raw document can hold, served by the GIN indexes of :mod:`etl_api.ferretdb`) and
 decodes FerretDB's storage format (its "sjson": every document carries its own type schema
-under ``$s``) into the values PyMongo would have returned: ``str``, ``int``, ``float``,
+under ``$s``; :mod:`shared.ferretdb_sjson`) into the values PyMongo would have returned: ``str``, ``int``, ``float``,
 ``bool``, ``None``, naive UTC ``datetime``, ``ObjectId``, ``bytes``/``Binary``, ``Regex``,
 ``Timestamp``, ``dict`` and ``list``. The rows are then built by the same
 :func:`etl_api.extract.document_to_row` and filtered by the same
@@ -26,86 +26,18 @@ applies: leave ``ETL_FERRETDB_POSTGRESQL_URL`` unset.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import re
 from collections.abc import Generator, Iterable, Iterator
-from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
-
 from etl_api.extract import READ_PROJECTION, ReadTask, document_to_row, keep_document, parse_utc, task_queries
-from shared.errors import PipelineError
+from shared.ferretdb_sjson import UnknownStoredType, decode_document, stored_id
 
-EPOCH = datetime(1970, 1, 1)  # PyMongo decodes BSON dates as naive UTC datetimes
 _FIELD = re.compile(r"^[a-z_][a-z0-9_]*$")
 # only what a row needs is decoded (READ_PROJECTION, as the FerretDB read asks for)
 _READ_FIELDS = frozenset({"_id", *READ_PROJECTION})
-
-
-class UnknownStoredType(PipelineError, ValueError):
-    """A stored value whose sjson type this module does not decode (the document is then read
-    through FerretDB; not retriable: the same bytes decode the same way)."""
-
-
-def _value(raw: Any, schema: dict[str, Any]) -> Any:  # noqa: PLR0911
-    from bson import Binary, ObjectId, Regex, Timestamp
-
-    kind = schema.get("t")
-    if kind == "string" and isinstance(raw, str):
-        return raw
-    if kind in ("int", "long") and isinstance(raw, int) and not isinstance(raw, bool):
-        return raw
-    if kind == "double" and isinstance(raw, int | float) and not isinstance(raw, bool):
-        return float(raw)
-    if kind == "bool" and isinstance(raw, bool):
-        return raw
-    if kind == "null" and raw is None:
-        return None
-    if kind == "date" and isinstance(raw, int) and not isinstance(raw, bool):
-        try:
-            return EPOCH + timedelta(milliseconds=raw)
-        except OverflowError as exc:
-            raise UnknownStoredType(f"date {raw} ms is out of Python's range") from exc
-    if kind == "objectId" and isinstance(raw, str):
-        return ObjectId(raw)
-    if kind == "object" and isinstance(raw, dict):
-        return _document(raw, schema.get("$s", {}))
-    if kind == "array" and isinstance(raw, list) and len(raw) == len(schema.get("i", ())):
-        return [_value(v, s) for v, s in zip(raw, schema["i"], strict=True)]
-    if kind == "binData" and isinstance(raw, str):
-        data, subtype = base64.b64decode(raw), int(schema.get("s", 0))
-        return data if subtype == 0 else Binary(data, subtype)
-    if kind == "regex" and isinstance(raw, str):
-        return Regex(raw, int(Regex(raw, str(schema.get("o", ""))).flags))  # an int, as PyMongo decodes it
-    if kind == "timestamp" and isinstance(raw, int):
-        return Timestamp(raw >> 32, raw & 0xFFFFFFFF)
-    raise UnknownStoredType(f"stored type {kind!r} with a {type(raw).__name__} value")
-
-
-def _document(raw: dict[str, Any], schema: dict[str, Any], only: frozenset[str] | None = None) -> dict[str, Any]:
-    props = schema.get("p", {})
-    keys = schema.get("$k", [])
-    return {k: _value(raw[k], props[k]) for k in keys if (only is None or k in only) and k in raw and k in props}
-
-
-def decode_document(text: str | bytes, only: frozenset[str] | None = None) -> dict[str, Any]:
-    """A stored document (``_jsonb::text``) as PyMongo would return it; ``only``: the top-level
-    fields to decode (None: all). Raises :class:`UnknownStoredType`."""
-    try:
-        raw = orjson.loads(text)
-    except orjson.JSONDecodeError:  # e.g. an integer past 64 bits (a huge double, stored by value)
-        raw = json.loads(text)
-    if not isinstance(raw, dict) or not isinstance(raw.get("$s"), dict):
-        raise UnknownStoredType("not a FerretDB sjson document (no $s schema)")
-    return _document(raw, raw["$s"], only)
-
-
-def _stored_id(text: str | bytes) -> Any:
-    raw = json.loads(text)
-    return _value(raw.get("_id"), raw["$s"]["p"]["_id"])
 
 
 def where_clause(query: dict[str, Any], first_param: int = 1) -> tuple[str, list[str]]:
@@ -184,7 +116,7 @@ def read_tasks_sql(
                             doc = decode_document(text, _READ_FIELDS)
                         except UnknownStoredType:
                             fallback = fallback or _ferretdb_client(mongodb_uri)
-                            doc = fallback[database][collection].find_one({"_id": _stored_id(text)}, READ_PROJECTION)
+                            doc = fallback[database][collection].find_one({"_id": stored_id(text)}, READ_PROJECTION)
                             if doc is None:  # deleted since: as a FerretDB read after the delete
                                 continue
                         if keep_document(doc, task, after, until, covered):

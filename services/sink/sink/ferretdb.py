@@ -21,8 +21,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import bson
+from bson.errors import InvalidDocument
+from bson.raw_bson import RawBSONDocument
 
 from shared.ferretdb import collection_table, ensure_collection_index, index_name, quote
+from shared.ferretdb_sjson import UnknownStoredType, decode_document
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +75,29 @@ class StoredIds:
 
     async def present(self, ids: Sequence[Any]) -> set[str] | None:
         """The string ids of ``ids`` stored in the collection; None when the table could not say."""
+        rows = await self._select("_jsonb ->> '_id' AS id", ids)
+        return None if rows is None else {r["id"] for r in rows}
+
+    async def documents(self, ids: Sequence[Any]) -> dict[str, RawBSONDocument] | None:
+        """The stored documents of the string ids of ``ids``, as the exact BSON FerretDB would send
+        (:func:`shared.ferretdb_sjson.decode_document` with ``exact=True``); a document stored in
+        a form that module does not know is left out (the caller reads it through FerretDB).
+        None when the table could not say."""
+        rows = await self._select("_jsonb ->> '_id' AS id, _jsonb::text AS doc", ids)
+        if rows is None:
+            return None
+        out: dict[str, RawBSONDocument] = {}
+        for r in rows:
+            try:
+                out[r["id"]] = RawBSONDocument(bson.encode(decode_document(r["doc"], exact=True)))
+            except (UnknownStoredType, InvalidDocument, OverflowError, ValueError) as exc:
+                log.debug("stored document %r not decoded here (%s): read through FerretDB", r["id"], exc)
+        return out
+
+    async def _select(self, columns: str, ids: Sequence[Any]) -> list[Any] | None:
         wanted = sorted({i for i in ids if type(i) is str})
         if not wanted:
-            return set()
+            return []
         try:
             if self._pool is None:
                 self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=4, timeout=self.timeout_s)
@@ -83,15 +107,15 @@ class StoredIds:
                     if name is None:
                         return None
                     self._table = f"{quote(self.database)}.{quote(name)}"
-                rows = await conn.fetch(
-                    f"SELECT _jsonb ->> '_id' AS id FROM {self._table} WHERE (_jsonb -> '_id') = ANY($1::jsonb[])",
+                rows: list[Any] = await conn.fetch(
+                    f"SELECT {columns} FROM {self._table} WHERE (_jsonb -> '_id') = ANY($1::jsonb[])",
                     [json.dumps(i) for i in wanted],
                     timeout=self.timeout_s,
                 )
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.debug("stored _id check skipped: %s: %s", type(exc).__name__, exc)
+            log.debug("FerretDB's table not asked: %s: %s", type(exc).__name__, exc)
             return None
-        return {r["id"] for r in rows}
+        return rows
 
     async def close(self) -> None:
         if self._pool is not None:

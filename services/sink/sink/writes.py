@@ -95,7 +95,9 @@ class DocumentWriter(Protocol):
     """What :func:`write_documents` needs of :class:`~sink.mongo.MongoWriter` (tests fake it)."""
 
     async def insert(self, docs: list[dict[str, Any]]) -> InsertOutcome: ...
-    async def stored(self, ids: list[Any], bound_s: float | None = None) -> Mapping[Any, Any]: ...
+    async def stored(
+        self, ids: list[Any], bound_s: float | None = None, accept: Callable[[Any, RawBSONDocument], bool] | None = None
+    ) -> Mapping[Any, Any]: ...
     async def healthy(self) -> bool: ...
 
 
@@ -295,11 +297,19 @@ class _Run:
         attempt timeout): a query that ran out of its bound is not sent again with the same one."""
         docs, result = self.docs, self.result
         ids = list(dict.fromkeys(docs[i]["_id"] for i in indices))
+        encoded: dict[Any, list[bytes]] = {}
+        for i in indices:
+            encoded.setdefault(docs[i]["_id"], []).append(bson.encode(docs[i]))
+
+        def equal_copy(_id: Any, stored: RawBSONDocument) -> bool:
+            raw = bytes(stored.raw)
+            return all(not differing_fields(raw, new) for new in encoded.get(_id, ()))
+
         timeout: float | None = None  # the writer's attempt timeout until a lookup is slow
         longest: float | None = None
         while True:
             try:
-                stored = await self.writer.stored(ids, timeout)
+                stored = await self.writer.stored(ids, timeout, accept=equal_copy)
                 break
             except MongoSlowQueryError as exc:
                 longest = longest or SLOW_LOOKUP_MAX_FACTOR * exc.bound

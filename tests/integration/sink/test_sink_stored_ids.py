@@ -6,16 +6,26 @@ re-reading abandoned batches after each rebalance). Real FerretDB and PostgreSQL
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import string
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from bson import Binary, Int64, ObjectId, Regex, Timestamp
+from bson.raw_bson import RawBSONDocument
 from eventgen.samples import bridged_events as make_events
-from pymongo import AsyncMongoClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pymongo import AsyncMongoClient, MongoClient
+from pymongo.errors import BulkWriteError
 from sink.documents import IngestStamp, build_document
+from sink.ferretdb import StoredIds
 from sink.mongo import InsertOutcome, MongoWriter
 from sink.settings import SinkSettings
+from sink.writes import WallClock, write_documents
 
 from infra.stack import ferretdb_postgresql_url
 from tests.integration.sink.helpers import TEST_DATABASE
@@ -69,3 +79,80 @@ async def test_stored_documents_are_duplicates_without_being_sent_and_the_outcom
     for outcome in outcomes.values():
         assert (outcome.inserted, outcome.duplicates, outcome.retry, outcome.resend) == (30, list(range(15)), [], [])
         assert (outcome.refused, outcome.uncertain) == ({}, {})
+
+
+# ---- the duplicate check's stored copies, read from FerretDB's table: byte for byte FerretDB's
+
+KEY = st.text(string.ascii_letters + string.digits + "_-é ", min_size=1, max_size=6)
+SCALARS = st.one_of(
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12),
+    st.integers(-(2**31), 2**31 - 1),
+    st.integers(-(2**63), 2**63 - 1).map(Int64),
+    st.floats(allow_nan=False, allow_infinity=False),  # FerretDB refuses both
+    st.booleans(),
+    st.none(),
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)).map(
+        lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)
+    ),
+    st.binary(max_size=8).map(lambda b: ObjectId(b.ljust(12, b"\x01")[:12])),
+    st.tuples(st.binary(max_size=8), st.sampled_from([0, 4, 128])).map(lambda t: Binary(*t)),
+    st.sampled_from([Regex("ab+c", "i"), Regex("^x", "")]),
+    st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)).map(lambda t: Timestamp(*t)),
+)
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEY, inner, max_size=3), max_leaves=6)
+DOCUMENTS = st.lists(st.dictionaries(KEY, VALUES, max_size=6), min_size=1, max_size=10)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(bodies=DOCUMENTS)
+def test_stored_copies_read_from_the_table_are_ferretdbs_bytes(mongodb_uri: str, unique_name: str, bodies: list[dict[str, Any]]) -> None:
+    docs = [{"_id": f"e{i}", **{k: v for k, v in body.items() if k != "_id"}} for i, body in enumerate(bodies)]
+    client: MongoClient[Any] = MongoClient(mongodb_uri, document_class=RawBSONDocument)
+    collection = client[TEST_DATABASE][unique_name]
+    try:
+        collection.delete_many({})
+        with contextlib.suppress(BulkWriteError):  # what FerretDB refuses (e.g. nested arrays) is not stored
+            collection.insert_many(docs, ordered=False)
+        through_ferretdb = {d["_id"]: bytes(d.raw) for d in collection.find({})}
+        reader = StoredIds(ferretdb_postgresql_url(dict(os.environ)), TEST_DATABASE, unique_name)
+        try:
+            from_table = asyncio.run(reader.documents([d["_id"] for d in docs] + ["absent"]))
+        finally:
+            asyncio.run(reader.close())
+        assert from_table is not None
+        # every stored document comes back, as the same bytes FerretDB sends (types, order, nesting)
+        assert {i: bytes(d.raw) for i, d in from_table.items()} == through_ferretdb
+    finally:
+        collection.drop()
+        client.close()
+
+
+async def test_a_batch_of_equal_duplicates_is_judged_from_the_table_and_a_conflict_still_through_ferretdb(
+    mongodb_uri: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stamp = IngestStamp.at(datetime.now(UTC))
+    docs = [build_document(e, stamp) for e in make_events(40, seed=29)]
+    writer = writer_for(mongodb_uri, unique_name, ask_first=True)
+    await writer.prepare()
+    try:
+        assert (await writer.insert([dict(d) for d in docs])).inserted == 40
+        through_server: list[list[Any]] = []
+        real = writer._stored_through_server
+
+        async def spy(ids: Any, bound_s: Any) -> Any:
+            through_server.append(list(ids))
+            return await real(ids, bound_s)
+
+        monkeypatch.setattr(writer, "_stored_through_server", spy)
+        again = [dict(d, ingested_at="2030-01-01T00:00:00.000Z") for d in docs]  # a redelivery: delivery fields differ
+        changed = dict(docs[7], product_id="something else")  # the same _id with other content: a conflict
+        again[7] = changed
+        result = await write_documents(writer, again, attempts=WallClock())
+        assert sorted(result.duplicates) == [i for i in range(40) if i != 7]
+        assert list(result.conflicts) == [7] and result.inserted == []
+        assert through_server == [[docs[7]["_id"]]]  # only the differing one was read through FerretDB
+    finally:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
+        await client[TEST_DATABASE].drop_collection(unique_name)
+        await client.close()
+        await writer.close()

@@ -54,7 +54,7 @@ class FakeStore:
                 out.inserted += 1
         return out
 
-    async def stored(self, ids: list[Any], bound_s: float | None = None) -> dict[Any, RawBSONDocument]:
+    async def stored(self, ids: list[Any], bound_s: float | None = None, accept: Any = None) -> dict[Any, RawBSONDocument]:
         self.finds += 1
         self._outage()
         return {i: RawBSONDocument(self.docs[i]) for i in ids if i in self.docs}
@@ -196,7 +196,7 @@ class SlowLookupStore(FakeStore):
         self.slow = slow
         self.bounds: list[float | None] = []
 
-    async def stored(self, ids: list[Any], bound_s: float | None = None) -> dict[Any, RawBSONDocument]:
+    async def stored(self, ids: list[Any], bound_s: float | None = None, accept: Any = None) -> dict[Any, RawBSONDocument]:
         self.bounds.append(bound_s)
         if len(self.bounds) <= self.slow:
             bound = 1.0 if bound_s is None else bound_s
@@ -219,7 +219,7 @@ async def test_a_slow_duplicate_lookup_is_retried_with_a_doubled_bound_up_to_8_t
 class MemoryviewStore(FakeStore):
     """Answers ``stored`` as pymongo 4.20 can: RawBSONDocuments over a memoryview of the reply."""
 
-    async def stored(self, ids: list[Any], bound_s: float | None = None) -> dict[Any, RawBSONDocument]:
+    async def stored(self, ids: list[Any], bound_s: float | None = None, accept: Any = None) -> dict[Any, RawBSONDocument]:
         self.finds += 1
         return {i: RawBSONDocument(memoryview(self.docs[i])) for i in ids if i in self.docs}
 
