@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import string
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bson import Binary, Int64, ObjectId, Regex, Timestamp
 from etl_api.extract import RAW_FIELDS, READ_PROJECTION, ReadTask, read_task
 from etl_api.ferretdb import ensure_read_indexes
 from etl_api.ferretdb_rows import any_document_sql, read_tasks_sql
@@ -20,24 +18,8 @@ from hypothesis import strategies as st
 from pymongo.errors import BulkWriteError
 
 from tests.integration.etl.test_ferretdb_read_index import ferretdb_pg_url
+from tests.support.bson_values import VALUES
 
-KEY = st.text(string.ascii_letters + string.digits + "_-é ", min_size=1, max_size=6)
-SCALARS = st.one_of(
-    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12),
-    st.integers(-(2**31), 2**31 - 1),
-    st.integers(-(2**63), 2**63 - 1).map(Int64),
-    st.floats(allow_nan=False, allow_infinity=False),  # FerretDB refuses both
-    st.booleans(),
-    st.none(),
-    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)).map(
-        lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)
-    ),
-    st.binary(max_size=8).map(lambda b: ObjectId(b.ljust(12, b"\x01")[:12])),
-    st.tuples(st.binary(max_size=8), st.sampled_from([0, 4, 128])).map(lambda t: Binary(*t)),
-    st.sampled_from([Regex("ab+c", "i"), Regex("^x", "")]),
-    st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)).map(lambda t: Timestamp(*t)),
-)
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEY, inner, max_size=3), max_leaves=6)
 WINDOW_LOW = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
 SECOND = "2026-12-01T10:00:05"
 INGESTED = st.one_of(

@@ -9,12 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import string
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from bson import Binary, Int64, ObjectId, Regex, Timestamp
 from bson.raw_bson import RawBSONDocument
 from eventgen.samples import bridged_events as make_events
 from hypothesis import HealthCheck, given, settings
@@ -29,6 +27,7 @@ from sink.writes import WallClock, write_documents
 
 from infra.stack import ferretdb_postgresql_url
 from tests.integration.sink.helpers import TEST_DATABASE
+from tests.support.bson_values import KEY, VALUES
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -83,23 +82,6 @@ async def test_stored_documents_are_duplicates_without_being_sent_and_the_outcom
 
 # ---- the duplicate check's stored copies, read from FerretDB's table: byte for byte FerretDB's
 
-KEY = st.text(string.ascii_letters + string.digits + "_-é ", min_size=1, max_size=6)
-SCALARS = st.one_of(
-    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12),
-    st.integers(-(2**31), 2**31 - 1),
-    st.integers(-(2**63), 2**63 - 1).map(Int64),
-    st.floats(allow_nan=False, allow_infinity=False),  # FerretDB refuses both
-    st.booleans(),
-    st.none(),
-    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)).map(
-        lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)
-    ),
-    st.binary(max_size=8).map(lambda b: ObjectId(b.ljust(12, b"\x01")[:12])),
-    st.tuples(st.binary(max_size=8), st.sampled_from([0, 4, 128])).map(lambda t: Binary(*t)),
-    st.sampled_from([Regex("ab+c", "i"), Regex("^x", "")]),
-    st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)).map(lambda t: Timestamp(*t)),
-)
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEY, inner, max_size=3), max_leaves=6)
 DOCUMENTS = st.lists(st.dictionaries(KEY, VALUES, max_size=6), min_size=1, max_size=10)
 
 
