@@ -285,8 +285,7 @@ class Faults:
         name = "kafka-remote-1" if record.kind == "broker-remote" else f"kafka-local-{self.rng.randint(1, 3)}"
         record.target = name
         await asyncio.to_thread(procs()[name].stop)
-        await asyncio.sleep(self.timing.outage_s)
-        await self.start_stack_part(name)
+        await self.hold_then_start(name, self.timing.outage_s)
         record.healed_at = time.time()
 
     async def pause_broker(self, record: FaultRecord) -> None:
@@ -308,16 +307,23 @@ class Faults:
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        await asyncio.sleep(self.timing.outage_s)
-        await self.start_stack_part("ferretdb")
+        await self.hold_then_start("ferretdb", self.timing.outage_s)
         record.healed_at = time.time()
 
     async def postgres(self, record: FaultRecord) -> None:
         record.target = "postgres"
         await asyncio.to_thread(procs()["postgres"].stop)
-        await asyncio.sleep(5)
-        await self.start_stack_part("postgres")
+        await self.hold_then_start("postgres", 5)
         record.healed_at = time.time()
+
+    async def hold_then_start(self, name: str, seconds: float) -> None:
+        """The stopped stack part ``name`` stays down ``seconds``, then starts, even when the soak
+        is interrupted meanwhile: a soak stopped by hand must leave the stack whole (one stopped
+        during a FerretDB outage left FerretDB down for whatever ran next)."""
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            await self.start_stack_part(name)
 
     async def start_stack_part(self, name: str) -> None:
         p = procs()[name]
@@ -328,12 +334,14 @@ class Faults:
         if self.proxy is None:
             raise RuntimeError("no proxy between the sink and MongoDB")
         record.target = "sink→mongodb"
-        if record.kind == "proxy-slow":
-            self.proxy.set_delay(self.timing.slow_s)
-            await asyncio.sleep(self.timing.slow_for_s)
-        else:
-            self.proxy.reset_all()
-        self.proxy.clear()
+        try:
+            if record.kind == "proxy-slow":
+                self.proxy.set_delay(self.timing.slow_s)
+                await asyncio.sleep(self.timing.slow_for_s)
+            else:
+                self.proxy.reset_all()
+        finally:
+            self.proxy.clear()
         record.healed_at = time.time()
 
     # ---- readiness ---------------------------------------------------------------------------
