@@ -33,7 +33,23 @@ from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
 from etl_api.extract import READ_PROJECTION, ReadTask, document_to_row, keep_document, parse_utc, task_queries
-from shared.ferretdb_sjson import UnknownStoredType, decode_document, stored_id
+from shared.ferretdb_sjson import BsonTypes, UnknownStoredType, decode_document, stored_id
+
+
+def _pymongo_types() -> BsonTypes:
+    """PyMongo's default decoding: what a ``find`` through FerretDB returns (a regex's flags as an int)."""
+    from bson import Binary, Int64, ObjectId, Regex, Timestamp
+    from bson.datetime_ms import DatetimeMS
+
+    return BsonTypes(
+        object_id=ObjectId,
+        binary=Binary,
+        regex=lambda pattern, options: Regex(pattern, int(Regex(pattern, options).flags)),
+        timestamp=Timestamp,
+        int64=Int64,
+        date_ms=DatetimeMS,
+    )
+
 
 _FIELD = re.compile(r"^[a-z_][a-z0-9_]*$")
 # only what a row needs is decoded (READ_PROJECTION, as the FerretDB read asks for)
@@ -101,6 +117,7 @@ def read_tasks_sql(
     connection (runs on a Spark executor, one task per partition; or in the driver for the
     continuous worker's probe, :func:`any_document_sql`)."""
     fallback: Any = None
+    types = _pymongo_types()
     try:
         with _Reader(postgresql_url, database, collection) as reader:
             table = reader.table()
@@ -113,10 +130,10 @@ def read_tasks_sql(
                 for query in task_queries(task):
                     for text in reader.texts(table, query, batch_size):
                         try:
-                            doc = decode_document(text, _READ_FIELDS)
+                            doc = decode_document(text, types, _READ_FIELDS)
                         except UnknownStoredType:
                             fallback = fallback or _ferretdb_client(mongodb_uri)
-                            doc = fallback[database][collection].find_one({"_id": stored_id(text)}, READ_PROJECTION)
+                            doc = fallback[database][collection].find_one({"_id": stored_id(text, types)}, READ_PROJECTION)
                             if doc is None:  # deleted since: as a FerretDB read after the delete
                                 continue
                         if keep_document(doc, task, after, until, covered):

@@ -22,11 +22,12 @@ from typing import Any
 
 import asyncpg
 import bson
+from bson.datetime_ms import DatetimeMS
 from bson.errors import InvalidDocument
 from bson.raw_bson import RawBSONDocument
 
 from shared.ferretdb import collection_table, ensure_collection_index, index_name, quote
-from shared.ferretdb_sjson import UnknownStoredType, decode_document
+from shared.ferretdb_sjson import BsonTypes, UnknownStoredType, decode_document
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,17 @@ async def ensure_id_index(postgresql_url: str, database: str, collection: str) -
         return await ensure_collection_index(conn, database, collection, "sink_id_", ID_INDEX_EXPRESSIONS)
     finally:
         await conn.close()
+
+
+# the BSON types FerretDB itself sends: bson.encode of a decoded copy is FerretDB's bytes
+EXACT_TYPES = BsonTypes(
+    object_id=bson.ObjectId,
+    binary=bson.Binary,
+    regex=bson.Regex,
+    timestamp=bson.Timestamp,
+    int64=bson.Int64,
+    date_ms=DatetimeMS,
+)
 
 
 class StoredIds:
@@ -89,7 +101,7 @@ class StoredIds:
         out: dict[str, RawBSONDocument] = {}
         for r in rows:
             try:
-                out[r["id"]] = RawBSONDocument(bson.encode(decode_document(r["doc"], exact=True)))
+                out[r["id"]] = RawBSONDocument(bson.encode(decode_document(r["doc"], EXACT_TYPES, exact=True)))
             except (UnknownStoredType, InvalidDocument, OverflowError, ValueError) as exc:
                 log.debug("stored document %r not decoded here (%s): read through FerretDB", r["id"], exc)
         return out

@@ -65,12 +65,12 @@ def test_direct_read_equals_the_ferretdb_read(mongo_collection: Any, mongodb_uri
     assert direct == through_ferretdb
     assert any_document_sql([task], url, mongodb_uri, db, coll) is bool(through_ferretdb)
     # every field decoded as PyMongo decodes it, not only the row's text
-    from etl_api.ferretdb_rows import decode_document
+    from etl_api.ferretdb_rows import _pymongo_types, decode_document
 
     stored = {d["_id"]: d for d in mongo_collection.find({}, READ_PROJECTION)}
     decoded = {}
     for text in _stored_texts(url, db, coll):
-        doc = decode_document(text, frozenset({"_id", *READ_PROJECTION}))
+        doc = decode_document(text, _pymongo_types(), frozenset({"_id", *READ_PROJECTION}))
         decoded[doc["_id"]] = doc
     assert decoded == stored
 

@@ -96,11 +96,15 @@ def test_stored_copies_read_from_the_table_are_ferretdbs_bytes(mongodb_uri: str,
         with contextlib.suppress(BulkWriteError):  # what FerretDB refuses (e.g. nested arrays) is not stored
             collection.insert_many(docs, ordered=False)
         through_ferretdb = {d["_id"]: bytes(d.raw) for d in collection.find({})}
-        reader = StoredIds(ferretdb_postgresql_url(dict(os.environ)), TEST_DATABASE, unique_name)
-        try:
-            from_table = asyncio.run(reader.documents([d["_id"] for d in docs] + ["absent"]))
-        finally:
-            asyncio.run(reader.close())
+
+        async def read() -> dict[str, RawBSONDocument] | None:
+            reader = StoredIds(ferretdb_postgresql_url(dict(os.environ)), TEST_DATABASE, unique_name)
+            try:
+                return await reader.documents([d["_id"] for d in docs] + ["absent"])
+            finally:
+                await reader.close()
+
+        from_table = asyncio.run(read())
         assert from_table is not None
         # every stored document comes back, as the same bytes FerretDB sends (types, order, nesting)
         assert {i: bytes(d.raw) for i, d in from_table.items()} == through_ferretdb
