@@ -21,7 +21,7 @@ from shared import dlq as shared_dlq
 from shared.dlq import DEFAULT_MAX_REQUEST_BYTES, DeadLetterRecord
 from sink.batch import DeadLetter
 from sink.documents import STAGE_WRITE
-from sink.mongo import STORE_CODE_RE
+from sink.verdicts import STORE_CODE_RE
 
 # The dead-letter producer's max_request_size: every dead letter is cut to fit in it, and so in
 # what the local brokers take (message.max.bytes, 2 MiB).

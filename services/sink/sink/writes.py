@@ -54,7 +54,8 @@ from bson.raw_bson import RawBSONDocument
 from shared.backoff import Backoff
 from shared.event import DELIVERY_FIELDS
 from sink.documents import STAGE_CONFLICT, STAGE_WRITE, IngestStamp, restamp
-from sink.mongo import InsertOutcome, MongoBatchRefusedError, MongoSlowQueryError, MongoUnavailableError, MongoWriter, Verdict
+from sink.mongo import InsertOutcome, MongoBatchRefusedError, MongoSlowQueryError, MongoUnavailableError, MongoWriter
+from sink.verdicts import Verdict
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ import pymongo.errors
 import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaError, ProducerFenced
 from sink.batch import BatchAbandonedError
-from sink.mongo import MongoBatchRefusedError, MongoUnavailableError, Verdict
+from sink.mongo import MongoBatchRefusedError, MongoUnavailableError
+from sink.verdicts import Verdict
 
 from shared.errors import BackendUnavailableError, ConfigError, InvalidEventError, PipelineError, is_retriable
 from shared.jsonvalues import JsonValueError

@@ -15,17 +15,9 @@ from typing import Any
 import pytest
 from pymongo import errors
 from pymongo.results import InsertManyResult
-from sink.mongo import (
-    ERROR_CODES,
-    STORE_CODE_RE,
-    MongoBatchRefusedError,
-    MongoUnavailableError,
-    MongoWriter,
-    Verdict,
-    classify,
-    classify_code,
-)
+from sink.mongo import MongoBatchRefusedError, MongoUnavailableError, MongoWriter
 from sink.settings import SinkSettings
+from sink.verdicts import ERROR_CODES, STORE_CODE_RE, Verdict, classify, classify_code
 
 FIXTURES = Path(__file__).with_name("fixtures")
 FERRETDB = json.loads((FIXTURES / "ferretdb_errors.json").read_text())["cases"]

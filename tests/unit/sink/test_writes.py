@@ -17,7 +17,8 @@ import pytest
 from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
 from sink.documents import IngestStamp
-from sink.mongo import InsertOutcome, MongoBatchRefusedError, MongoSlowQueryError, MongoUnavailableError, Verdict
+from sink.mongo import InsertOutcome, MongoBatchRefusedError, MongoSlowQueryError, MongoUnavailableError
+from sink.verdicts import Verdict
 from sink.visibility import LeaseLapsedError
 from sink.writes import WriteResult, differing_fields, write_documents
 
