@@ -16,11 +16,12 @@ import bson
 import pytest
 from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
+from sink.compare import differing_fields
 from sink.documents import IngestStamp
 from sink.mongo import InsertOutcome, MongoBatchRefusedError, MongoSlowQueryError, MongoUnavailableError
 from sink.verdicts import Verdict
 from sink.visibility import LeaseLapsedError
-from sink.writes import WriteResult, differing_fields, write_documents
+from sink.writes import WriteResult, write_documents
 
 NUL_MESSAGE = "code 1 (InternalError): ERROR: unsupported Unicode escape sequence (SQLSTATE 22P05)"
 
