@@ -4,7 +4,7 @@ judgement of :mod:`sink.writes` (types, values, nesting and key order count; out
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import bson
@@ -67,6 +67,23 @@ def differing_fields(stored: bytes, new: bytes) -> list[str]:
     if not out and [n for n, _ in a] != [n for n, _ in b]:
         out.append("(field order)")
     return out
+
+
+def same_content(stored: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """``differing_fields(bson.encode(stored), bson.encode(new)) == []``, for decoded documents,
+    mostly without parsing elements in Python (~100 µs a document for the two parses).
+
+    When the two documents' encodings outside ``DELIVERY_FIELDS`` are byte-equal they are the
+    same event: those bytes are exactly the elements :func:`content_of` lists, in the same order
+    (``bson.encode`` puts a top-level ``_id`` first in both). Only when they differ does the exact
+    comparison decide (a ``-0.0``, an ``_id`` moved inside a nested object)."""
+    if bson.encode(_outside_delivery(stored)) == bson.encode(_outside_delivery(new)):
+        return True
+    return not differing_fields(bson.encode(stored), bson.encode(new))
+
+
+def _outside_delivery(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in DELIVERY_FIELDS}
 
 
 def same_value(a: Any, b: Any) -> bool:

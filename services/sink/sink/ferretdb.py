@@ -15,9 +15,10 @@ start, before it consumes. Unset on MongoDB.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -61,6 +62,20 @@ EXACT_TYPES = BsonTypes(
 )
 
 
+def accepted_copies(rows: Sequence[tuple[str, str]], accept: Callable[[str, dict[str, Any]], bool] | None) -> dict[str, RawBSONDocument]:
+    """``(id, _jsonb::text)`` rows decoded exactly; those ``accept`` takes (None: all) as BSON.
+    CPU only (no I/O, no event loop): :meth:`StoredIds.documents` runs it in a worker thread."""
+    out: dict[str, RawBSONDocument] = {}
+    for _id, text in rows:
+        try:
+            doc = decode_document(text, EXACT_TYPES, exact=True)
+            if accept is None or accept(_id, doc):
+                out[_id] = RawBSONDocument(bson.encode(doc))
+        except (UnknownStoredType, InvalidDocument, OverflowError, ValueError) as exc:
+            log.debug("stored document %r not decoded here (%s): read through FerretDB", _id, exc)
+    return out
+
+
 class StoredIds:
     """Which of a batch's ``_id`` s FerretDB's table holds already, in one query.
 
@@ -90,21 +105,22 @@ class StoredIds:
         rows = await self._select("_jsonb ->> '_id' AS id", ids)
         return None if rows is None else {r["id"] for r in rows}
 
-    async def documents(self, ids: Sequence[Any]) -> dict[str, RawBSONDocument] | None:
-        """The stored documents of the string ids of ``ids``, as the exact BSON FerretDB would send
-        (:func:`shared.ferretdb_sjson.decode_document` with ``exact=True``); a document stored in
-        a form that module does not know is left out (the caller reads it through FerretDB).
-        None when the table could not say."""
+    async def documents(
+        self, ids: Sequence[Any], accept: Callable[[str, dict[str, Any]], bool] | None = None
+    ) -> dict[str, RawBSONDocument] | None:
+        """The stored documents of the string ids of ``ids`` that ``accept`` takes (None: all), as
+        the exact BSON FerretDB would send; None when the table could not say.
+
+        Each is decoded by :func:`shared.ferretdb_sjson.decode_document` with ``exact=True`` (a
+        dict whose ``bson.encode`` is FerretDB's bytes) and handed to ``accept`` as that dict; one
+        stored in a form that module does not know is left out (the caller reads it through
+        FerretDB). Decoding and ``accept`` run in a worker thread (:func:`accepted_copies`): a
+        redelivered batch of thousands of duplicates is a second of CPU that would otherwise hold
+        the event loop, and with it the health endpoint and the consumer's heartbeats."""
         rows = await self._select("_jsonb ->> '_id' AS id, _jsonb::text AS doc", ids)
         if rows is None:
             return None
-        out: dict[str, RawBSONDocument] = {}
-        for r in rows:
-            try:
-                out[r["id"]] = RawBSONDocument(bson.encode(decode_document(r["doc"], EXACT_TYPES, exact=True)))
-            except (UnknownStoredType, InvalidDocument, OverflowError, ValueError) as exc:
-                log.debug("stored document %r not decoded here (%s): read through FerretDB", r["id"], exc)
-        return out
+        return await asyncio.to_thread(accepted_copies, [(r["id"], r["doc"]) for r in rows], accept)
 
     async def _select(self, columns: str, ids: Sequence[Any]) -> list[Any] | None:
         wanted = sorted({i for i in ids if type(i) is str})

@@ -284,7 +284,7 @@ class MongoWriter:
             raise MongoUnavailableError(f"{type(exc).__name__}: {exc}", sent=False) from exc
 
     async def stored(
-        self, ids: Sequence[Any], bound_s: float | None = None, accept: Callable[[Any, RawBSONDocument], bool] | None = None
+        self, ids: Sequence[Any], bound_s: float | None = None, accept: Callable[[Any, dict[str, Any]], bool] | None = None
     ) -> dict[Any, RawBSONDocument]:
         """The stored documents of ``ids``, as the server's exact BSON: one ``find({_id: id})``
         per id, ``STORED_LOOKUP_CONCURRENCY`` at a time, each bounded by ``bound_s`` (default:
@@ -295,16 +295,16 @@ class MongoWriter:
         a ping, else ``MongoUnavailableError``.
 
         ``accept`` (on FerretDB with its PostgreSQL URL): the documents are first read from
-        FerretDB's table in one query and decoded here (:meth:`sink.ferretdb.StoredIds.documents`);
-        a document ``accept`` takes (the caller's "equal to what I would write") is returned as
-        read, every other id is read through FerretDB as above. So a decoding this sink got wrong
+        FerretDB's table in one query and decoded here, off the event loop
+        (:meth:`sink.ferretdb.StoredIds.documents`); a document ``accept`` takes (called with the
+        decoded dict: the caller's "equal to what I would write") is returned as read, every other
+        id is read through FerretDB as above. So a decoding this sink got wrong
         can only send a document the slow way, never make a conflict look like a duplicate's
         equal copy: a redelivered batch of thousands of duplicates costs one query instead of a
         FerretDB ``find`` each (25 000 of them held a restarted sink for minutes in the hour soak)."""
         found: dict[Any, RawBSONDocument] = {}
         if accept is not None and self.stored_ids is not None:
-            read = await self.stored_ids.documents(ids) or {}
-            found = {_id: doc for _id, doc in read.items() if accept(_id, doc)}
+            found = await self.stored_ids.documents(ids, accept) or {}
             ids = [i for i in ids if i not in found]
             if not ids:
                 return found

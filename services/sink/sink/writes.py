@@ -52,7 +52,7 @@ import bson
 from bson.raw_bson import RawBSONDocument
 
 from shared.backoff import Backoff
-from sink.compare import conflict_message, differing_fields, same_source, stored_stamp
+from sink.compare import conflict_message, differing_fields, same_content, same_source, stored_stamp
 from sink.documents import STAGE_CONFLICT, STAGE_WRITE, IngestStamp, restamp
 from sink.mongo import InsertOutcome, MongoBatchRefusedError, MongoSlowQueryError, MongoUnavailableError, MongoWriter
 from sink.verdicts import Verdict
@@ -97,7 +97,7 @@ class DocumentWriter(Protocol):
 
     async def insert(self, docs: list[dict[str, Any]]) -> InsertOutcome: ...
     async def stored(
-        self, ids: list[Any], bound_s: float | None = None, accept: Callable[[Any, RawBSONDocument], bool] | None = None
+        self, ids: list[Any], bound_s: float | None = None, accept: Callable[[Any, dict[str, Any]], bool] | None = None
     ) -> Mapping[Any, Any]: ...
     async def healthy(self) -> bool: ...
 
@@ -295,16 +295,22 @@ class _Run:
 
         A lookup that ran out of time while the server is up (``MongoSlowQueryError``) is tried
         again with twice the time, up to ``SLOW_LOOKUP_MAX_FACTOR`` times its first bound (the
-        attempt timeout): a query that ran out of its bound is not sent again with the same one."""
-        docs, result = self.docs, self.result
+        attempt timeout): a query that ran out of its bound is not sent again with the same one.
+        The comparisons run in a worker thread: a restarted sink's batch of thousands of
+        duplicates is seconds of CPU the event loop (health, heartbeats) must not wait for."""
+        docs = self.docs
         ids = list(dict.fromkeys(docs[i]["_id"] for i in indices))
-        encoded: dict[Any, list[bytes]] = {}
+        news: dict[Any, list[dict[str, Any]]] = {}
         for i in indices:
-            encoded.setdefault(docs[i]["_id"], []).append(bson.encode(docs[i]))
+            news.setdefault(docs[i]["_id"], []).append(docs[i])
+        equal: set[Any] = set()  # ids whose stored copy ``equal_copy`` took: no second comparison
 
-        def equal_copy(_id: Any, stored: RawBSONDocument) -> bool:
-            raw = bytes(stored.raw)
-            return all(not differing_fields(raw, new) for new in encoded.get(_id, ()))
+        def equal_copy(_id: Any, stored: dict[str, Any]) -> bool:
+            mine = news.get(_id)
+            if not mine or not all(same_content(stored, new) for new in mine):
+                return False
+            equal.add(_id)
+            return True
 
         timeout: float | None = None  # the writer's attempt timeout until a lookup is slow
         longest: float | None = None
@@ -319,6 +325,13 @@ class _Run:
                 await self.on_unavailable(exc)
             except MongoUnavailableError as exc:
                 await self.on_unavailable(exc)
+        return await asyncio.to_thread(self._judge, indices, stored, equal)
+
+    def _judge(self, indices: list[int], stored: Mapping[Any, Any], equal: set[Any]) -> list[int]:
+        """Books each of ``indices`` against its stored copy (``equal``: ids already found equal
+        outside the delivery fields); returns the ones with none. CPU only; nothing else of
+        this run runs meanwhile (its one task awaits this)."""
+        docs, result = self.docs, self.result
         missing = []
         for i in indices:
             doc = docs[i]
@@ -328,10 +341,10 @@ class _Run:
                 continue
             # bytes(): pymongo 4.20 may hand a RawBSONDocument over a memoryview of the reply
             raw = bytes(existing.raw) if isinstance(existing, RawBSONDocument) else bson.encode(existing)
-            differing = differing_fields(raw, bson.encode(doc))
+            differing = [] if doc["_id"] in equal else differing_fields(raw, bson.encode(doc))
             if differing:
                 result.conflicts[i] = conflict_message(raw, differing)
-            elif doc["_id"] not in self.claimed and stored_stamp(raw) in self.maybe_landed.get(i, ()):
+            elif i in self.maybe_landed and doc["_id"] not in self.claimed and stored_stamp(raw) in self.maybe_landed[i]:
                 # Landed during an attempt of this run that failed as a whole: ours.
                 result.inserted.append(i)
                 self.claimed.add(doc["_id"])
