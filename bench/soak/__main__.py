@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.soak [--minutes 60] [--rate 1000] [--fault-every 60] [--faults N]
         [--kinds kill-bridge,broker-local,…] [--seed 28] [--bad-fraction 0.001] [--time-scale 0.1]
-        [--out bench/results/soak.json] [--keep]
+        [--out bench/results/soak.json] [--keep] [--live-retention 20]
 
 Prints each fault as it happens, then the table of faults by kind, the totals and the RSS; writes
 ``--out``. Exits 0 only when every check holds, every fault recovered and every expected alert
@@ -38,6 +38,9 @@ def parse(argv: list[str] | None) -> tuple[Options, Path]:
     ap.add_argument("--time-scale", type=float, default=0.1, help="the alert rules' durations times this")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "soak.json")
     ap.add_argument("--keep", action="store_true", help="keep the soak's topics, database and schema")
+    ap.add_argument(
+        "--live-retention", type=float, default=20.0, help="live's retention in minutes (0: its default, 2 hours); RSS compared after it"
+    )
     ns = ap.parse_args(argv)
     kinds = tuple(k for k in ns.kinds.split(",") if k)
     unknown = sorted(set(kinds) - set(KINDS))
@@ -54,6 +57,7 @@ def parse(argv: list[str] | None) -> tuple[Options, Path]:
         warmup_s=ns.warmup,
         time_scale=ns.time_scale,
         keep=ns.keep,
+        live_retention_s=int(ns.live_retention * 60) or None,
     )
     return opts, ns.out
 

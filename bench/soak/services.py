@@ -10,6 +10,7 @@ A :class:`Service` is one replica: start, kill with a signal, pause and resume, 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -166,6 +167,7 @@ class Pipeline:
     partitions: int
     stack_env: dict[str, str]
     mongodb_uri_for_sink: str | None = None
+    live_retention_s: int | None = None  # None: live's default (2 hours)
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     services: dict[str, Service] = field(default_factory=dict)
 
@@ -207,6 +209,9 @@ class Pipeline:
                 "LIVE_HTTP_HOST": "127.0.0.1",
                 "LIVE_HTTP_PORT": str(port),
             }
+            if self.live_retention_s is not None:  # its longest top-N span within it
+                spans = sorted({5, self.live_retention_s // 60})
+                env |= {"LIVE_RETENTION_S": str(self.live_retention_s), "LIVE_TOP_SPANS_MIN": json.dumps(spans)}
             etl = self.services.get("etl-api")
             if etl is not None:
                 env["LIVE_ETL_API_URL"] = f"http://127.0.0.1:{etl.port}"

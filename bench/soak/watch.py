@@ -92,11 +92,12 @@ class RssSampler:
                 value = rss_mib(status.get("pid"))
                 if value is not None:
                     row["etl-worker"] = value
-                self.samples.append((time.time(), row))
+                now = time.time()
                 bridge, sink = await lags(self.pipeline, client)
+                self.samples.append((now, row))
                 self.behind.append(
                     (
-                        time.time(),
+                        now,
                         {"bridge_lag_records": bridge, "sink_lag_records": sink, "star_behind_seconds": status.get("behind_seconds")},
                     )
                 )
@@ -123,16 +124,34 @@ class RssSampler:
                 m[key] = max(m.get(key, value), round(value, 1))
         return [minutes[k] for k in sorted(minutes)]
 
-    def summary(self, window_s: float) -> dict[str, dict[str, float | None]]:
-        """Per process: the mean RSS over the first and the last ``window_s`` seconds."""
+    def summary(self, window_s: float, warmup_s: float = 0.0, rest_lag: float | None = None) -> dict[str, dict[str, float | None]]:
+        """Per process: the mean RSS over the first ``window_s`` seconds after ``warmup_s`` and over
+        the last ``window_s`` seconds, and the largest RSS seen.
+
+        ``warmup_s``: the time a process's state legitimately fills (live's counters grow until
+        its retention, then old windows drop). ``rest_lag``: the bridge and the sink count only
+        samples taken while their lag was at most that many records, because a consumer's
+        buffers follow its backlog (HISTORY, 2026-12-06 23:25: the bridge's fetch buffers, not
+        time or restarts); a window with no such sample has no mean."""
         if not self.samples:
             return {}
         t_first, t_last = self.samples[0][0], self.samples[-1][0]
+        begin = t_first + warmup_s
+        lag_at = {t: row for t, row in self.behind}
         names = sorted({n for _, row in self.samples for n in row})
         out: dict[str, dict[str, float | None]] = {}
         for name in names:
-            first = [row[name] for t, row in self.samples if name in row and t <= t_first + window_s]
-            last = [row[name] for t, row in self.samples if name in row and t >= t_last - window_s]
+            lag_key = HOP_LAGS.get(name)
+
+            def at_rest(t: float, lag_key: str | None = lag_key) -> bool:
+                if rest_lag is None or lag_key is None:
+                    return True
+                lag = lag_at.get(t, {}).get(lag_key)
+                return lag is not None and lag <= rest_lag
+
+            kept = [(t, row[name]) for t, row in self.samples if name in row and at_rest(t)]
+            first = [v for t, v in kept if begin <= t <= begin + window_s]
+            last = [v for t, v in kept if t >= t_last - window_s]
             start = sum(first) / len(first) if first else None
             end = sum(last) / len(last) if last else None
             growth = None if not start or end is None else round(100 * (end - start) / start, 1)
@@ -141,8 +160,13 @@ class RssSampler:
                 "end_mib": _r(end),
                 "growth_pct": growth,
                 "max_mib": _r(max(row.get(name, 0.0) for _, row in self.samples)),
+                "samples": float(len(first) + len(last)),
             }
         return out
+
+
+# the lag (in ``RssSampler.behind``) that a process's buffers follow
+HOP_LAGS = {"bridge": "bridge_lag_records", "sink": "sink_lag_records"}
 
 
 def _r(value: float | None) -> float | None:
