@@ -4,12 +4,28 @@ judgement of :mod:`sink.writes` (types, values, nesting and key order count; out
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+import asyncio
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
 
 import bson
 
 from shared.event import DELIVERY_FIELDS
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# One thread for the duplicate judgement's CPU work (decoding stored copies, comparing): off the
+# event loop, serialized (the GIL runs one at a time anyway), and one malloc arena, not one per
+# thread of the default executor, each keeping its own high-water mark.
+_JUDGE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-judge")
+
+
+async def off_loop(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn(*args, **kwargs)`` in the sink's one judgement thread (CPU only, no I/O)."""
+    return await asyncio.get_running_loop().run_in_executor(_JUDGE, lambda: fn(*args, **kwargs))
+
 
 _FIXED = {0x01: 8, 0x06: 0, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8, 0x12: 8, 0x13: 16, 0x7F: 0, 0xFF: 0}
 

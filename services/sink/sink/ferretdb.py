@@ -15,7 +15,6 @@ start, before it consumes. Unset on MongoDB.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -29,6 +28,7 @@ from bson.raw_bson import RawBSONDocument
 
 from shared.ferretdb import collection_table, ensure_collection_index, index_name, quote
 from shared.ferretdb_sjson import BsonTypes, UnknownStoredType, decode_document
+from sink.compare import off_loop
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class StoredIds:
         rows = await self._select("_jsonb ->> '_id' AS id, _jsonb::text AS doc", ids)
         if rows is None:
             return None
-        return await asyncio.to_thread(accepted_copies, [(r["id"], r["doc"]) for r in rows], accept)
+        return await off_loop(accepted_copies, [(r["id"], r["doc"]) for r in rows], accept)
 
     async def _select(self, columns: str, ids: Sequence[Any]) -> list[Any] | None:
         wanted = sorted({i for i in ids if type(i) is str})

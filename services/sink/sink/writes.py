@@ -52,7 +52,7 @@ import bson
 from bson.raw_bson import RawBSONDocument
 
 from shared.backoff import Backoff
-from sink.compare import conflict_message, differing_fields, same_content, same_source, stored_stamp
+from sink.compare import conflict_message, differing_fields, off_loop, same_content, same_source, stored_stamp
 from sink.documents import STAGE_CONFLICT, STAGE_WRITE, IngestStamp, restamp
 from sink.mongo import InsertOutcome, MongoBatchRefusedError, MongoSlowQueryError, MongoUnavailableError, MongoWriter
 from sink.verdicts import Verdict
@@ -325,7 +325,7 @@ class _Run:
                 await self.on_unavailable(exc)
             except MongoUnavailableError as exc:
                 await self.on_unavailable(exc)
-        return await asyncio.to_thread(self._judge, indices, stored, equal)
+        return await off_loop(self._judge, indices, stored, equal)
 
     def _judge(self, indices: list[int], stored: Mapping[Any, Any], equal: set[Any]) -> list[int]:
         """Books each of ``indices`` against its stored copy (``equal``: ids already found equal
