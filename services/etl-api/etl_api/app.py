@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from etl_api import continuous, hops, ledger, runs, supervisor
 from etl_api.metrics import EtlMetrics
-from etl_api.schema import apply_ddl
+from etl_api.schema import POSTGRES_FAILURES, apply_ddl
 from etl_api.settings import EtlSettings
 from etl_api.views import RunView, jsonable
 from shared.backoff import Backoff
@@ -100,7 +100,7 @@ async def supervise(state: State) -> None:
         try:
             if state.supervisor is not None:
                 await state.supervisor.ensure()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except POSTGRES_FAILURES as exc:
             log.warning("continuous supervisor: %s: %s", type(exc).__name__, exc)
         await asyncio.sleep(state.settings.reaper_interval_seconds)
 
@@ -178,7 +178,7 @@ def create_app(settings: EtlSettings) -> FastAPI:
                 state.ddl_applied = True
                 state.not_ready_reason = ""
                 break
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except POSTGRES_FAILURES as exc:
                 state.not_ready_reason = f"postgres: {type(exc).__name__}: {exc}"
                 delay = backoff.next_delay()
                 log.warning("not ready (%s); retrying in %.1fs", state.not_ready_reason, delay)
@@ -332,7 +332,7 @@ def create_app(settings: EtlSettings) -> FastAPI:
         try:
             async with state.pool.acquire(timeout=2) as conn:
                 await conn.fetchval("SELECT 1")
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        except POSTGRES_FAILURES as exc:
             return JSONResponse({"ready": False, "reason": f"postgres: {exc}"}, status_code=503)
         return JSONResponse({"ready": True})
 

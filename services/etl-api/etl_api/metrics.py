@@ -28,6 +28,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter, Gauge, Histogram
 
+from etl_api.schema import POSTGRES_FAILURES
 from shared.metrics import ready_gauge, service_registry
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class EtlMetrics:
             async with pool.acquire(timeout=REFRESH_TIMEOUT_S) as conn:
                 row = await conn.fetchrow(_FRESHNESS, timeout=REFRESH_TIMEOUT_S)
                 worker = await conn.fetchrow(_CONTINUOUS, timeout=REFRESH_TIMEOUT_S)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except POSTGRES_FAILURES as exc:
             log.debug("metrics refresh: %s: %s", type(exc).__name__, exc)
             return
         self.ready.set(1)
@@ -158,7 +159,7 @@ class EtlMetrics:
         try:
             async with pool.acquire(timeout=10) as conn:
                 row = await conn.fetchrow(_FINISHED_RUN, run_id)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except POSTGRES_FAILURES as exc:
             log.warning("run %s: metrics not observed: %s: %s", run_id, type(exc).__name__, exc)
             return
         if row is None or row["status"] not in OUTCOMES or row["duration"] is None:

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from etl_api.schema import quote_ident
+from etl_api.schema import POSTGRES_FAILURES, quote_ident
 from etl_api.settings import EtlSettings
 from shared.errors import PipelineError
 
@@ -248,7 +248,7 @@ class RunOwner:
                         return  # our load committed
                 except OwnershipLostError:
                     raise
-                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                except POSTGRES_FAILURES as exc:
                     silent = time.monotonic() - last_ok
                     if silent >= budget:
                         raise HeartbeatError(

@@ -27,6 +27,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from etl_api.schema import POSTGRES_FAILURES
 from etl_api.settings import EtlSettings
 from shared.errors import PipelineError
 
@@ -177,7 +178,7 @@ class RunLauncher:
         while True:
             try:
                 await self.reap()
-            except (OSError, asyncpg.PostgresError) as exc:
+            except POSTGRES_FAILURES as exc:
                 log.warning("reaper: %s", exc)
             await asyncio.sleep(self.settings.reaper_interval_seconds)
 

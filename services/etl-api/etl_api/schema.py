@@ -15,6 +15,8 @@ from pathlib import Path
 
 import asyncpg
 
+from shared.postgres import failures_of
+
 SQL_DIR = Path(__file__).resolve().parents[3] / "sql"
 
 STAR_TABLES = ("dim_date", "dim_product", "dim_country", "dim_referrer", "dim_device", "fact_product_views")
@@ -30,6 +32,9 @@ TABLE_KEYS = {
 # re-run necessarily differs in them, so the checksum leaves them out (README "Idempotency").
 VOLATILE_COLUMNS = frozenset({"created_at", "processed_at", "batch_id"})
 FACT_GRAIN = "date_key, product_key, country_key, referrer_key, device_key"
+
+# what a failed call to the warehouse raises: wait and retry (shared.postgres)
+POSTGRES_FAILURES = failures_of(asyncpg)
 
 
 def ddl_files(sql_dir: Path = SQL_DIR) -> list[Path]:

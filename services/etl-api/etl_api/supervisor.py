@@ -27,6 +27,7 @@ import asyncpg
 from etl_api import continuous
 from etl_api.ownership import new_owner_token
 from etl_api.runs import spawn
+from etl_api.schema import POSTGRES_FAILURES
 from etl_api.settings import EtlSettings
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class WorkerSupervisor:
             tail = log_path.read_text(errors="replace")[-800:]
         reason = None if code == 0 else f"worker process exited with code {code}\n{tail}"
         (log.info if code == 0 else log.error)("continuous worker process %d exited with %d", proc.pid, code)
-        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        with contextlib.suppress(*POSTGRES_FAILURES):
             async with self.pool.acquire() as conn:
                 await continuous.release(conn, token, "stopped" if code == 0 else "failed", reason)
 

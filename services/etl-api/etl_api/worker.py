@@ -49,6 +49,7 @@ from etl_api.ownership import RunOwner, claim_run, connect, failure_message, hea
 from etl_api.plan import hour_closed
 from etl_api.reading import any_new_document
 from etl_api.runs import RunActiveError, create_run, init_connection
+from etl_api.schema import POSTGRES_FAILURES
 from etl_api.settings import EtlSettings
 from etl_api.spark import jvm_memory, session_for
 from etl_api.unit import UnitContext, run_unit
@@ -125,7 +126,7 @@ class Worker:
                     finally:
                         await pg.close()
                 break
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except POSTGRES_FAILURES as exc:
                 self._waiting(f"ferretdb read index: {type(exc).__name__}: {exc}")
                 await self._sleep(backoff.next_delay())
         t0 = time.monotonic()
@@ -198,7 +199,7 @@ class Worker:
                 log.error("the schema's continuous row is gone (%s): stopping", exc)
                 self.stop.set()
                 return
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except POSTGRES_FAILURES as exc:
                 log.warning("worker heartbeat failed: %s: %s", type(exc).__name__, exc)
                 if time.monotonic() - self.last_beat > s.heartbeat_timeout_seconds:
                     log.error(

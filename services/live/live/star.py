@@ -31,8 +31,12 @@ from typing import Any, Final, Literal
 import asyncpg
 
 from shared.errors import BackendUnavailableError
+from shared.postgres import failures_of
 
 log = logging.getLogger(__name__)
+
+# what a failed call to the warehouse raises (shared.postgres)
+POSTGRES_FAILURES = failures_of(asyncpg)
 
 Dimension = Literal["product", "country", "medium", "device"]
 DIMENSIONS: Final[tuple[Dimension, ...]] = ("product", "country", "medium", "device")
@@ -176,7 +180,7 @@ class StarReader:
                         command_timeout=self.timeout_s,
                         server_settings={"default_transaction_read_only": "on", "application_name": self.application_name},
                     )
-                except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+                except POSTGRES_FAILURES as exc:
                     log.warning("star schema unreadable: %s", exc)
                     raise StarUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}") from exc
                 self.pools_created += 1
@@ -193,7 +197,7 @@ class StarReader:
             return list(await pool.fetch(sql, *args))
         except NOT_THERE_YET:
             return []
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except POSTGRES_FAILURES as exc:
             log.warning("star schema query failed: %s", exc)
             raise StarUnavailable(f"PostgreSQL query failed: {type(exc).__name__}") from exc
 

@@ -28,9 +28,13 @@ from bson.raw_bson import RawBSONDocument
 
 from shared.ferretdb import collection_table, ensure_collection_index, index_name, quote
 from shared.ferretdb_sjson import BsonTypes, UnknownStoredType, decode_document
+from shared.postgres import failures_of
 from sink.compare import off_loop
 
 log = logging.getLogger(__name__)
+
+# what a failed call to FerretDB's PostgreSQL raises (shared.postgres)
+POSTGRES_FAILURES = failures_of(asyncpg)
 
 # jsonb_path_ops: serves @> only, the one operator FerretDB uses for equality; smaller and faster
 # to maintain than the default jsonb_ops.
@@ -140,7 +144,7 @@ class StoredIds:
                     [json.dumps(i) for i in wanted],
                     timeout=self.timeout_s,
                 )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except POSTGRES_FAILURES as exc:
             log.debug("FerretDB's table not asked: %s: %s", type(exc).__name__, exc)
             return None
         return rows

@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import pymongo
 from bson.errors import InvalidDocument
 from bson.raw_bson import RawBSONDocument
@@ -35,7 +34,7 @@ from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure, 
 
 from shared.errors import BackendUnavailableError, ConfigError, PipelineError
 from sink.documents import STAGE_ENCODE, STAGE_WRITE, encoding_error
-from sink.ferretdb import StoredIds, ensure_id_index
+from sink.ferretdb import POSTGRES_FAILURES, StoredIds, ensure_id_index
 from sink.settings import BSON_MAX_DOCUMENT_BYTES, SinkSettings
 from sink.verdicts import Verdict, classify, classify_code, code_name, store_message
 
@@ -196,7 +195,7 @@ class MongoWriter:
                 await database.create_collection(name)
         try:
             index = await ensure_id_index(url.get_secret_value(), self.settings.mongodb_database, name)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except POSTGRES_FAILURES as exc:
             raise MongoUnavailableError(f"FerretDB's PostgreSQL (SINK_FERRETDB_POSTGRESQL_URL): {type(exc).__name__}: {exc}") from exc
         if index is None:
             # The collection exists (ensured above): the URL names another store than FerretDB's.
