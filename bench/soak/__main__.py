@@ -72,6 +72,7 @@ def passed(data: dict[str, object]) -> bool:
         and bool(data["drained"])
         and data["alerts_fired"] == data["alerts_expected"] == data["alerts_resolved"]
         and all(k["not_recovered"] == 0 and not k["errors"] for k in kinds)
+        and not data["unexpected_exits"]
     )
 
 

@@ -72,6 +72,7 @@ def as_json(result: Result) -> dict[str, Any]:
         "behind_by_minute": result.behind,
         "rss_by_minute": result.rss_by_minute,
         "notes": result.notes,
+        "unexpected_exits": result.unexpected_exits,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()},
     }
 
@@ -109,6 +110,8 @@ def table(data: dict[str, Any]) -> Iterator[str]:
         for f in slow:
             waited = "; ".join(f"{name}: {reason}" for name, reason in f["waited_for"].items())
             yield f"- fault {f['index'] + 1} ({f['kind']}, {f['target']}): {f['ready_s']} s, {waited}"
+    for exit in data.get("unexpected_exits", []):
+        yield f"- **{exit['process']} exited on its own** (code {exit['code']}) at {exit['at_s']} s, restarted: see soak.json"
     yield ""
     yield "| process | RSS first window MiB | RSS last window MiB | growth % | max MiB |"
     yield "|---|---|---|---|---|"

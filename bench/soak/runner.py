@@ -17,6 +17,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import random
 import time
 import uuid
@@ -37,6 +39,8 @@ from bench.soak.watch import RssSampler, all_ready, follow_recovery, lags, match
 from infra.prometheus import Intervals, PrometheusServer
 from infra.stack import HOME, load_env
 from shared.kafka import KafkaConnection, create_topics
+
+log = logging.getLogger(__name__)
 
 PARTITIONS = 6
 
@@ -81,6 +85,8 @@ class Result:
     behind: list[dict[str, Any]] = field(default_factory=list)  # per minute: max bridge/sink lag, star delay
     rss_by_minute: list[dict[str, Any]] = field(default_factory=list)  # per minute: max RSS MiB per process
     notes: list[str] = field(default_factory=list)
+    # Processes that exited on their own (a crash), each restarted as a supervisor would.
+    unexpected_exits: list[dict[str, Any]] = field(default_factory=list)
 
 
 def proxied(uri: str, port: int) -> str:
@@ -133,6 +139,7 @@ async def run_soak(opts: Options) -> Result:
         traffic = Traffic(pipeline.names.remote_topic, count, opts.rate, opts.seed, PARTITIONS, opts.bad_fraction)
         producing = asyncio.create_task(traffic.run(remote))
         sampling = asyncio.create_task(sampler.run(halt))
+        watching = asyncio.create_task(restart_crashed(pipeline, result, halt))
         result.faults = await inject_all(opts, faults, rng, producing)
         manifest = await producing
         result.produced, result.traffic_s = manifest.total, (traffic.finished or 0) - (traffic.started or 0)
@@ -140,6 +147,7 @@ async def run_soak(opts: Options) -> Result:
         intervals = await settle_alerts(prometheus, result, cap_s=20 + 900 * opts.time_scale)
         halt.set()
         await sampling
+        await watching
         expected = {(a, j) for f in result.faults for a, j in f.expected_alerts}
         result.other_alerts = [
             {"alert": name, "labels": dict(labels), "intervals_s": [[_since(result, a), _since(result, b)] for a, b in spans]}
@@ -160,6 +168,27 @@ async def run_soak(opts: Options) -> Result:
         if not opts.keep:
             await drop(pipeline, remote, local)
     return result
+
+
+async def restart_crashed(pipeline: Pipeline, result: Result, halt: asyncio.Event, every_s: float = 2.0, delay_s: float = 5.0) -> None:
+    """A process that exits on its own is a defect the soak must report, not a silent end of its
+    hop: each is recorded (``Result.unexpected_exits``, with its log's tail) and started again
+    after ``delay_s``, as a supervisor's restart policy would, so the rest of the soak still
+    measures a whole pipeline (the hour soak of 2026-12-07 ran on for 8 minutes with its sink
+    dead). Any such exit fails the soak."""
+    while not halt.is_set():
+        for svc in list(pipeline.services.values()):
+            code = svc.crashed()
+            if code is None:
+                continue
+            log.error("%s exited on its own with %s: restarting it in %g s", svc.label, code, delay_s)
+            result.unexpected_exits.append({"process": svc.label, "code": code, "at_s": _since(result, time.time()), "tail": svc.tail(40)})
+            svc.signalled = True  # recorded once
+            await asyncio.sleep(delay_s)
+            if not halt.is_set():
+                svc.start()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(halt.wait(), every_s)
 
 
 async def settle_alerts(prometheus: PrometheusServer, result: Result, cap_s: float) -> Intervals:

@@ -54,6 +54,8 @@ class Service:
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     paused: bool = False
+    # A kill or stop was sent (by a fault or the soak's end): its exit is expected, not a crash.
+    signalled: bool = False
 
     @property
     def label(self) -> str:
@@ -72,12 +74,20 @@ class Service:
             )
         self.started_at = time.monotonic()
         self.paused = False
+        self.signalled = False
 
     def signal(self, sig: signal.Signals) -> None:
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, sig)
         self.paused = sig == signal.SIGSTOP
+        self.signalled = self.signalled or sig in (signal.SIGKILL, signal.SIGTERM)
+
+    def crashed(self) -> int | None:
+        """The exit code of a process that exited without being sent a kill or a stop, else None."""
+        if self.proc is None or self.signalled:
+            return None
+        return self.proc.poll()
 
     def wait_exit(self, timeout: float) -> int | None:
         """Waits for the process to exit; kill -9 after ``timeout``. Returns its exit code."""
