@@ -41,6 +41,9 @@ from shared.errors import is_retriable
 
 log = logging.getLogger(__name__)
 
+# A request waits this long for a pooled connection before it is answered 503.
+REQUEST_ACQUIRE_TIMEOUT_S = 10.0
+
 MAX_RANGE_DAYS = 366
 
 
@@ -139,12 +142,24 @@ Detail = Annotated[bool, Depends(has_token)]
 
 
 async def connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled warehouse connection for one request; 503 (not 500) when PostgreSQL cannot give one
+    (away, restarting): an outage the client retries, said as such."""
     state = get_state(request)
     pool = state.pool
     if pool is None or not state.ddl_applied:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"not ready: {state.not_ready_reason or 'starting'}")
-    async with pool.acquire() as conn:
+    try:
+        conn = await pool.acquire(timeout=REQUEST_ACQUIRE_TIMEOUT_S)
+    except POSTGRES_FAILURES as exc:
+        log.warning("request %s %s: no PostgreSQL connection: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"postgres unavailable: {type(exc).__name__}: {exc}", headers={"Retry-After": "5"}
+        ) from exc
+    try:
         yield conn
+    finally:
+        with contextlib.suppress(*POSTGRES_FAILURES):  # a broken connection is closed by the pool
+            await pool.release(conn)
 
 
 Conn = Annotated[asyncpg.Connection, Depends(connection)]
