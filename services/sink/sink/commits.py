@@ -323,5 +323,8 @@ class OffsetCommitter:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
+        for task in self._inflight:  # read each end, so none is reported "never retrieved" at ERROR
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                log.warning("closing: %s", exc)
         self._inflight.clear()
         self._commit_task = None

@@ -497,3 +497,25 @@ async def test_an_attempt_that_times_out_is_retried_with_half_the_documents_unti
     assert writer.inserted == ["d0", "d1", "d2", "d3", "d4"]
     assert consumer.commits == [{tp(0): 5}]
     assert sink.state.registry.get_sample_value("sink_write_retries_total", {"reason": "unavailable"}) == 2
+
+
+async def test_close_reads_every_write_so_an_abandoned_batch_is_not_an_unretrieved_error() -> None:
+    """The hour soak of 2026-12-07 logged "Task exception was never retrieved" (a
+    ``BatchAbandonedError`` of a shutdown) at ERROR on each sink stop that gave up a batch."""
+    import gc
+
+    committer, _, _, _, _ = make_committer()
+    reported: list[str] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: reported.append(ctx["message"]))
+
+    async def abandoned() -> Batch:
+        raise BatchAbandonedError("stopping: batch of 5000 abandoned uncommitted")
+
+    write = asyncio.create_task(abandoned())
+    committer.add(write)
+    await asyncio.wait({write})
+    await committer.close()
+    del write
+    gc.collect()
+    await asyncio.sleep(0)
+    assert [m for m in reported if "never retrieved" in m] == []
