@@ -108,10 +108,16 @@ async def close_producer(producer: AIOKafkaProducer, timeout_s: float) -> None:
         return
     except TimeoutError:
         log.warning("producer %s did not flush within %.0fs; closing it anyway", producer.client._client_id, timeout_s)
-    fail_pending(producer, KafkaConnectionError("producer closed while its cluster was unreachable"))
+    closed = KafkaConnectionError("producer closed while its cluster was unreachable")
+    fail_pending(producer, closed)
     sender_task = producer._sender.sender_task if producer._sender is not None else None
     if sender_task is not None and not sender_task.done():
         sender_task.cancel()
         await asyncio.wait([sender_task], timeout=timeout_s)
+        # The cancelled sender finishes its in-flight requests: one answered with a retriable
+        # error re-enqueues its batch (a new drain waiter) and one already failed above ends the
+        # sender with a KeyError that aiokafka 0.12.0 sets on every batch's waiters (the hour
+        # soak of 2026-12-07: "Future exception was never retrieved", KeyError(MessageBatch)).
+        fail_pending(producer, closed)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(producer.client.close(), timeout_s)
