@@ -81,6 +81,10 @@ class Traffic:
     seed: int
     partitions: int
     bad_fraction: float = 0.02
+    # Longer than any remote outage the faults make (a stopped broker held 40 s, then its restart
+    # under load, a double fault on top): the hour soak of 2026-12-07 died when the remote broker
+    # came back 65 s after it stopped and the generator's batches had waited 60 s.
+    delivery_timeout_s: float = 300.0
     expected: Expected = field(default_factory=Expected)
     started: float | None = None
     finished: float | None = None
@@ -97,6 +101,7 @@ class Traffic:
                 progress=False,
                 partitions=self.partitions,
                 total=self.count,
+                delivery_timeout_s=self.delivery_timeout_s,
             )
         finally:
             self.finished = time.time()

@@ -77,6 +77,7 @@ async def produce(
     replication_factor: int = 1,
     total: int | None = None,
     args: Mapping[str, Any] | None = None,
+    delivery_timeout_s: float = 60.0,
 ) -> Manifest:
     """Sends ``records`` in order and returns the manifest of where each one landed.
 
@@ -86,7 +87,9 @@ async def produce(
     order. Every batch is awaited before this returns; the first failed batch raises (no
     manifest then: treat the run as failed). ``rate`` caps records per second (0 = as fast as
     possible); ``args`` (the generator arguments) are stored in the manifest; ``total`` sizes
-    the progress bar (taken from ``len(records)`` when it has one).
+    the progress bar (taken from ``len(records)`` when it has one). ``delivery_timeout_s``: how
+    long a batch may wait for a broker (a cluster outage up to that long is waited out, a longer
+    one fails the run).
     """
     if rate < 0:
         raise ValueError("rate must be >= 0")
@@ -100,7 +103,7 @@ async def produce(
         enable_idempotence=True,
         max_request_size=MAX_REQUEST_BYTES,
         max_batch_size=MAX_BATCH_BYTES,
-        request_timeout_ms=60_000,
+        request_timeout_ms=int(delivery_timeout_s * 1000),
     )
     bar = tqdm(total=total, unit="ev", file=sys.stderr, disable=not progress, mininterval=0.5, desc=f"produce {topic}")
     open_batches: dict[int, _OpenBatch] = {}
