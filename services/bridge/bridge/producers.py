@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -81,8 +82,17 @@ def fail_pending(producer: AIOKafkaProducer, exc: Exception) -> None:
     future nobody awaits is logged at ERROR ("Future exception was never retrieved", one per
     record) when it is collected, 13 of them per broker outage in the hour soak."""
     acc = producer._message_accumulator
-    batches = [b for queued in acc._batches.values() for b in queued] + list(acc._pending_batches)
+    batches = _batches_of(producer)
     acc.fail_all(exc)
+    _read(batches)
+
+
+def _batches_of(producer: AIOKafkaProducer) -> list[Any]:
+    acc = producer._message_accumulator
+    return [b for queued in acc._batches.values() for b in queued] + list(acc._pending_batches)
+
+
+def _read(batches: list[Any]) -> None:
     for batch in batches:
         for future in [batch.future, batch._drain_waiter, *(f for f, _ in batch._msg_futures)]:
             if future.done() and not future.cancelled():
@@ -112,12 +122,15 @@ async def close_producer(producer: AIOKafkaProducer, timeout_s: float) -> None:
     fail_pending(producer, closed)
     sender_task = producer._sender.sender_task if producer._sender is not None else None
     if sender_task is not None and not sender_task.done():
+        # The cancelled sender finishes its in-flight requests, which can outlast the wait below
+        # (a request to a stopped broker waits for its own timeout): one answered with a
+        # retriable error re-enqueues its batch (a new drain waiter) and one already failed
+        # above ends the sender with a KeyError that aiokafka 0.12.0 sets on every batch's
+        # waiters (the soaks of 2026-12-07: "Future exception was never retrieved",
+        # KeyError(MessageBatch)). Whenever the sender ends, after aiokafka's own callback has
+        # failed them, its batches are read.
+        sender_task.add_done_callback(lambda _task: _read(_batches_of(producer)))
         sender_task.cancel()
         await asyncio.wait([sender_task], timeout=timeout_s)
-        # The cancelled sender finishes its in-flight requests: one answered with a retriable
-        # error re-enqueues its batch (a new drain waiter) and one already failed above ends the
-        # sender with a KeyError that aiokafka 0.12.0 sets on every batch's waiters (the hour
-        # soak of 2026-12-07: "Future exception was never retrieved", KeyError(MessageBatch)).
-        fail_pending(producer, closed)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(producer.client.close(), timeout_s)
