@@ -10,6 +10,7 @@ pymongo, the OS) carry no such attribute: :func:`is_retriable` is their one clas
 from __future__ import annotations
 
 import sys
+import traceback
 
 from aiokafka.errors import KafkaError
 
@@ -62,3 +63,19 @@ def is_retriable(exc: BaseException) -> bool:
             return True
         return any(exc.has_error_label(label) for label in MONGO_TRANSIENT_LABELS)
     return False
+
+
+def describe(exc: BaseException) -> str:
+    """``"Class: message"``; for an exception without a message (a bare ``TimeoutError`` from
+    ``asyncio.timeout``), where it was raised instead: ``"TimeoutError (at bridge/app.py:321 in
+    _session)"``, the innermost frame of this project's code, else the innermost frame."""
+    text = str(exc)
+    if text:
+        return f"{type(exc).__name__}: {text}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if "site-packages" not in f.filename and "/lib/python" not in f.filename] or frames
+    if not ours:
+        return type(exc).__name__
+    frame = ours[-1]
+    where = "/".join(frame.filename.split("/")[-2:])
+    return f"{type(exc).__name__} (at {where}:{frame.lineno} in {frame.name})"

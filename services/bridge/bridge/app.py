@@ -43,7 +43,7 @@ from bridge.producers import close_producers, start_producer
 from bridge.settings import BridgeSettings
 from bridge.source_resets import SourceResets, now_iso
 from shared.backoff import Backoff
-from shared.errors import BackendUnavailableError, is_retriable
+from shared.errors import BackendUnavailableError, describe, is_retriable
 from shared.kafka import create_consumer, create_topics, partition_lags, topic_partitions, wait_for_leaders
 from shared.service import ServiceState
 
@@ -110,8 +110,8 @@ class Bridge:
                     raise
                 self.metrics.restarts.inc()
                 delay = self._backoff.next_delay()
-                self.state.set_not_ready(f"{type(exc).__name__}: {exc}; retrying in {delay:.1f}s")
-                log.warning("session ended by %s: %s; restarting in %.1fs", type(exc).__name__, exc, delay)
+                self.state.set_not_ready(f"{describe(exc)}; retrying in {delay:.1f}s")
+                log.warning("session ended by %s; restarting in %.1fs", describe(exc), delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
         self.state.set_not_ready("stopped")

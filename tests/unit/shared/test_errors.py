@@ -73,3 +73,23 @@ def test_pymongo_errors_are_retriable_only_when_no_document_is_to_blame() -> Non
     assert is_retriable(labelled)
     assert not is_retriable(pymongo.errors.OperationFailure("bad value", 2, {}))
     assert not is_retriable(pymongo.errors.BulkWriteError({"writeErrors": [{"index": 0, "code": 11000}]}))
+
+
+def test_describe_says_where_an_exception_without_a_message_was_raised() -> None:
+    """The 40-minute soak of 2026-12-07 saw the bridge not ready for 96 s with the reason
+    "TimeoutError: ; retrying in 0.4s": a bare TimeoutError says nothing of what timed out."""
+    import asyncio
+
+    from shared.errors import describe
+
+    async def bounded() -> None:
+        async with asyncio.timeout(0.01):
+            await asyncio.sleep(1)
+
+    try:
+        asyncio.run(bounded())
+    except TimeoutError as exc:
+        text = describe(exc)
+    assert text.startswith("TimeoutError (at shared/test_errors.py:") and text.endswith(" in bounded)"), text
+    assert describe(ValueError("bad value")) == "ValueError: bad value"
+    assert describe(KeyError("k")) == "KeyError: 'k'"
