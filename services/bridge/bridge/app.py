@@ -335,7 +335,7 @@ class Bridge:
         except (KafkaError, TimeoutError) as exc:
             throttled = any(c.paused for c in self._copies.values())
             if remote_unanswered(exc, previous, self._fetched_at_check, throttled=throttled):
-                self.state.set_not_ready(f"remote cluster does not answer: {type(exc).__name__}: {exc}")
+                self.state.set_not_ready(f"remote cluster does not answer: {describe(exc)}")
             else:
                 log.info("remote offsets not read within 10 s while records kept arriving or queued: busy, still ready")
             return
