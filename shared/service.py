@@ -8,7 +8,9 @@ JSON from the service.
 
 :func:`run_service` runs the worker and the HTTP server in one event loop. SIGTERM/SIGINT only
 set the ``stop`` event; the worker drains, commits what is durable and returns; the process then
-exits 0. A worker that does not return within ``shutdown_timeout`` is cancelled.
+exits 0. A worker that does not return within ``shutdown_timeout`` is cancelled. Beside the
+worker, freed heap goes back to the kernel every ``heap_trim_interval_s`` (:mod:`shared.memory`),
+so a process at rest does not hold its largest backlog's memory.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from shared.memory import release_free_heap_every
 from shared.metrics import ready_gauge, service_registry
 
 log = logging.getLogger(__name__)
 
 SCRAPE_REFRESH_S = 3.0
+HEAP_TRIM_INTERVAL_S = 60.0  # how often freed heap goes back to the kernel (shared.memory)
 
 
 @dataclass
@@ -110,6 +114,7 @@ async def run_service(
     port: int,
     shutdown_timeout: float = 10.0,
     app: FastAPI | None = None,
+    heap_trim_interval_s: float = HEAP_TRIM_INTERVAL_S,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -120,6 +125,7 @@ async def run_service(
         uvicorn.Config(app or create_http_app(state), host=host, port=port, log_level="warning", log_config=None, lifespan="off")
     )
     http = asyncio.create_task(server.serve(), name="http")
+    trim = asyncio.create_task(release_free_heap_every(heap_trim_interval_s), name="heap-trim")
     work: asyncio.Task[None] = asyncio.ensure_future(worker(stop))
     stopping = asyncio.ensure_future(stop.wait())
     try:
@@ -138,6 +144,7 @@ async def run_service(
         work.result() if not work.cancelled() else None
     finally:
         stopping.cancel()
+        trim.cancel()
         server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(http, timeout=3)
