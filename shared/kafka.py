@@ -262,3 +262,38 @@ async def partition_lags(
 
 async def _bounded(aw: Awaitable[T], timeout_s: float | None) -> T:
     return await (asyncio.wait_for(aw, timeout_s) if timeout_s is not None else aw)
+
+
+def bootstrap_addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
+    """``"a:9092,[::1]:9093"`` → ``[("a", 9092), ("::1", 9093)]`` (a server without a port: 9092)."""
+    addresses = []
+    for server in (s.strip() for s in bootstrap_servers.split(",")):
+        if not server:
+            continue
+        host, sep, port = server.rpartition(":")
+        if not sep or "]" in port or (host.count(":") and not host.startswith("[")):  # no port, or a bare IPv6 address
+            host, port = server, "9092"
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
+async def refused_connections(conn: KafkaConnection, timeout_s: float) -> str | None:
+    """None when at least one bootstrap server accepts a TCP connection within ``timeout_s``
+    (closed at once, before any Kafka byte); else why none did. A Kafka request to a cluster
+    that is down does not fail, it retries until its own timeout: this tells "gone" from "slow"
+    in a few milliseconds, since a busy broker's kernel still accepts."""
+
+    async def probe(host: str, port: int) -> str | None:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        except (OSError, TimeoutError) as exc:
+            return f"{host}:{port} {type(exc).__name__}{f': {exc}' if str(exc) else ''}"
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return None
+
+    failures = await asyncio.gather(*(probe(host, port) for host, port in bootstrap_addresses(conn.bootstrap_servers)))
+    if any(f is None for f in failures):
+        return None
+    return "no bootstrap server accepts a connection: " + "; ".join(f for f in failures if f is not None)

@@ -35,7 +35,7 @@ from aiokafka.structs import ConsumerRecord
 
 from bridge.batching import KeyPartitioner
 from bridge.copier import Copier, PartitionCopy
-from bridge.health import remote_unanswered
+from bridge.health import remote_gone, remote_unanswered
 from bridge.incidents import find_incident, plan_positions
 from bridge.metrics import BridgeMetrics
 from bridge.offsets import read_stored_states
@@ -44,12 +44,16 @@ from bridge.settings import BridgeSettings
 from bridge.source_resets import SourceResets, now_iso
 from shared.backoff import Backoff
 from shared.errors import BackendUnavailableError, describe, is_retriable
-from shared.kafka import create_consumer, create_topics, partition_lags, topic_partitions, wait_for_leaders
+from shared.kafka import create_consumer, create_topics, partition_lags, refused_connections, topic_partitions, wait_for_leaders
 from shared.service import ServiceState
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Bridge", "create_bridge"]
+
+# The remote check's TCP probe (shared.kafka.refused_connections): a kernel accepts in
+# microseconds even when its broker is starved, so 5 s without an answer is a path that is gone.
+REMOTE_CONNECT_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -329,6 +333,10 @@ class Bridge:
         then commits the stored positions to the remote group for monitoring tools."""
         copying = [tp for tp, c in self._copies.items() if not c.stopping]
         previous, self._fetched_at_check = self._fetched_at_check, {tp: c.queued_next for tp, c in self._copies.items()}
+        refused = await refused_connections(self.settings.remote_kafka, REMOTE_CONNECT_TIMEOUT_S)
+        if remote_gone(refused, previous, self._fetched_at_check):  # whatever is queued: no offsets' timeout to wait for
+            self.state.set_not_ready(f"remote cluster does not answer: {refused}")
+            return
         try:
             ends = await asyncio.wait_for(consumer.end_offsets(list(self._copies)), 10) if self._copies else {}
             starts = await asyncio.wait_for(consumer.beginning_offsets(copying), 10) if copying else {}

@@ -1,6 +1,13 @@
 """What the bridge's readiness concludes from its periodic remote check (pure: no Kafka, no clock).
 
-The check reads the remote end and start offsets with a bound (10 s each). A connection or
+The check first opens a TCP connection to the remote bootstrap servers
+(:func:`shared.kafka.refused_connections`). When none accepts and nothing was fetched since the
+previous check, the cluster is gone: not ready at once, whatever the bridge has queued. A Kafka
+request to a stopped cluster does not fail, it retries until its timeout, so without this probe
+an outage looked like a busy cluster for as long as the queues took to drain (23 s in the
+40-minute soak). Records still arriving while the bootstrap addresses refuse (a bootstrap load
+balancer down, the brokers' advertised addresses fine) mean the cluster answers: still ready.
+Then the check reads the remote end and start offsets with a bound (10 s each). A connection or
 protocol error there says the remote cluster does not answer: not ready. A bound that ran out
 says less: under load (a large backlog being fetched, a starved CPU) the offsets request waits
 behind the fetches on the same connections. If records kept arriving from the remote since the
@@ -19,6 +26,12 @@ from aiokafka import TopicPartition
 def fetched_since(before: Mapping[TopicPartition, int | None], now: Mapping[TopicPartition, int | None]) -> bool:
     """Whether any partition's next expected offset moved forward between two checks."""
     return any(offset is not None and (before.get(tp) is None or offset > before[tp]) for tp, offset in now.items())  # type: ignore[operator]
+
+
+def remote_gone(refused: str | None, before: Mapping[TopicPartition, int | None], now: Mapping[TopicPartition, int | None]) -> bool:
+    """Whether the TCP probe's refusal (``refused``: why no bootstrap server accepted, or None)
+    means "not ready": only when nothing was fetched from the remote since the previous check."""
+    return refused is not None and not fetched_since(before, now)
 
 
 def remote_unanswered(
