@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.protocol.metadata import MetadataRequest
 from pydantic import BaseModel, SecretStr, model_validator
 
@@ -297,3 +297,25 @@ async def refused_connections(conn: KafkaConnection, timeout_s: float) -> str | 
     if any(f is None for f in failures):
         return None
     return "no bootstrap server accepts a connection: " + "; ".join(f for f in failures if f is not None)
+
+
+def group_membership(consumer: AIOKafkaConsumer) -> tuple[int, str]:
+    """The consumer's group generation and member id as of its last join (set before
+    ``on_partitions_assigned`` runs). aiokafka has no public accessor: this reads its coordinator,
+    as of the pinned aiokafka 0.12.0 (``requirements/lock.txt``); check it when the pin moves."""
+    coordinator = consumer._coordinator
+    if coordinator is None:
+        raise RuntimeError("the consumer has no group coordinator (not started, or no group_id)")
+    return int(coordinator.generation), str(coordinator.member_id)
+
+
+async def group_members(admin: AIOKafkaAdminClient, group_id: str) -> set[str]:
+    """The member ids of a consumer group now (none when it is empty or unknown); raises
+    aiokafka's error when the coordinator refuses (a retriable one while it moves)."""
+    members: set[str] = set()
+    for response in await admin.describe_consumer_groups([group_id]):
+        for group in response.groups:  # (error_code, group, state, protocol_type, protocol, members, …)
+            if group[0]:
+                raise for_code(group[0])(f"describe group {group[1]}")
+            members.update(str(member[0]) for member in group[5])  # (member_id, …)
+    return members

@@ -49,7 +49,7 @@ from pymongo import AsyncMongoClient
 
 from shared.backoff import Backoff
 from shared.errors import BackendUnavailableError, is_retriable
-from shared.kafka import create_consumer, create_topics
+from shared.kafka import create_consumer, create_topics, group_members, group_membership
 from shared.service import ServiceState
 from sink.batch import Batch, build_batch
 from sink.batchwrites import BatchWrites
@@ -155,7 +155,11 @@ class Sink(BatchWrites, ConsumerRebalanceListener):
                 how = await self.writer.prepare()
                 log.info("mongodb ready: write concern %s", how)
                 self.ledger = SinkLedger(
-                    self.writer.client[s.mongodb_database], s.mongodb_collection, self._group_committed, self.writer.write_concern
+                    self.writer.client[s.mongodb_database],
+                    s.mongodb_collection,
+                    self._group_committed,
+                    self._group_members,
+                    self.writer.write_concern,
                 )
                 # The lease is published before any write attempt, and from then on every interval.
                 publisher = LeasePublisher(
@@ -259,6 +263,12 @@ class Sink(BatchWrites, ConsumerRebalanceListener):
     def _committer(self) -> OffsetCommitter:
         assert self.commits is not None, "the committer exists once the sink started"
         return self.commits
+
+    async def _group_members(self) -> set[str]:
+        """The sink group's member ids now (the ledger's claims: :mod:`sink.ledger`)."""
+        if self._admin is None:
+            raise BackendUnavailableError("not connected to Kafka yet")
+        return await group_members(self._admin, self.settings.group_id)
 
     async def _commit_positions(self) -> None:
         """When idle: each partition's position (past the transaction markers), see
@@ -394,8 +404,8 @@ class Sink(BatchWrites, ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self._committer.assigned()
-        if self.ledger is not None:
-            self.ledger.forget()
+        if self.ledger is not None and self.consumer is not None:
+            self.ledger.forget(group_membership(self.consumer))
         self.metrics.assigned.set(len(assigned))
         log.info(
             "partitions assigned: %s", _names(assigned), extra={"partitions": [f"{tp.topic}:{tp.partition}" for tp in sorted(assigned)]}

@@ -9,9 +9,21 @@ partition: counting started with its first record; false after an upgrade) and `
 - A batch's counts are added by the committer *before* its offsets are committed, in batch
   order, with a compare-and-set on ``next_offset``; if the commit then fails, the redelivered
   records lie below ``next_offset`` and are not counted again (:meth:`SinkLedger.floor`).
-- A compare-and-set that misses (another owner moved the ledger inside this range: a rebalance
-  raced a write) marks the partition's ledger incomplete and says so: its counts are reported,
-  no longer judged. It never blocks the sink.
+- **Fencing.** A sink that was paused past its session (or lost its assignment while a batch
+  was being written) wakes up holding a batch of partitions that now belong to another sink. Its
+  counts must not land, and the new owner's must. So each document names its owner: the
+  consumer group's ``generation`` and ``member`` id of the assignment that last loaded it.
+  Loading a partition first claims it, with a compare-and-set that only raises the generation (a
+  late load of an older assignment never takes it back; an owner whose member has left the
+  group, a previous life of a deleted group, is taken over), then reads ``next_offset``. Every
+  advance requires the owner it loaded with. A zombie's advance therefore misses once the new
+  owner has loaded: it is *fenced*, counts nothing, and says so at INFO. Its offset commit is
+  refused by the group coordinator for the same reason, so its records are redelivered to, and
+  counted by, the owner. An advance that landed before the new owner loaded is seen by that
+  load: the new owner's floor starts above it.
+- A compare-and-set that misses under the same owner (the ledger moved under it: nothing in the
+  pipeline does that) marks the partition's ledger incomplete and says so: its counts are
+  reported, no longer judged. It never blocks the sink.
 - If the ledger cannot be written (MongoDB away) the offsets are not committed either: the
   records come again and are counted then.
 """
@@ -40,6 +52,8 @@ if TYPE_CHECKING:  # annotations only: sink.batch and sink.writes need nothing f
 
 log = logging.getLogger(__name__)
 
+Owner = tuple[int, str]  # an assignment: the consumer group's generation and this member's id
+
 
 def ledger_id(collection: str, tp: TopicPartition) -> str:
     return f"{collection}/{tp.topic}/{tp.partition}"
@@ -66,20 +80,28 @@ class SinkLedger:
         database: Any,
         collection: str,
         committed: Callable[[TopicPartition], Awaitable[int | None]],
+        members: Callable[[], Awaitable[set[str]]],
         write_concern: WriteConcern | None = None,
     ) -> None:
         """``committed``: the consumer group's committed offset of a partition (None: never);
+        ``members``: the group's member ids now (:func:`shared.kafka.group_members`);
         ``write_concern``: the events' (a count must be as durable as what it counts)."""
         self.ledger: AsyncCollection[dict[str, Any]] = database[SINK_LEDGER_COLLECTION].with_options(write_concern=write_concern)
         self.collection = collection
         self._committed = committed
+        self._members = members
         self._floors: dict[TopicPartition, int] = {}  # next_offset as loaded at assignment: below it, counted
         self._positions: dict[TopicPartition, int | None] = {}  # next_offset now (None: unknown, after a missed compare-and-set)
+        self._owner: Owner | None = None  # the assignment's (generation, member id); None: no fencing
+        self._fenced: set[TopicPartition] = set()  # claimed by a newer assignment: nothing more is counted here
 
-    def forget(self) -> None:
-        """A new assignment: positions are read again before the next batch is counted."""
+    def forget(self, owner: Owner | None) -> None:
+        """A new assignment, by ``owner`` (:func:`shared.kafka.group_membership`): positions are
+        claimed and read again before the next batch is counted."""
         self._floors.clear()
         self._positions.clear()
+        self._fenced.clear()
+        self._owner = owner
 
     async def load(self, tps: Iterable[TopicPartition]) -> None:
         """Reads the positions of ``tps`` not known yet, creating the missing documents first
@@ -111,9 +133,41 @@ class SinkLedger:
             }
             with contextlib.suppress(DuplicateKeyError):  # created meanwhile by another owner: read below
                 await self.ledger.insert_one(doc)
-        found.update(await self._read([i for i in ids if i not in found]))
+        if self._owner is not None:  # claimed before the positions are read: an advance after the claim is fenced
+            claims = await asyncio.gather(*(self._claim(_id) for _id in ids))
+            for (_id, tp), claimed in zip(ids.items(), claims, strict=True):
+                if not claimed:
+                    self._fenced.add(tp)
+                    log.info("sink ledger of %s partition %d is claimed by a newer assignment: fenced", tp.topic, tp.partition)
+        found = await self._read(list(ids))
         for _id, tp in ids.items():
             self._positions[tp] = self._floors[tp] = found[_id]
+
+    async def _claim(self, _id: str) -> bool:
+        """Names this sink's assignment the owner of a ledger document, unless a newer one of a
+        member still in the group is (then this sink is the zombie). A newer generation whose
+        member left the group is a previous life of the group (deleted, or expired while empty:
+        generations start again at 1): taken over, with a compare-and-set on that owner."""
+        assert self._owner is not None
+        generation, member = self._owner
+        claim = {"$set": {"generation": generation, "member": member}}
+        for _ in range(3):  # another claim between the two steps: look again
+            older = {"_id": _id, "$or": [{"generation": {"$exists": False}}, {"generation": {"$lte": generation}}]}
+            if (await self.ledger.update_one(older, claim)).matched_count == 1:
+                return True
+            found = await self.ledger.find_one({"_id": _id}, {"generation": 1, "member": 1})
+            if found is None or found.get("member") in await self._members():
+                return False
+            owner = {"_id": _id, "generation": found.get("generation"), "member": found.get("member")}
+            if (await self.ledger.update_one(owner, claim)).matched_count == 1:
+                log.warning(
+                    "sink ledger %s was claimed by generation %s, whose member left the group: taken over by generation %s",
+                    _id,
+                    found.get("generation"),
+                    generation,
+                )
+                return True
+        return False
 
     async def _read(self, ids: list[str]) -> dict[str, int]:
         if not ids:
@@ -135,6 +189,8 @@ class SinkLedger:
     async def _advance(self, offsets: dict[TopicPartition, int], tally: SinkTally) -> None:
         for tp, end in offsets.items():
             _id = ledger_id(self.collection, tp)
+            if tp in self._fenced:
+                continue
             position = self._positions.get(tp)
             if position is None:  # never loaded: cannot happen (load precedes every write); say so
                 await self._missed(tp, _id, end)
@@ -146,18 +202,31 @@ class SinkLedger:
             update: dict[str, Any] = {"$set": {"next_offset": end}}
             if inc:
                 update["$inc"] = inc
-            result = await self.ledger.update_one({"_id": _id, "next_offset": position}, update)
+            expected: dict[str, Any] = {"_id": _id, "next_offset": position}
+            if self._owner is not None:
+                expected.update(generation=self._owner[0], member=self._owner[1])
+            result = await self.ledger.update_one(expected, update)
             if result.matched_count != 1:
                 await self._missed(tp, _id, end)
                 continue
             self._positions[tp] = end
 
     async def _missed(self, tp: TopicPartition, _id: str, end: int) -> None:
-        found = await self.ledger.find_one({"_id": _id}, {"next_offset": 1})
+        found = await self.ledger.find_one({"_id": _id}, {"next_offset": 1, "generation": 1, "member": 1})
+        if found is not None and self._owner is not None and (found.get("generation"), found.get("member")) != self._owner:
+            self._fenced.add(tp)
+            log.info(
+                "sink ledger of %s partition %d is owned by generation %s (this sink: %s): fenced, its records are counted by their owner",
+                tp.topic,
+                tp.partition,
+                found.get("generation"),
+                self._owner[0],
+            )
+            return
         moved = int(found["next_offset"]) if found else None
         self._positions[tp] = moved
         if moved is not None and moved >= end:
-            return  # another owner counted this range already
+            return  # counted already (no owner recorded: a ledger written before fencing)
         log.error(
             "sink ledger of %s partition %d moved to %s under this sink (expected %s): its counts are no longer complete",
             tp.topic,

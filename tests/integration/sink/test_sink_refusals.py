@@ -276,15 +276,19 @@ async def test_the_ledger_calls_a_lost_backend_an_outage_not_a_refusal(pg_ferret
     async def never_committed(_: TopicPartition) -> int | None:
         return None
 
+    async def members() -> set[str]:
+        return {"m1"}
+
     try:
-        ledger = SinkLedger(client[database], "c", never_committed)
+        ledger = SinkLedger(client[database], "c", never_committed, members)
+        ledger.forget((1, "m1"))
         await ledger.load([tp])
         tally = SinkTally()
         tally.add(("t", 0), "remote/0", "stored", 10)
         await asyncio.to_thread(pg_ferretdb.stop_proxy)
         with pytest.raises(MongoUnavailableError) as during_advance:
             await ledger.advance({tp: 10}, tally)
-        ledger.forget()
+        ledger.forget((1, "m1"))
         with pytest.raises(MongoUnavailableError) as during_load:
             await ledger.load([tp])
         for caught in (during_advance, during_load):
