@@ -334,8 +334,11 @@ class Bridge:
         copying = [tp for tp, c in self._copies.items() if not c.stopping]
         previous, self._fetched_at_check = self._fetched_at_check, {tp: c.queued_next for tp, c in self._copies.items()}
         refused = await refused_connections(self.settings.remote_kafka, REMOTE_CONNECT_TIMEOUT_S)
-        if remote_gone(refused, previous, self._fetched_at_check):  # whatever is queued: no offsets' timeout to wait for
-            self.state.set_not_ready(f"remote cluster does not answer: {refused}")
+        if refused is not None:  # the offsets request would wait out its timeout: not sent
+            if remote_gone(refused, previous, self._fetched_at_check):  # whatever is queued
+                self.state.set_not_ready(f"remote cluster does not answer: {refused}")
+            else:
+                log.warning("remote bootstrap servers refuse connections while records still arrive (lag not read): %s", refused)
             return
         try:
             ends = await asyncio.wait_for(consumer.end_offsets(list(self._copies)), 10) if self._copies else {}

@@ -5,9 +5,12 @@ The check first opens a TCP connection to the remote bootstrap servers
 previous check, the cluster is gone: not ready at once, whatever the bridge has queued. A Kafka
 request to a stopped cluster does not fail, it retries until its timeout, so without this probe
 an outage looked like a busy cluster for as long as the queues took to drain (23 s in the
-40-minute soak). Records still arriving while the bootstrap addresses refuse (a bootstrap load
-balancer down, the brokers' advertised addresses fine) mean the cluster answers: still ready.
-Then the check reads the remote end and start offsets with a bound (10 s each). A connection or
+40-minute soak), and 13 s even with the probe when the offsets request was sent anyway. Records
+still arriving while the bootstrap addresses refuse (a bootstrap load balancer down, the
+brokers' advertised addresses fine) mean the cluster answers: still ready, with a warning, and
+the offsets are not read until the bootstrap servers accept again.
+
+Else the check reads the remote end and start offsets with a bound (10 s each). A connection or
 protocol error there says the remote cluster does not answer: not ready. A bound that ran out
 says less: under load (a large backlog being fetched, a starved CPU) the offsets request waits
 behind the fetches on the same connections. If records kept arriving from the remote since the
