@@ -56,6 +56,7 @@ from etl_api.unit import UnitContext, run_unit
 from etl_api.visibility import VisibilityReader
 from shared.backoff import Backoff
 from shared.logs import setup_logging
+from shared.memory import release_free_heap
 
 log = logging.getLogger("etl_api.worker")
 
@@ -158,6 +159,8 @@ class Worker:
                 delay = backoff.next_delay()
                 if not self._spark_alive():
                     raise SystemExit("the Spark driver's JVM is gone: exiting so that a new worker starts with a new session") from exc
+            # a catch-up's collected rows are freed by now: their pages go back to the kernel (shared.memory)
+            await asyncio.to_thread(release_free_heap)
             await self._sleep(max(0.0, delay - (time.monotonic() - started)))
 
     def _spark_alive(self) -> bool:
