@@ -87,6 +87,9 @@ class Bridge:
         self._backoff = Backoff(initial=settings.backoff_initial_s, maximum=settings.backoff_max_s)
         self._copies: dict[TopicPartition, PartitionCopy] = {}
         self._fetched_at_check: dict[TopicPartition, int | None] = {}  # each copy's next offset at the last remote check
+        # This session's assignment was taken over (its producers reached the local cluster):
+        # until then the remote check alone never makes the bridge ready.
+        self._taken_over = False
         self._consumer: AIOKafkaConsumer | None = None
         # The owned partitions' copy tasks; an error of one ends the session.
         self._copier = Copier(settings, metrics, self._backoff)
@@ -158,7 +161,7 @@ class Bridge:
             **s.consumer_options(),
         )
         self._copier.failure = None
-        self._pending = None
+        self._pending, self._taken_over = None, False
         await consumer.start()
         try:
             self._consumer = consumer
@@ -221,6 +224,7 @@ class Bridge:
         generation, assigned, self._pending = self._generation, self._pending or [], None
         consumer = self._consumer
         if consumer is None or not assigned:
+            self._taken_over = consumer is not None  # nothing to copy: nothing to wait for
             return
         self.metrics.rebalances.inc()
         copies = await self._fence(consumer, assigned)
@@ -237,6 +241,7 @@ class Bridge:
             await close_producers([p for c in copies.values() for p in c.producers], self.settings.close_timeout_s)
             return
         self._start(copies, positions)
+        self._taken_over = True
 
     async def _fence(self, consumer: AIOKafkaConsumer, assigned: list[TopicPartition]) -> dict[TopicPartition, PartitionCopy]:
         """Starts every assigned partition's producers (``init_transactions`` fences the previous
@@ -373,7 +378,7 @@ class Bridge:
                     self.metrics.lag.remove(str(tp.partition))
         if self._resets.incidents:
             self._resets.refresh()
-        else:
+        elif self._taken_over:
             self.state.set_ready()
         if positions:
             try:

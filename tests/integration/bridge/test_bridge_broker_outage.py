@@ -112,7 +112,14 @@ async def test_all_brokers_of_a_cluster_stopped_mid_stream_then_restarted_exactl
         more: Produced | None = None
         if cluster == "local":  # the source keeps flowing while the target is down
             more = await produce_events(remote, names.remote_topic, MORE, partitions=2, bad_fraction=0.02, seed=8)
-        await asyncio.sleep(DOWN_S)
+        # Polled throughout, not once: a session restarting against a cluster that is down was
+        # briefly ready (its remote check passed before its take-over failed).
+        answers: list[int] = []
+        until = time.monotonic() + DOWN_S
+        while time.monotonic() < until:
+            answers.append((await bridge.get("/ready")).status_code)
+            await asyncio.sleep(0.01)
+        assert set(answers) == {503}, f"ready {answers.count(200)} times of {len(answers)} while the {cluster} cluster was down"
         assert bridge.proc is not None and bridge.proc.poll() is None, f"the bridge exited during the outage:\n{bridge.tail()}"
         assert (await bridge.get("/health")).status_code == 200
         assert (await bridge.get("/ready")).status_code == 503
