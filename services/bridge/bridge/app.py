@@ -35,7 +35,7 @@ from aiokafka.structs import ConsumerRecord
 
 from bridge.batching import KeyPartitioner
 from bridge.copier import Copier, PartitionCopy
-from bridge.health import remote_gone, remote_unanswered
+from bridge.health import fetched_since, remote_gone, remote_unanswered
 from bridge.incidents import find_incident, plan_positions
 from bridge.metrics import BridgeMetrics
 from bridge.offsets import read_stored_states
@@ -338,12 +338,12 @@ class Bridge:
         then commits the stored positions to the remote group for monitoring tools."""
         copying = [tp for tp, c in self._copies.items() if not c.stopping]
         previous, self._fetched_at_check = self._fetched_at_check, {tp: c.queued_next for tp, c in self._copies.items()}
-        refused = await refused_connections(self.settings.remote_kafka, REMOTE_CONNECT_TIMEOUT_S)
-        if refused is not None:  # the offsets request would wait out its timeout: not sent
-            if remote_gone(refused, previous, self._fetched_at_check):  # whatever is queued
-                self.state.set_not_ready(f"remote cluster does not answer: {refused}")
-            else:
-                log.warning("remote bootstrap servers refuse connections while records still arrive (lag not read): %s", refused)
+        # Probed only when nothing arrived since the last check: records arriving prove the
+        # cluster answers (and a busy remote is not sent a bare connection every check).
+        arriving = fetched_since(previous, self._fetched_at_check)
+        refused = None if arriving else await refused_connections(self.settings.remote_kafka, REMOTE_CONNECT_TIMEOUT_S)
+        if remote_gone(refused, previous, self._fetched_at_check):  # whatever is queued; no offsets' timeout to wait out
+            self.state.set_not_ready(f"remote cluster does not answer: {refused}")
             return
         try:
             ends = await asyncio.wait_for(consumer.end_offsets(list(self._copies)), 10) if self._copies else {}

@@ -1,14 +1,14 @@
 """What the bridge's readiness concludes from its periodic remote check (pure: no Kafka, no clock).
 
-The check first opens a TCP connection to the remote bootstrap servers
-(:func:`shared.kafka.refused_connections`). When none accepts and nothing was fetched since the
-previous check, the cluster is gone: not ready at once, whatever the bridge has queued. A Kafka
+When nothing was fetched since the previous check, the check first opens a TCP connection to
+the remote bootstrap servers (:func:`shared.kafka.refused_connections`). When none accepts, the
+cluster is gone: not ready at once, whatever the bridge has queued. A Kafka
 request to a stopped cluster does not fail, it retries until its timeout, so without this probe
 an outage looked like a busy cluster for as long as the queues took to drain (23 s in the
 40-minute soak), and 13 s even with the probe when the offsets request was sent anyway. Records
-still arriving while the bootstrap addresses refuse (a bootstrap load balancer down, the
-brokers' advertised addresses fine) mean the cluster answers: still ready, with a warning, and
-the offsets are not read until the bootstrap servers accept again.
+still arriving (even with a bootstrap load balancer down and the brokers fine) mean the cluster
+answers: no probe then. An idle bridge probes at every check: one TCP connection, closed
+before any byte (a TLS listener may log it as a failed handshake).
 
 Else the check reads the remote end and start offsets with a bound (10 s each). A connection or
 protocol error there says the remote cluster does not answer: not ready. A bound that ran out
