@@ -144,15 +144,23 @@ class SinkLedger:
             self._positions[tp] = self._floors[tp] = found[_id]
 
     async def _claim(self, _id: str) -> bool:
-        """Names this sink's assignment the owner of a ledger document, unless a newer one of a
-        member still in the group is (then this sink is the zombie). A newer generation whose
-        member left the group is a previous life of the group (deleted, or expired while empty:
-        generations start again at 1): taken over, with a compare-and-set on that owner."""
+        """Names this sink's assignment the owner of a ledger document, unless a newer one (or
+        another member of the same generation: a static member replaced keeps it) of a member
+        still in the group is: then this sink is the zombie. An owner whose member left the group
+        is taken over, with a compare-and-set on that owner: a replaced static member, or a
+        previous life of the group (deleted, or expired while empty: generations start again at 1)."""
         assert self._owner is not None
         generation, member = self._owner
         claim = {"$set": {"generation": generation, "member": member}}
         for _ in range(3):  # another claim between the two steps: look again
-            older = {"_id": _id, "$or": [{"generation": {"$exists": False}}, {"generation": {"$lte": generation}}]}
+            older = {
+                "_id": _id,
+                "$or": [
+                    {"generation": {"$exists": False}},
+                    {"generation": {"$lt": generation}},
+                    {"generation": generation, "member": member},  # a replaced static member keeps the generation
+                ],
+            }
             if (await self.ledger.update_one(older, claim)).matched_count == 1:
                 return True
             found = await self.ledger.find_one({"_id": _id}, {"generation": 1, "member": 1})

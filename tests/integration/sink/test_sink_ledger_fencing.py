@@ -146,6 +146,8 @@ async def _play(client: AsyncMongoClient[dict[str, Any]], collection: str, steps
 @example(steps=[("join", 0, 0), ("fetch", 0, 10), ("fetch", 1, 20), ("commit", 1, 0), ("commit", 0, 0)])
 # The group deleted after a newer generation had claimed: that owner left, its claim is taken over.
 @example(steps=[("join", 0, 0), ("fetch", 0, 30), ("commit", 0, 0), ("reset", 0, 0), ("fetch", 0, 50), ("commit", 0, 0)])
+# A static member replaced (same generation): the old member's late first load must not take the claim back.
+@example(steps=[("static", 0, 0), ("fetch", 0, 1), ("fetch", 1, 1)])
 def test_every_record_is_counted_once_whatever_the_rebalances(mongodb_uri: str, steps: list[tuple[str, int, int]]) -> None:
     collection = f"fencing_{uuid.uuid4().hex[:10]}"
 
