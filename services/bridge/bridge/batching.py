@@ -8,7 +8,7 @@ transaction's events as one record batch per partition instead.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -33,8 +33,14 @@ class KeyPartitioner:
         return partition
 
 
+def source_partitioner(remote_partition: int, partitions: int) -> Callable[[bytes], int]:
+    """Every record of one remote partition to one local partition, whatever its key."""
+    local = remote_partition % partitions
+    return lambda _key: local
+
+
 async def send_batches(
-    producer: AIOKafkaProducer, topic: str, partitioner: KeyPartitioner, records: Sequence[tuple[bytes, bytes]]
+    producer: AIOKafkaProducer, topic: str, partitioner: Callable[[bytes], int], records: Sequence[tuple[bytes, bytes]]
 ) -> list[asyncio.Future[Any]]:
     """Queues ``(key, value)`` records as record batches, one per partition (more when full).
 

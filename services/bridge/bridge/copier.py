@@ -30,7 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from bridge.batching import KeyPartitioner, send_batches
+from bridge.batching import KeyPartitioner, send_batches, source_partitioner
 from bridge.metrics import BridgeMetrics
 from bridge.offsets import StoredOffset, offset_key, offset_value
 from bridge.producers import open_transaction
@@ -184,6 +184,12 @@ class Copier:
         self._rules = settings.event_rules()
         self._max_value_bytes = settings.max_request_bytes - HEADROOM_BYTES
 
+    def _partitioner_of(self, tp: TopicPartition) -> Callable[[bytes], int]:
+        """The local partition of each event copied from ``tp`` (``BRIDGE_LOCAL_PARTITIONING``)."""
+        if self.settings.local_partitioning == "source":
+            return source_partitioner(tp.partition, self.partitioner.partitions)
+        return self.partitioner
+
     def raise_failure(self) -> None:
         """Raises (once) the error that ended a copy task, if any: the session ends with it."""
         if self.failure is not None:
@@ -276,7 +282,7 @@ class Copier:
             # unknown). Past the deadline the session ends; the next owner's init_transactions
             # fences this producer and settles its transaction, so its outcome need not be known.
             async with asyncio.timeout(s.transaction_deadline_s), open_transaction(producer):
-                futures = await send_batches(producer, s.local_topic, self.partitioner, events)
+                futures = await send_batches(producer, s.local_topic, self._partitioner_of(tp), events)
                 for record, error in dead:
                     futures.append(await self._send_dead_letter(producer, record, error, epoch))
                 counts = copy.counts.plus(len(events), len(dead))

@@ -48,6 +48,12 @@ class BridgeSettings(ConsumerSettings):
     offsets_partitions: int = 1
     replication_factor: int = 3
 
+    # Which local partition a copied event goes to: "key" hashes its key (the visitor, as Kafka's
+    # Java client would), so one visitor's events share a local partition; "source" keeps the
+    # remote partition (remote partition mod the local count, as MirrorMaker 2 keeps partitions),
+    # so each transaction writes one local partition instead of all of them (README: Latency).
+    local_partitioning: Literal["key", "source"] = "key"
+
     # Batching and clients.
     max_batch_records: int = 2000  # per fetch and per transaction
     max_pending_records: int = 8000  # fetched but not yet copied, per partition: beyond, the partition pauses

@@ -209,3 +209,49 @@ async def test_record_too_large_for_a_local_record_is_dead_lettered_truncated_no
     assert dict(dead.headers)[HEADER_VALUE_TRUNCATED_FROM] == b"2000000"
     assert headers["dlq.error.class"] == "OversizedRecord" and headers["dlq.source.offset"] == "1"
     assert dead.value == huge[: 2_000_000 - HEADROOM_BYTES]
+
+
+@pytest.mark.timeout(90)
+async def test_source_partitioning_keeps_each_remote_partition_in_one_local_partition_in_order(
+    remote_kafka: KafkaConnection, local_kafka: KafkaConnection, unique_name: str
+) -> None:
+    """``BRIDGE_LOCAL_PARTITIONING=source``: remote partition p → local partition p mod the local
+    count (4 remote onto 3 local: 3 wraps onto 0), each in its remote order, every valid event once."""
+    names = BridgeNames(unique_name)
+    produced = await produce_events(remote_kafka, names.remote_topic, 400, partitions=4, bad_fraction=0.02)
+    want_good, want_bad = expected_outputs(produced, names.remote_topic)
+    settings = BridgeSettings(
+        remote_topic=names.remote_topic,
+        local_topic=names.local_topic,
+        dlq_topic=names.dlq_topic,
+        offsets_topic=names.offsets_topic,
+        group_id=names.group_id,
+        local_partitions=3,
+        dlq_partitions=1,
+        local_partitioning="source",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
+    _, bridge = create_bridge(settings)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(bridge.run(stop))
+    try:
+        await wait_caught_up(local_kafka, names.offsets_topic, produced, names.remote_topic, timeout_s=45)
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 10)
+
+    out = await read_topic(local_kafka, names.local_topic)
+    events = [orjson.loads(r.value) for r in out]
+    assert sorted(e["event_id"] for e in events) == sorted(want_good), "every valid event exactly once"
+    by_local: dict[int, list[tuple[int, int]]] = {}
+    for record, event in sorted(zip(out, events, strict=True), key=lambda pair: (pair[0].partition, pair[0].offset)):
+        assert record.partition == event["source_partition"] % 3, (record.partition, event["source_partition"])
+        assert record.key == output_key(event)
+        by_local.setdefault(record.partition, []).append((event["source_partition"], event["source_offset"]))
+    assert sorted(by_local) == [0, 1, 2]
+    for seen in by_local.values():
+        for source in {p for p, _ in seen}:
+            offsets = [o for p, o in seen if p == source]
+            assert offsets == sorted(offsets), f"remote partition {source} out of order"
+    assert len(await read_topic(local_kafka, names.dlq_topic)) == len(want_bad)
