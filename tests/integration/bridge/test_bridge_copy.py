@@ -48,6 +48,21 @@ def expected_outputs(produced: Any, topic: str) -> tuple[dict[str, dict[str, Any
     return good, bad
 
 
+def in_process_settings(names: BridgeNames, **overrides: Any) -> BridgeSettings:
+    """A bridge run in the test's process on ``names``' topics, quick to join its group."""
+    return BridgeSettings(
+        remote_topic=names.remote_topic,
+        local_topic=names.local_topic,
+        dlq_topic=names.dlq_topic,
+        offsets_topic=names.offsets_topic,
+        group_id=names.group_id,
+        dlq_partitions=1,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        **overrides,
+    )
+
+
 @pytest.mark.timeout(120)
 async def test_copies_valid_events_exactly_and_dead_letters_the_bad(
     remote_kafka: KafkaConnection, local_kafka: KafkaConnection, unique_name: str
@@ -128,18 +143,7 @@ async def test_in_process_bridge_serves_health_ready_metrics_and_stops(
     names = BridgeNames(unique_name)
     produced = await produce_events(remote_kafka, names.remote_topic, 300, partitions=2, bad_fraction=0.05)
     ends = {p: max(o for pp, o, _ in produced.records if pp == p) + 1 for p in (0, 1)}
-    settings = BridgeSettings(
-        remote_topic=names.remote_topic,
-        local_topic=names.local_topic,
-        dlq_topic=names.dlq_topic,
-        offsets_topic=names.offsets_topic,
-        group_id=names.group_id,
-        local_partitions=2,
-        dlq_partitions=1,
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
-        lag_interval_s=0.3,
-    )
+    settings = in_process_settings(names, local_partitions=2, lag_interval_s=0.3)
     state, bridge = create_bridge(settings)
     app = create_http_app(state)
     stop = asyncio.Event()
@@ -220,18 +224,7 @@ async def test_source_partitioning_keeps_each_remote_partition_in_one_local_part
     names = BridgeNames(unique_name)
     produced = await produce_events(remote_kafka, names.remote_topic, 400, partitions=4, bad_fraction=0.02)
     want_good, want_bad = expected_outputs(produced, names.remote_topic)
-    settings = BridgeSettings(
-        remote_topic=names.remote_topic,
-        local_topic=names.local_topic,
-        dlq_topic=names.dlq_topic,
-        offsets_topic=names.offsets_topic,
-        group_id=names.group_id,
-        local_partitions=3,
-        dlq_partitions=1,
-        local_partitioning="source",
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
-    )
+    settings = in_process_settings(names, local_partitions=3, local_partitioning="source")
     _, bridge = create_bridge(settings)
     stop = asyncio.Event()
     worker = asyncio.create_task(bridge.run(stop))
