@@ -104,7 +104,7 @@ class EtlSettings(BaseSettings):
     # micro-batch looks back ETL_HEAL_LOOKBACK_HOURS): 24 hours of counting every hour is wasted work
     continuous_heal_hours: float = Field(default=2.0, ge=0)
     # shuffle partitions of a micro-batch read second by second (a few thousand rows): every stage
-    # of its few small Spark jobs runs this many tasks instead of ETL_SPARK_SHUFFLE_PARTITIONS
+    # of its dozen small Spark jobs runs this many tasks instead of ETL_SPARK_SHUFFLE_PARTITIONS
     continuous_shuffle_partitions: int = Field(default=2, ge=1)
     continuous_retain_hours: float = Field(default=24.0, gt=0)  # succeeded micro-batch rows of etl_runs kept this long
     # the worker's driver JVM commits and touches its whole heap (ETL_SPARK_DRIVER_MEMORY) at start

@@ -31,7 +31,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.storagelevel import StorageLevel
 
-from etl_api import extract, frames, ledger, transform
+from etl_api import extract, ledger, transform
 from etl_api.load import DIMENSIONS, FACT_STAGE_COLUMNS, LoadInput, load_star, stage_columns
 from etl_api.ownership import Ownership
 from etl_api.plan import RunPlan
@@ -51,7 +51,7 @@ log = logging.getLogger("etl_api.job")
 
 PhaseHook = Callable[[str], Awaitable[None]]
 # a fine micro-batch of at most this many events holds its dimension and fact rows in the driver
-# (tens of MB), all computed in one Spark job, instead of six jobs caching them in Spark to stream back
+# (tens of MB) instead of caching them in Spark and streaming them back: five Spark jobs fewer
 COLLECT_MAX_EVENTS = 200_000
 
 
@@ -194,47 +194,47 @@ async def extract_unit(ctx: UnitContext, conn: asyncpg.Connection, plan: RunPlan
 
 async def transform_unit(ctx: UnitContext, events: DataFrame, collect: bool = False) -> Transformed:
     """Classify, count and build the dimension and fact frames, all computed here, outside the
-    load transaction that holds the per-schema lock. ``collect``: the frames are small enough to
-    hold in the driver (a fine micro-batch): every frame and the counts in one Spark job
-    (:func:`etl_api.frames.build_together`). Otherwise the counts and the five frames are Spark
-    jobs submitted together (Spark runs concurrent jobs of one session side by side), each frame
-    cached for the load to stream back."""
+    load transaction that holds the per-schema lock. The counts and the five frames are Spark
+    jobs submitted together (Spark runs concurrent jobs of one session side by side: a small
+    micro-batch's jobs are mostly scheduling and shuffle latency). ``collect``: the frames are
+    small enough to hold in the driver (a fine micro-batch): collected, not cached."""
     s = ctx.settings
-    classified = transform.classify_events(
-        transform.enrich_events(events, s.internal_domains),
-        s.product_view_types,
-        s.exclude_bots,
-        time_floor_ms=s.event_time_floor_ms,
-        max_ahead_ms=int(s.event_time_max_ahead_s * 1000),
+    classified = ctx.cache(
+        transform.classify_events(
+            transform.enrich_events(events, s.internal_domains),
+            s.product_view_types,
+            s.exclude_bots,
+            time_floor_ms=s.event_time_floor_ms,
+            max_ahead_ms=int(s.event_time_max_ahead_s * 1000),
+        )
     )
-    if collect:
-        together = await asyncio.to_thread(frames.build_together, classified)
-        counted: list[Any] = together.pop(frames.COUNTS)
-        built: dict[str, Rows] = dict(together)
-    else:
-        counted, built = await _separate_jobs(ctx, ctx.cache(classified))
-    skips, ledger_rows = transform.split_run_counts(counted)
-    valid = int(skips.pop(None, 0))
-    if sum(r[3] for r in ledger_rows) != valid or sum(r[2] for r in ledger_rows) != valid + sum(skips.values()):
-        raise ledger.LedgerMismatchError(f"hour ledger rows {ledger_rows[:5]}… do not add up to {valid} valid, {skips} skipped")
-    facts = built.pop("facts")
-    return Transformed(built, facts, valid, {str(k): v for k, v in skips.items()}, list(ledger_rows))
-
-
-async def _separate_jobs(ctx: UnitContext, classified: DataFrame) -> tuple[list[Any], dict[str, Rows]]:
-    """The counts collected and each frame cached and computed, as concurrent Spark jobs."""
     views = transform.valid_views(classified)
+    frames = {
+        "dim_product": transform.build_dim_product(views),
+        "dim_country": transform.build_dim_country(views),
+        "dim_referrer": transform.build_dim_referrer(views),
+        "dim_device": transform.build_dim_device(views),
+        "facts": transform.build_facts(views),
+    }
 
-    def materialize(name: str) -> Rows:
-        cached = ctx.cache(frames.build(views, name))
+    def materialize(df: DataFrame) -> Rows:
+        if collect:
+            return df.collect()
+        cached = ctx.cache(df)
         cached.count()
         return cached
 
     counted, *built = await asyncio.gather(
         asyncio.to_thread(lambda: transform.run_counts(classified).collect()),
-        *(asyncio.to_thread(materialize, name) for name in frames.NAMES),
+        *(asyncio.to_thread(materialize, df) for df in frames.values()),
     )
-    return cast(list[Any], counted), dict(zip(frames.NAMES, built, strict=True))
+    skips, ledger_rows = transform.split_run_counts(cast(list[Any], counted))
+    valid = int(skips.pop(None, 0))
+    if sum(r[3] for r in ledger_rows) != valid or sum(r[2] for r in ledger_rows) != valid + sum(skips.values()):
+        raise ledger.LedgerMismatchError(f"hour ledger rows {ledger_rows[:5]}… do not add up to {valid} valid, {skips} skipped")
+    done = dict(zip(frames, built, strict=True))
+    facts = done.pop("facts")
+    return Transformed(done, facts, valid, {str(k): v for k, v in skips.items()}, list(ledger_rows))
 
 
 async def load_unit(ctx: UnitContext, plan: RunPlan, got: Extracted, done: Transformed) -> dict[str, dict[str, int]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from etl_api import frames, transform
+from etl_api import transform
 from etl_api.reading import count_by_date
 from pyspark.sql import SparkSession
 
@@ -77,15 +77,15 @@ def test_the_settings_move_the_window(spark: SparkSession) -> None:
 def test_a_2099_event_does_not_decide_the_stores_country(spark: SparkSession) -> None:
     classified = transform.classify_events(transform.enrich_events(transform.clean_events(raw(spark, *EVENTS))), (V,))
     views = transform.valid_views(classified)
-    stores = rows_of(frames.build(views, "dim_country"), "store_id", "site_domain", "country_name", "attributes_source")
+    stores = rows_of(transform.build_dim_country(views), "store_id", "site_domain", "country_name", "attributes_source")
     # the latest *valid* event is "unstamped" (2030, fr): the 2099 glamira.de event is not evidence
     assert stores == [("12", "glamira.fr", "France", "001893456000000:unstamped")]
     # without the check the 2099 event would have won (the test would be void otherwise)
     unchecked = transform.classify_events(
         transform.enrich_events(transform.clean_events(raw(spark, *EVENTS))), (V,), time_floor_ms=0, max_ahead_ms=10**15
     )
-    assert rows_of(frames.build(transform.valid_views(unchecked), "dim_country"), "store_id", "country_name") == [("12", "Germany")]
-    facts = frames.build(views, "facts").collect()
+    assert rows_of(transform.build_dim_country(transform.valid_views(unchecked)), "store_id", "country_name") == [("12", "Germany")]
+    facts = transform.build_facts(views).collect()
     assert sum(r["view_count"] for r in facts) == 3
     assert {r["event_date"] for r in facts} == {date(2020, 6, 4), date(2020, 6, 5), date(2030, 1, 1)}
 

@@ -7,7 +7,7 @@ from datetime import date
 from typing import Any
 
 import pytest
-from etl_api import frames, transform
+from etl_api import transform
 from etl_api.extract import RAW_FIELDS
 from pyspark.sql import DataFrame, SparkSession
 
@@ -114,20 +114,20 @@ def test_one_counting_job_gives_the_skip_counts_and_the_hour_ledger(classified: 
 
 def test_dimensions_take_the_latest_event_with_the_attribute(classified: DataFrame) -> None:
     views = transform.valid_views(classified)
-    assert rows_of(frames.build(views, "dim_product"), "*") == [
+    assert rows_of(transform.build_dim_product(views), "*") == [
         ("110474", "Glamira Pendant Viktor", "glamira-pendant-viktor", "pendant", "001591273287123:e1", date(2020, 6, 4)),
         ("95923", None, None, None, None, date(2020, 6, 4)),
         ("P001", None, None, None, None, date(2020, 6, 3)),
     ]
-    assert rows_of(frames.build(views, "dim_country"), "*") == [
+    assert rows_of(transform.build_dim_country(views), "*") == [
         ("12", "glamira.fr", "FR", "France", "Europe", "001591273287123:e1", date(2020, 6, 4)),
         ("US", None, "US", "United States", "North America", None, date(2020, 6, 3)),
     ]
-    assert rows_of(frames.build(views, "dim_referrer"), "*") == [
+    assert rows_of(transform.build_dim_referrer(views), "*") == [
         ("https://l.facebook.com/l.php?u=x", "facebook.com", "social", date(2020, 6, 4)),
         ("https://www.google.com/", "google.com", "search", date(2020, 6, 4)),
     ]
-    assert rows_of(frames.build(views, "dim_device"), "*") == [
+    assert rows_of(transform.build_dim_device(views), "*") == [
         ("d1", "desktop", "Chrome 83.0 / Windows 10", "Chrome", "Windows 10", "001591273287123:e1", date(2020, 6, 4)),
         ("d2", "mobile", "Mobile Safari 13.0 / iOS 13.3", "Mobile Safari", "iOS 13.3", "001591232400000:e3", date(2020, 6, 4)),
         ("d3", "unknown", None, None, None, None, date(2020, 6, 3)),
@@ -146,7 +146,7 @@ def test_facts_measures(spark: SparkSession) -> None:
     )
     views = transform.valid_views(transform.classify_events(transform.enrich_events(transform.clean_events(events)), (V,)))
     t0 = 1591264800000
-    assert rows_of(frames.build(views, "facts"), "*") == sorted(
+    assert rows_of(transform.build_facts(views), "*") == sorted(
         [
         (20200604, date(2020, 6, 4), "7", "12", None, None, 1, 0, t0 + 3_600_000, t0 + 3_600_000, t0 + 3_600_000),
         (20200604, date(2020, 6, 4), "7", "12", None, "d1", 3, 1, t0, t0 + 300_250, 3 * t0 + 301_750),
