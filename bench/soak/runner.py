@@ -6,6 +6,8 @@
 3. Prometheus on the services, the project's rules at ``time_scale``, scraping every 2 s.
 4. The traffic for ``minutes``; faults from the seeded schedule every ``fault_every`` seconds
    (± 20 % jitter), the first after ``warmup_s``; each fault's recovery followed in the background.
+   An asked-for number of faults (``faults``) is injected whole, past the traffic's end if slow
+   recoveries pushed the last ones there; by default, as many as fit in the traffic.
 5. The drain: the traffic is done, every fault healed, bridge and sink lag 0, and the star schema's
    total equals the generator's (or ``drain_timeout_s``).
 6. Alerts: Prometheus' firing intervals matched to the faults, as soon as every expected alert
@@ -240,7 +242,9 @@ async def inject_all(opts: Options, faults: Faults, rng: random.Random, producin
     for i, kind in enumerate(kinds):
         at = t0 + opts.warmup_s + i * opts.fault_every_s + rng.uniform(-0.2, 0.2) * opts.fault_every_s
         await asyncio.sleep(max(0.0, at - time.monotonic()))
-        if producing.done():
+        # "as many as fit" ends with the traffic; an asked-for number is injected whole, the
+        # last ones during the drain if slow recoveries pushed them past the traffic's end
+        if producing.done() and opts.faults is None:
             break
         record = FaultRecord(i, kind)
         records.append(record)
