@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -58,12 +59,16 @@ class EventRules:
 
     event_time_floor: datetime = DEFAULT_EVENT_TIME_FLOOR
     event_time_max_ahead_s: float = EVENT_TIME_MAX_AHEAD_S
+    # Integer unix seconds from here on are past the floor (a second of margin: the float
+    # cannot misjudge one); derived, for the per-record check of an integer time_stamp.
+    plainly_after_floor: float = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.event_time_floor.tzinfo is None:
             raise ValueError("event_time_floor must be timezone-aware")
         if not self.event_time_max_ahead_s >= 0:
             raise ValueError("event_time_max_ahead_s must be >= 0")
+        object.__setattr__(self, "plainly_after_floor", self.event_time_floor.timestamp() + 1)
 
 
 def _invalid(reason: str, error_class: str, stage: str = STAGE_VALIDATE) -> InvalidEventError:
@@ -88,6 +93,17 @@ def _latest_plausible(bridged_at: datetime, max_ahead_s: float) -> datetime:
         return bridged_at + timedelta(seconds=max_ahead_s)
     except OverflowError:
         return datetime.max.replace(tzinfo=UTC)
+
+
+# Up to 9999-12-31T23:59:59Z ``%Y`` is four digits, so strftime writes what format_utc would.
+_MAX_STRFTIME_STAMP = 253_402_300_799
+
+
+@lru_cache(maxsize=8)
+def _plainly_before_latest(bridged_at: datetime, max_ahead_s: float) -> float:
+    """Integer unix seconds up to here are not too far ahead of ``bridged_at`` (a second of
+    margin, like :attr:`EventRules.plainly_after_floor`); one value per batch."""
+    return _latest_plausible(bridged_at, max_ahead_s).timestamp() - 1
 
 
 def check_event_time(moment: datetime, bridged_at: datetime, rules: EventRules) -> None:
@@ -266,6 +282,8 @@ def normalize(
         layout = dataclasses.replace(_layout_of(doc, cache=False), rename=False)
     event_id = event_id_of(doc, topic, partition, offset, source_epoch)
 
+    moment: datetime | None  # None: the integer unix ``seconds`` below, judged without a datetime
+    seconds = 0
     if layout.glamira:
         shape = SHAPE_GLAMIRA
         collection = doc.get("collection")
@@ -279,13 +297,13 @@ def normalize(
         stamp = doc.get("time_stamp")
         if stamp is None:
             raise _invalid("time_stamp is missing", "MissingField")
-        if type(stamp) is int:
-            try:
-                moment = datetime.fromtimestamp(stamp, UTC)
-            except (OverflowError, OSError, ValueError) as exc:
-                raise _invalid(f"time_stamp {_short(stamp)} is out of range: {exc}", "WrongType") from None
+        if type(stamp) is int and 0 <= stamp <= _MAX_STRFTIME_STAMP:
+            seconds = stamp
+            moment = None  # made only if the cheap plausibility bounds do not settle it
+            event_time = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(stamp))
         else:
             moment = moment_from_unix(stamp)
+            event_time = format_utc(moment)
         needs_product = collection in PRODUCT_EVENT_TYPES
     else:
         shape = SHAPE_SEED
@@ -293,12 +311,20 @@ def normalize(
         if doc.get("timestamp") is None:
             raise _invalid("neither time_stamp nor timestamp is present", "MissingField")
         moment = moment_from_iso(doc["timestamp"])
+        event_time = format_utc(moment)
         needs_product = True
     if rules is not None:
-        check_event_time(moment, bridged_at, rules)
+        if moment is None:  # an integer time_stamp: outside the plain bounds the exact check decides
+            if not rules.plainly_after_floor <= seconds <= _plainly_before_latest(bridged_at, rules.event_time_max_ahead_s):
+                check_event_time(datetime.fromtimestamp(seconds, UTC), bridged_at, rules)
+        else:
+            check_event_time(moment, bridged_at, rules)
 
     for field in layout.ids:
         raw = doc[field]
+        if type(raw) is str:  # the common case, id_text's first rule inline
+            doc[field] = raw.strip()
+            continue
         if raw is None:
             continue
         ident = id_text(raw)
@@ -311,7 +337,9 @@ def normalize(
     if needs_product and not doc.get("product_id"):
         raise _invalid(f"{collection} event has no product_id", "MissingField")
     local_time = doc["local_time"] if layout.local_time else None
-    if local_time is not None:
+    if local_time is not None and not (
+        type(local_time) is str and _PADDED_LOCAL_TIME.fullmatch(local_time) and _is_date(local_time[:10])
+    ):  # what normalize_local_time would give back unchanged is left as it is
         padded = normalize_local_time(local_time)
         if padded is None:
             _keep_as_came("local_time", local_time, kept_as_came)
@@ -325,7 +353,7 @@ def normalize(
     doc["event_id"] = event_id
     doc["collection"] = collection
     doc["source_shape"] = shape
-    doc["event_time"] = format_utc(moment)
+    doc["event_time"] = event_time
     doc["source_topic"] = topic
     doc["source_partition"] = partition
     doc["source_offset"] = offset
