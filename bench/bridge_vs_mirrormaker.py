@@ -62,8 +62,9 @@ def spawn(argv: list[str], log: Path, env: dict[str, str], cwd: Path) -> subproc
         return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
 
 
-def bridge(partitions: int, replicas: int = 1) -> Copier:
-    """``python -m bridge`` with its defaults (plus ``--bridge-env``), ``replicas`` processes of one group."""
+def bridge(partitions: int, replicas: int = 1, bare: bool = False) -> Copier:
+    """``python -m bridge`` with its defaults (plus ``--bridge-env``), ``replicas`` processes of one
+    group; ``bare``: :mod:`bench.peers.bridge_bare` instead (no per-record work: an upper bound)."""
     ports = [free_port() for _ in range(replicas)]
 
     def start(topic: str, tag: str) -> tuple[list[subprocess.Popen[bytes]], str]:
@@ -83,9 +84,12 @@ def bridge(partitions: int, replicas: int = 1) -> Copier:
             "PYTHONPATH": f"{REPO}:{REPO / 'services' / 'bridge'}",
             **BRIDGE_ENV,
         }
-        return spawn([sys.executable, "-m", "bridge"], OUT / f"{tag}.bridge.log", env, REPO)
+        module = "bench.peers.bridge_bare" if bare else "bridge"
+        return spawn([sys.executable, "-m", module], OUT / f"{tag}.bridge.log", env, REPO)
 
     name = "bridge (exactly once)" if replicas == 1 else f"bridge (exactly once) x{replicas} processes"
+    if bare:
+        name = "bridge without per-record work (upper bound)"
     return Copier(name, start, bridge_source_key, bridge_target_key, port=ports[0])
 
 
@@ -159,7 +163,9 @@ async def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--mm2-mode", choices=("eos", "default", "skip"), default="eos")
     parser.add_argument(
-        "--copiers", default="bridge,mm2,raw", help="which copiers run, in this order (bridge, bridge2 = two bridge processes, mm2, raw)"
+        "--copiers",
+        default="bridge,mm2,raw",
+        help="which copiers run, in this order (bridge, bridge2 = two bridge processes, bridge-bare = the bridge without per-record work, mm2, raw)",
     )
     parser.add_argument("--raw-in-flight", type=int, default=16, help="the raw copier's unacknowledged fetches (2000 records each)")
     parser.add_argument("--latency-copiers", default="bridge,mm2,raw", help="which copiers the latency runs measure")
@@ -176,6 +182,7 @@ async def main() -> None:
     make = {
         "bridge": lambda: bridge(args.partitions),
         "bridge2": lambda: bridge(args.partitions, replicas=2),
+        "bridge-bare": lambda: bridge(args.partitions, bare=True),
         "mm2": lambda: mirrormaker(remote, local, args.partitions, eos=args.mm2_mode == "eos"),
         "raw": lambda: raw_copier(args.partitions, args.raw_in_flight),
     }
