@@ -29,7 +29,6 @@ timings (``/metrics``) are printed with it. Not a test: it prints Markdown table
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import subprocess
@@ -50,10 +49,11 @@ import eventgen  # noqa: E402
 
 from bench.copy_measure import Copier, Run, bridge_source_key, bridge_target_key, latency, throughput  # noqa: E402
 from bench.peers.mirrormaker import mm2_argv, mm2_properties  # noqa: E402
-from bench.probes import free_port, load_stack_env, loadavg  # noqa: E402
+from bench.probes import drop_topics, free_port, load_stack_env, loadavg, run_cleaning_up  # noqa: E402
 from shared.kafka import KafkaConnection  # noqa: E402
 
 OUT = REPO / "bench" / "results"
+RUN_PREFIX = "bench_bridge_"  # then the run's id: its topics, logs and MirrorMaker 2 aliases
 BRIDGE_ENV: dict[str, str] = {}  # --bridge-env KEY=VALUE: settings to try (e.g. BRIDGE_LINGER_MS=1)
 
 
@@ -97,7 +97,8 @@ def mirrormaker(remote: KafkaConnection, local: KafkaConnection, partitions: int
     """A dedicated MirrorMaker 2 per run (its own cluster aliases, so no state carries over)."""
 
     def start(topic: str, tag: str) -> tuple[list[subprocess.Popen[bytes]], str]:
-        src, dst = f"src{tag[-8:]}", f"dst{tag[-8:]}"
+        alias = tag.removeprefix(RUN_PREFIX)  # the run's id and the copier's place: unique, so its topics can be dropped
+        src, dst = f"src{alias}", f"dst{alias}"
         props = OUT / f"{tag}.mm2.properties"
         props.write_text(mm2_properties(remote, local, src, dst, topic, partitions, eos))
         props.chmod(0o600)  # holds the SASL passwords; removed once MirrorMaker 2 has read it
@@ -178,7 +179,18 @@ async def main() -> None:
 
     remote, local = remote_kafka_from_env(), local_kafka_from_env()
     OUT.mkdir(parents=True, exist_ok=True)
-    base = f"bench_bridge_{uuid.uuid4().hex[:6]}"
+    run_id = uuid.uuid4().hex[:6]
+    base = f"{RUN_PREFIX}{run_id}"
+    try:
+        await compare(args, remote, local, base)
+    finally:  # also when stopped (run_cleaning_up): the run's topics cost the brokers CPU while they stay
+        dropped = await drop_topics([remote, local], lambda name: name.startswith(base) or f"src{run_id}" in name or f"dst{run_id}" in name)
+        print(f"dropped the run's {len(dropped)} topics", flush=True)
+
+
+async def compare(args: argparse.Namespace, remote: KafkaConnection, local: KafkaConnection, base: str) -> None:
+    """The throughput runs, then the latency runs, of every copier asked for; prints the tables
+    and writes ``bench/results/bridge_vs_mirrormaker.json``."""
     make = {
         "bridge": lambda: bridge(args.partitions),
         "bridge2": lambda: bridge(args.partitions, replicas=2),
@@ -244,4 +256,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_cleaning_up(main())
