@@ -3,7 +3,7 @@
 This is the bridge's isolation boundary per record (issue 14): whatever the bytes hold, the
 result is either the local ``(key, value)`` or a :class:`Refusal` for the dead-letter topic, so
 no single record can end a session (only cluster errors do). Pure: no clients, no clock, no
-environment; the caller passes ``bridged_at``, the :class:`~bridge.transform.EventRules` and the
+environment; the caller passes ``bridged_at``, the :class:`~bridge.event_times.EventRules` and the
 size limit.
 
 Steps and their DLQ stages:
@@ -29,8 +29,9 @@ from datetime import datetime
 
 import orjson
 
+from bridge.event_times import EventRules
 from bridge.metrics import KEPT_AS_CAME
-from bridge.transform import EventRules, normalize, output_key
+from bridge.transform import normalize, output_key
 from shared.dlq import DEFAULT_MAX_REQUEST_BYTES, HEADROOM_BYTES, header_text
 from shared.errors import InvalidEventError
 

@@ -14,7 +14,7 @@ from shared.kafka import KafkaConnection
 from shared.settings import ConsumerSettings, remote_kafka_from_env
 
 if TYPE_CHECKING:
-    from bridge.transform import EventRules
+    from bridge.event_times import EventRules
 
 
 class BridgeSettings(ConsumerSettings):
@@ -94,7 +94,7 @@ class BridgeSettings(ConsumerSettings):
     shutdown_timeout_s: float = 8.0
 
     def event_rules(self) -> EventRules:
-        from bridge.transform import EventRules
+        from bridge.event_times import EventRules
 
         return EventRules(event_time_floor=self.event_time_floor, event_time_max_ahead_s=self.event_time_max_ahead_s)
 

@@ -11,20 +11,29 @@ headers. :func:`bridge.records.copy_record` wraps all of it into one step that n
 from __future__ import annotations
 
 import dataclasses
-import re
-import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
+from datetime import datetime
 from typing import Any
 
 import orjson
 
-from shared.errors import InvalidEventError
+from bridge.event_times import (
+    MAX_STRFTIME_STAMP,
+    PADDED_LOCAL_TIME,
+    EventRules,
+    check_event_time,
+    event_time_of_seconds,
+    format_bridged_at,
+    format_utc,
+    is_date,
+    moment_from_iso,
+    moment_from_unix,
+    normalize_local_time,
+)
+from bridge.event_times import invalid as _invalid
+from bridge.event_times import short as _short
 from shared.event import (
     DESCRIPTIVE_FIELD_TYPES,
-    EVENT_TIME_FLOOR,
-    EVENT_TIME_MAX_AHEAD_S,
     MAX_EVENT_BYTES,
     MAX_EVENT_DEPTH,
     PRODUCT_EVENT_TYPES,
@@ -35,89 +44,14 @@ from shared.event import (
     event_id_from_coordinates,
     kept_field_name,
 )
-from shared.isotime import parse_iso_instant
 from shared.jsonvalues import JsonValueError, loads_checked, out_of_range_int
 
 STAGE_DECODE = "decode"
-STAGE_VALIDATE = "validate"
 
 SHAPE_GLAMIRA = "glamira"
 SHAPE_SEED = "seed"
 
-_LOCAL_TIME = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})[ Tt](\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,6}))?")
-# Zero-padded with the hour, minute and second in range: only the date is left to check.
-_PADDED_LOCAL_TIME = re.compile(r"\d{4}-\d\d-\d\d (?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{6})?")
-_NUMERIC = re.compile(r"[+-]?\d+(?:\.\d*)?")
 _DESCRIPTIVE_FIELDS = tuple(DESCRIPTIVE_FIELD_TYPES.items())
-DEFAULT_EVENT_TIME_FLOOR = datetime.fromisoformat(EVENT_TIME_FLOOR)
-
-
-@dataclass(frozen=True)
-class EventRules:
-    """Which event times are plausible: none before ``event_time_floor`` (an aware datetime), none
-    later than ``event_time_max_ahead_s`` seconds after the record's ``bridged_at``."""
-
-    event_time_floor: datetime = DEFAULT_EVENT_TIME_FLOOR
-    event_time_max_ahead_s: float = EVENT_TIME_MAX_AHEAD_S
-    # Integer unix seconds from here on are past the floor (a second of margin: the float
-    # cannot misjudge one); derived, for the per-record check of an integer time_stamp.
-    plainly_after_floor: float = dataclasses.field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.event_time_floor.tzinfo is None:
-            raise ValueError("event_time_floor must be timezone-aware")
-        if not self.event_time_max_ahead_s >= 0:
-            raise ValueError("event_time_max_ahead_s must be >= 0")
-        object.__setattr__(self, "plainly_after_floor", self.event_time_floor.timestamp() + 1)
-
-
-def _invalid(reason: str, error_class: str, stage: str = STAGE_VALIDATE) -> InvalidEventError:
-    return InvalidEventError(reason, stage=stage, error_class=error_class)
-
-
-def format_utc(moment: datetime) -> str:
-    """UTC ISO-8601 with milliseconds and ``Z``: ``2020-05-17T16:34:33.000Z``."""
-    if moment.tzinfo is not UTC:
-        moment = moment.astimezone(UTC)
-    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"  # "+00:00" → "Z"
-
-
-@lru_cache(maxsize=8)
-def _format_bridged_at(moment: datetime) -> str:
-    return format_utc(moment)  # one value per batch: formatted once, not per event
-
-
-@lru_cache(maxsize=8)
-def _latest_plausible(bridged_at: datetime, max_ahead_s: float) -> datetime:
-    try:  # one value per batch, like bridged_at's text
-        return bridged_at + timedelta(seconds=max_ahead_s)
-    except OverflowError:
-        return datetime.max.replace(tzinfo=UTC)
-
-
-# Up to 9999-12-31T23:59:59Z ``%Y`` is four digits, so strftime writes what format_utc would.
-_MAX_STRFTIME_STAMP = 253_402_300_799
-
-
-@lru_cache(maxsize=8)
-def _plainly_before_latest(bridged_at: datetime, max_ahead_s: float) -> float:
-    """Integer unix seconds up to here are not too far ahead of ``bridged_at`` (a second of
-    margin, like :attr:`EventRules.plainly_after_floor`); one value per batch."""
-    return _latest_plausible(bridged_at, max_ahead_s).timestamp() - 1
-
-
-def check_event_time(moment: datetime, bridged_at: datetime, rules: EventRules) -> None:
-    """:class:`InvalidEventError` ``ImplausibleEventTime`` for a time before the floor or later
-    than ``bridged_at`` plus the tolerance; the message names the time and the bound it broke."""
-    if moment < rules.event_time_floor:
-        raise _invalid(f"event time {format_utc(moment)} is before the floor {format_utc(rules.event_time_floor)}", "ImplausibleEventTime")
-    latest = _latest_plausible(bridged_at, rules.event_time_max_ahead_s)
-    if moment > latest:
-        raise _invalid(
-            f"event time {format_utc(moment)} is after {format_utc(latest)}"
-            f" ({rules.event_time_max_ahead_s:g}s after bridged_at {format_utc(bridged_at)})",
-            "ImplausibleEventTime",
-        )
 
 
 def decode(value: bytes | None) -> dict[str, Any]:
@@ -158,77 +92,6 @@ def id_text(raw: Any) -> str | None:
     if kind is float and raw.is_integer():
         return str(int(raw))
     return None
-
-
-def moment_from_unix(raw: Any) -> datetime:
-    """``time_stamp`` → an aware UTC datetime: unix seconds (int, float or numeric string), or a
-    string in any ISO-8601 / RFC 3339 form (naive means UTC)."""
-    if type(raw) is str:
-        text = raw.strip()
-        if not _NUMERIC.fullmatch(text):
-            try:
-                return _utc(parse_iso_instant(text))
-            except ValueError:
-                raise _invalid(f"time_stamp is str {_short(raw)}, not unix seconds nor ISO-8601", "WrongType") from None
-        try:
-            raw = float(text) if "." in text else int(text)
-        except ValueError:  # more than 4 300 digits
-            raise _invalid(f"time_stamp {_short(raw)} is out of range", "WrongType") from None
-    elif type(raw) is not int and type(raw) is not float:
-        raise _invalid(f"time_stamp is {type(raw).__name__} {_short(raw)}, not unix seconds", "WrongType")
-    try:
-        # A float is rounded to the microsecond (half-even) first, then cut to the millisecond.
-        return datetime.fromtimestamp(raw, UTC)
-    except (OverflowError, OSError, ValueError) as exc:
-        raise _invalid(f"time_stamp {_short(raw)} is out of range: {exc}", "WrongType") from None
-
-
-def moment_from_iso(raw: Any) -> datetime:
-    """The seed's ``timestamp`` (any ISO-8601 / RFC 3339 form; naive means UTC) → an aware UTC datetime."""
-    if not isinstance(raw, str):
-        raise _invalid(f"timestamp is {type(raw).__name__} {_short(raw)}, not ISO-8601", "WrongType")
-    try:
-        moment = parse_iso_instant(raw)
-    except ValueError:
-        raise _invalid(f"timestamp {_short(raw)} is not ISO-8601", "WrongType") from None
-    try:
-        return _utc(moment)
-    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00
-        raise _invalid(f"timestamp {_short(raw)} is out of range", "WrongType") from None
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-@lru_cache(maxsize=4096)
-def _is_date(text: str) -> bool:
-    """``YYYY-MM-DD`` (digits already checked) is a calendar date; a stream holds few dates."""
-    try:
-        date(int(text[:4]), int(text[5:7]), int(text[8:10]))
-    except ValueError:
-        return False
-    return True
-
-
-def normalize_local_time(raw: Any) -> str | None:
-    """``2020-06-04 9:05:11`` or ``2020-06-04T09:05:11.5`` → ``YYYY-MM-DD HH:MM:SS[.ffffff]``;
-    None when ``raw`` is not a local time in one of those forms (the caller keeps it as it came)."""
-    if type(raw) is not str:
-        return None
-    if _PADDED_LOCAL_TIME.fullmatch(raw):  # the common case, already normalized
-        return raw if _is_date(raw[:10]) else None
-    match = _LOCAL_TIME.fullmatch(raw.strip())
-    if match is None:
-        return None
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    fraction = match.group(7)
-    try:
-        datetime(year, month, day, hour, minute, second)
-    except ValueError:
-        return None
-    text = f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{second:02d}"
-    return f"{text}.{fraction.ljust(6, '0')}" if fraction else text
 
 
 def event_id_of(doc: dict[str, Any], topic: str, partition: int, offset: int, source_epoch: int = 0) -> str:
@@ -282,8 +145,6 @@ def normalize(
         layout = dataclasses.replace(_layout_of(doc, cache=False), rename=False)
     event_id = event_id_of(doc, topic, partition, offset, source_epoch)
 
-    moment: datetime | None  # None: the integer unix ``seconds`` below, judged without a datetime
-    seconds = 0
     if layout.glamira:
         shape = SHAPE_GLAMIRA
         collection = doc.get("collection")
@@ -297,13 +158,11 @@ def normalize(
         stamp = doc.get("time_stamp")
         if stamp is None:
             raise _invalid("time_stamp is missing", "MissingField")
-        if type(stamp) is int and 0 <= stamp <= _MAX_STRFTIME_STAMP:
-            seconds = stamp
-            moment = None  # made only if the cheap plausibility bounds do not settle it
-            event_time = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(stamp))
+        moment: datetime | None = None  # None: an integer stamp, written and judged without a datetime
+        if type(stamp) is int and 0 <= stamp <= MAX_STRFTIME_STAMP:
+            event_time = event_time_of_seconds(stamp, bridged_at, rules)
         else:
             moment = moment_from_unix(stamp)
-            event_time = format_utc(moment)
         needs_product = collection in PRODUCT_EVENT_TYPES
     else:
         shape = SHAPE_SEED
@@ -311,14 +170,11 @@ def normalize(
         if doc.get("timestamp") is None:
             raise _invalid("neither time_stamp nor timestamp is present", "MissingField")
         moment = moment_from_iso(doc["timestamp"])
-        event_time = format_utc(moment)
         needs_product = True
-    if rules is not None:
-        if moment is None:  # an integer time_stamp: outside the plain bounds the exact check decides
-            if not rules.plainly_after_floor <= seconds <= _plainly_before_latest(bridged_at, rules.event_time_max_ahead_s):
-                check_event_time(datetime.fromtimestamp(seconds, UTC), bridged_at, rules)
-        else:
+    if moment is not None:
+        if rules is not None:
             check_event_time(moment, bridged_at, rules)
+        event_time = format_utc(moment)
 
     for field in layout.ids:
         raw = doc[field]
@@ -338,7 +194,7 @@ def normalize(
         raise _invalid(f"{collection} event has no product_id", "MissingField")
     local_time = doc["local_time"] if layout.local_time else None
     if local_time is not None and not (
-        type(local_time) is str and _PADDED_LOCAL_TIME.fullmatch(local_time) and _is_date(local_time[:10])
+        type(local_time) is str and PADDED_LOCAL_TIME.fullmatch(local_time) and is_date(local_time[:10])
     ):  # what normalize_local_time would give back unchanged is left as it is
         padded = normalize_local_time(local_time)
         if padded is None:
@@ -357,7 +213,7 @@ def normalize(
     doc["source_topic"] = topic
     doc["source_partition"] = partition
     doc["source_offset"] = offset
-    doc["bridged_at"] = _format_bridged_at(bridged_at)
+    doc["bridged_at"] = format_bridged_at(bridged_at)
     return doc
 
 
@@ -418,8 +274,3 @@ def output_key(event: dict[str, Any]) -> bytes:
     """The local record key: the visitor (``device_id``) so one visitor's events keep order."""
     device_id = event.get("device_id")
     return (device_id if isinstance(device_id, str) and device_id else event["event_id"]).encode()
-
-
-def _short(raw: Any, limit: int = 60) -> str:
-    text = repr(raw)
-    return text if len(text) <= limit else text[: limit - 1] + "…"

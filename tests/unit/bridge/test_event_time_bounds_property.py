@@ -13,8 +13,8 @@ import json
 import os
 from datetime import UTC, datetime, timedelta
 
+from bridge.event_times import EventRules
 from bridge.records import Refusal, copy_record
-from bridge.transform import EventRules
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 

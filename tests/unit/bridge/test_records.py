@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from bridge import records
+from bridge.event_times import EventRules
 from bridge.records import DEFAULT_MAX_VALUE_BYTES, Refusal, copy_record
 from bridge.settings import BridgeSettings
-from bridge.transform import EventRules
 
 BRIDGED_AT = datetime(2026, 12, 2, 10, 0, 0, 123456, tzinfo=UTC)
 BRIDGED_AT_TEXT = "2026-12-02T10:00:00.123Z"

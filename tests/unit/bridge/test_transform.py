@@ -7,7 +7,8 @@ from typing import Any
 
 import orjson
 import pytest
-from bridge.transform import format_utc, normalize, output_key
+from bridge.event_times import format_utc
+from bridge.transform import normalize, output_key
 
 from shared.errors import InvalidEventError
 from shared.event import BAD_KINDS, MAX_EVENT_BYTES, event_id_from_coordinates
