@@ -135,7 +135,7 @@ async def drop_owned(dsn: str, mongodb_uri: str, *, schema: str, database: str, 
 async def drop_topics(clusters: list[KafkaConnection], owned: Callable[[str], bool]) -> list[str]:
     """Deletes every topic of ``clusters`` whose name is ``owned``; returns the names deleted.
 
-    A benchmark's topics left behind are not free: 188 of them kept three idle local brokers at
+    A benchmark's topics left behind are not free: 138 of them on the local cluster kept its three idle brokers at
     ~20 % CPU each, enough to skew the next benchmark."""
     dropped: list[str] = []
     for cluster in clusters:
