@@ -28,7 +28,7 @@ STAGE_VALIDATE = "validate"
 
 _LOCAL_TIME = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})[ Tt](\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,6}))?")
 # Zero-padded with the hour, minute and second in range: only the date is left to check.
-PADDED_LOCAL_TIME = re.compile(r"\d{4}-\d\d-\d\d (?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{6})?")
+_PADDED_LOCAL_TIME = re.compile(r"\d{4}-\d\d-\d\d (?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{6})?")
 _NUMERIC = re.compile(r"[+-]?\d+(?:\.\d*)?")
 DEFAULT_EVENT_TIME_FLOOR = datetime.fromisoformat(EVENT_TIME_FLOOR)
 
@@ -143,7 +143,7 @@ def _utc(moment: datetime) -> datetime:
 
 
 @lru_cache(maxsize=4096)
-def is_date(text: str) -> bool:
+def _is_date(text: str) -> bool:
     """``YYYY-MM-DD`` (digits already checked) is a calendar date; a stream holds few dates."""
     try:
         date(int(text[:4]), int(text[5:7]), int(text[8:10]))
@@ -157,8 +157,8 @@ def normalize_local_time(raw: Any) -> str | None:
     None when ``raw`` is not a local time in one of those forms (the caller keeps it as it came)."""
     if type(raw) is not str:
         return None
-    if PADDED_LOCAL_TIME.fullmatch(raw):  # the common case, already normalized
-        return raw if is_date(raw[:10]) else None
+    if _PADDED_LOCAL_TIME.fullmatch(raw):  # the common case, already normalized
+        return raw if _is_date(raw[:10]) else None
     match = _LOCAL_TIME.fullmatch(raw.strip())
     if match is None:
         return None

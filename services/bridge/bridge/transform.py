@@ -19,13 +19,11 @@ import orjson
 
 from bridge.event_times import (
     MAX_STRFTIME_STAMP,
-    PADDED_LOCAL_TIME,
     EventRules,
     check_event_time,
     event_time_of_seconds,
     format_bridged_at,
     format_utc,
-    is_date,
     moment_from_iso,
     moment_from_unix,
     normalize_local_time,
@@ -193,9 +191,7 @@ def normalize(
     if needs_product and not doc.get("product_id"):
         raise _invalid(f"{collection} event has no product_id", "MissingField")
     local_time = doc["local_time"] if layout.local_time else None
-    if local_time is not None and not (
-        type(local_time) is str and PADDED_LOCAL_TIME.fullmatch(local_time) and is_date(local_time[:10])
-    ):  # what normalize_local_time would give back unchanged is left as it is
+    if local_time is not None:
         padded = normalize_local_time(local_time)
         if padded is None:
             _keep_as_came("local_time", local_time, kept_as_came)
